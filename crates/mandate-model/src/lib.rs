@@ -12,7 +12,7 @@ mod scope;
 mod secret;
 mod subject;
 
-pub use audience::{Audience, AudienceError};
+pub use audience::{is_app_uri, is_loopback_url, Audience, AudienceError};
 pub use client::{AuthMethod, ClientKind, ClientState, UnknownVariant};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use ids::{ClientId, ClientIdError, IssuerAlias, IssuerAliasError};

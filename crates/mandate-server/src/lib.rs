@@ -1,1 +1,21 @@
-//! placeholder
+//! The mandate authorization server as a library: configuration, state, the public routes
+//! (`/token`, discovery, JWKS, health) and the admin listener.
+//!
+//! Handlers are thin: they parse, call one domain function and map its error through
+//! [`error::OAuthError`], the one place that knows HTTP status codes. Nothing depends on this
+//! crate except the `mandate` binary and the test kit.
+
+pub mod admin;
+pub mod client_auth;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod form;
+pub mod grant;
+pub mod http;
+pub mod server;
+pub mod state;
+
+pub use config::{ConfigError, ConfigSource, Settings};
+pub use server::{start, Listeners, RunningServer, Signals};
+pub use state::{AppState, BuildOptions};

@@ -1,0 +1,236 @@
+//! The admin listener (DESIGN.md section 8): named credentials with nested roles, JSON errors
+//! with a code and a message. Nothing here is routed on the public listener.
+
+use std::future::{ready, Ready};
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use mandate_model::ClientId;
+use mandate_store::Client;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::AdminRole;
+use crate::state::AppState;
+
+/// An admin API error: `{"error": code, "message": text}`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct AdminError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 401: no credential, or an unknown one.
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "an admin credential is required (Authorization: Bearer <secret>)",
+        )
+    }
+
+    /// 403: the credential's role does not allow this.
+    pub fn forbidden(needed: AdminRole) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this action needs the '{needed}' role"),
+        )
+    }
+
+    /// 404.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    /// 503.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store cannot be reached",
+        )
+    }
+}
+
+impl ResponseError for AdminError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="mandate-admin""#));
+        }
+        response.json(json!({"error": self.code, "message": self.message}))
+    }
+}
+
+/// The authenticated admin caller: the credential's name and role.
+#[derive(Debug, Clone)]
+pub struct AdminCaller {
+    /// The credential's name (what the audit stream records).
+    pub name: String,
+    /// Its role.
+    pub role: AdminRole,
+}
+
+impl AdminCaller {
+    /// Refuses with 403 unless the caller's role includes `needed`.
+    pub fn require(&self, needed: AdminRole) -> Result<(), AdminError> {
+        if self.role.allows(needed) {
+            Ok(())
+        } else {
+            tracing::info!(target: "audit", admin = %self.name, needed = %needed, "admin action refused: role");
+            Err(AdminError::forbidden(needed))
+        }
+    }
+}
+
+impl FromRequest for AdminCaller {
+    type Error = AdminError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(authenticate(request))
+    }
+}
+
+fn authenticate(request: &HttpRequest) -> Result<AdminCaller, AdminError> {
+    let state = request
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(AdminError::unavailable)?;
+    let secret = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(AdminError::unauthenticated)?;
+    // Every credential is compared (each in constant time) so that timing does not tell which
+    // one matched or how many there are before it.
+    let mut found = None;
+    for credential in state.admin_credentials.iter() {
+        if credential.secret_hash.matches(secret) && found.is_none() {
+            found = Some(credential);
+        }
+    }
+    let credential = found.ok_or_else(|| {
+        tracing::info!(target: "audit", "admin authentication failed");
+        AdminError::unauthenticated()
+    })?;
+    Ok(AdminCaller {
+        name: credential.name.clone(),
+        role: credential.role,
+    })
+}
+
+/// Registers the admin routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin")
+            .route("/agents", web::get().to(list_agents))
+            .route("/agents/{id}", web::get().to(show_agent)),
+    )
+    .default_service(web::to(|| async {
+        AdminError::not_found("no such admin endpoint").error_response()
+    }));
+}
+
+/// An agent or resource server as the admin API shows it: never a secret or its hash.
+#[derive(Serialize)]
+struct AgentView<'a> {
+    client_id: &'a str,
+    kind: String,
+    state: String,
+    owners: &'a [String],
+    description: &'a str,
+    auth_method: &'a str,
+    expires_at: Option<String>,
+    upstream_ids: &'a [mandate_store::UpstreamId],
+    audiences: Vec<String>,
+    key_count: usize,
+}
+
+impl<'a> From<&'a Client> for AgentView<'a> {
+    fn from(client: &'a Client) -> Self {
+        Self {
+            client_id: client.id.as_str(),
+            kind: client.kind.to_string(),
+            state: client.state.to_string(),
+            owners: &client.owners,
+            description: &client.description,
+            auth_method: client.auth_method.as_str(),
+            expires_at: client.expires_at.map(|t| t.to_rfc3339()),
+            upstream_ids: &client.upstream_ids,
+            audiences: client.audiences.iter().map(ToString::to_string).collect(),
+            key_count: client.keys.as_ref().map_or(0, |k| k.len()),
+        }
+    }
+}
+
+async fn list_agents(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Read)?;
+    let clients = state
+        .clients
+        .clients()
+        .await
+        .map_err(|_| AdminError::unavailable())?;
+    let views: Vec<AgentView<'_>> = clients
+        .iter()
+        .map(|c| AgentView::from(c.as_ref()))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "agents": views })))
+}
+
+async fn show_agent(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Read)?;
+    let id = ClientId::parse(&id).map_err(|e| AdminError::bad_request(e.to_string()))?;
+    let client = state
+        .clients
+        .client(&id)
+        .await
+        .map_err(|_| AdminError::unavailable())?
+        .ok_or_else(|| AdminError::not_found(format!("no client '{id}'")))?;
+    Ok(HttpResponse::Ok().json(AgentView::from(client.as_ref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_nest() {
+        assert!(AdminRole::Manage.allows(AdminRole::Revoke));
+        assert!(AdminRole::Manage.allows(AdminRole::Read));
+        assert!(AdminRole::Revoke.allows(AdminRole::Read));
+        assert!(!AdminRole::Read.allows(AdminRole::Revoke));
+        assert!(!AdminRole::Revoke.allows(AdminRole::Manage));
+    }
+}

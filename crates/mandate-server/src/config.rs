@@ -1,0 +1,890 @@
+//! The operator's contract (DESIGN.md section 10): one typed tree, read from one TOML file with
+//! `MANDATE__…` environment overrides, checked as a whole before anything starts.
+//!
+//! `config/mandate.toml` at the top of the repository is the annotated reference: every key below
+//! is there with its default.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use mandate_model::{
+    Audience, AuthMethod, ClientId, ClientKind, ClientState, IssuerAlias, ScopeSet, SecretHash,
+    Subject,
+};
+use mandate_store::UpstreamId;
+use mandate_token::{Algorithm, SigningAlgorithm};
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+/// The environment prefix of configuration overrides: `MANDATE__ISSUER`,
+/// `MANDATE__TOKENS__MAX_CHAIN_DEPTH`. Other `MANDATE_…` variables are not configuration.
+pub const ENV_PREFIX: &str = "MANDATE__";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `iss` of every token and the metadata issuer; endpoints live under it.
+    #[serde(default = "defaults::issuer")]
+    pub issuer: String,
+    /// The public listener (token, discovery, JWKS, health).
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// The admin listener; never served on the public one.
+    #[serde(default = "defaults::admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// Where state lives.
+    #[serde(default)]
+    pub store: StoreSettings,
+    /// mandate's signing keys.
+    #[serde(default)]
+    pub signing: SigningSettings,
+    /// Token lifetimes and chain bounds.
+    #[serde(default)]
+    pub tokens: TokenSettings,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// Admin API credentials.
+    #[serde(default)]
+    pub admin: AdminSettings,
+    /// Identity providers whose tokens mandate accepts.
+    #[serde(default)]
+    pub trusted_issuers: Vec<TrustedIssuerSettings>,
+    /// Clients seeded into an empty store.
+    #[serde(default)]
+    pub clients: Vec<ClientSettings>,
+    /// Policy rows seeded into an empty store.
+    #[serde(default)]
+    pub policies: Vec<PolicySettings>,
+    /// Stored consent grants seeded into an empty store.
+    #[serde(default)]
+    pub consents: Vec<ConsentSettings>,
+    /// Cross-app access (ID-JAG), IdP half.
+    #[serde(default)]
+    pub id_jag: IdJagSettings,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+
+    pub fn issuer() -> String {
+        "http://127.0.0.1:8080".into()
+    }
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8081))
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `memory` (one process) or `redis`.
+    #[serde(default)]
+    pub kind: StoreKind,
+    /// Redis URL, or a list of node URLs for Redis Cluster.
+    #[serde(default)]
+    pub url: Option<StoreUrl>,
+}
+
+/// Which store backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// In-process memory: one node only.
+    #[default]
+    Memory,
+    /// Redis (or Redis Cluster): any number of nodes.
+    Redis,
+}
+
+/// One Redis URL or the node URLs of a cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StoreUrl {
+    /// A single Redis server.
+    One(String),
+    /// Redis Cluster nodes.
+    Cluster(Vec<String>),
+}
+
+/// `[signing]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSettings {
+    /// `ES256` or `EdDSA`.
+    #[serde(default = "default_algorithm")]
+    pub algorithm: SigningAlgorithm,
+    /// PKCS#8 PEM of the key that signs; absent means an ephemeral key (development only).
+    #[serde(default, deserialize_with = "optional_path")]
+    pub key_file: Option<PathBuf>,
+    /// The next key: published, not yet signing.
+    #[serde(default, deserialize_with = "optional_path")]
+    pub next_key_file: Option<PathBuf>,
+    /// Retired keys: published until their tokens have expired.
+    #[serde(default)]
+    pub retired_key_files: Vec<PathBuf>,
+}
+
+fn default_algorithm() -> SigningAlgorithm {
+    SigningAlgorithm::Es256
+}
+
+impl Default for SigningSettings {
+    fn default() -> Self {
+        Self {
+            algorithm: default_algorithm(),
+            key_file: None,
+            next_key_file: None,
+            retired_key_files: Vec::new(),
+        }
+    }
+}
+
+/// `[tokens]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// Lifetime of issued access tokens.
+    pub access_token_ttl_secs: u32,
+    /// Lifetime of issued ID-JAGs.
+    pub id_jag_ttl_secs: u32,
+    /// The most hops a chain may have.
+    pub max_chain_depth: u32,
+    /// Allowed clock difference for `exp`, `nbf`, `iat`.
+    pub clock_skew_secs: u32,
+    /// How long hop records are kept.
+    pub ledger_retention_secs: u64,
+    /// The secret for deriving chain ids; the same on every node.
+    #[serde(deserialize_with = "optional_path")]
+    pub chain_id_key_file: Option<PathBuf>,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_secs: 300,
+            id_jag_ttl_secs: 300,
+            max_chain_depth: 5,
+            clock_skew_secs: 60,
+            ledger_retention_secs: 2_592_000,
+            chain_id_key_file: None,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Per-client requests per second at `/token` (and later `/revoke`, `/introspect`).
+    pub token_requests_per_client_per_sec: u32,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Largest accepted request head.
+    pub max_header_bytes: usize,
+    /// Time allowed to receive a request's head.
+    pub request_timeout_secs: u64,
+    /// Cap of the audit stream.
+    pub audit_stream_max: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            token_requests_per_client_per_sec: 100,
+            max_body_bytes: 65_536,
+            max_header_bytes: 16_384,
+            request_timeout_secs: 10,
+            audit_stream_max: 1_000_000,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Named admin credentials.
+    #[serde(default)]
+    pub credentials: Vec<AdminCredentialSettings>,
+}
+
+/// `[[admin.credentials]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminCredentialSettings {
+    /// Recorded in the audit stream for every action taken with it.
+    pub name: String,
+    /// What it may do.
+    pub role: AdminRole,
+    /// `sha256:` of the secret.
+    pub secret_hash: SecretHash,
+}
+
+/// Admin roles. They nest: `manage` ⊇ `revoke` ⊇ `read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRole {
+    /// Look at everything.
+    Read,
+    /// Also revoke chains, hops, subjects and suspend agents.
+    Revoke,
+    /// Also change agents, policies and consents.
+    Manage,
+}
+
+impl AdminRole {
+    /// Whether this role may do what `needed` allows.
+    pub fn allows(self, needed: AdminRole) -> bool {
+        self >= needed
+    }
+}
+
+impl fmt::Display for AdminRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AdminRole::Read => "read",
+            AdminRole::Revoke => "revoke",
+            AdminRole::Manage => "manage",
+        })
+    }
+}
+
+/// What a trusted issuer's tokens may be used as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum Acceptance {
+    /// ID tokens as subject tokens.
+    #[serde(rename = "id_token")]
+    IdToken,
+    /// Other JWTs as subject tokens.
+    #[serde(rename = "jwt")]
+    Jwt,
+    /// ID-JAGs at the jwt-bearer grant (resource-AS half).
+    #[serde(rename = "id-jag")]
+    IdJag,
+}
+
+/// `[[trusted_issuers]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuerSettings {
+    /// The issuer identifier; tokens must carry it as `iss`.
+    pub issuer: String,
+    /// Namespaces its subjects: `alias|sub`.
+    pub alias: IssuerAlias,
+    /// Use `sub` unprefixed (at most one issuer).
+    #[serde(default)]
+    pub subject_as_is: bool,
+    /// A JWKS file.
+    #[serde(default, deserialize_with = "optional_path")]
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (https only, except loopback).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// An inline JWKS (a TOML table with a `keys` array).
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// What this issuer signs with; nothing else is accepted.
+    #[serde(default = "default_issuer_algorithms")]
+    pub algorithms: Vec<String>,
+    /// What its tokens may be used as.
+    #[serde(default = "default_acceptance")]
+    pub accept: Vec<Acceptance>,
+    /// Upper bound on a token's age and lifetime.
+    #[serde(default = "default_max_token_age")]
+    pub max_token_age_secs: u32,
+    /// Let the same client re-present an ID-JAG until it expires (else single use).
+    #[serde(default)]
+    pub id_jag_reuse: bool,
+}
+
+fn default_issuer_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+
+fn default_acceptance() -> Vec<Acceptance> {
+    vec![Acceptance::IdToken, Acceptance::Jwt]
+}
+
+fn default_max_token_age() -> u32 {
+    3600
+}
+
+/// `[[clients]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// `[a-z0-9][a-z0-9._-]{0,63}`.
+    pub client_id: ClientId,
+    /// `agent` or `resource_server`.
+    pub kind: ClientKind,
+    /// Who answers for it (at least one).
+    pub owners: Vec<String>,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// No authentication after this instant.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Lifecycle state.
+    #[serde(default = "default_state")]
+    pub state: ClientState,
+    /// How it authenticates.
+    pub auth_method: AuthMethod,
+    /// For `private_key_jwt`: a JWKS file.
+    #[serde(default, deserialize_with = "optional_path")]
+    pub jwks_file: Option<PathBuf>,
+    /// For `private_key_jwt`: an inline JWKS.
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
+    /// For the secret methods.
+    #[serde(default)]
+    pub secret_hash: Option<SecretHash>,
+    /// How upstream issuers know this agent.
+    #[serde(default)]
+    pub upstream_ids: Vec<UpstreamId>,
+    /// For resource servers: the audiences they own.
+    #[serde(default)]
+    pub audiences: Vec<Audience>,
+}
+
+fn default_state() -> ClientState {
+    ClientState::Active
+}
+
+/// `[[policies]]`: deny by default; every hop needs a row.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// The acting agent.
+    pub actor: ClientId,
+    /// An app URI or `agent:<id>`.
+    pub audience: Audience,
+    /// The scopes this row allows.
+    pub scopes: ScopeSet,
+    /// At most this many hops on any path through this row.
+    #[serde(default)]
+    pub max_depth: Option<u32>,
+}
+
+/// `[[consents]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentSettings {
+    /// The user.
+    pub subject: Subject,
+    /// The agent the user consented to.
+    pub actor: ClientId,
+    /// Where.
+    pub audience: Audience,
+    /// What.
+    pub scopes: ScopeSet,
+    /// Until when.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `[id_jag]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdJagSettings {
+    /// Resource authorization servers this mandate issues ID-JAGs for.
+    #[serde(default)]
+    pub resource_servers: Vec<IdJagResourceServerSettings>,
+}
+
+/// `[[id_jag.resource_servers]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdJagResourceServerSettings {
+    /// The resource AS issuer (the ID-JAG's `aud`).
+    pub issuer: String,
+    /// Agent id here → its client id at that server.
+    pub client_ids: BTreeMap<ClientId, String>,
+    /// Resources (RFC 8707) at that server agents may ask for.
+    pub resources: Vec<Audience>,
+    /// Scopes agents may ask for.
+    pub scopes: ScopeSet,
+}
+
+/// Empty strings stand for "not set" (`next_key_file = ""` in the reference file).
+fn optional_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+    let value: Option<String> = Option::deserialize(deserializer)?;
+    Ok(value.filter(|s| !s.is_empty()).map(PathBuf::from))
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `mandate serve` without `--config`: built-in development settings.
+    Development,
+    /// `--config FILE`.
+    File(PathBuf),
+    /// Built in code (tests, embedding).
+    Programmatic,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::Development => f.write_str("development defaults"),
+            ConfigSource::File(path) => write!(f, "{}", path.display()),
+            ConfigSource::Programmatic => f.write_str("programmatic settings"),
+        }
+    }
+}
+
+/// Why the configuration cannot be used. Each message names the key and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a key is unknown or of the wrong type.
+    #[error("configuration error: {0}")]
+    Load(String),
+    /// A value is invalid, or values contradict each other.
+    #[error("configuration error in {source_name}: {key}: {message}")]
+    Invalid {
+        /// The file (or "development defaults").
+        source_name: String,
+        /// The key, e.g. `clients[2].client_id`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The combination is unsafe outside development (DESIGN.md section 10).
+    #[error("configuration refused in {source_name}: {message}")]
+    Unsafe {
+        /// The file.
+        source_name: String,
+        /// Why it is unsafe and what to do.
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Reads `path` and the `MANDATE__…` environment overrides. Nothing else is read.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::Load(format!(
+                "cannot read configuration file {}",
+                path.display()
+            )));
+        }
+        Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(|e| {
+                ConfigError::Load(
+                    e.into_iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })
+    }
+
+    /// Parses TOML text (no environment): for tests and tools.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))
+    }
+
+    /// The token endpoint URL.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/token", self.issuer)
+    }
+
+    /// Checks every value and their combinations. `source` decides whether the unsafe
+    /// combinations of DESIGN.md section 10 are refused (they are for files).
+    pub fn validate(&self, source: &ConfigSource) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            source_name: source.to_string(),
+            key,
+            message,
+        };
+
+        check_issuer_url(&self.issuer).map_err(|m| invalid("issuer".into(), m))?;
+        if self.issuer.ends_with('/') {
+            return Err(invalid(
+                "issuer".into(),
+                "must not end with '/' (endpoints are appended to it)".into(),
+            ));
+        }
+        self.validate_store(source)?;
+        self.validate_tokens(source)?;
+
+        let mut admin_names = HashSet::new();
+        for (i, credential) in self.admin.credentials.iter().enumerate() {
+            if credential.name.trim().is_empty() || !admin_names.insert(credential.name.as_str()) {
+                return Err(invalid(
+                    format!("admin.credentials[{i}].name"),
+                    "must be non-empty and unique".into(),
+                ));
+            }
+        }
+
+        let mut aliases = HashSet::new();
+        let mut issuers = HashSet::new();
+        let mut as_is = 0;
+        for (i, ti) in self.trusted_issuers.iter().enumerate() {
+            let key = |k: &str| format!("trusted_issuers[{i}].{k}");
+            check_issuer_url(&ti.issuer).map_err(|m| invalid(key("issuer"), m))?;
+            if ti.issuer == self.issuer {
+                return Err(invalid(
+                    key("issuer"),
+                    "mandate's own issuer cannot be a trusted issuer".into(),
+                ));
+            }
+            if !issuers.insert(ti.issuer.as_str()) {
+                return Err(invalid(key("issuer"), "listed twice".into()));
+            }
+            if !aliases.insert(ti.alias.as_str()) {
+                return Err(invalid(
+                    key("alias"),
+                    format!("'{}' is used twice", ti.alias),
+                ));
+            }
+            if ti.subject_as_is {
+                as_is += 1;
+                if as_is > 1 {
+                    return Err(invalid(
+                        key("subject_as_is"),
+                        "at most one trusted issuer may use subjects as-is".into(),
+                    ));
+                }
+            }
+            let sources = [
+                ti.jwks_file.is_some(),
+                ti.jwks_uri.is_some(),
+                ti.jwks.is_some(),
+            ];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                return Err(invalid(
+                    key("jwks_file"),
+                    "exactly one of jwks_file, jwks_uri and jwks is required".into(),
+                ));
+            }
+            if let Some(uri) = &ti.jwks_uri {
+                check_issuer_url(uri).map_err(|m| invalid(key("jwks_uri"), m))?;
+            }
+            if ti.algorithms.is_empty() {
+                return Err(invalid(
+                    key("algorithms"),
+                    "must list at least one algorithm".into(),
+                ));
+            }
+            for alg in &ti.algorithms {
+                if Algorithm::from_name(alg).is_none() {
+                    return Err(invalid(
+                        key("algorithms"),
+                        format!("'{alg}' is not accepted (asymmetric algorithms only)"),
+                    ));
+                }
+            }
+            if ti.accept.is_empty() {
+                return Err(invalid(
+                    key("accept"),
+                    "must list at least one token kind".into(),
+                ));
+            }
+            if ti.max_token_age_secs == 0 {
+                return Err(invalid(
+                    key("max_token_age_secs"),
+                    "must be positive".into(),
+                ));
+            }
+        }
+
+        let mut client_ids = HashMap::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let key = |k: &str| format!("clients[{i}].{k}");
+            if client_ids.insert(&client.client_id, client.kind).is_some() {
+                return Err(invalid(
+                    key("client_id"),
+                    format!("'{}' is registered twice", client.client_id),
+                ));
+            }
+            if client.owners.iter().all(|o| o.trim().is_empty()) {
+                return Err(invalid(
+                    key("owners"),
+                    "at least one owner is required".into(),
+                ));
+            }
+            match client.auth_method {
+                AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => {
+                    if client.secret_hash.is_none() {
+                        return Err(invalid(
+                            key("secret_hash"),
+                            format!("required for auth_method = \"{}\"", client.auth_method),
+                        ));
+                    }
+                }
+                AuthMethod::PrivateKeyJwt => {
+                    if client.jwks_file.is_some() == client.jwks.is_some() {
+                        return Err(invalid(
+                            key("jwks_file"),
+                            "private_key_jwt needs exactly one of jwks_file and jwks".into(),
+                        ));
+                    }
+                }
+            }
+            for (j, upstream) in client.upstream_ids.iter().enumerate() {
+                if !issuers.contains(upstream.issuer.as_str()) {
+                    return Err(invalid(
+                        key(&format!("upstream_ids[{j}].issuer")),
+                        format!("'{}' is not a trusted issuer", upstream.issuer),
+                    ));
+                }
+            }
+            match client.kind {
+                ClientKind::ResourceServer => {
+                    if client.audiences.is_empty() {
+                        return Err(invalid(
+                            key("audiences"),
+                            "a resource server owns at least one audience".into(),
+                        ));
+                    }
+                    if client.audiences.iter().any(|a| a.agent().is_some()) {
+                        return Err(invalid(
+                            key("audiences"),
+                            "a resource server owns app URIs, not agent: audiences".into(),
+                        ));
+                    }
+                }
+                ClientKind::Agent => {
+                    if !client.audiences.is_empty() {
+                        return Err(invalid(
+                            key("audiences"),
+                            "only resource servers own audiences".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let is_agent = |id: &ClientId| client_ids.get(id) == Some(&ClientKind::Agent);
+
+        for (i, policy) in self.policies.iter().enumerate() {
+            let key = |k: &str| format!("policies[{i}].{k}");
+            if !is_agent(&policy.actor) {
+                return Err(invalid(
+                    key("actor"),
+                    format!("'{}' is not a registered agent", policy.actor),
+                ));
+            }
+            if let Some(target) = policy.audience.agent() {
+                if !is_agent(target) {
+                    return Err(invalid(
+                        key("audience"),
+                        format!("'agent:{target}' names no registered agent"),
+                    ));
+                }
+            }
+            if policy.scopes.is_empty() {
+                return Err(invalid(
+                    key("scopes"),
+                    "a policy row allows at least one scope".into(),
+                ));
+            }
+            if policy.max_depth == Some(0) {
+                return Err(invalid(key("max_depth"), "must be at least 1".into()));
+            }
+        }
+        for (i, consent) in self.consents.iter().enumerate() {
+            let key = |k: &str| format!("consents[{i}].{k}");
+            if !is_agent(&consent.actor) {
+                return Err(invalid(
+                    key("actor"),
+                    format!("'{}' is not a registered agent", consent.actor),
+                ));
+            }
+            if consent
+                .subject
+                .alias()
+                .is_some_and(|a| !aliases.contains(a))
+            {
+                return Err(invalid(
+                    key("subject"),
+                    "its alias names no trusted issuer".into(),
+                ));
+            }
+        }
+        for (i, ras) in self.id_jag.resource_servers.iter().enumerate() {
+            let key = |k: &str| format!("id_jag.resource_servers[{i}].{k}");
+            check_issuer_url(&ras.issuer).map_err(|m| invalid(key("issuer"), m))?;
+            for agent in ras.client_ids.keys() {
+                if !is_agent(agent) {
+                    return Err(invalid(
+                        key("client_ids"),
+                        format!("'{agent}' is not a registered agent"),
+                    ));
+                }
+            }
+            if ras.resources.iter().any(|r| r.agent().is_some()) {
+                return Err(invalid(key("resources"), "resources are app URIs".into()));
+            }
+        }
+
+        if matches!(source, ConfigSource::File(_)) {
+            self.refuse_unsafe(source)?;
+        }
+        Ok(())
+    }
+
+    fn validate_store(&self, source: &ConfigSource) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            source_name: source.to_string(),
+            key: key.into(),
+            message,
+        };
+        match (&self.store.kind, &self.store.url) {
+            (StoreKind::Memory, _) => Ok(()),
+            (StoreKind::Redis, None) => Err(invalid(
+                "store.url",
+                "required when store.kind = \"redis\"".into(),
+            )),
+            (StoreKind::Redis, Some(url)) => {
+                let urls: Vec<&String> = match url {
+                    StoreUrl::One(u) => vec![u],
+                    StoreUrl::Cluster(us) => us.iter().collect(),
+                };
+                if urls.is_empty() {
+                    return Err(invalid("store.url", "lists no node".into()));
+                }
+                for u in urls {
+                    let ok = Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "redis" | "rediss"));
+                    if !ok {
+                        return Err(invalid(
+                            "store.url",
+                            format!("'{u}' is not a redis:// or rediss:// URL"),
+                        ));
+                    }
+                }
+                Err(invalid(
+                    "store.kind",
+                    "the Redis store is not available in this version of mandate; use \"memory\""
+                        .into(),
+                ))
+            }
+        }
+    }
+
+    fn validate_tokens(&self, source: &ConfigSource) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            source_name: source.to_string(),
+            key: key.into(),
+            message: message.into(),
+        };
+        let t = &self.tokens;
+        if t.access_token_ttl_secs == 0 || t.access_token_ttl_secs > 86_400 {
+            return Err(invalid(
+                "tokens.access_token_ttl_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if t.id_jag_ttl_secs == 0 || t.id_jag_ttl_secs > 3_600 {
+            return Err(invalid(
+                "tokens.id_jag_ttl_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if t.max_chain_depth == 0 || t.max_chain_depth > 32 {
+            return Err(invalid(
+                "tokens.max_chain_depth",
+                "must be between 1 and 32",
+            ));
+        }
+        if t.clock_skew_secs > 300 {
+            return Err(invalid("tokens.clock_skew_secs", "must be at most 300"));
+        }
+        let l = &self.limits;
+        if l.max_body_bytes < 1024 {
+            return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
+        }
+        if l.max_header_bytes < 1024 {
+            return Err(invalid("limits.max_header_bytes", "must be at least 1024"));
+        }
+        if l.request_timeout_secs == 0 {
+            return Err(invalid("limits.request_timeout_secs", "must be positive"));
+        }
+        Ok(())
+    }
+
+    /// DESIGN.md section 10: a shared store or a reachable listener is a deployment, and a
+    /// deployment needs persistent keys, admin credentials and an https issuer.
+    fn refuse_unsafe(&self, source: &ConfigSource) -> Result<(), ConfigError> {
+        let exposed = !self.listen.ip().is_loopback() || !self.admin_listen.ip().is_loopback();
+        let shared = self.store.kind == StoreKind::Redis;
+        if !exposed && !shared {
+            return Ok(());
+        }
+        let why = if shared {
+            "with store.kind = \"redis\""
+        } else {
+            "with a listener outside loopback"
+        };
+        let refuse = |message: String| ConfigError::Unsafe {
+            source_name: source.to_string(),
+            message,
+        };
+        if self.signing.key_file.is_none() {
+            return Err(refuse(format!(
+                "{why}, signing.key_file is required (an ephemeral key would differ per node and \
+                 restart); create one with `mandate keys generate`"
+            )));
+        }
+        if self.tokens.chain_id_key_file.is_none() {
+            return Err(refuse(format!(
+                "{why}, tokens.chain_id_key_file is required (chain ids must be the same on every node)"
+            )));
+        }
+        if self.admin.credentials.is_empty() {
+            return Err(refuse(format!(
+                "{why}, at least one [[admin.credentials]] is required"
+            )));
+        }
+        if !self.issuer.starts_with("https://") {
+            return Err(refuse(format!("{why}, the issuer must be an https:// URL")));
+        }
+        if let Some(ti) = self
+            .trusted_issuers
+            .iter()
+            .find(|ti| !ti.issuer.starts_with("https://"))
+        {
+            return Err(refuse(format!(
+                "{why}, trusted issuer '{}' must be an https:// URL",
+                ti.issuer
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An issuer (or JWKS) URL: absolute https, or http on loopback; no query, no fragment.
+fn check_issuer_url(value: &str) -> Result<(), String> {
+    let url = Url::parse(value).map_err(|_| format!("'{value}' is not an absolute URL"))?;
+    let scheme_ok = match url.scheme() {
+        "https" => true,
+        "http" => mandate_model::is_loopback_url(&url),
+        _ => false,
+    };
+    if !scheme_ok {
+        return Err(format!(
+            "'{value}' must be https:// (http:// only on loopback)"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("'{value}' must have no query or fragment"));
+    }
+    Ok(())
+}

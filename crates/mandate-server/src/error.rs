@@ -1,0 +1,157 @@
+//! The one place that knows HTTP status codes for the OAuth endpoints: every domain error becomes
+//! an [`OAuthError`], which renders as an RFC 6749 §5.2 body.
+
+use std::borrow::Cow;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// The RFC 6749 §5.2 (and extension) error codes mandate answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Missing, duplicated or malformed parameter; refused subject token (RFC 8693 §2.2.2).
+    InvalidRequest,
+    /// Client authentication failed.
+    InvalidClient,
+    /// An assertion grant is invalid (RFC 7523 §3.1).
+    InvalidGrant,
+    /// The client may not use this grant.
+    UnauthorizedClient,
+    /// Unknown `grant_type`.
+    UnsupportedGrantType,
+    /// Scope beyond what is allowed.
+    InvalidScope,
+    /// Audience or resource not allowed (RFC 8707, RFC 8693).
+    InvalidTarget,
+    /// Rate limited.
+    SlowDown,
+    /// The store cannot be reached.
+    TemporarilyUnavailable,
+    /// An internal fault.
+    ServerError,
+}
+
+/// An OAuth error response: a code, a fixed safe description, and how it travels over HTTP.
+///
+/// Descriptions are written by mandate, never copied from input: they must not echo secrets or
+/// token contents (DESIGN.md section 5).
+#[derive(Debug, Clone)]
+pub struct OAuthError {
+    code: ErrorCode,
+    description: Cow<'static, str>,
+    status: StatusCode,
+    basic_challenge: bool,
+    retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: ErrorCode,
+    error_description: &'a str,
+}
+
+impl OAuthError {
+    /// An error with the status that goes with its code.
+    pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
+        let status = match code {
+            ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            ErrorCode::SlowDown => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self {
+            code,
+            description: description.into(),
+            status,
+            basic_challenge: false,
+            retry_after: None,
+        }
+    }
+
+    /// `invalid_request`.
+    pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, description)
+    }
+
+    /// `invalid_client`.
+    pub fn invalid_client(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidClient, description)
+    }
+
+    /// `temporarily_unavailable`, with a `Retry-After` of one second.
+    pub fn unavailable() -> Self {
+        Self::new(
+            ErrorCode::TemporarilyUnavailable,
+            "the authorization server cannot reach its store; retry shortly",
+        )
+        .with_retry_after(1)
+    }
+
+    /// The same error with another HTTP status (413, 405, 415 for request-shape refusals).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Marks that the client tried HTTP Basic: the answer carries a Basic challenge
+    /// (RFC 6749 §5.2).
+    pub fn with_basic_challenge(mut self) -> Self {
+        self.basic_challenge = true;
+        self
+    }
+
+    /// Adds `Retry-After`.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The error code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+}
+
+impl std::fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.description)
+    }
+}
+
+impl ResponseError for OAuthError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        no_store(&mut response);
+        // HTTP requires a challenge on every 401; RFC 6749 §5.2 requires Basic when Basic was used.
+        if self.basic_challenge || self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, r#"Basic realm="mandate""#));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(Body {
+            error: self.code,
+            error_description: &self.description,
+        })
+    }
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache`, required on responses that carry tokens or
+/// credentials and sent on every OAuth endpoint response (RFC 6749 §5.1).
+pub fn no_store(response: &mut actix_web::HttpResponseBuilder) {
+    response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    response.insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
+}

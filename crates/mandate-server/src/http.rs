@@ -1,0 +1,97 @@
+//! The public listener's routes. Handlers parse, call one domain function and map its error.
+
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use crate::client_auth::PresentedCredentials;
+use crate::error::{no_store, OAuthError};
+use crate::form::Form;
+use crate::grant::GrantKind;
+use crate::state::AppState;
+
+/// Registers the public routes under the issuer's path (`/` for an issuer without a path), and
+/// the metadata at `/.well-known/oauth-authorization-server<issuer path>` (RFC 8414 §3.1).
+pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+    let issuer_path = url::Url::parse(&state.settings.issuer)
+        .map(|u| u.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.route(
+            &format!("/.well-known/oauth-authorization-server{issuer_path}"),
+            web::get().to(discovery),
+        )
+        .service(
+            web::scope(&issuer_path)
+                .route("/jwks", web::get().to(jwks))
+                .route("/healthz", web::get().to(healthz))
+                .service(
+                    web::resource("/token")
+                        .route(web::post().to(token))
+                        .default_service(web::to(post_only)),
+                ),
+        )
+        .default_service(web::to(not_found));
+    }
+}
+
+async fn discovery(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(state.discovery.as_ref())
+}
+
+async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(state.jwks.as_ref())
+}
+
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let store_ready = state.clients.clients().await.is_ok();
+    let status = if store_ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status).json(json!({
+        "status": if store_ready { "ok" } else { "degraded" },
+        "store": if store_ready { "ready" } else { "unavailable" },
+    }))
+}
+
+/// `POST /token`: read the form, authenticate the agent, charge its budget, dispatch the grant.
+async fn token(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, OAuthError> {
+    let form = Form::read(&request, payload, state.settings.limits.max_body_bytes).await?;
+    form.refuse_duplicates()?;
+    let credentials = PresentedCredentials::from_request(&request, &form)?;
+    let client = state.authenticate_agent(&credentials).await?;
+    state.charge_rate_limit(client.id.as_str()).await?;
+    let grant = GrantKind::parse(form.required("grant_type")?)?;
+    // No grant is served by this build yet (GrantKind::is_served); parse refuses them all.
+    Err(OAuthError::new(
+        crate::error::ErrorCode::UnsupportedGrantType,
+        format!("{} is not served", grant.urn()),
+    ))
+}
+
+async fn post_only(request: HttpRequest) -> HttpResponse {
+    let mut response = HttpResponse::MethodNotAllowed();
+    no_store(&mut response);
+    response.insert_header((header::ALLOW, "POST"));
+    if request.method() == Method::HEAD {
+        return response.finish();
+    }
+    response.json(json!({
+        "error": "invalid_request",
+        "error_description": "this endpoint accepts only POST",
+    }))
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({"error": "not_found"}))
+}

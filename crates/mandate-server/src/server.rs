@@ -1,0 +1,151 @@
+//! Starting and stopping the two listeners.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::{web, App, HttpMessage, HttpServer};
+use tracing::Span;
+use tracing_actix_web::{RequestId, RootSpanBuilder, TracingLogger};
+
+use crate::state::AppState;
+use crate::{admin, http};
+
+/// The two bound sockets, before serving starts.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The public listener.
+    pub public: TcpListener,
+    /// The admin listener.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses (port 0 picks a free port).
+    pub fn bind(public: SocketAddr, admin: SocketAddr) -> io::Result<Self> {
+        Ok(Self {
+            public: TcpListener::bind(public)?,
+            admin: TcpListener::bind(admin)?,
+        })
+    }
+}
+
+/// Whether the listeners stop on SIGINT/SIGTERM themselves (the binary) or only when told
+/// (tests and embedding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signals {
+    /// Graceful shutdown on SIGINT and SIGTERM.
+    Handle,
+    /// Ignore signals; stop through [`RunningServer::stop`].
+    Ignore,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where the public listener is.
+    pub public_addr: SocketAddr,
+    /// Where the admin listener is.
+    pub admin_addr: SocketAddr,
+    handles: [ServerHandle; 2],
+    tasks: Vec<tokio::task::JoinHandle<io::Result<()>>>,
+}
+
+impl RunningServer {
+    /// Stops both listeners, letting requests in flight finish.
+    pub async fn stop(self) {
+        for handle in &self.handles {
+            handle.stop(true).await;
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits until both listeners have stopped (after a signal).
+    pub async fn wait(self) -> io::Result<()> {
+        for task in self.tasks {
+            task.await.map_err(io::Error::other)??;
+        }
+        Ok(())
+    }
+}
+
+/// Request spans carry the method, the path (never the query, which could hold a secret) and the
+/// request id; bodies and headers are never recorded.
+struct SafeRootSpan;
+
+impl RootSpanBuilder for SafeRootSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let request_id = request.extensions().get::<RequestId>().copied();
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.path(),
+            request_id = request_id.map(|id| id.to_string()).unwrap_or_default(),
+            status = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(
+        span: Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
+        let status = match outcome {
+            Ok(response) => response.status().as_u16(),
+            Err(error) => error.as_response_error().status_code().as_u16(),
+        };
+        span.record("status", status);
+        span.in_scope(|| tracing::info!(status, "request finished"));
+    }
+}
+
+/// Serves `state` on `listeners` and returns at once; the servers run on the current tokio
+/// runtime.
+pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Result<RunningServer> {
+    let public_addr = listeners.public.local_addr()?;
+    let admin_addr = listeners.admin.local_addr()?;
+    let timeout = Duration::from_secs(state.settings.limits.request_timeout_secs);
+    let data = web::Data::new(state.clone());
+
+    let public_data = data.clone();
+    let public_routes = state.clone();
+    let mut public = HttpServer::new(move || {
+        App::new()
+            .app_data(public_data.clone())
+            .wrap(TracingLogger::<SafeRootSpan>::new())
+            .configure(http::configure(&public_routes))
+    })
+    .listen(listeners.public)?
+    .client_request_timeout(timeout)
+    .shutdown_timeout(10);
+
+    let admin_data = data;
+    let mut admin = HttpServer::new(move || {
+        App::new()
+            .app_data(admin_data.clone())
+            .wrap(TracingLogger::<SafeRootSpan>::new())
+            .configure(admin::configure)
+    })
+    .listen(listeners.admin)?
+    .client_request_timeout(timeout)
+    .workers(1)
+    .shutdown_timeout(10);
+
+    if signals == Signals::Ignore {
+        public = public.disable_signals();
+        admin = admin.disable_signals();
+    }
+    let public = public.run();
+    let admin = admin.run();
+    let handles = [public.handle(), admin.handle()];
+    let tasks = vec![tokio::spawn(public), tokio::spawn(admin)];
+    Ok(RunningServer {
+        public_addr,
+        admin_addr,
+        handles,
+        tasks,
+    })
+}

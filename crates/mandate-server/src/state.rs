@@ -1,0 +1,331 @@
+//! Everything a running server holds, built once from validated [`Settings`]. Files named in the
+//! configuration (keys, JWKS) are read here, and a failure names the key that pointed at them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mandate_model::{ClientKind, Clock, SecretHash, SystemClock};
+use mandate_store::{
+    Client, ClientRegistry, MemoryClientRegistry, MemoryRateLimiter, MemoryReplayCache,
+    RateDecision, RateLimiter, ReplayCache,
+};
+use mandate_token::{Algorithm, KeySet, PublicKey, SigningKey, VerifyingKeySet};
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use crate::client_auth::{ClientAuthenticator, PresentedCredentials};
+use crate::config::{AdminRole, ConfigError, ConfigSource, Settings, TrustedIssuerSettings};
+use crate::error::{ErrorCode, OAuthError};
+
+/// A trusted issuer with its keys loaded (`None` for a `jwks_uri`, fetched when first needed).
+#[derive(Debug)]
+pub struct TrustedIssuer {
+    /// Its configuration.
+    pub settings: TrustedIssuerSettings,
+    /// Its keys, when they come from a file or inline.
+    pub keys: Option<VerifyingKeySet>,
+}
+
+/// A named admin credential.
+#[derive(Debug, Clone)]
+pub struct AdminCredential {
+    /// Its name, recorded with every action.
+    pub name: String,
+    /// Its role.
+    pub role: AdminRole,
+    /// The hash of its secret.
+    pub secret_hash: SecretHash,
+}
+
+/// The shared state of both listeners.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The validated configuration.
+    pub settings: Arc<Settings>,
+    /// Where it came from.
+    pub source: ConfigSource,
+    /// mandate's keys.
+    pub keys: Arc<KeySet>,
+    /// The client registry.
+    pub clients: Arc<dyn ClientRegistry>,
+    /// Per-client request budgets.
+    pub rate_limiter: Arc<dyn RateLimiter>,
+    /// Client authentication.
+    pub authenticator: ClientAuthenticator,
+    /// Admin credentials.
+    pub admin_credentials: Arc<Vec<AdminCredential>>,
+    /// Trusted issuers.
+    pub trusted_issuers: Arc<Vec<TrustedIssuer>>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The RFC 8414 document, built once.
+    pub discovery: Arc<Value>,
+    /// The JWKS document, built once.
+    pub jwks: Arc<Value>,
+}
+
+/// Optional replacements for what [`AppState::build`] would otherwise create.
+#[derive(Debug, Default)]
+pub struct BuildOptions {
+    /// The clock (default: the system clock).
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+impl AppState {
+    /// Validates `settings` for `source`, loads keys and seeds the in-memory store.
+    pub async fn build(
+        settings: Settings,
+        source: ConfigSource,
+        options: BuildOptions,
+    ) -> Result<Self, ConfigError> {
+        settings.validate(&source)?;
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            source_name: source.to_string(),
+            key,
+            message,
+        };
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+
+        let keys = load_keys(&settings, &invalid)?;
+
+        let registry = Arc::new(MemoryClientRegistry::new());
+        for (i, client) in settings.clients.iter().enumerate() {
+            let keys = match (&client.jwks_file, &client.jwks) {
+                (Some(path), _) => {
+                    let key = format!("clients[{i}].jwks_file");
+                    let text = read_text(path, &key, &invalid)?;
+                    Some(
+                        VerifyingKeySet::from_jwks_json(&text, &Algorithm::ALL)
+                            .map_err(|e| invalid(key, e.to_string()))?,
+                    )
+                }
+                (None, Some(document)) => Some(
+                    VerifyingKeySet::from_jwks(document, &Algorithm::ALL)
+                        .map_err(|e| invalid(format!("clients[{i}].jwks"), e.to_string()))?,
+                ),
+                (None, None) => None,
+            };
+            let added = registry
+                .insert_if_absent(Client {
+                    id: client.client_id.clone(),
+                    kind: client.kind,
+                    owners: client.owners.clone(),
+                    description: client.description.clone(),
+                    state: client.state,
+                    expires_at: client.expires_at,
+                    auth_method: client.auth_method,
+                    secret_hash: client.secret_hash.clone(),
+                    keys,
+                    upstream_ids: client.upstream_ids.clone(),
+                    audiences: client.audiences.clone(),
+                })
+                .await
+                .map_err(|e| invalid(format!("clients[{i}]"), e.to_string()))?;
+            if !added {
+                tracing::info!(client_id = %client.client_id, "client already in the store; configuration row skipped");
+            }
+        }
+
+        let mut trusted_issuers = Vec::with_capacity(settings.trusted_issuers.len());
+        for (i, issuer) in settings.trusted_issuers.iter().enumerate() {
+            let algorithms: Vec<Algorithm> = issuer
+                .algorithms
+                .iter()
+                .filter_map(|a| Algorithm::from_name(a))
+                .collect();
+            let keys = match (&issuer.jwks_file, &issuer.jwks) {
+                (Some(path), _) => {
+                    let key = format!("trusted_issuers[{i}].jwks_file");
+                    let text = read_text(path, &key, &invalid)?;
+                    Some(
+                        VerifyingKeySet::from_jwks_json(&text, &algorithms)
+                            .map_err(|e| invalid(key, e.to_string()))?,
+                    )
+                }
+                (None, Some(document)) => Some(
+                    VerifyingKeySet::from_jwks(document, &algorithms).map_err(|e| {
+                        invalid(format!("trusted_issuers[{i}].jwks"), e.to_string())
+                    })?,
+                ),
+                (None, None) => None,
+            };
+            trusted_issuers.push(TrustedIssuer {
+                settings: issuer.clone(),
+                keys,
+            });
+        }
+
+        let admin_credentials = settings
+            .admin
+            .credentials
+            .iter()
+            .map(|c| AdminCredential {
+                name: c.name.clone(),
+                role: c.role,
+                secret_hash: c.secret_hash.clone(),
+            })
+            .collect();
+
+        let replay: Arc<dyn ReplayCache> = Arc::new(MemoryReplayCache::new());
+        let rate_limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::new(
+            settings.limits.token_requests_per_client_per_sec,
+            clock.clone(),
+        ));
+        let clients: Arc<dyn ClientRegistry> = registry;
+        let authenticator = ClientAuthenticator::new(
+            clients.clone(),
+            replay,
+            clock.clone(),
+            &settings.issuer,
+            settings.tokens.clock_skew_secs,
+        );
+        let discovery = discovery_document(&settings);
+        let jwks = keys.jwks();
+        Ok(Self {
+            settings: Arc::new(settings),
+            source,
+            keys: Arc::new(keys),
+            clients,
+            rate_limiter,
+            authenticator,
+            admin_credentials: Arc::new(admin_credentials),
+            trusted_issuers: Arc::new(trusted_issuers),
+            clock,
+            discovery: Arc::new(discovery),
+            jwks: Arc::new(jwks),
+        })
+    }
+
+    /// Authenticates the client of a token-endpoint request; only agents may go on.
+    pub async fn authenticate_agent(
+        &self,
+        credentials: &PresentedCredentials,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let used_basic = credentials.used_basic();
+        let client = match self.authenticator.authenticate(credentials).await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::info!(target: "audit", credentials = ?credentials, reason = %error, "client authentication failed");
+                return Err(error.into_oauth(used_basic));
+            }
+        };
+        if client.kind != ClientKind::Agent {
+            tracing::info!(target: "audit", client_id = %client.id, "a resource server tried the token endpoint");
+            let error = OAuthError::invalid_client("only agents may request tokens");
+            return Err(if used_basic {
+                error.with_basic_challenge()
+            } else {
+                error
+            });
+        }
+        Ok(client)
+    }
+
+    /// Spends one request of `client_id`'s budget.
+    pub async fn charge_rate_limit(&self, client_id: &str) -> Result<(), OAuthError> {
+        match self.rate_limiter.acquire(client_id).await {
+            Ok(RateDecision::Allowed) => Ok(()),
+            Ok(RateDecision::Limited { retry_after_secs }) => Err(OAuthError::new(
+                ErrorCode::SlowDown,
+                "too many requests from this client; slow down",
+            )
+            .with_retry_after(retry_after_secs)),
+            Err(error) => {
+                tracing::warn!(%error, "rate limiter unavailable");
+                Err(OAuthError::unavailable())
+            }
+        }
+    }
+}
+
+fn load_keys(
+    settings: &Settings,
+    invalid: &impl Fn(String, String) -> ConfigError,
+) -> Result<KeySet, ConfigError> {
+    let algorithm = settings.signing.algorithm;
+    let active = match &settings.signing.key_file {
+        Some(path) => {
+            let pem = read_secret(path, "signing.key_file", invalid)?;
+            SigningKey::from_pkcs8_pem(algorithm, &pem).map_err(|e| {
+                invalid(
+                    "signing.key_file".into(),
+                    format!("{}: {e}", path.display()),
+                )
+            })?
+        }
+        None => SigningKey::generate(algorithm)
+            .map_err(|e| invalid("signing.key_file".into(), e.to_string()))?,
+    };
+    let next = match &settings.signing.next_key_file {
+        Some(path) => {
+            let pem = read_secret(path, "signing.next_key_file", invalid)?;
+            Some(PublicKey::from_pkcs8_pem(algorithm, &pem).map_err(|e| {
+                invalid(
+                    "signing.next_key_file".into(),
+                    format!("{}: {e}", path.display()),
+                )
+            })?)
+        }
+        None => None,
+    };
+    let mut retired = Vec::new();
+    for (i, path) in settings.signing.retired_key_files.iter().enumerate() {
+        let key = format!("signing.retired_key_files[{i}]");
+        let pem = read_secret(path, &key, invalid)?;
+        // A retired key may be of the algorithm used before a change of algorithm.
+        let public = PublicKey::from_pkcs8_pem(algorithm, &pem)
+            .or_else(|_| {
+                let other = match algorithm {
+                    mandate_token::SigningAlgorithm::Es256 => {
+                        mandate_token::SigningAlgorithm::EdDsa
+                    }
+                    mandate_token::SigningAlgorithm::EdDsa => {
+                        mandate_token::SigningAlgorithm::Es256
+                    }
+                };
+                PublicKey::from_pkcs8_pem(other, &pem)
+            })
+            .map_err(|e| invalid(key, format!("{}: {e}", path.display())))?;
+        retired.push(public);
+    }
+    KeySet::new(active, next, retired).map_err(|e| invalid("signing".into(), e.to_string()))
+}
+
+fn read_secret(
+    path: &Path,
+    key: &str,
+    invalid: &impl Fn(String, String) -> ConfigError,
+) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|e| invalid(key.into(), format!("cannot read {}: {e}", path.display())))
+}
+
+fn read_text(
+    path: &Path,
+    key: &str,
+    invalid: &impl Fn(String, String) -> ConfigError,
+) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| invalid(key.into(), format!("cannot read {}: {e}", path.display())))
+}
+
+/// The RFC 8414 metadata for what this server supports now. The trusted-issuer list is never
+/// published (PROTOCOLS.md section 2.8).
+pub fn discovery_document(settings: &Settings) -> Value {
+    let issuer = &settings.issuer;
+    let auth_methods: Vec<&str> = mandate_model::AuthMethod::ALL
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
+    let algorithms: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+    json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": [],
+        "grant_types_supported": crate::grant::GrantKind::supported(),
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": algorithms,
+    })
+}
