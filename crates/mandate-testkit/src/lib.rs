@@ -1,1 +1,392 @@
-//! placeholder
+//! The test kit: a port-0 harness that starts the real mandate app in-process over real HTTP,
+//! and helpers to make keys, sign client assertions and mint test JWTs (including the malformed
+//! and hostile ones the security tests need).
+
+use std::net::SocketAddr;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use josekit::jwk::alg::ec::{EcCurve, EcKeyPair};
+use josekit::jwk::alg::ed::{EdCurve, EdKeyPair};
+use josekit::jwk::alg::rsa::RsaKeyPair;
+use josekit::jwk::KeyPair;
+use josekit::jws::{self, JwsSigner};
+use mandate_model::{Audience, AuthMethod, ClientId, ClientKind, ClientState, SecretHash};
+use mandate_server::config::{ClientSettings, ConfigSource};
+use mandate_server::{AppState, BuildOptions, Listeners, RunningServer, Settings, Signals};
+use rand::distr::{Alphanumeric, SampleString};
+use serde_json::{json, Value};
+
+/// A running mandate on free loopback ports.
+#[derive(Debug)]
+pub struct TestServer {
+    /// `http://127.0.0.1:<port>`, also the issuer.
+    pub base: String,
+    /// `http://127.0.0.1:<admin port>`.
+    pub admin_base: String,
+    /// The server's state (settings, keys, registry).
+    pub state: AppState,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    running: Option<RunningServer>,
+}
+
+/// How a test request authenticates its client.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// No client authentication.
+    None,
+    /// HTTP Basic.
+    Basic(String, String),
+    /// `client_id` + `client_secret` in the form.
+    Post(String, String),
+    /// `client_assertion` (and `client_id` when given).
+    Assertion {
+        /// Sent as `client_id` when present.
+        client_id: Option<String>,
+        /// The assertion JWT.
+        jwt: String,
+    },
+}
+
+impl TestServer {
+    /// Starts the app with `settings` on free ports. The issuer becomes the public address.
+    pub async fn spawn(settings: Settings) -> anyhow::Result<Self> {
+        Self::spawn_with(settings, BuildOptions::default()).await
+    }
+
+    /// Starts the app with `settings` and build options (a fixed clock, say).
+    pub async fn spawn_with(mut settings: Settings, options: BuildOptions) -> anyhow::Result<Self> {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listeners = Listeners::bind(loopback, loopback)?;
+        let public = listeners.public.local_addr()?;
+        let admin = listeners.admin.local_addr()?;
+        settings.listen = public;
+        settings.admin_listen = admin;
+        settings.issuer = format!("http://{public}");
+        let state = AppState::build(settings, ConfigSource::Programmatic, options).await?;
+        let running = mandate_server::start(state.clone(), listeners, Signals::Ignore)?;
+        Ok(Self {
+            base: format!("http://{public}"),
+            admin_base: format!("http://{admin}"),
+            state,
+            http: reqwest::Client::builder().build()?,
+            running: Some(running),
+        })
+    }
+
+    /// A public URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// An admin URL.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_base)
+    }
+
+    /// The issuer.
+    pub fn issuer(&self) -> &str {
+        &self.base
+    }
+
+    /// POSTs a form to a public path with the given client authentication.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+        auth: &ClientAuth,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut form: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut request = self.http.post(self.url(path));
+        match auth {
+            ClientAuth::None => {}
+            ClientAuth::Basic(id, secret) => request = request.basic_auth(id, Some(secret)),
+            ClientAuth::Post(id, secret) => {
+                form.push(("client_id".into(), id.clone()));
+                form.push(("client_secret".into(), secret.clone()));
+            }
+            ClientAuth::Assertion { client_id, jwt } => {
+                if let Some(id) = client_id {
+                    form.push(("client_id".into(), id.clone()));
+                }
+                form.push((
+                    "client_assertion_type".into(),
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ));
+                form.push(("client_assertion".into(), jwt.clone()));
+            }
+        }
+        Ok(request.form(&form).send().await?)
+    }
+
+    /// POSTs to `/token`.
+    pub async fn token(
+        &self,
+        params: &[(&str, &str)],
+        auth: &ClientAuth,
+    ) -> anyhow::Result<reqwest::Response> {
+        self.post_form("/token", params, auth).await
+    }
+
+    /// GETs a public path and parses JSON.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(self.url(path))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// GETs an admin path with an optional bearer secret.
+    pub async fn admin_get(
+        &self,
+        path: &str,
+        secret: Option<&str>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut request = self.http.get(self.admin_url(path));
+        if let Some(secret) = secret {
+            request = request.bearer_auth(secret);
+        }
+        Ok(request.send().await?)
+    }
+
+    /// Stops the server.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+}
+
+/// Empty settings: defaults, no clients, no issuers.
+pub fn empty_settings() -> Settings {
+    match Settings::from_toml("") {
+        Ok(settings) => settings,
+        Err(error) => unreachable_settings(error),
+    }
+}
+
+#[expect(clippy::panic, reason = "test kit: empty settings always parse")]
+fn unreachable_settings(error: mandate_server::ConfigError) -> Settings {
+    panic!("empty settings must parse: {error}")
+}
+
+/// A random secret of 32 alphanumeric characters.
+pub fn random_secret() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
+/// An active agent that authenticates with a secret.
+pub fn agent_with_secret(
+    id: &str,
+    secret: &str,
+    method: AuthMethod,
+) -> anyhow::Result<ClientSettings> {
+    Ok(ClientSettings {
+        client_id: ClientId::parse(id)?,
+        kind: ClientKind::Agent,
+        owners: vec!["owner@example.com".into()],
+        description: format!("test agent {id}"),
+        expires_at: None,
+        state: ClientState::Active,
+        auth_method: method,
+        jwks_file: None,
+        jwks: None,
+        secret_hash: Some(SecretHash::of(secret)),
+        upstream_ids: vec![],
+        audiences: vec![],
+    })
+}
+
+/// An active agent that authenticates with `private_key_jwt` against `jwks`.
+pub fn agent_with_keys(id: &str, jwks: Value) -> anyhow::Result<ClientSettings> {
+    Ok(ClientSettings {
+        auth_method: AuthMethod::PrivateKeyJwt,
+        secret_hash: None,
+        jwks: Some(jwks),
+        ..agent_with_secret(id, "unused", AuthMethod::PrivateKeyJwt)?
+    })
+}
+
+/// An active resource server owning `audience`.
+pub fn resource_server(id: &str, secret: &str, audience: &str) -> anyhow::Result<ClientSettings> {
+    Ok(ClientSettings {
+        kind: ClientKind::ResourceServer,
+        audiences: vec![Audience::parse(audience)?],
+        ..agent_with_secret(id, secret, AuthMethod::ClientSecretBasic)?
+    })
+}
+
+/// The key algorithms tests sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// ECDSA P-256.
+    Es256,
+    /// RSA 2048, RS256.
+    Rs256,
+    /// RSA 2048, PS256.
+    Ps256,
+    /// Ed25519.
+    EdDsa,
+}
+
+/// A key pair for signing test JWTs.
+#[derive(Debug)]
+pub struct TestKey {
+    kind: KeyKind,
+    signer: Box<dyn JwsSigner>,
+    public_jwk: serde_json::Map<String, Value>,
+    public_pem: Vec<u8>,
+    /// The `kid` published with the key (None: published without one).
+    pub kid: Option<String>,
+}
+
+impl TestKey {
+    /// A new key published with `kid`.
+    pub fn generate(kind: KeyKind, kid: Option<&str>) -> anyhow::Result<Self> {
+        let (signer, pair): (Box<dyn JwsSigner>, Box<dyn KeyPair>) = match kind {
+            KeyKind::Es256 => {
+                let pair = EcKeyPair::generate(EcCurve::P256)?;
+                (
+                    Box::new(jws::ES256.signer_from_jwk(&pair.to_jwk_key_pair())?),
+                    Box::new(pair),
+                )
+            }
+            KeyKind::Rs256 => {
+                let pair = RsaKeyPair::generate(2048)?;
+                (
+                    Box::new(jws::RS256.signer_from_jwk(&pair.to_jwk_key_pair())?),
+                    Box::new(pair),
+                )
+            }
+            KeyKind::Ps256 => {
+                let pair = RsaKeyPair::generate(2048)?;
+                (
+                    Box::new(jws::PS256.signer_from_jwk(&pair.to_jwk_key_pair())?),
+                    Box::new(pair),
+                )
+            }
+            KeyKind::EdDsa => {
+                let pair = EdKeyPair::generate(EdCurve::Ed25519)?;
+                (
+                    Box::new(jws::EdDSA.signer_from_jwk(&pair.to_jwk_key_pair())?),
+                    Box::new(pair),
+                )
+            }
+        };
+        let mut public_jwk = pair.to_jwk_public_key().as_ref().clone();
+        public_jwk.retain(|k, _| matches!(k.as_str(), "kty" | "crv" | "x" | "y" | "n" | "e"));
+        if let Some(kid) = kid {
+            public_jwk.insert("kid".into(), Value::String(kid.into()));
+        }
+        Ok(Self {
+            kind,
+            signer,
+            public_jwk,
+            public_pem: pair.to_pem_public_key(),
+            kid: kid.map(str::to_owned),
+        })
+    }
+
+    /// The JWA name of this key's algorithm.
+    pub fn alg(&self) -> &'static str {
+        match self.kind {
+            KeyKind::Es256 => "ES256",
+            KeyKind::Rs256 => "RS256",
+            KeyKind::Ps256 => "PS256",
+            KeyKind::EdDsa => "EdDSA",
+        }
+    }
+
+    /// The public JWK.
+    pub fn public_jwk(&self) -> Value {
+        Value::Object(self.public_jwk.clone())
+    }
+
+    /// A JWKS holding just this key.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [self.public_jwk()] })
+    }
+
+    /// The standard header for this key: `alg`, `kid` when it has one, and `typ` when given.
+    pub fn header(&self, typ: Option<&str>) -> Value {
+        let mut header = json!({ "alg": self.alg() });
+        if let Some(kid) = &self.kid {
+            header["kid"] = json!(kid);
+        }
+        if let Some(typ) = typ {
+            header["typ"] = json!(typ);
+        }
+        header
+    }
+
+    /// Signs `claims` under exactly `header` (which may lie about `alg`: the signature is always
+    /// made with this key's own algorithm).
+    pub fn sign_raw(&self, header: &Value, claims: &Value) -> anyhow::Result<String> {
+        let input = format!("{}.{}", b64_json(header), b64_json(claims));
+        let signature = self.signer.sign(input.as_bytes())?;
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    }
+
+    /// Signs `claims` with the standard header.
+    pub fn sign(&self, typ: Option<&str>, claims: &Value) -> anyhow::Result<String> {
+        self.sign_raw(&self.header(typ), claims)
+    }
+
+    /// The key-confusion attack: an HS256 token whose HMAC key is this key's public PEM (what a
+    /// naive library would use as the "secret" when it trusts the header's `alg`).
+    pub fn hs256_confused(&self, claims: &Value) -> anyhow::Result<String> {
+        let mut header = json!({ "alg": "HS256" });
+        if let Some(kid) = &self.kid {
+            header["kid"] = json!(kid);
+        }
+        let input = format!("{}.{}", b64_json(&header), b64_json(claims));
+        let signer = jws::HS256.signer_from_bytes(&self.public_pem)?;
+        let signature = signer.sign(input.as_bytes())?;
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    }
+}
+
+/// An unsigned token with `alg: none`.
+pub fn alg_none(claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        b64_json(&json!({"alg": "none"})),
+        b64_json(claims)
+    )
+}
+
+/// base64url of a JSON value.
+pub fn b64_json(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+/// Now, in seconds since the epoch.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The claims of a valid `private_key_jwt` assertion: iss = sub = `client_id`, `aud`, a fresh
+/// `jti`, issued now, expiring in a minute.
+pub fn assertion_claims(client_id: &str, aud: &str) -> Value {
+    json!({
+        "iss": client_id,
+        "sub": client_id,
+        "aud": aud,
+        "jti": random_secret(),
+        "iat": now(),
+        "exp": now() + 60,
+    })
+}
+
+/// The parsed JSON body of a response (or `Null` when it has none).
+pub async fn body_json(response: reqwest::Response) -> Value {
+    response.json().await.unwrap_or(Value::Null)
+}

@@ -1,0 +1,221 @@
+//! Configuration errors name the key (and the file), and unsafe combinations are refused.
+
+use std::io::Write;
+
+use mandate_server::config::ConfigSource;
+use mandate_server::{AppState, BuildOptions, ConfigError, Settings};
+
+use crate::fixture;
+
+fn file_with(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+/// Loads `text` from a file and builds the server state as `mandate serve --config` would.
+async fn build(text: &str) -> Result<AppState, String> {
+    let file = file_with(text);
+    let settings = Settings::load(file.path()).map_err(|e| e.to_string())?;
+    AppState::build(
+        settings,
+        ConfigSource::File(file.path().to_owned()),
+        BuildOptions::default(),
+    )
+    .await
+    .map_err(|e| {
+        let message = e.to_string();
+        assert!(
+            message.contains(&file.path().display().to_string()),
+            "{message} names the file"
+        );
+        message
+    })
+}
+
+async fn refused(text: &str, needles: &[&str]) -> String {
+    let message = build(text)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("accepted:\n{text}"));
+    for needle in needles {
+        assert!(
+            message.contains(needle),
+            "'{message}' should mention '{needle}'"
+        );
+    }
+    message
+}
+
+const AGENT: &str = r#"
+[[clients]]
+client_id = "travel-agent"
+kind = "agent"
+owners = ["alice@example.com"]
+auth_method = "client_secret_basic"
+secret_hash = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+"#;
+
+#[tokio::test]
+async fn a_minimal_file_is_accepted() {
+    build("").await.unwrap();
+    build(AGENT).await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_keys_name_the_key_and_the_file() {
+    let file = file_with("[signing]\nkey_fil = \"x.pem\"\n");
+    let message = Settings::load(file.path()).unwrap_err().to_string();
+    assert!(message.contains("key_fil"), "{message}");
+    assert!(
+        message.contains(&file.path().display().to_string()),
+        "{message}"
+    );
+    let file = file_with("isuer = \"https://x.example.com\"\n");
+    let message = Settings::load(file.path()).unwrap_err().to_string();
+    assert!(message.contains("isuer"), "{message}");
+}
+
+#[tokio::test]
+async fn a_missing_file_is_refused() {
+    let error = Settings::load(std::path::Path::new("/nonexistent/mandate.toml")).unwrap_err();
+    assert!(matches!(error, ConfigError::Load(_)));
+}
+
+#[tokio::test]
+async fn bad_values_name_their_key() {
+    refused("issuer = \"not a url\"", &["issuer"]).await;
+    refused(
+        "issuer = \"http://mandate.example.com\"",
+        &["issuer", "https"],
+    )
+    .await;
+    refused("issuer = \"https://mandate.example.com/\"", &["issuer"]).await;
+    refused(
+        "[signing]\nkey_file = \"/nonexistent/key.pem\"",
+        &["signing.key_file", "/nonexistent/key.pem"],
+    )
+    .await;
+    refused("[signing]\nalgorithm = \"HS256\"", &["algorithm"]).await;
+    refused("[tokens]\nmax_chain_depth = 0", &["tokens.max_chain_depth"]).await;
+    let bad_client = AGENT.replace("travel-agent", "Travel Agent");
+    refused(&bad_client, &["client_id", "Travel Agent"]).await;
+    let bad_key = AGENT
+        .replace("client_secret_basic", "private_key_jwt")
+        .replace("secret_hash", "jwks_file")
+        .replace(
+            "\"sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"",
+            "\"/nonexistent/agent.jwks.json\"",
+        );
+    refused(
+        &bad_key,
+        &["clients[0].jwks_file", "/nonexistent/agent.jwks.json"],
+    )
+    .await;
+    let no_secret = AGENT.replace(
+        "secret_hash = \"sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"",
+        "",
+    );
+    refused(&no_secret, &["clients[0].secret_hash"]).await;
+}
+
+#[tokio::test]
+async fn policies_must_name_known_agents_and_valid_audiences() {
+    let unknown_actor = format!(
+        "{AGENT}\n[[policies]]\nactor = \"ghost\"\naudience = \"https://calendar.example.com\"\nscopes = [\"calendar.read\"]\n"
+    );
+    refused(&unknown_actor, &["policies[0].actor", "ghost"]).await;
+    let bad_audience = format!(
+        "{AGENT}\n[[policies]]\nactor = \"travel-agent\"\naudience = \"calendar\"\nscopes = [\"calendar.read\"]\n"
+    );
+    refused(&bad_audience, &["audience", "calendar"]).await;
+    let unknown_handoff = format!(
+        "{AGENT}\n[[policies]]\nactor = \"travel-agent\"\naudience = \"agent:ghost\"\nscopes = [\"calendar.read\"]\n"
+    );
+    refused(&unknown_handoff, &["policies[0].audience", "agent:ghost"]).await;
+    let fine = format!(
+        "{AGENT}\n[[policies]]\nactor = \"travel-agent\"\naudience = \"https://calendar.example.com\"\nscopes = [\"calendar.read\"]\nmax_depth = 2\n"
+    );
+    build(&fine).await.unwrap();
+}
+
+fn issuer(alias: &str, host: &str, as_is: bool) -> String {
+    format!(
+        "[[trusted_issuers]]\nissuer = \"https://{host}\"\nalias = \"{alias}\"\nsubject_as_is = {as_is}\njwks_file = \"{}\"\nalgorithms = [\"ES256\"]\n",
+        fixture("issuer.jwks.json").display()
+    )
+}
+
+#[tokio::test]
+async fn trusted_issuers_are_checked() {
+    build(&issuer("corp", "corp.example.com", true))
+        .await
+        .unwrap();
+    let two_as_is =
+        issuer("corp", "corp.example.com", true) + &issuer("other", "other.example.com", true);
+    refused(&two_as_is, &["trusted_issuers[1].subject_as_is"]).await;
+    let same_alias =
+        issuer("corp", "corp.example.com", false) + &issuer("corp", "other.example.com", false);
+    refused(&same_alias, &["trusted_issuers[1].alias"]).await;
+    let hmac = issuer("corp", "corp.example.com", false).replace("[\"ES256\"]", "[\"HS256\"]");
+    refused(&hmac, &["trusted_issuers[0].algorithms", "HS256"]).await;
+    let none = issuer("corp", "corp.example.com", false).replace("[\"ES256\"]", "[\"none\"]");
+    refused(&none, &["trusted_issuers[0].algorithms"]).await;
+}
+
+/// A configuration that would be fine on loopback, exposed on all interfaces.
+fn exposed(extra: &str) -> String {
+    format!("listen = \"0.0.0.0:0\"\nissuer = \"https://mandate.example.com\"\n{extra}")
+}
+
+fn keys() -> String {
+    format!(
+        "[signing]\nkey_file = \"{}\"\n[tokens]\nchain_id_key_file = \"{}\"\n",
+        fixture("signing-es256.pem").display(),
+        fixture("chain-id.key").display()
+    )
+}
+
+const ADMIN: &str = "[[admin.credentials]]\nname = \"ops\"\nrole = \"revoke\"\nsecret_hash = \"sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n";
+
+#[tokio::test]
+async fn unsafe_combinations_are_refused() {
+    // Exposed without a key file.
+    refused(&exposed(ADMIN), &["signing.key_file"]).await;
+    // Exposed with a key but no chain-id key.
+    let no_chain_key = format!(
+        "[signing]\nkey_file = \"{}\"\n{ADMIN}",
+        fixture("signing-es256.pem").display()
+    );
+    refused(&exposed(&no_chain_key), &["chain_id_key_file"]).await;
+    // Exposed without admin credentials.
+    refused(&exposed(&keys()), &["admin.credentials"]).await;
+    // Exposed with an http issuer (loopback http is a valid URL, but not for a deployment).
+    let http_issuer = format!(
+        "listen = \"0.0.0.0:0\"\nissuer = \"http://127.0.0.1:8080\"\n{}{ADMIN}",
+        keys()
+    );
+    refused(&http_issuer, &["https"]).await;
+    // An exposed admin listener counts too.
+    let admin_exposed = format!("admin_listen = \"0.0.0.0:0\"\n{ADMIN}");
+    refused(&admin_exposed, &["signing.key_file"]).await;
+    // A Redis store is a deployment even on loopback.
+    refused(
+        "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n",
+        &["store"],
+    )
+    .await;
+    // All present: accepted.
+    build(&exposed(&format!("{}{ADMIN}", keys())))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn development_settings_are_valid_but_not_from_a_file() {
+    let (settings, _extras) = mandate_server::dev::development_settings().unwrap();
+    assert!(settings.listen.ip().is_loopback() && settings.admin_listen.ip().is_loopback());
+    AppState::build(settings, ConfigSource::Development, BuildOptions::default())
+        .await
+        .unwrap();
+}
