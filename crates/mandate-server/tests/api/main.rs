@@ -1,5 +1,10 @@
 //! Tests of the mandate app over real HTTP, through the test kit's port-0 harness.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 mod admin;
 mod client_auth;
