@@ -521,6 +521,12 @@ impl Settings {
                 "must not end with '/' (endpoints are appended to it)".into(),
             ));
         }
+        if self.listen == self.admin_listen && self.listen.port() != 0 {
+            return Err(invalid(
+                "admin_listen".into(),
+                "must differ from listen: the admin API never shares the public listener".into(),
+            ));
+        }
         self.validate_store(source)?;
         self.validate_tokens(source)?;
 
@@ -629,12 +635,24 @@ impl Settings {
                             format!("required for auth_method = \"{}\"", client.auth_method),
                         ));
                     }
+                    if client.jwks_file.is_some() || client.jwks.is_some() {
+                        return Err(invalid(
+                            key("jwks_file"),
+                            "keys are only for auth_method = \"private_key_jwt\"".into(),
+                        ));
+                    }
                 }
                 AuthMethod::PrivateKeyJwt => {
                     if client.jwks_file.is_some() == client.jwks.is_some() {
                         return Err(invalid(
                             key("jwks_file"),
                             "private_key_jwt needs exactly one of jwks_file and jwks".into(),
+                        ));
+                    }
+                    if client.secret_hash.is_some() {
+                        return Err(invalid(
+                            key("secret_hash"),
+                            "a private_key_jwt client has no secret".into(),
                         ));
                     }
                 }
@@ -653,6 +671,12 @@ impl Settings {
                         return Err(invalid(
                             key("audiences"),
                             "a resource server owns at least one audience".into(),
+                        ));
+                    }
+                    if !client.upstream_ids.is_empty() {
+                        return Err(invalid(
+                            key("upstream_ids"),
+                            "only agents have upstream identities".into(),
                         ));
                     }
                     if client.audiences.iter().any(|a| a.agent().is_some()) {
@@ -719,9 +743,19 @@ impl Settings {
                 ));
             }
         }
+        let mut resource_servers = HashSet::new();
         for (i, ras) in self.id_jag.resource_servers.iter().enumerate() {
             let key = |k: &str| format!("id_jag.resource_servers[{i}].{k}");
             check_issuer_url(&ras.issuer).map_err(|m| invalid(key("issuer"), m))?;
+            if !resource_servers.insert(ras.issuer.as_str()) {
+                return Err(invalid(key("issuer"), "listed twice".into()));
+            }
+            if ras.resources.is_empty() || ras.scopes.is_empty() {
+                return Err(invalid(
+                    key("resources"),
+                    "resources and scopes must not be empty".into(),
+                ));
+            }
             for agent in ras.client_ids.keys() {
                 if !is_agent(agent) {
                     return Err(invalid(

@@ -117,6 +117,16 @@ async fn bad_values_name_their_key() {
         "",
     );
     refused(&no_secret, &["clients[0].secret_hash"]).await;
+    let both = format!(
+        "{AGENT}jwks_file = \"{}\"\n",
+        fixture("issuer.jwks.json").display()
+    );
+    refused(&both, &["clients[0].jwks_file"]).await;
+    refused(
+        "listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7000\"\n",
+        &["admin_listen"],
+    )
+    .await;
 }
 
 #[tokio::test]
