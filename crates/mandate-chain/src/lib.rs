@@ -1,1 +1,22 @@
-//! placeholder
+//! The delegation-chain validator (DESIGN.md sections 1, 4 and 5): given the authenticated agent,
+//! its verified subject token, the request and the policy, decide the hop — or refuse it with a
+//! precise reason. Also the hop record, the ledger and consent-grant traits.
+//!
+//! Pure logic: no I/O, no clock, no randomness (the caller passes `now`, the new hop id and the
+//! chain id). It must not depend on HTTP or store crates, so that the rules deciding who may act
+//! for whom can be read, tested and fuzzed on their own.
+
+mod authority;
+mod hop;
+mod policy;
+mod store;
+mod validator;
+
+pub use authority::{Authority, AuthorityError};
+pub use hop::{ChainId, Evidence, EvidenceKind, HopId, HopRecord, UpstreamGrant};
+pub use policy::{Policy, PolicyRow};
+pub use store::{ConsentGrant, ConsentStore, Ledger, StoreFailure};
+pub use validator::{
+    decide, Decision, ExchangeContext, ExchangeRequest, MandateSubject, Refusal, RefusalCode,
+    SubjectGrant, UpstreamSubject,
+};

@@ -10,6 +10,7 @@
 //! accepted; header-supplied keys and URLs (`jwk`, `jku`, `x5u`, `x5c`) are ignored; unknown `crit`
 //! members are refused; `kid` is only ever a lookup key.
 
+mod access;
 mod alg;
 mod claims;
 mod error;
@@ -18,6 +19,9 @@ mod jws;
 mod signing;
 pub mod urn;
 
+pub use access::{
+    AccessTokenClaims, Act, DelegationDetail, UpstreamClaims, DELEGATION_DETAIL_TYPE,
+};
 pub use alg::Algorithm;
 pub use claims::{OneOrMany, TimeError, TimeWindow};
 pub use error::JwtError;

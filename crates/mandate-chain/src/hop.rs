@@ -1,0 +1,102 @@
+use std::fmt;
+
+use mandate_model::{Audience, ClientId, Subject};
+use serde::{Deserialize, Serialize};
+
+use crate::Authority;
+
+/// A hop id (`jti` of the token the hop issued): `hop_` + ≥ 128 random bits, base64url.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HopId(pub String);
+
+/// A chain id: `chn_` + a keyed hash of the upstream grant.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ChainId(pub String);
+
+impl fmt::Display for HopId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which consent evidence allowed a hop (DESIGN.md section 5, "Who may present a subject token").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceKind {
+    /// 1: an upstream ID token or JWT issued to the actor (the user signed in to it).
+    UpstreamAudience,
+    /// 2: the subject token's `may_act` names the actor.
+    MayAct,
+    /// 3: a stored consent grant.
+    ConsentGrant,
+    /// 4: a mandate hand-off token addressed to the actor.
+    HandOff,
+}
+
+/// The evidence a hop recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Which kind.
+    pub kind: EvidenceKind,
+    /// What it points at: the upstream client id, the consent grant id, or the parent hop id.
+    pub reference: String,
+}
+
+/// The upstream grant a chain is rooted on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamGrant {
+    /// The upstream issuer.
+    pub issuer: String,
+    /// Its `jti`, or `sha256:<hex>` of the token when it has none.
+    pub grant_id: String,
+    /// When the upstream grant expires.
+    pub expires_at: i64,
+}
+
+/// One issued token, as the ledger keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HopRecord {
+    /// The hop id (the token's `jti`).
+    pub id: HopId,
+    /// The parent hop (`None` for a root).
+    pub parent: Option<HopId>,
+    /// The chain.
+    pub chain_id: ChainId,
+    /// Every ancestor, root first.
+    pub ancestors: Vec<HopId>,
+    /// The user.
+    pub subject: Subject,
+    /// The actors, current first.
+    pub actors: Vec<ClientId>,
+    /// The agent that requested it.
+    pub client_id: ClientId,
+    /// Its audience.
+    pub audience: Audience,
+    /// Its authority.
+    pub authority: Authority,
+    /// Issued at (seconds).
+    pub issued_at: i64,
+    /// Expiry (seconds).
+    pub expires_at: i64,
+    /// `ancestors.len() + 1`.
+    pub depth: u32,
+    /// The deepest this path may go: min of `max_chain_depth` and every row's `max_depth`.
+    pub depth_limit: u32,
+    /// The consent evidence.
+    pub evidence: Evidence,
+    /// For roots: the upstream grant.
+    pub upstream: Option<UpstreamGrant>,
+}
+
+impl HopRecord {
+    /// How many more hops may follow this one.
+    pub fn remaining_depth(&self) -> u32 {
+        self.depth_limit.saturating_sub(self.depth)
+    }
+}
