@@ -1,5 +1,7 @@
 //! `mandate`: the authorization server and its local tools (DESIGN.md section 11).
 
+mod decode;
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -36,6 +38,25 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Tokens, locally.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a JWT's header, claims and actor chain WITHOUT verifying anything (no signature,
+    /// issuer, audience or expiry check; no network, no keys).
+    Decode {
+        /// The token, or `-` to read it from standard input (keeps it out of the shell history
+        /// and the process list).
+        token: String,
+        /// Print one JSON object {"verified": false, "header", "claims", "chain"} for scripts.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -79,7 +100,25 @@ fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Generate { alg, out },
         } => report(generate_key(alg.into(), &out)),
+        Command::Token {
+            command: TokenCommand::Decode { token, json },
+        } => report(decode_token(&token, json)),
     }
+}
+
+fn decode_token(argument: &str, json: bool) -> anyhow::Result<()> {
+    let token = decode::read_token(argument)?;
+    let decoded = decode::Decoded::parse(&token)?;
+    let text = if json {
+        decoded.to_json()
+    } else {
+        decoded.to_human()
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing to standard output")
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -211,3 +211,165 @@ async fn a_generated_key_signs_what_jwks_publishes() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A token with a dummy signature: `token decode` verifies nothing, so none is needed.
+fn unsigned_token(claims: &serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","typ":"at+jwt"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
+}
+
+fn decode_output(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = mandate()
+        .args(["token", "decode"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn token_decode_shows_the_chain_and_verifies_nothing() {
+    let key = mandate_token::SigningKey::generate(mandate_token::SigningAlgorithm::Es256).unwrap();
+    let claims = serde_json::json!({
+        "iss": "https://mandate.example.com",
+        "sub": "corp|alice",
+        "aud": "https://calendar.example.com",
+        "client_id": "booking-tool",
+        "scope": "calendar.read",
+        "iat": 1764316800, "nbf": 1764316800, "exp": 1764317100,
+        "jti": "hop_01JD",
+        "act": { "sub": "booking-tool", "act": { "sub": "assistant" } },
+        "chain_id": "chn_01JC",
+        "ancestors": ["hop_01JC"],
+    });
+    let token = key.sign("at+jwt", &claims).unwrap();
+
+    // Human-readable.
+    let output = decode_output(&[&token], None);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.starts_with("NOT VERIFIED"), "{stdout}");
+    assert!(stdout.contains(key.kid()), "the header is shown: {stdout}");
+    let line = |needle: &str| {
+        stdout
+            .lines()
+            .position(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle}: {stdout}"))
+    };
+    let subject = line("(subject)");
+    let first = line("(acted first)");
+    let current = line("(current actor)");
+    assert!(subject < first && first < current, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[subject].contains("corp|alice"), "{stdout}");
+    assert!(lines[first].contains("└─ assistant"), "{stdout}");
+    assert!(lines[current].contains("└─ booking-tool"), "{stdout}");
+    // Each actor is indented one level more than the one before.
+    let indent = |line: &str| line.find('└').unwrap();
+    assert!(indent(lines[first]) < indent(lines[current]), "{stdout}");
+    assert!(stdout.contains("chn_01JC"), "{stdout}");
+    assert!(
+        stdout.contains("1764317100 (2025-11-28T08:05:00Z)"),
+        "{stdout}"
+    );
+
+    // For scripts.
+    let output = decode_output(&["--json", &token], None);
+    assert!(output.status.success());
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(document["verified"], false);
+    assert_eq!(
+        document["chain"],
+        serde_json::json!(["corp|alice", "assistant", "booking-tool"])
+    );
+    assert_eq!(document["claims"], claims);
+    assert_eq!(document["header"]["kid"], key.kid());
+
+    // From standard input, so the token stays off the command line.
+    let output = decode_output(&["-"], Some(&format!("  {token}\n")));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let from_stdin = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(from_stdin, stdout);
+    let output = decode_output(&["--json", "-"], Some(&token));
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(document["chain"][2], "booking-tool");
+
+    // Without `act`.
+    let plain = unsigned_token(&serde_json::json!({"sub": "corp|alice"}));
+    let output = decode_output(&[&plain], None);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout)
+        .contains("chain: no act claim (not a delegated token)"));
+}
+
+#[test]
+fn token_decode_refuses_garbage_and_bounds_the_tree() {
+    for garbage in ["garbage", "a.b", "!!!.e30.c2ln", ""] {
+        let output = decode_output(&[garbage], None);
+        assert_eq!(output.status.code(), Some(1), "{garbage}");
+        assert!(output.stdout.is_empty(), "{garbage}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).starts_with("error: "),
+            "{garbage}"
+        );
+    }
+    let output = decode_output(&["-"], Some("not a token\n"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("error"));
+
+    // 40 levels of `act`: agent-0 is the current actor (outermost), agent-39 the first.
+    let mut act = serde_json::json!({"sub": "agent-39"});
+    for level in (0..39).rev() {
+        act = serde_json::json!({"sub": format!("agent-{level}"), "act": act});
+    }
+    let token = unsigned_token(&serde_json::json!({"sub": "corp|alice", "act": act}));
+    let output = decode_output(&[&token], None);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let chain = stdout.split("chain:\n").nth(1).unwrap();
+    assert!(chain.contains("… (8 more levels not shown)"), "{stdout}");
+    let tree: Vec<&str> = chain
+        .lines()
+        .take_while(|line| line.starts_with("  "))
+        .collect();
+    assert_eq!(tree.len(), 1 + 1 + 32, "{stdout}");
+    assert!(tree[2].contains("└─ agent-31"), "{stdout}");
+    assert!(
+        tree[33].contains("└─ agent-0 ") && tree[33].contains("(current actor)"),
+        "{stdout}"
+    );
+    assert!(!chain.contains("agent-32 "), "{stdout}");
+    assert!(!chain.contains("(acted first)"), "{stdout}");
+    // The JSON form keeps the whole chain, first actor to current.
+    let output = decode_output(&["--json", &token], None);
+    let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let entries = document["chain"].as_array().unwrap();
+    assert_eq!(entries.len(), 41);
+    assert_eq!(entries[1], "agent-39");
+    assert_eq!(entries[40], "agent-0");
+}

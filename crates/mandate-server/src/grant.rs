@@ -27,7 +27,8 @@ impl GrantKind {
     /// answered like any unknown grant and is not advertised in discovery.
     pub fn is_served(self) -> bool {
         match self {
-            GrantKind::TokenExchange | GrantKind::JwtBearer => false,
+            GrantKind::TokenExchange => true,
+            GrantKind::JwtBearer => false,
         }
     }
 

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use crate::client_auth::PresentedCredentials;
 use crate::error::{no_store, OAuthError};
+use crate::exchange::{exchange, TokenExchangeRequest};
 use crate::form::Form;
 use crate::grant::GrantKind;
 use crate::state::AppState;
@@ -71,12 +72,19 @@ async fn token(
     let credentials = PresentedCredentials::from_request(&request, &form)?;
     let client = state.authenticate_agent(&credentials).await?;
     state.charge_rate_limit(client.id.as_str()).await?;
-    let grant = GrantKind::parse(form.required("grant_type")?)?;
-    // No grant is served by this build yet (GrantKind::is_served); parse refuses them all.
-    Err(OAuthError::new(
-        crate::error::ErrorCode::UnsupportedGrantType,
-        format!("{} is not served", grant.urn()),
-    ))
+    match GrantKind::parse(form.required("grant_type")?)? {
+        GrantKind::TokenExchange => {
+            let request = TokenExchangeRequest::from_form(&form)?;
+            let response = exchange(&state, &client, request).await?;
+            let mut ok = HttpResponse::Ok();
+            no_store(&mut ok);
+            Ok(ok.json(response))
+        }
+        GrantKind::JwtBearer => Err(OAuthError::new(
+            crate::error::ErrorCode::UnsupportedGrantType,
+            "this grant type is not supported",
+        )),
+    }
 }
 
 async fn post_only(request: HttpRequest) -> HttpResponse {

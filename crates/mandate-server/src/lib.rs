@@ -6,15 +6,19 @@
 //! crate except the `mandate` binary and the test kit.
 
 pub mod admin;
+pub mod chain_id;
 pub mod client_auth;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod exchange;
 pub mod form;
 pub mod grant;
 pub mod http;
+pub mod jwks_remote;
 pub mod server;
 pub mod state;
+pub mod subject;
 
 pub use config::{ConfigError, ConfigSource, Settings};
 pub use server::{start, Listeners, RunningServer, Signals};

@@ -13,17 +13,36 @@ use mandate_token::{Algorithm, KeySet, PublicKey, SigningKey, VerifyingKeySet};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
+use crate::chain_id::ChainIdKey;
 use crate::client_auth::{ClientAuthenticator, PresentedCredentials};
-use crate::config::{AdminRole, ConfigError, ConfigSource, Settings, TrustedIssuerSettings};
+use crate::config::{
+    AdminRole, ConfigError, ConfigSource, ConsentSettings, Settings, TrustedIssuerSettings,
+};
 use crate::error::{ErrorCode, OAuthError};
+use crate::jwks_remote::{FetchLimits, RemoteJwks};
+use mandate_chain::{ConsentGrant, ConsentStore, Ledger, Policy, PolicyRow};
+use mandate_store::{MemoryConsentStore, MemoryLedger};
 
-/// A trusted issuer with its keys loaded (`None` for a `jwks_uri`, fetched when first needed).
+/// A trusted issuer with its keys: loaded from a file or inline, or fetched from `jwks_uri`.
 #[derive(Debug)]
 pub struct TrustedIssuer {
     /// Its configuration.
     pub settings: TrustedIssuerSettings,
     /// Its keys, when they come from a file or inline.
     pub keys: Option<VerifyingKeySet>,
+    /// Its keys, when they come from `jwks_uri`.
+    pub remote: Option<RemoteJwks>,
+}
+
+impl TrustedIssuer {
+    /// The algorithms this issuer's tokens may use.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        self.settings
+            .algorithms
+            .iter()
+            .filter_map(|a| Algorithm::from_name(a))
+            .collect()
+    }
 }
 
 /// A named admin credential.
@@ -55,7 +74,19 @@ pub struct AppState {
     /// Admin credentials.
     pub admin_credentials: Arc<Vec<AdminCredential>>,
     /// Trusted issuers.
-    pub trusted_issuers: Arc<Vec<TrustedIssuer>>,
+    pub trusted_issuers: Arc<Vec<Arc<TrustedIssuer>>>,
+    /// mandate's published keys, for verifying its own tokens.
+    pub own_keys: Arc<VerifyingKeySet>,
+    /// The hop ledger.
+    pub ledger: Arc<dyn Ledger>,
+    /// Stored consent grants.
+    pub consents: Arc<dyn ConsentStore>,
+    /// The policy rows.
+    pub policy: Arc<Policy>,
+    /// Derives chain ids.
+    pub chain_key: Arc<ChainIdKey>,
+    /// Development mode's demo identity provider key, when it runs.
+    pub demo_idp: Option<Arc<SigningKey>>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// The RFC 8414 document, built once.
@@ -69,6 +100,8 @@ pub struct AppState {
 pub struct BuildOptions {
     /// The clock (default: the system clock).
     pub clock: Option<Arc<dyn Clock>>,
+    /// Serve the development demo identity provider, signing with this key.
+    pub demo_idp: Option<Arc<SigningKey>>,
 }
 
 impl AppState {
@@ -149,10 +182,19 @@ impl AppState {
                 ),
                 (None, None) => None,
             };
-            trusted_issuers.push(TrustedIssuer {
+            let remote = match &issuer.jwks_uri {
+                Some(uri) => Some(
+                    RemoteJwks::new(uri, algorithms.clone(), FetchLimits::default()).map_err(
+                        |e| invalid(format!("trusted_issuers[{i}].jwks_uri"), e.to_string()),
+                    )?,
+                ),
+                None => None,
+            };
+            trusted_issuers.push(Arc::new(TrustedIssuer {
                 settings: issuer.clone(),
                 keys,
-            });
+                remote,
+            }));
         }
 
         let admin_credentials = settings
@@ -179,6 +221,48 @@ impl AppState {
             &settings.issuer,
             settings.tokens.clock_skew_secs,
         );
+        let chain_key = match &settings.tokens.chain_id_key_file {
+            Some(path) => {
+                let bytes = read_secret(path, "tokens.chain_id_key_file", &invalid)?;
+                ChainIdKey::from_bytes(bytes).map_err(|e| {
+                    invalid(
+                        "tokens.chain_id_key_file".into(),
+                        format!("{}: {e}", path.display()),
+                    )
+                })?
+            }
+            None => ChainIdKey::generate(),
+        };
+        let consents: Arc<dyn ConsentStore> = Arc::new(MemoryConsentStore::new());
+        for (i, consent) in settings.consents.iter().enumerate() {
+            let grant = ConsentGrant {
+                id: consent_id(consent),
+                subject: consent.subject.clone(),
+                actor: consent.actor.clone(),
+                audience: consent.audience.clone(),
+                scopes: consent.scopes.clone(),
+                expires_at: consent.expires_at.timestamp(),
+            };
+            consents
+                .insert_if_absent(grant)
+                .await
+                .map_err(|e| invalid(format!("consents[{i}]"), e.to_string()))?;
+        }
+        let policy = Policy::new(
+            settings
+                .policies
+                .iter()
+                .map(|p| PolicyRow {
+                    actor: p.actor.clone(),
+                    audience: p.audience.clone(),
+                    scopes: p.scopes.clone(),
+                    max_depth: p.max_depth,
+                })
+                .collect(),
+        );
+        let own_keys = keys
+            .verifying_keys()
+            .map_err(|e| invalid("signing".into(), e.to_string()))?;
         let discovery = discovery_document(&settings);
         let jwks = keys.jwks();
         Ok(Self {
@@ -190,6 +274,12 @@ impl AppState {
             authenticator,
             admin_credentials: Arc::new(admin_credentials),
             trusted_issuers: Arc::new(trusted_issuers),
+            own_keys: Arc::new(own_keys),
+            ledger: Arc::new(MemoryLedger::new()),
+            consents,
+            policy: Arc::new(policy),
+            chain_key: Arc::new(chain_key),
+            demo_idp: options.demo_idp,
             clock,
             discovery: Arc::new(discovery),
             jwks: Arc::new(jwks),
@@ -236,6 +326,20 @@ impl AppState {
             }
         }
     }
+}
+
+/// A stable id for a configured consent grant, so that re-seeding finds it again.
+fn consent_id(consent: &ConsentSettings) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(
+        format!(
+            "{}\n{}\n{}\n{}",
+            consent.subject, consent.actor, consent.audience, consent.scopes
+        )
+        .as_bytes(),
+    );
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("cns_{hex}")
 }
 
 fn load_keys(

@@ -1,15 +1,17 @@
 //! mandate's storage seams: narrow async traits for the client registry, the replay cache and the
-//! rate limiter, each with the in-memory backend that serves a single process (development mode
+//! rate limiter (and the hop ledger and consent grants defined by mandate-chain), each with the in-memory backend that serves a single process (development mode
 //! and the default `serve`). Redis backends implement the same traits and are checked by the
 //! same contract tests.
 //!
 //! This crate holds no HTTP code and makes no decision about tokens: it stores and answers.
 
 mod clients;
+mod ledger;
 mod rate_limit;
 mod replay;
 
 pub use clients::{Client, ClientRegistry, MemoryClientRegistry, UpstreamId};
+pub use ledger::{MemoryConsentStore, MemoryLedger};
 pub use rate_limit::{MemoryRateLimiter, RateDecision, RateLimiter};
 pub use replay::{MemoryReplayCache, ReplayCache};
 

@@ -1,0 +1,288 @@
+//! The RFC 8693 token-exchange grant: parse the request, verify the subject token, let the chain
+//! validator decide, sign, record the hop, answer (DESIGN.md section 5, PROTOCOLS.md 1.2–1.7).
+
+use mandate_chain::{
+    decide, Authority, ExchangeContext, ExchangeRequest, MandateSubject, Refusal, RefusalCode,
+    SubjectGrant, UpstreamSubject,
+};
+use mandate_model::{Audience, ClientKind, ScopeSet};
+use mandate_store::Client;
+use mandate_token::{urn, DelegationDetail};
+use serde::Serialize;
+
+use crate::chain_id::new_hop_id;
+use crate::error::{ErrorCode, OAuthError};
+use crate::form::Form;
+use crate::state::AppState;
+use crate::subject::{verify_subject, SubjectTokenType, VerifiedSubject};
+
+/// A parsed token-exchange request.
+#[derive(Debug)]
+pub struct TokenExchangeRequest {
+    subject_token: String,
+    subject_token_type: SubjectTokenType,
+    target: Audience,
+    scope: Option<ScopeSet>,
+    details: Option<Authority>,
+}
+
+impl TokenExchangeRequest {
+    /// Reads the exchange parameters; every refusal here is about the request's shape.
+    pub fn from_form(form: &Form) -> Result<Self, OAuthError> {
+        // RFC 8693 §2.1: actor_token_type goes with actor_token. mandate takes neither: the
+        // authenticated client is the actor (DESIGN.md section 5).
+        if form.single("actor_token")?.is_some() || form.single("actor_token_type")?.is_some() {
+            return Err(OAuthError::invalid_request(
+                "actor_token is not supported: the authenticated client is the actor",
+            ));
+        }
+        let subject_token = form.required("subject_token")?.to_owned();
+        let subject_token_type = SubjectTokenType::parse(form.required("subject_token_type")?)?;
+        match form.single("requested_token_type")? {
+            None | Some(urn::TOKEN_TYPE_ACCESS_TOKEN) => {}
+            Some(urn::TOKEN_TYPE_ID_JAG) => {
+                return Err(OAuthError::invalid_request(
+                    "issuing ID-JAGs is not available in this version",
+                ))
+            }
+            Some(_) => {
+                return Err(OAuthError::invalid_request(
+                    "unsupported requested_token_type",
+                ))
+            }
+        }
+        let targets: Vec<&String> = form
+            .all("audience")
+            .iter()
+            .chain(form.all("resource"))
+            .collect();
+        let target = match targets.as_slice() {
+            [] => {
+                return Err(OAuthError::invalid_request(
+                    "audience or resource is required",
+                ))
+            }
+            [one] => Audience::parse(one).map_err(|_| {
+                OAuthError::new(
+                    ErrorCode::InvalidTarget,
+                    "the target must be an app URI or agent:<client_id>",
+                )
+            })?,
+            _ => {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidTarget,
+                    "exactly one audience or resource is supported per token",
+                ))
+            }
+        };
+        let scope = form
+            .single("scope")?
+            .map(ScopeSet::parse)
+            .transpose()
+            .map_err(|_| OAuthError::new(ErrorCode::InvalidScope, "scope is malformed"))?;
+        let details = match form.single("authorization_details")? {
+            None => None,
+            Some(json) => {
+                let parsed: Vec<DelegationDetail> = serde_json::from_str(json).map_err(|_| {
+                    OAuthError::invalid_request(
+                        "authorization_details must be a JSON array of mandate_delegation objects",
+                    )
+                })?;
+                Some(
+                    Authority::from_details(&parsed)
+                        .map_err(|e| OAuthError::invalid_request(format!("invalid {e}")))?,
+                )
+            }
+        };
+        Ok(Self {
+            subject_token,
+            subject_token_type,
+            target,
+            scope,
+            details,
+        })
+    }
+}
+
+/// The RFC 8693 §2.2.1 response.
+#[derive(Debug, Serialize)]
+pub struct ExchangeResponse {
+    access_token: String,
+    issued_token_type: &'static str,
+    token_type: &'static str,
+    expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization_details: Option<Vec<DelegationDetail>>,
+}
+
+/// Performs the exchange for the authenticated agent `client`.
+pub async fn exchange(
+    state: &AppState,
+    client: &Client,
+    request: TokenExchangeRequest,
+) -> Result<ExchangeResponse, OAuthError> {
+    let refuse = |reason: &dyn std::fmt::Display, error: OAuthError| {
+        tracing::info!(target: "audit", client_id = %client.id, reason = %reason, "token exchange refused");
+        error
+    };
+    let subject = verify_subject(state, &request.subject_token, request.subject_token_type)
+        .await
+        .map_err(|e| refuse(&e, e.to_oauth()))?;
+    let target_known = target_is_registered(state, &request.target).await?;
+    let now = state.clock.now_secs();
+    let new_hop_id = new_hop_id();
+    let tokens = &state.settings.tokens;
+
+    let consents;
+    let parent_hop;
+    let aud_values;
+    let upstream_ids;
+    let (grant, root_chain_id) = match &subject {
+        VerifiedSubject::Upstream {
+            issuer,
+            claims,
+            subject,
+            grant_id,
+            aud,
+        } => {
+            consents = state
+                .consents
+                .consents(subject, &client.id)
+                .await
+                .map_err(|e| store_down(&e))?;
+            aud_values = aud.clone();
+            upstream_ids = client_upstream_ids(client, &issuer.settings.issuer);
+            let chain_id = state
+                .chain_key
+                .derive(issuer.settings.alias.as_str(), grant_id);
+            (
+                SubjectGrant::Upstream(UpstreamSubject {
+                    issuer: &issuer.settings.issuer,
+                    alias: &issuer.settings.alias,
+                    subject: subject.clone(),
+                    aud: &aud_values,
+                    azp: claims.azp.as_deref(),
+                    client_id: claims.client_id.as_deref(),
+                    may_act: claims.may_act.as_ref(),
+                    grant_id: grant_id.clone(),
+                    expires_at: claims.exp.unwrap_or(now),
+                    actor_upstream_ids: upstream_ids,
+                    consents: &consents,
+                }),
+                chain_id,
+            )
+        }
+        VerifiedSubject::Mandate(claims) => {
+            parent_hop = state
+                .ledger
+                .hop(&mandate_chain::HopId(claims.jti.clone()))
+                .await
+                .map_err(|e| store_down(&e))?;
+            (
+                SubjectGrant::Mandate(MandateSubject {
+                    claims,
+                    hop: parent_hop.as_ref(),
+                }),
+                mandate_chain::ChainId(claims.chain_id.clone()),
+            )
+        }
+    };
+    let exchange_request = ExchangeRequest {
+        actor: &client.id,
+        target: &request.target,
+        target_known,
+        scope: request.scope.as_ref(),
+        details: request.details.as_ref(),
+    };
+    let context = ExchangeContext {
+        issuer: &state.settings.issuer,
+        now,
+        ttl_secs: i64::from(tokens.access_token_ttl_secs),
+        max_chain_depth: tokens.max_chain_depth,
+        new_hop_id,
+        root_chain_id,
+    };
+    let decision = decide(&state.policy, &exchange_request, &grant, &context)
+        .map_err(|refusal| refuse(&refusal, refusal_to_oauth(&refusal)))?;
+    let access_token = state
+        .keys
+        .active()
+        .sign(urn::TYP_ACCESS_TOKEN, &decision.claims)
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing failed");
+            OAuthError::new(ErrorCode::ServerError, "the token could not be signed")
+        })?;
+    // Nothing is issued unless its hop is recorded (DESIGN.md section 1.3).
+    state
+        .ledger
+        .record(&decision.hop)
+        .await
+        .map_err(|e| store_down(&e))?;
+    tracing::info!(
+        target: "audit",
+        client_id = %client.id,
+        hop = %decision.hop.id,
+        chain = %decision.hop.chain_id,
+        audience = %decision.hop.audience,
+        depth = decision.hop.depth,
+        "token exchanged"
+    );
+    Ok(ExchangeResponse {
+        access_token,
+        issued_token_type: urn::TOKEN_TYPE_ACCESS_TOKEN,
+        token_type: "Bearer",
+        expires_in: decision.claims.exp - now,
+        scope: decision.claims.scope.clone(),
+        authorization_details: decision.claims.authorization_details.clone(),
+    })
+}
+
+/// An app is known when a registered resource server owns it; an agent when it is registered.
+async fn target_is_registered(state: &AppState, target: &Audience) -> Result<bool, OAuthError> {
+    match target {
+        Audience::Agent(id) => Ok(state
+            .clients
+            .client(id)
+            .await
+            .map_err(|e| store_down(&e))?
+            .is_some_and(|c| c.kind == ClientKind::Agent)),
+        Audience::App(_) => Ok(state
+            .clients
+            .clients()
+            .await
+            .map_err(|e| store_down(&e))?
+            .iter()
+            .any(|c| c.kind == ClientKind::ResourceServer && c.audiences.contains(target))),
+    }
+}
+
+/// How `issuer` knows the agent: its `upstream_ids` for that issuer, else its own client id.
+fn client_upstream_ids(client: &Client, issuer: &str) -> Vec<String> {
+    let mapped: Vec<String> = client
+        .upstream_ids
+        .iter()
+        .filter(|u| u.issuer == issuer)
+        .map(|u| u.client_id.clone())
+        .collect();
+    if mapped.is_empty() {
+        vec![client.id.to_string()]
+    } else {
+        mapped
+    }
+}
+
+fn refusal_to_oauth(refusal: &Refusal) -> OAuthError {
+    let code = match refusal.code() {
+        RefusalCode::InvalidRequest => ErrorCode::InvalidRequest,
+        RefusalCode::InvalidTarget => ErrorCode::InvalidTarget,
+        RefusalCode::InvalidScope => ErrorCode::InvalidScope,
+    };
+    OAuthError::new(code, refusal.to_string())
+}
+
+fn store_down(error: &dyn std::fmt::Display) -> OAuthError {
+    tracing::warn!(%error, "store unavailable during token exchange");
+    OAuthError::unavailable()
+}

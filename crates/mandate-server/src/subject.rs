@@ -1,0 +1,287 @@
+//! Subject-token verification for the exchange, in one place (DESIGN.md section 5, PROTOCOLS.md
+//! 1.7 and 6.1): mandate's own access tokens against mandate's keys, upstream ID tokens and JWTs
+//! against their trusted issuer's keys. Every failure is `invalid_request` (RFC 8693 §2.2.2) with
+//! a description that never echoes the token.
+
+use std::sync::Arc;
+
+use mandate_model::Subject;
+use mandate_token::{
+    urn, AccessTokenClaims, Algorithm, JwtError, TimeError, TimeWindow, UnverifiedJws,
+    UpstreamClaims, VerifyingKeySet,
+};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::Acceptance;
+use crate::error::OAuthError;
+use crate::state::{AppState, TrustedIssuer};
+
+/// The longest life a mandate token can have (the largest allowed `access_token_ttl_secs`).
+const MAX_OWN_TOKEN_LIFETIME: i64 = 86_400;
+
+/// The declared `subject_token_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectTokenType {
+    /// `…:access_token`: a token this server issued.
+    AccessToken,
+    /// `…:id_token`.
+    IdToken,
+    /// `…:jwt`.
+    Jwt,
+}
+
+impl SubjectTokenType {
+    /// Parses the URN. Known types mandate does not take as subject tokens are refused by name.
+    pub fn parse(value: &str) -> Result<Self, OAuthError> {
+        match value {
+            urn::TOKEN_TYPE_ACCESS_TOKEN => Ok(Self::AccessToken),
+            urn::TOKEN_TYPE_ID_TOKEN => Ok(Self::IdToken),
+            urn::TOKEN_TYPE_JWT => Ok(Self::Jwt),
+            urn::TOKEN_TYPE_SAML1 | urn::TOKEN_TYPE_SAML2 => Err(OAuthError::invalid_request(
+                "SAML subject tokens are not supported",
+            )),
+            urn::TOKEN_TYPE_REFRESH_TOKEN => Err(OAuthError::invalid_request(
+                "refresh tokens are not supported as subject tokens",
+            )),
+            urn::TOKEN_TYPE_ID_JAG => Err(OAuthError::invalid_request(
+                "an ID-JAG is not a subject token; redeem it with the jwt-bearer grant",
+            )),
+            _ => Err(OAuthError::invalid_request("unknown subject_token_type")),
+        }
+    }
+}
+
+/// A verified subject token.
+#[derive(Debug)]
+pub enum VerifiedSubject {
+    /// From a trusted issuer.
+    Upstream {
+        /// The issuer that verified it.
+        issuer: Arc<TrustedIssuer>,
+        /// Its claims.
+        claims: UpstreamClaims,
+        /// The namespaced user.
+        subject: Subject,
+        /// `jti`, or `sha256:<hex>` of the token.
+        grant_id: String,
+        /// `aud` values.
+        aud: Vec<String>,
+    },
+    /// mandate's own access token.
+    Mandate(AccessTokenClaims),
+}
+
+/// Why a subject token was refused (logged; the client sees the matching description).
+#[derive(Debug, thiserror::Error)]
+pub enum SubjectError {
+    /// Not a JWT, or too large.
+    #[error("subject token is malformed: {0}")]
+    Malformed(JwtError),
+    /// Its issuer is not trusted (or not trusted for this token type).
+    #[error("subject token issuer is not trusted for this token type")]
+    Untrusted,
+    /// The declared type does not fit the token.
+    #[error("subject_token_type does not match the token")]
+    TypeMismatch,
+    /// Wrong `typ` header.
+    #[error("subject token has the wrong typ")]
+    WrongTyp,
+    /// Signature, key or algorithm.
+    #[error("subject token signature is invalid: {0}")]
+    Signature(JwtError),
+    /// Time claims.
+    #[error("subject token time claims rejected: {0}")]
+    Time(TimeError),
+    /// Other claims.
+    #[error("subject token claims rejected: {0}")]
+    Claims(&'static str),
+    /// The issuer's keys could not be fetched.
+    #[error("issuer keys unavailable: {0}")]
+    KeysUnavailable(String),
+}
+
+impl SubjectError {
+    /// The client-facing error: `invalid_request`, with a fixed description per kind.
+    pub fn to_oauth(&self) -> OAuthError {
+        let description = match self {
+            SubjectError::Malformed(_) => "subject_token is not a well-formed JWT",
+            SubjectError::Untrusted => {
+                "subject_token is from an issuer not trusted for this token type"
+            }
+            SubjectError::TypeMismatch => "subject_token_type does not match the subject_token",
+            SubjectError::WrongTyp => "subject_token has the wrong typ header",
+            SubjectError::Signature(_) => "subject_token signature is invalid",
+            SubjectError::Time(TimeError::Expired) => "subject_token has expired",
+            SubjectError::Time(TimeError::MissingIat) => "subject_token has no iat",
+            SubjectError::Time(TimeError::TooOld) => "subject_token is too old",
+            SubjectError::Time(TimeError::LifetimeTooLong) => "subject_token lives too long",
+            SubjectError::Time(_) => "subject_token is not valid at this time",
+            SubjectError::Claims(what) => what,
+            SubjectError::KeysUnavailable(_) => "subject_token issuer keys are unavailable",
+        };
+        OAuthError::invalid_request(description)
+    }
+}
+
+#[derive(Deserialize)]
+struct Peek {
+    iss: Option<String>,
+}
+
+/// Verifies `token` as a subject token of the declared type.
+pub async fn verify_subject(
+    state: &AppState,
+    token: &str,
+    declared: SubjectTokenType,
+) -> Result<VerifiedSubject, SubjectError> {
+    let jws = UnverifiedJws::parse(token).map_err(SubjectError::Malformed)?;
+    // Which keys to use depends on the issuer; the claim is read unverified only to choose, and
+    // checked again after verification.
+    let peek: Peek = jws
+        .dangerous_unverified_claims()
+        .map_err(SubjectError::Malformed)?;
+    let iss = peek
+        .iss
+        .ok_or(SubjectError::Claims("subject_token has no iss"))?;
+    let window = TimeWindow {
+        now: state.clock.now_secs(),
+        skew: i64::from(state.settings.tokens.clock_skew_secs),
+    };
+    if iss == state.settings.issuer {
+        // mandate's own tokens never take the trusted-issuer path.
+        if declared != SubjectTokenType::AccessToken {
+            return Err(SubjectError::TypeMismatch);
+        }
+        if !jws.header().typ_is(urn::TYP_ACCESS_TOKEN) {
+            return Err(SubjectError::WrongTyp);
+        }
+        let algorithms: Vec<Algorithm> = state
+            .keys
+            .published()
+            .map(|k| k.algorithm().algorithm())
+            .collect();
+        let verified = jws
+            .verify(&state.own_keys, &algorithms)
+            .map_err(SubjectError::Signature)?;
+        let claims: AccessTokenClaims = verified.claims().map_err(|_| {
+            SubjectError::Claims("subject_token claims are not a mandate access token")
+        })?;
+        if claims.iss != state.settings.issuer {
+            return Err(SubjectError::Claims("subject_token iss changed"));
+        }
+        window
+            .check(
+                Some(claims.exp),
+                Some(claims.nbf),
+                Some(claims.iat),
+                MAX_OWN_TOKEN_LIFETIME,
+            )
+            .map_err(SubjectError::Time)?;
+        return Ok(VerifiedSubject::Mandate(claims));
+    }
+
+    if declared == SubjectTokenType::AccessToken {
+        // RFC 8693 §3: an access_token is one issued by the server being called.
+        return Err(SubjectError::TypeMismatch);
+    }
+    let issuer = state
+        .trusted_issuers
+        .iter()
+        .find(|ti| ti.settings.issuer == iss)
+        .cloned()
+        .ok_or(SubjectError::Untrusted)?;
+    let needed = match declared {
+        SubjectTokenType::IdToken => Acceptance::IdToken,
+        _ => Acceptance::Jwt,
+    };
+    if !issuer.settings.accept.contains(&needed) {
+        return Err(SubjectError::Untrusted);
+    }
+    // ID tokens and plain JWTs carry no explicit type, or `JWT`; any `…+jwt` type belongs to
+    // another kind of token (RFC 8725 §3.11).
+    if jws.header().typ_is_foreign_explicit(&[]) {
+        return Err(SubjectError::WrongTyp);
+    }
+    let verified = verify_with_issuer(&issuer, &jws).await?;
+    let claims: UpstreamClaims = verified
+        .claims()
+        .map_err(|_| SubjectError::Claims("subject_token claims are malformed"))?;
+    if claims.iss.as_deref() != Some(issuer.settings.issuer.as_str()) {
+        return Err(SubjectError::Claims(
+            "subject_token iss does not match its issuer",
+        ));
+    }
+    window
+        .check_with_age(
+            claims.exp,
+            claims.nbf,
+            claims.iat,
+            i64::from(issuer.settings.max_token_age_secs),
+        )
+        .map_err(SubjectError::Time)?;
+    let sub = claims
+        .sub
+        .as_deref()
+        .ok_or(SubjectError::Claims("subject_token has no sub"))?;
+    let subject =
+        Subject::from_upstream(&issuer.settings.alias, sub, issuer.settings.subject_as_is)
+            .map_err(|_| SubjectError::Claims("subject_token sub cannot be used by this issuer"))?;
+    let aud: Vec<String> = claims
+        .aud
+        .as_ref()
+        .map(|a| a.as_slice().to_vec())
+        .unwrap_or_default();
+    if aud.is_empty() {
+        return Err(SubjectError::Claims("subject_token has no aud"));
+    }
+    let grant_id = match claims.jti.as_deref() {
+        Some(jti) if !jti.is_empty() && jti.len() <= 256 => jti.to_owned(),
+        _ => format!("sha256:{}", hex_digest(token)),
+    };
+    Ok(VerifiedSubject::Upstream {
+        issuer,
+        claims,
+        subject,
+        grant_id,
+        aud,
+    })
+}
+
+async fn verify_with_issuer(
+    issuer: &TrustedIssuer,
+    jws: &UnverifiedJws<'_>,
+) -> Result<mandate_token::Verified, SubjectError> {
+    let algorithms = issuer.algorithms();
+    if let Some(keys) = &issuer.keys {
+        return jws
+            .verify(keys, &algorithms)
+            .map_err(SubjectError::Signature);
+    }
+    let Some(remote) = &issuer.remote else {
+        return Err(SubjectError::KeysUnavailable("no keys configured".into()));
+    };
+    let keys: Arc<VerifyingKeySet> = remote
+        .keys()
+        .await
+        .map_err(|e| SubjectError::KeysUnavailable(e.to_string()))?;
+    match jws.verify(&keys, &algorithms) {
+        Err(JwtError::UnknownKey) => {
+            // The issuer may have rotated: refresh (rate-limited inside) and try once more.
+            let keys = remote
+                .refresh_for_unknown_kid()
+                .await
+                .map_err(|e| SubjectError::KeysUnavailable(e.to_string()))?;
+            jws.verify(&keys, &algorithms)
+                .map_err(SubjectError::Signature)
+        }
+        other => other.map_err(SubjectError::Signature),
+    }
+}
+
+fn hex_digest(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

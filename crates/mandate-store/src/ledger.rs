@@ -1,0 +1,164 @@
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use async_trait::async_trait;
+use mandate_chain::{ChainId, ConsentGrant, ConsentStore, HopId, HopRecord, Ledger, StoreFailure};
+use mandate_model::{ClientId, Subject};
+
+/// The in-memory hop ledger (one process). Records are kept for the life of the process.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    inner: RwLock<LedgerMaps>,
+}
+
+#[derive(Debug, Default)]
+struct LedgerMaps {
+    hops: HashMap<HopId, HopRecord>,
+    chains: HashMap<ChainId, Vec<HopId>>,
+}
+
+impl MemoryLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn poisoned() -> StoreFailure {
+    StoreFailure("ledger lock poisoned".into())
+}
+
+#[async_trait]
+impl Ledger for MemoryLedger {
+    async fn record(&self, hop: &HopRecord) -> Result<(), StoreFailure> {
+        let mut maps = self.inner.write().map_err(|_| poisoned())?;
+        if maps.hops.contains_key(&hop.id) {
+            return Err(StoreFailure(format!("hop {} already recorded", hop.id)));
+        }
+        maps.chains
+            .entry(hop.chain_id.clone())
+            .or_default()
+            .push(hop.id.clone());
+        maps.hops.insert(hop.id.clone(), hop.clone());
+        Ok(())
+    }
+
+    async fn hop(&self, id: &HopId) -> Result<Option<HopRecord>, StoreFailure> {
+        Ok(self
+            .inner
+            .read()
+            .map_err(|_| poisoned())?
+            .hops
+            .get(id)
+            .cloned())
+    }
+
+    async fn chain(&self, chain_id: &ChainId) -> Result<Vec<HopRecord>, StoreFailure> {
+        let maps = self.inner.read().map_err(|_| poisoned())?;
+        Ok(maps
+            .chains
+            .get(chain_id)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| maps.hops.get(id).cloned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// In-memory consent grants.
+#[derive(Debug, Default)]
+pub struct MemoryConsentStore {
+    grants: RwLock<Vec<ConsentGrant>>,
+}
+
+impl MemoryConsentStore {
+    /// No grants.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl ConsentStore for MemoryConsentStore {
+    async fn consents(
+        &self,
+        subject: &Subject,
+        actor: &ClientId,
+    ) -> Result<Vec<ConsentGrant>, StoreFailure> {
+        let grants = self
+            .grants
+            .read()
+            .map_err(|_| StoreFailure("consent lock poisoned".into()))?;
+        Ok(grants
+            .iter()
+            .filter(|g| &g.subject == subject && &g.actor == actor)
+            .cloned()
+            .collect())
+    }
+
+    async fn insert_if_absent(&self, grant: ConsentGrant) -> Result<bool, StoreFailure> {
+        let mut grants = self
+            .grants
+            .write()
+            .map_err(|_| StoreFailure("consent lock poisoned".into()))?;
+        if grants.iter().any(|g| g.id == grant.id) {
+            return Ok(false);
+        }
+        grants.push(grant);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mandate_chain::{Authority, Evidence, EvidenceKind};
+    use mandate_model::Audience;
+
+    fn hop(id: &str, chain: &str) -> HopRecord {
+        HopRecord {
+            id: HopId(id.into()),
+            parent: None,
+            chain_id: ChainId(chain.into()),
+            ancestors: vec![],
+            subject: Subject::parse("corp|alice").unwrap(),
+            actors: vec![ClientId::parse("assistant").unwrap()],
+            client_id: ClientId::parse("assistant").unwrap(),
+            audience: Audience::parse("https://calendar.example.com").unwrap(),
+            authority: Authority::new(),
+            issued_at: 1,
+            expires_at: 2,
+            depth: 1,
+            depth_limit: 5,
+            evidence: Evidence {
+                kind: EvidenceKind::UpstreamAudience,
+                reference: "assistant".into(),
+            },
+            upstream: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_found_by_id_and_chain_and_never_overwritten() {
+        let ledger = MemoryLedger::new();
+        ledger.record(&hop("h1", "c1")).await.unwrap();
+        ledger.record(&hop("h2", "c1")).await.unwrap();
+        ledger.record(&hop("h3", "c2")).await.unwrap();
+        assert!(ledger.record(&hop("h1", "c1")).await.is_err());
+        assert_eq!(
+            ledger.hop(&HopId("h2".into())).await.unwrap().unwrap().id.0,
+            "h2"
+        );
+        assert!(ledger.hop(&HopId("nope".into())).await.unwrap().is_none());
+        let chain: Vec<String> = ledger
+            .chain(&ChainId("c1".into()))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.id.0)
+            .collect();
+        assert_eq!(chain, ["h1", "h2"]);
+    }
+}
