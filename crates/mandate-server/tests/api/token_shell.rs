@@ -203,6 +203,7 @@ async fn the_rate_limit_is_per_client() {
         settings,
         mandate_server::BuildOptions {
             clock: Some(clock.clone()),
+            ..Default::default()
         },
     )
     .await
