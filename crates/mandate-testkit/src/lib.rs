@@ -390,3 +390,60 @@ pub fn assertion_claims(client_id: &str, aud: &str) -> Value {
 pub async fn body_json(response: reqwest::Response) -> Value {
     response.json().await.unwrap_or(Value::Null)
 }
+
+/// The claims of an ID token from `issuer` for `sub`, issued to `aud`, issued now and valid ten
+/// minutes, with a fresh `jti`.
+pub fn id_token_claims(issuer: &str, sub: &str, aud: &str) -> Value {
+    json!({
+        "iss": issuer,
+        "sub": sub,
+        "aud": aud,
+        "iat": now(),
+        "exp": now() + 600,
+        "jti": random_secret(),
+    })
+}
+
+/// The form of an RFC 8693 exchange of `subject_token` (of `subject_token_type`, the URN's last
+/// segment: `id_token`, `jwt`, `access_token`) for `audience`, plus extra parameters.
+pub fn exchange_form<'a>(
+    subject_token: &'a str,
+    subject_token_type: &'a str,
+    audience: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, String)> {
+    let mut form = vec![
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+        ),
+        ("subject_token", subject_token.to_owned()),
+        (
+            "subject_token_type",
+            format!("urn:ietf:params:oauth:token-type:{subject_token_type}"),
+        ),
+        ("audience", audience.to_owned()),
+    ];
+    form.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    form
+}
+
+/// The claims of a compact JWT, without verification (for assertions in tests).
+pub fn claims_of(token: &str) -> Value {
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The header of a compact JWT.
+pub fn header_of(token: &str) -> Value {
+    token
+        .split('.')
+        .next()
+        .and_then(|header| URL_SAFE_NO_PAD.decode(header).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null)
+}

@@ -567,26 +567,20 @@ proptest! {
                     result
                 }
             };
-            match result {
-                Ok(decision) => {
-                    prop_assert!(policy.row(&actor, &target).is_some());
-                    prop_assert!(policy_allows(&policy, &actor, &decision.hop.authority) || target.agent().is_some());
-                    if target.agent().is_some() {
-                        // A hand-off passes only what the delegator could obtain itself.
-                        prop_assert!(policy_allows(&policy, &actor, &decision.hop.authority));
+            if let Ok(decision) = result {
+                prop_assert!(policy.row(&actor, &target).is_some());
+                // App tokens and hand-offs alike carry only what the actor could obtain itself.
+                prop_assert!(policy_allows(&policy, &actor, &decision.hop.authority));
+                prop_assert!(!decision.hop.authority.is_empty());
+                prop_assert!(decision.hop.depth <= 5);
+                prop_assert!(decision.hop.depth <= decision.hop.depth_limit);
+                prop_assert_eq!(decision.claims.act.depth(10), decision.claims.ancestors.len() + 1);
+                if let Some(s) = &scope {
+                    if target.agent().is_none() {
+                        prop_assert_eq!(decision.claims.scope.clone(), Some(s.to_string()));
                     }
-                    prop_assert!(!decision.hop.authority.is_empty());
-                    prop_assert!(decision.hop.depth <= 5);
-                    prop_assert!(decision.hop.depth <= decision.hop.depth_limit);
-                    prop_assert_eq!(decision.claims.act.depth(10), decision.claims.ancestors.len() + 1);
-                    if let Some(s) = &scope {
-                        if target.agent().is_none() {
-                            prop_assert_eq!(decision.claims.scope.clone(), Some(s.to_string()));
-                        }
-                    }
-                    current = Some(decision);
                 }
-                Err(_) => {}
+                current = Some(decision);
             }
         }
     }

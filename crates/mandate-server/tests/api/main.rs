@@ -10,6 +10,7 @@ mod admin;
 mod client_auth;
 mod config;
 mod discovery;
+mod exchange;
 mod token_shell;
 
 use mandate_model::AuthMethod;
