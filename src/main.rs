@@ -169,7 +169,11 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
                 }
             },
         };
-        let state = match AppState::build(settings, source, BuildOptions::default()).await {
+        let options = BuildOptions {
+            demo_idp: extras.as_ref().map(|e| e.demo_issuer_key.clone()),
+            ..BuildOptions::default()
+        };
+        let state = match AppState::build(settings, source, options).await {
             Ok(state) => state,
             Err(error) => {
                 eprintln!("{error}");
@@ -221,9 +225,11 @@ fn print_development_banner(issuer: &str, extras: &dev::DevExtras) {
     eprintln!();
     eprintln!("  issuer        {issuer}");
     eprintln!(
-        "  demo issuer   {issuer}/demo-idp (alias 'demo', ES256, key {})",
+        "  demo issuer   {issuer}/demo-idp (alias 'demo', key {})",
         extras.demo_issuer_key.kid()
     );
+    eprintln!("                an ID token for alice, issued to the assistant:");
+    eprintln!("                curl -d sub=alice -d client_id=assistant {issuer}/demo-idp/token");
     for (client, secret) in dev::DEMO_SECRETS {
         eprintln!("  client        {client:<14} secret {secret}");
     }

@@ -29,7 +29,7 @@ pub const DEMO_APP: &str = "https://calendar.example.com";
 #[derive(Debug)]
 pub struct DevExtras {
     /// The key the demo issuer signs ID tokens with.
-    pub demo_issuer_key: SigningKey,
+    pub demo_issuer_key: std::sync::Arc<SigningKey>,
     /// A `manage` admin secret generated at start-up.
     pub admin_secret: String,
 }
@@ -114,7 +114,7 @@ pub fn development_settings() -> Result<(Settings, DevExtras), ConfigError> {
     Ok((
         settings,
         DevExtras {
-            demo_issuer_key,
+            demo_issuer_key: std::sync::Arc::new(demo_issuer_key),
             admin_secret,
         },
     ))

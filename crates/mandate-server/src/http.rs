@@ -17,7 +17,14 @@ pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     let issuer_path = url::Url::parse(&state.settings.issuer)
         .map(|u| u.path().trim_end_matches('/').to_owned())
         .unwrap_or_default();
+    let demo_idp = state.demo_idp.is_some();
     move |cfg: &mut web::ServiceConfig| {
+        if demo_idp {
+            cfg.route(
+                &format!("{issuer_path}/demo-idp/token"),
+                web::post().to(crate::demo_idp::mint),
+            );
+        }
         cfg.route(
             &format!("/.well-known/oauth-authorization-server{issuer_path}"),
             web::get().to(discovery),

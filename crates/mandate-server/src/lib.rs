@@ -9,6 +9,7 @@ pub mod admin;
 pub mod chain_id;
 pub mod client_auth;
 pub mod config;
+pub mod demo_idp;
 pub mod dev;
 pub mod error;
 pub mod exchange;

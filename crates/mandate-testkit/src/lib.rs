@@ -63,7 +63,15 @@ impl TestServer {
         let admin = listeners.admin.local_addr()?;
         settings.listen = public;
         settings.admin_listen = admin;
-        settings.issuer = format!("http://{public}");
+        // Issuers living under the server's own issuer (development mode's demo issuer) move
+        // with it.
+        let new_issuer = format!("http://{public}");
+        for trusted in &mut settings.trusted_issuers {
+            if let Some(rest) = trusted.issuer.strip_prefix(&settings.issuer) {
+                trusted.issuer = format!("{new_issuer}{rest}");
+            }
+        }
+        settings.issuer = new_issuer;
         let state = AppState::build(settings, ConfigSource::Programmatic, options).await?;
         let running = mandate_server::start(state.clone(), listeners, Signals::Ignore)?;
         Ok(Self {

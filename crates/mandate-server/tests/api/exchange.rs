@@ -956,3 +956,79 @@ fn with_exp(mut claims: Value, exp: i64) -> Value {
     claims["exp"] = json!(exp);
     claims
 }
+
+#[tokio::test]
+async fn development_mode_runs_the_whole_story() {
+    let (settings, extras) = mandate_server::dev::development_settings().unwrap();
+    let options = mandate_server::BuildOptions {
+        demo_idp: Some(extras.demo_issuer_key.clone()),
+        ..Default::default()
+    };
+    let server = TestServer::spawn_with(settings, options).await.unwrap();
+    let response = server
+        .http
+        .post(server.url("/demo-idp/token"))
+        .form(&[("sub", "alice"), ("client_id", "assistant")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let id_token = body_json(response).await["id_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let form = exchange_form(
+        &id_token,
+        "id_token",
+        "agent:booking-tool",
+        &[("scope", "calendar.read")],
+    );
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let auth = ClientAuth::Basic(
+        "assistant".into(),
+        mandate_server::dev::DEMO_SECRETS[0].1.into(),
+    );
+    let response = server.token(&pairs, &auth).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let handoff = body_json(response).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(claims_of(&handoff)["sub"], "demo|alice");
+    let form = exchange_form(
+        &handoff,
+        "access_token",
+        "https://calendar.example.com",
+        &[],
+    );
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let auth = ClientAuth::Post(
+        "booking-tool".into(),
+        mandate_server::dev::DEMO_SECRETS[1].1.into(),
+    );
+    let response = server.token(&pairs, &auth).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let app = body_json(response).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        claims_of(&app)["act"],
+        json!({"sub": "booking-tool", "act": {"sub": "assistant"}})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_demo_identity_provider_exists_only_in_development_mode() {
+    let env = env().await;
+    let response = env
+        .server
+        .http
+        .post(env.server.url("/demo-idp/token"))
+        .form(&[("sub", "alice"), ("client_id", "assistant")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
