@@ -18,6 +18,12 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
     async fn hop(&self, id: &HopId) -> Result<Option<HopRecord>, StoreFailure>;
     /// Every hop of a chain, in the order they were recorded.
     async fn chain(&self, chain_id: &ChainId) -> Result<Vec<HopRecord>, StoreFailure>;
+    /// The chains whose root hops record consent grant `consent_id` as their evidence (withdrawing
+    /// the grant revokes them).
+    async fn chains_rooted_on_consent(
+        &self,
+        consent_id: &str,
+    ) -> Result<Vec<ChainId>, StoreFailure>;
 }
 
 /// A stored consent grant (evidence 3): the user let this agent reach this audience with these

@@ -65,6 +65,26 @@ impl Ledger for MemoryLedger {
             })
             .unwrap_or_default())
     }
+
+    async fn chains_rooted_on_consent(
+        &self,
+        consent_id: &str,
+    ) -> Result<Vec<ChainId>, StoreFailure> {
+        let maps = self.inner.read().map_err(|_| poisoned())?;
+        let mut chains: Vec<ChainId> = maps
+            .hops
+            .values()
+            .filter(|h| {
+                h.parent.is_none()
+                    && h.evidence.kind == mandate_chain::EvidenceKind::ConsentGrant
+                    && h.evidence.reference.split(' ').any(|r| r == consent_id)
+            })
+            .map(|h| h.chain_id.clone())
+            .collect();
+        chains.sort();
+        chains.dedup();
+        Ok(chains)
+    }
 }
 
 /// In-memory consent grants.

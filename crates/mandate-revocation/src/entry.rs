@@ -1,0 +1,253 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The kind of a revocation entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationKind {
+    /// A hop and its whole subtree.
+    Hop,
+    /// A chain, and new exchanges of its upstream grant.
+    Chain,
+    /// New roots on a consent grant.
+    Consent,
+    /// Tokens issued at or before T in which the agent is the client or any actor.
+    Agent,
+    /// Tokens and upstream subject tokens of the user issued at or before T.
+    Subject,
+}
+
+/// The stream record kind of node heartbeats.
+pub const HEARTBEAT_KIND: &str = "heartbeat";
+
+impl RevocationKind {
+    /// The name used in keys and stream records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hop => "hop",
+            Self::Chain => "chain",
+            Self::Consent => "consent",
+            Self::Agent => "agent",
+            Self::Subject => "subject",
+        }
+    }
+
+    /// Parses the name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Hop,
+            Self::Chain,
+            Self::Consent,
+            Self::Agent,
+            Self::Subject,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+
+    /// Whether entries of this kind carry a time T that bounds what they cover.
+    pub fn is_timed(self) -> bool {
+        matches!(self, Self::Agent | Self::Subject)
+    }
+}
+
+impl fmt::Display for RevocationKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A revocation to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// What kind.
+    pub kind: RevocationKind,
+    /// The hop id, chain id, consent id, client id or subject.
+    pub id: String,
+    /// When the entry may be forgotten (ms): nothing it covers lives longer.
+    pub until_ms: i64,
+    /// Why (free text, recorded).
+    pub reason: String,
+    /// Who (an admin credential's name, or `client:<id>` for RFC 7009).
+    pub by: String,
+}
+
+/// A stored entry; also the stream record format (fields `kind`, `id`, `at`, `until`, `reason`,
+/// `by`; times in milliseconds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    /// What kind.
+    pub kind: RevocationKind,
+    /// Its id.
+    pub id: String,
+    /// T: when it was written, by the store's clock (ms).
+    pub at: i64,
+    /// When it may be forgotten (ms).
+    pub until: i64,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub by: String,
+}
+
+/// What a token (or an upstream subject token) is made of, as far as revocation is concerned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenFacts {
+    /// Its own hop id (`jti` of a mandate token).
+    pub hop: Option<String>,
+    /// Its ancestors' hop ids.
+    pub ancestors: Vec<String>,
+    /// Its chain.
+    pub chain: Option<String>,
+    /// Consent grants its chain is rooted on.
+    pub consents: Vec<String>,
+    /// The client and every actor.
+    pub agents: Vec<String>,
+    /// The user.
+    pub subject: Option<String>,
+    /// Its `iat`, in seconds.
+    pub issued_at: i64,
+}
+
+impl TokenFacts {
+    /// The (kind, id) pairs the check must look up.
+    pub fn keys(&self) -> Vec<(RevocationKind, &str)> {
+        let mut keys = Vec::with_capacity(self.ancestors.len() + self.agents.len() + 4);
+        keys.extend(self.hop.as_deref().map(|h| (RevocationKind::Hop, h)));
+        keys.extend(
+            self.ancestors
+                .iter()
+                .map(|h| (RevocationKind::Hop, h.as_str())),
+        );
+        keys.extend(self.chain.as_deref().map(|c| (RevocationKind::Chain, c)));
+        keys.extend(
+            self.consents
+                .iter()
+                .map(|c| (RevocationKind::Consent, c.as_str())),
+        );
+        keys.extend(
+            self.agents
+                .iter()
+                .map(|a| (RevocationKind::Agent, a.as_str())),
+        );
+        keys.extend(
+            self.subject
+                .as_deref()
+                .map(|s| (RevocationKind::Subject, s)),
+        );
+        keys
+    }
+}
+
+/// The outcome of a check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing on the chain is revoked.
+    Live,
+    /// Revoked by this entry.
+    Revoked {
+        /// Its kind.
+        kind: RevocationKind,
+        /// Its id.
+        id: String,
+    },
+}
+
+/// A verdict and the store's clock at the time of the check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The store's clock (ms), read in the same round trip.
+    pub now_ms: i64,
+}
+
+/// Decides for `facts` given the entry found for each of `facts.keys()` (in that order):
+/// untimed entries revoke outright; agent and subject entries revoke what was issued at or
+/// before their T (whole-second `iat` against T in ms, so a token issued in the same second as
+/// the revocation counts as covered).
+pub fn verdict(facts: &TokenFacts, found: &[Option<RevocationRecord>]) -> Verdict {
+    for ((kind, id), record) in facts.keys().into_iter().zip(found) {
+        let Some(record) = record else { continue };
+        if !kind.is_timed() || record.at >= facts.issued_at.saturating_mul(1000) {
+            return Verdict::Revoked {
+                kind,
+                id: id.to_owned(),
+            };
+        }
+    }
+    Verdict::Live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: RevocationKind, id: &str, at: i64) -> Option<RevocationRecord> {
+        Some(RevocationRecord {
+            kind,
+            id: id.into(),
+            at,
+            until: at + 1000,
+            reason: String::new(),
+            by: String::new(),
+        })
+    }
+
+    fn facts() -> TokenFacts {
+        TokenFacts {
+            hop: Some("h3".into()),
+            ancestors: vec!["h1".into(), "h2".into()],
+            chain: Some("c".into()),
+            consents: vec![],
+            agents: vec!["booking".into(), "assistant".into()],
+            subject: Some("corp|alice".into()),
+            issued_at: 100,
+        }
+    }
+
+    #[test]
+    fn any_revoked_ancestor_revokes() {
+        let f = facts();
+        let mut found = vec![None; f.keys().len()];
+        assert_eq!(verdict(&f, &found), Verdict::Live);
+        found[1] = record(RevocationKind::Hop, "h1", 0);
+        assert_eq!(
+            verdict(&f, &found),
+            Verdict::Revoked {
+                kind: RevocationKind::Hop,
+                id: "h1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn timed_entries_cover_only_what_was_issued_before() {
+        let f = facts();
+        let agent_index = f
+            .keys()
+            .iter()
+            .position(|(k, id)| *k == RevocationKind::Agent && *id == "assistant")
+            .unwrap();
+        let mut found = vec![None; f.keys().len()];
+        found[agent_index] = record(RevocationKind::Agent, "assistant", 99_999);
+        assert_eq!(
+            verdict(&f, &found),
+            Verdict::Live,
+            "revoked before the token was issued"
+        );
+        found[agent_index] = record(RevocationKind::Agent, "assistant", 100_000);
+        assert!(matches!(verdict(&f, &found), Verdict::Revoked { .. }));
+        let subject_index = f.keys().len() - 1;
+        let mut found = vec![None; f.keys().len()];
+        found[subject_index] = record(RevocationKind::Subject, "corp|alice", 100_500);
+        assert!(matches!(
+            verdict(&f, &found),
+            Verdict::Revoked {
+                kind: RevocationKind::Subject,
+                ..
+            }
+        ));
+    }
+}
