@@ -149,7 +149,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
             .route("/agents", web::get().to(list_agents))
-            .route("/agents/{id}", web::get().to(show_agent)),
+            .route("/agents/{id}", web::get().to(show_agent))
+            .route("/chains/{id}", web::get().to(show_chain))
+            .route("/chains/{id}/revoke", web::post().to(revoke_chain))
+            .route("/hops/{jti}/revoke", web::post().to(revoke_hop))
+            .route("/subjects/{sub}/revoke", web::post().to(revoke_subject))
+            .route("/audit", web::get().to(audit)),
     )
     .default_service(web::to(|| async {
         AdminError::not_found("no such admin endpoint").error_response()
@@ -219,6 +224,175 @@ async fn show_agent(
         .map_err(|_| AdminError::unavailable())?
         .ok_or_else(|| AdminError::not_found(format!("no client '{id}'")))?;
     Ok(HttpResponse::Ok().json(AgentView::from(client.as_ref())))
+}
+
+
+/// The optional body of a revocation: `{"reason": "…"}`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn reason_from(body: &[u8]) -> Result<String, AdminError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok("revoked by an administrator".into());
+    }
+    let parsed: RevokeBody = serde_json::from_slice(body)
+        .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))?;
+    let reason = parsed.reason.unwrap_or_else(|| "revoked by an administrator".into());
+    if reason.len() > 500 {
+        return Err(AdminError::bad_request("reason is longer than 500 characters"));
+    }
+    Ok(reason)
+}
+
+impl From<crate::revocation::RevokeError> for AdminError {
+    fn from(error: crate::revocation::RevokeError) -> Self {
+        use crate::revocation::RevokeError;
+        match error {
+            RevokeError::NotFound(what) => AdminError::not_found(format!("no {what}")),
+            RevokeError::Invalid(message) => AdminError::bad_request(message),
+            RevokeError::Unavailable(cause) => {
+                tracing::warn!(%cause, "revocation store unavailable");
+                AdminError::unavailable()
+            }
+        }
+    }
+}
+
+async fn record_action(state: &AppState, caller: &AdminCaller, action: &str, target: &str, outcome: &crate::revocation::RevocationOutcome) {
+    state
+        .audit
+        .record(crate::audit::AuditEvent {
+            at: outcome.entries.first().map_or(0, |e| e.at),
+            actor: caller.name.clone(),
+            action: action.into(),
+            target: target.into(),
+            detail: format!("{} entries, {} hops", outcome.entries.len(), outcome.hops_revoked.len()),
+        })
+        .await;
+}
+
+async fn revoke_chain(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Revoke)?;
+    let reason = reason_from(&body)?;
+    let outcome = state.revoke_chain(&id, &reason, &caller.name).await?;
+    record_action(&state, &caller, "revoke.chain", &id, &outcome).await;
+    Ok(HttpResponse::Ok().json(outcome))
+}
+
+async fn revoke_hop(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    jti: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Revoke)?;
+    let reason = reason_from(&body)?;
+    let outcome = state.revoke_hop(&jti, &reason, &caller.name).await?;
+    record_action(&state, &caller, "revoke.hop", &jti, &outcome).await;
+    Ok(HttpResponse::Ok().json(outcome))
+}
+
+async fn revoke_subject(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    subject: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Revoke)?;
+    let reason = reason_from(&body)?;
+    let outcome = state.revoke_subject(&subject, &reason, &caller.name).await?;
+    record_action(&state, &caller, "revoke.subject", &subject, &outcome).await;
+    Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// `GET /admin/chains/{id}`: the chain as a tree of hops, each with its status and evidence.
+async fn show_chain(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Read)?;
+    let hops = state
+        .ledger
+        .chain(&mandate_chain::ChainId(id.to_string()))
+        .await
+        .map_err(|_| AdminError::unavailable())?;
+    if hops.is_empty() {
+        return Err(AdminError::not_found(format!("no chain {id}")));
+    }
+    let mut views = Vec::with_capacity(hops.len());
+    for hop in &hops {
+        let checked = state
+            .revocations
+            .check(&crate::revocation::facts_of_hop(hop))
+            .await
+            .map_err(|_| AdminError::unavailable())?;
+        let (status, revoked_by) = match checked.verdict {
+            mandate_revocation::Verdict::Revoked { kind, id } => ("revoked", Some(json!({"kind": kind, "id": id}))),
+            mandate_revocation::Verdict::Live if hop.expires_at * 1000 <= checked.now_ms => ("expired", None),
+            mandate_revocation::Verdict::Live => ("live", None),
+        };
+        views.push((hop, status, revoked_by));
+    }
+    fn node(
+        hop: &mandate_chain::HopRecord,
+        status: &str,
+        revoked_by: &Option<serde_json::Value>,
+        all: &[(&mandate_chain::HopRecord, &str, Option<serde_json::Value>)],
+    ) -> serde_json::Value {
+        let children: Vec<serde_json::Value> = all
+            .iter()
+            .filter(|(h, _, _)| h.parent.as_ref() == Some(&hop.id))
+            .map(|(h, s, r)| node(h, s, r, all))
+            .collect();
+        json!({
+            "jti": hop.id,
+            "status": status,
+            "revoked_by": revoked_by,
+            "depth": hop.depth,
+            "client_id": hop.client_id,
+            "actors": hop.actors,
+            "subject": hop.subject,
+            "audience": hop.audience.to_string(),
+            "authority": hop.authority.pairs().map(|(a, s)| json!({"audience": a, "scopes": s})).collect::<Vec<_>>(),
+            "issued_at": hop.issued_at,
+            "expires_at": hop.expires_at,
+            "evidence": hop.evidence,
+            "upstream": hop.upstream,
+            "children": children,
+        })
+    }
+    let roots: Vec<serde_json::Value> = views
+        .iter()
+        .filter(|(h, _, _)| h.parent.is_none())
+        .map(|(h, s, r)| node(h, s, r, &views))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "chain_id": id.as_str(), "hops": hops.len(), "roots": roots })))
+}
+
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn audit(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Read)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(HttpResponse::Ok().json(json!({ "events": state.audit.recent(limit).await })))
 }
 
 #[cfg(test)]

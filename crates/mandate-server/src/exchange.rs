@@ -11,6 +11,8 @@ use mandate_token::{urn, DelegationDetail};
 use serde::Serialize;
 
 use crate::chain_id::new_hop_id;
+use crate::revocation::{facts_of_hop, facts_of_token};
+use mandate_revocation::{TokenFacts, Verdict};
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
 use crate::state::AppState;
@@ -131,9 +133,29 @@ pub async fn exchange(
         .await
         .map_err(|e| refuse(&e, e.to_oauth()))?;
     let target_known = target_is_registered(state, &request.target).await?;
-    let now = state.clock.now_secs();
-    let new_hop_id = new_hop_id();
     let tokens = &state.settings.tokens;
+    let depth_bound = tokens.max_chain_depth as usize + 1;
+
+    // DESIGN.md section 6: read the store's clock and check the subject token's chain; decide;
+    // write the hop; check again; only then return the token.
+    let first_facts = match &subject {
+        VerifiedSubject::Mandate(claims) => facts_of_token(claims, depth_bound),
+        VerifiedSubject::Upstream { issuer, claims, subject, grant_id, .. } => TokenFacts {
+            chain: Some(state.chain_key.derive(issuer.settings.alias.as_str(), grant_id).0),
+            subject: Some(subject.to_string()),
+            issued_at: claims.iat.unwrap_or(0),
+            ..TokenFacts::default()
+        },
+    };
+    let checked = state.revocations.check(&first_facts).await.map_err(|e| store_down(&e))?;
+    if let Verdict::Revoked { kind, .. } = &checked.verdict {
+        return Err(refuse(
+            &format!("subject token revoked ({kind})"),
+            OAuthError::invalid_request("the subject token has been revoked"),
+        ));
+    }
+    let now = checked.now_ms.div_euclid(1000);
+    let new_hop_id = new_hop_id();
 
     let consents;
     let parent_hop;
@@ -220,6 +242,21 @@ pub async fn exchange(
         .record(&decision.hop)
         .await
         .map_err(|e| store_down(&e))?;
+    if let Some(pause) = &state.exchange_pause {
+        pause.after_hop_recorded(state, &decision.hop).await;
+    }
+    // A revocation written before this check is seen by it; one written after has T ≥ iat.
+    let second = state
+        .revocations
+        .check(&facts_of_hop(&decision.hop))
+        .await
+        .map_err(|e| store_down(&e))?;
+    if let Verdict::Revoked { kind, .. } = &second.verdict {
+        return Err(refuse(
+            &format!("revoked while exchanging ({kind})"),
+            OAuthError::invalid_request("the subject token has been revoked"),
+        ));
+    }
     tracing::info!(
         target: "audit",
         client_id = %client.id,

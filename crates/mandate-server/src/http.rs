@@ -37,6 +37,11 @@ pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     web::resource("/token")
                         .route(web::post().to(token))
                         .default_service(web::to(post_only)),
+                )
+                .service(
+                    web::resource("/revoke")
+                        .route(web::post().to(revoke))
+                        .default_service(web::to(post_only)),
                 ),
         )
         .default_service(web::to(not_found));
@@ -92,6 +97,52 @@ async fn token(
             "this grant type is not supported",
         )),
     }
+}
+
+/// `POST /revoke` (RFC 7009): an agent revokes a token it requested — its hop and subtree.
+/// Anything else (a token of another client, unknown, expired, not ours) is 200 and changes
+/// nothing (decision D8), so the answer says nothing about the token.
+async fn revoke(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, OAuthError> {
+    let form = Form::read(&request, payload, state.settings.limits.max_body_bytes).await?;
+    form.refuse_duplicates()?;
+    let credentials = PresentedCredentials::from_request(&request, &form)?;
+    let client = state.authenticate_client(&credentials).await?;
+    state.charge_rate_limit(client.id.as_str()).await?;
+    let token = form.required("token")?;
+    if let Some(claims) = state.own_token_claims(token) {
+        if claims.client_id == client.id.as_str() {
+            match state
+                .revoke_hop(&claims.jti, "revoked by its client (RFC 7009)", &format!("client:{}", client.id))
+                .await
+            {
+                Ok(outcome) => {
+                    state
+                        .audit
+                        .record(crate::audit::AuditEvent {
+                            at: outcome.entries.first().map_or(0, |e| e.at),
+                            actor: format!("client:{}", client.id),
+                            action: "revoke.hop".into(),
+                            target: claims.jti.clone(),
+                            detail: format!("{} hops", outcome.hops_revoked.len()),
+                        })
+                        .await;
+                }
+                Err(crate::revocation::RevokeError::Unavailable(error)) => {
+                    tracing::warn!(%error, "revocation store unavailable");
+                    return Err(OAuthError::unavailable());
+                }
+                // Unknown to the ledger: nothing to revoke.
+                Err(_) => {}
+            }
+        }
+    }
+    let mut ok = HttpResponse::Ok();
+    no_store(&mut ok);
+    Ok(ok.finish())
 }
 
 async fn post_only(request: HttpRequest) -> HttpResponse {

@@ -6,6 +6,7 @@
 //! crate except the `mandate` binary and the test kit.
 
 pub mod admin;
+pub mod audit;
 pub mod chain_id;
 pub mod client_auth;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod form;
 pub mod grant;
 pub mod http;
 pub mod jwks_remote;
+pub mod revocation;
 pub mod server;
 pub mod state;
 pub mod subject;

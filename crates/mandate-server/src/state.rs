@@ -21,6 +21,7 @@ use crate::config::{
 use crate::error::{ErrorCode, OAuthError};
 use crate::jwks_remote::{FetchLimits, RemoteJwks};
 use mandate_chain::{ConsentGrant, ConsentStore, Ledger, Policy, PolicyRow};
+use mandate_revocation::{MemoryRevocations, RevocationStore};
 use mandate_store::{MemoryConsentStore, MemoryLedger};
 
 /// A trusted issuer with its keys: loaded from a file or inline, or fetched from `jwks_uri`.
@@ -87,6 +88,14 @@ pub struct AppState {
     pub chain_key: Arc<ChainIdKey>,
     /// Development mode's demo identity provider key, when it runs.
     pub demo_idp: Option<Arc<SigningKey>>,
+    /// The revocation list.
+    pub revocations: Arc<dyn RevocationStore>,
+    /// A test seam between recording a hop and the second revocation check.
+    pub exchange_pause: Option<Arc<dyn ExchangePause>>,
+    /// This node's name in heartbeats.
+    pub node_id: String,
+    /// The audit stream.
+    pub audit: Arc<dyn crate::audit::AuditLog>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// The RFC 8414 document, built once.
@@ -102,6 +111,16 @@ pub struct BuildOptions {
     pub clock: Option<Arc<dyn Clock>>,
     /// Serve the development demo identity provider, signing with this key.
     pub demo_idp: Option<Arc<SigningKey>>,
+    /// Called after an exchange has recorded its hop and before the second revocation check
+    /// (tests use it to land a revocation exactly there).
+    pub exchange_pause: Option<Arc<dyn ExchangePause>>,
+}
+
+/// A pause point inside the exchange, for tests of the revocation race (DESIGN.md section 6).
+#[async_trait::async_trait]
+pub trait ExchangePause: Send + Sync + std::fmt::Debug {
+    /// Runs after `hop` is recorded and before the exchange checks the revocation list again.
+    async fn after_hop_recorded(&self, state: &AppState, hop: &mandate_chain::HopRecord);
 }
 
 impl AppState {
@@ -263,6 +282,9 @@ impl AppState {
         let own_keys = keys
             .verifying_keys()
             .map_err(|e| invalid("signing".into(), e.to_string()))?;
+        let audit: Arc<dyn crate::audit::AuditLog> = Arc::new(crate::audit::MemoryAuditLog::new(
+            usize::try_from(settings.limits.audit_stream_max).unwrap_or(usize::MAX),
+        ));
         let discovery = discovery_document(&settings);
         let jwks = keys.jwks();
         Ok(Self {
@@ -280,10 +302,44 @@ impl AppState {
             policy: Arc::new(policy),
             chain_key: Arc::new(chain_key),
             demo_idp: options.demo_idp,
+            revocations: Arc::new(MemoryRevocations::new(clock.clone())),
+            exchange_pause: options.exchange_pause,
+            audit,
+            node_id: format!("node-{}", crate::chain_id::new_hop_id().0.trim_start_matches("hop_")),
             clock,
             discovery: Arc::new(discovery),
             jwks: Arc::new(jwks),
         })
+    }
+
+    /// Authenticates any active client (revocation and introspection take resource servers too).
+    pub async fn authenticate_client(
+        &self,
+        credentials: &PresentedCredentials,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let used_basic = credentials.used_basic();
+        self.authenticator.authenticate(credentials).await.map_err(|error| {
+            tracing::info!(target: "audit", credentials = ?credentials, reason = %error, "client authentication failed");
+            error.into_oauth(used_basic)
+        })
+    }
+
+    /// The claims of `token` if it is a genuine, unexpired mandate access token (signature by a
+    /// published key, `typ` at+jwt, our issuer). Revocation is not checked here.
+    pub fn own_token_claims(&self, token: &str) -> Option<mandate_token::AccessTokenClaims> {
+        let jws = mandate_token::UnverifiedJws::parse(token).ok()?;
+        if !jws.header().typ_is(mandate_token::urn::TYP_ACCESS_TOKEN) {
+            return None;
+        }
+        let algorithms: Vec<Algorithm> = self.keys.published().map(|k| k.algorithm().algorithm()).collect();
+        let claims: mandate_token::AccessTokenClaims = jws.verify(&self.own_keys, &algorithms).ok()?.claims().ok()?;
+        let window = mandate_token::TimeWindow {
+            now: self.clock.now_secs(),
+            skew: i64::from(self.settings.tokens.clock_skew_secs),
+        };
+        (claims.iss == self.settings.issuer
+            && window.check(Some(claims.exp), Some(claims.nbf), Some(claims.iat), 86_400).is_ok())
+        .then_some(claims)
     }
 
     /// Authenticates the client of a token-endpoint request; only agents may go on.
@@ -291,22 +347,11 @@ impl AppState {
         &self,
         credentials: &PresentedCredentials,
     ) -> Result<Arc<Client>, OAuthError> {
-        let used_basic = credentials.used_basic();
-        let client = match self.authenticator.authenticate(credentials).await {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::info!(target: "audit", credentials = ?credentials, reason = %error, "client authentication failed");
-                return Err(error.into_oauth(used_basic));
-            }
-        };
+        let client = self.authenticate_client(credentials).await?;
         if client.kind != ClientKind::Agent {
             tracing::info!(target: "audit", client_id = %client.id, "a resource server tried the token endpoint");
             let error = OAuthError::invalid_client("only agents may request tokens");
-            return Err(if used_basic {
-                error.with_basic_challenge()
-            } else {
-                error
-            });
+            return Err(if credentials.used_basic() { error.with_basic_challenge() } else { error });
         }
         Ok(client)
     }

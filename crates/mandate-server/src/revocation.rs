@@ -1,0 +1,258 @@
+//! Revocation as the admin API and RFC 7009 use it (DESIGN.md section 6): what each grain covers,
+//! how long its entry must live, and the facts a token is checked by.
+
+use mandate_chain::{ChainId, EvidenceKind, HopId, HopRecord};
+use mandate_revocation::{Revocation, RevocationKind, RevocationRecord, TokenFacts};
+use mandate_token::AccessTokenClaims;
+use serde::Serialize;
+
+use crate::state::AppState;
+
+/// Why a revocation could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// Nothing with that id is known.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The input is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store did not answer: nothing was revoked.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a revocation did, as the admin API answers it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevocationOutcome {
+    /// The entries written.
+    pub entries: Vec<RevocationRecord>,
+    /// The hops now dead because of them (those the ledger knows).
+    pub hops_revoked: Vec<String>,
+}
+
+/// The facts of a mandate access token.
+pub fn facts_of_token(claims: &AccessTokenClaims, depth_limit: usize) -> TokenFacts {
+    let mut agents: Vec<String> = claims.act.actors(depth_limit).into_iter().map(str::to_owned).collect();
+    if !agents.iter().any(|a| a == &claims.client_id) {
+        agents.push(claims.client_id.clone());
+    }
+    TokenFacts {
+        hop: Some(claims.jti.clone()),
+        ancestors: claims.ancestors.clone(),
+        chain: Some(claims.chain_id.clone()),
+        consents: vec![],
+        agents,
+        subject: Some(claims.sub.clone()),
+        issued_at: claims.iat,
+    }
+}
+
+/// The facts of a hop just recorded: everything its token depends on.
+pub fn facts_of_hop(hop: &HopRecord) -> TokenFacts {
+    let consents = if hop.evidence.kind == EvidenceKind::ConsentGrant {
+        hop.evidence.reference.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    } else {
+        vec![]
+    };
+    TokenFacts {
+        hop: Some(hop.id.to_string()),
+        ancestors: hop.ancestors.iter().map(ToString::to_string).collect(),
+        chain: Some(hop.chain_id.to_string()),
+        consents,
+        agents: hop.actors.iter().map(ToString::to_string).collect(),
+        subject: Some(hop.subject.to_string()),
+        issued_at: hop.issued_at,
+    }
+}
+
+impl AppState {
+    fn skew_ms(&self) -> i64 {
+        i64::from(self.settings.tokens.clock_skew_secs) * 1000
+    }
+
+    /// The longest any mandate token lives (an agent entry must outlive all of them).
+    fn longest_token_ms(&self) -> i64 {
+        let tokens = &self.settings.tokens;
+        i64::from(tokens.access_token_ttl_secs.max(tokens.id_jag_ttl_secs)) * 1000
+    }
+
+    /// The longest any accepted upstream token lives (a subject entry must outlive those too).
+    fn longest_upstream_ms(&self) -> i64 {
+        self.trusted_issuers
+            .iter()
+            .map(|ti| i64::from(ti.settings.max_token_age_secs) * 1000)
+            .max()
+            .unwrap_or(0)
+            .max(self.longest_token_ms())
+    }
+
+    /// The longest any entry lives: how much of the revocation stream must be kept.
+    pub fn longest_entry_ms(&self) -> i64 {
+        self.longest_upstream_ms().max(self.longest_token_ms()) + self.skew_ms()
+    }
+
+    async fn write(&self, entries: Vec<Revocation>) -> Result<Vec<RevocationRecord>, RevokeError> {
+        self.revocations
+            .revoke(entries)
+            .await
+            .map_err(|e| RevokeError::Unavailable(e.to_string()))
+    }
+
+    async fn now_ms(&self) -> Result<i64, RevokeError> {
+        self.revocations
+            .now_ms()
+            .await
+            .map_err(|e| RevokeError::Unavailable(e.to_string()))
+    }
+
+    async fn chain_hops(&self, chain: &ChainId) -> Result<Vec<HopRecord>, RevokeError> {
+        self.ledger
+            .chain(chain)
+            .await
+            .map_err(|e| RevokeError::Unavailable(e.to_string()))
+    }
+
+    /// Revokes a hop and its subtree. Its entry lives until the hop's `exp` + skew: no descendant
+    /// outlives it.
+    pub async fn revoke_hop(&self, hop_id: &str, reason: &str, by: &str) -> Result<RevocationOutcome, RevokeError> {
+        let hop = self
+            .ledger
+            .hop(&HopId(hop_id.to_owned()))
+            .await
+            .map_err(|e| RevokeError::Unavailable(e.to_string()))?
+            .ok_or_else(|| RevokeError::NotFound(format!("hop {hop_id}")))?;
+        let entries = self
+            .write(vec![Revocation {
+                kind: RevocationKind::Hop,
+                id: hop.id.to_string(),
+                until_ms: hop.expires_at * 1000 + self.skew_ms(),
+                reason: reason.to_owned(),
+                by: by.to_owned(),
+            }])
+            .await?;
+        let subtree = self
+            .chain_hops(&hop.chain_id)
+            .await?
+            .into_iter()
+            .filter(|h| h.id == hop.id || h.ancestors.contains(&hop.id))
+            .map(|h| h.id.to_string())
+            .collect();
+        Ok(RevocationOutcome {
+            entries,
+            hops_revoked: subtree,
+        })
+    }
+
+    /// Revokes a whole chain, and with it every new exchange of its upstream grant: the entry
+    /// lives until the upstream grant (and every hop) has expired, plus skew.
+    pub async fn revoke_chain(&self, chain_id: &str, reason: &str, by: &str) -> Result<RevocationOutcome, RevokeError> {
+        let hops = self.chain_hops(&ChainId(chain_id.to_owned())).await?;
+        if hops.is_empty() {
+            return Err(RevokeError::NotFound(format!("chain {chain_id}")));
+        }
+        let until = hops
+            .iter()
+            .map(|h| h.upstream.as_ref().map_or(h.expires_at, |u| u.expires_at.max(h.expires_at)))
+            .max()
+            .unwrap_or(0)
+            * 1000
+            + self.skew_ms();
+        let entries = self
+            .write(vec![Revocation {
+                kind: RevocationKind::Chain,
+                id: chain_id.to_owned(),
+                until_ms: until,
+                reason: reason.to_owned(),
+                by: by.to_owned(),
+            }])
+            .await?;
+        Ok(RevocationOutcome {
+            entries,
+            hops_revoked: hops.iter().map(|h| h.id.to_string()).collect(),
+        })
+    }
+
+    /// Revokes every delegation of a user made so far: mandate tokens with that `sub` and
+    /// upstream subject tokens issued up to now.
+    pub async fn revoke_subject(&self, subject: &str, reason: &str, by: &str) -> Result<RevocationOutcome, RevokeError> {
+        let subject = mandate_model::Subject::parse(subject).map_err(|e| RevokeError::Invalid(e.to_string()))?;
+        let now = self.now_ms().await?;
+        let entries = self
+            .write(vec![Revocation {
+                kind: RevocationKind::Subject,
+                id: subject.to_string(),
+                until_ms: now + self.longest_upstream_ms() + self.skew_ms(),
+                reason: reason.to_owned(),
+                by: by.to_owned(),
+            }])
+            .await?;
+        Ok(RevocationOutcome {
+            entries,
+            hops_revoked: vec![],
+        })
+    }
+
+    /// Revokes every live token in which the agent is the client or any actor (suspension and
+    /// retirement write this before changing the agent's state).
+    pub async fn revoke_agent(&self, client_id: &str, reason: &str, by: &str) -> Result<RevocationOutcome, RevokeError> {
+        let now = self.now_ms().await?;
+        let entries = self
+            .write(vec![Revocation {
+                kind: RevocationKind::Agent,
+                id: client_id.to_owned(),
+                until_ms: now + self.longest_token_ms() + self.skew_ms(),
+                reason: reason.to_owned(),
+                by: by.to_owned(),
+            }])
+            .await?;
+        Ok(RevocationOutcome {
+            entries,
+            hops_revoked: vec![],
+        })
+    }
+
+    /// Withdraws a consent grant: `consent:<id>` stops new roots on it, and in the same write every
+    /// chain already rooted on it is revoked.
+    pub async fn withdraw_consent(
+        &self,
+        consent_id: &str,
+        grant_expires_at: i64,
+        reason: &str,
+        by: &str,
+    ) -> Result<RevocationOutcome, RevokeError> {
+        let chains = self
+            .ledger
+            .chains_rooted_on_consent(consent_id)
+            .await
+            .map_err(|e| RevokeError::Unavailable(e.to_string()))?;
+        let mut entries = vec![Revocation {
+            kind: RevocationKind::Consent,
+            id: consent_id.to_owned(),
+            until_ms: grant_expires_at * 1000 + self.skew_ms(),
+            reason: reason.to_owned(),
+            by: by.to_owned(),
+        }];
+        let mut hops_revoked = Vec::new();
+        for chain in &chains {
+            let hops = self.chain_hops(chain).await?;
+            let until = hops
+                .iter()
+                .map(|h| h.upstream.as_ref().map_or(h.expires_at, |u| u.expires_at.max(h.expires_at)))
+                .max()
+                .unwrap_or(grant_expires_at)
+                * 1000
+                + self.skew_ms();
+            hops_revoked.extend(hops.iter().map(|h| h.id.to_string()));
+            entries.push(Revocation {
+                kind: RevocationKind::Chain,
+                id: chain.to_string(),
+                until_ms: until,
+                reason: reason.to_owned(),
+                by: by.to_owned(),
+            });
+        }
+        let entries = self.write(entries).await?;
+        Ok(RevocationOutcome { entries, hops_revoked })
+    }
+}
