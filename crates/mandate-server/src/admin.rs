@@ -226,7 +226,6 @@ async fn show_agent(
     Ok(HttpResponse::Ok().json(AgentView::from(client.as_ref())))
 }
 
-
 /// The optional body of a revocation: `{"reason": "…"}`.
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -241,9 +240,13 @@ fn reason_from(body: &[u8]) -> Result<String, AdminError> {
     }
     let parsed: RevokeBody = serde_json::from_slice(body)
         .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))?;
-    let reason = parsed.reason.unwrap_or_else(|| "revoked by an administrator".into());
+    let reason = parsed
+        .reason
+        .unwrap_or_else(|| "revoked by an administrator".into());
     if reason.len() > 500 {
-        return Err(AdminError::bad_request("reason is longer than 500 characters"));
+        return Err(AdminError::bad_request(
+            "reason is longer than 500 characters",
+        ));
     }
     Ok(reason)
 }
@@ -262,7 +265,13 @@ impl From<crate::revocation::RevokeError> for AdminError {
     }
 }
 
-async fn record_action(state: &AppState, caller: &AdminCaller, action: &str, target: &str, outcome: &crate::revocation::RevocationOutcome) {
+async fn record_action(
+    state: &AppState,
+    caller: &AdminCaller,
+    action: &str,
+    target: &str,
+    outcome: &crate::revocation::RevocationOutcome,
+) {
     state
         .audit
         .record(crate::audit::AuditEvent {
@@ -270,7 +279,11 @@ async fn record_action(state: &AppState, caller: &AdminCaller, action: &str, tar
             actor: caller.name.clone(),
             action: action.into(),
             target: target.into(),
-            detail: format!("{} entries, {} hops", outcome.entries.len(), outcome.hops_revoked.len()),
+            detail: format!(
+                "{} entries, {} hops",
+                outcome.entries.len(),
+                outcome.hops_revoked.len()
+            ),
         })
         .await;
 }
@@ -309,7 +322,9 @@ async fn revoke_subject(
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Revoke)?;
     let reason = reason_from(&body)?;
-    let outcome = state.revoke_subject(&subject, &reason, &caller.name).await?;
+    let outcome = state
+        .revoke_subject(&subject, &reason, &caller.name)
+        .await?;
     record_action(&state, &caller, "revoke.subject", &subject, &outcome).await;
     Ok(HttpResponse::Ok().json(outcome))
 }
@@ -337,8 +352,12 @@ async fn show_chain(
             .await
             .map_err(|_| AdminError::unavailable())?;
         let (status, revoked_by) = match checked.verdict {
-            mandate_revocation::Verdict::Revoked { kind, id } => ("revoked", Some(json!({"kind": kind, "id": id}))),
-            mandate_revocation::Verdict::Live if hop.expires_at * 1000 <= checked.now_ms => ("expired", None),
+            mandate_revocation::Verdict::Revoked { kind, id } => {
+                ("revoked", Some(json!({"kind": kind, "id": id})))
+            }
+            mandate_revocation::Verdict::Live if hop.expires_at * 1000 <= checked.now_ms => {
+                ("expired", None)
+            }
             mandate_revocation::Verdict::Live => ("live", None),
         };
         views.push((hop, status, revoked_by));
@@ -376,7 +395,8 @@ async fn show_chain(
         .filter(|(h, _, _)| h.parent.is_none())
         .map(|(h, s, r)| node(h, s, r, &views))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "chain_id": id.as_str(), "hops": hops.len(), "roots": roots })))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "chain_id": id.as_str(), "hops": hops.len(), "roots": roots })))
 }
 
 #[derive(serde::Deserialize)]

@@ -73,7 +73,13 @@ mod tests {
     use super::*;
 
     fn event(n: i64) -> AuditEvent {
-        AuditEvent { at: n, actor: "ops".into(), action: "revoke.hop".into(), target: format!("hop_{n}"), detail: String::new() }
+        AuditEvent {
+            at: n,
+            actor: "ops".into(),
+            action: "revoke.hop".into(),
+            target: format!("hop_{n}"),
+            detail: String::new(),
+        }
     }
 
     #[tokio::test]

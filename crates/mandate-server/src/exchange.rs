@@ -11,12 +11,12 @@ use mandate_token::{urn, DelegationDetail};
 use serde::Serialize;
 
 use crate::chain_id::new_hop_id;
-use crate::revocation::{facts_of_hop, facts_of_token};
-use mandate_revocation::{TokenFacts, Verdict};
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
+use crate::revocation::{facts_of_hop, facts_of_token};
 use crate::state::AppState;
 use crate::subject::{verify_subject, SubjectTokenType, VerifiedSubject};
+use mandate_revocation::{TokenFacts, Verdict};
 
 /// A parsed token-exchange request.
 #[derive(Debug)]
@@ -140,14 +140,29 @@ pub async fn exchange(
     // write the hop; check again; only then return the token.
     let first_facts = match &subject {
         VerifiedSubject::Mandate(claims) => facts_of_token(claims, depth_bound),
-        VerifiedSubject::Upstream { issuer, claims, subject, grant_id, .. } => TokenFacts {
-            chain: Some(state.chain_key.derive(issuer.settings.alias.as_str(), grant_id).0),
+        VerifiedSubject::Upstream {
+            issuer,
+            claims,
+            subject,
+            grant_id,
+            ..
+        } => TokenFacts {
+            chain: Some(
+                state
+                    .chain_key
+                    .derive(issuer.settings.alias.as_str(), grant_id)
+                    .0,
+            ),
             subject: Some(subject.to_string()),
             issued_at: claims.iat.unwrap_or(0),
             ..TokenFacts::default()
         },
     };
-    let checked = state.revocations.check(&first_facts).await.map_err(|e| store_down(&e))?;
+    let checked = state
+        .revocations
+        .check(&first_facts)
+        .await
+        .map_err(|e| store_down(&e))?;
     if let Verdict::Revoked { kind, .. } = &checked.verdict {
         return Err(refuse(
             &format!("subject token revoked ({kind})"),

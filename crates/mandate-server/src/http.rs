@@ -116,7 +116,11 @@ async fn revoke(
     if let Some(claims) = state.own_token_claims(token) {
         if claims.client_id == client.id.as_str() {
             match state
-                .revoke_hop(&claims.jti, "revoked by its client (RFC 7009)", &format!("client:{}", client.id))
+                .revoke_hop(
+                    &claims.jti,
+                    "revoked by its client (RFC 7009)",
+                    &format!("client:{}", client.id),
+                )
                 .await
             {
                 Ok(outcome) => {

@@ -33,7 +33,12 @@ pub struct RevocationOutcome {
 
 /// The facts of a mandate access token.
 pub fn facts_of_token(claims: &AccessTokenClaims, depth_limit: usize) -> TokenFacts {
-    let mut agents: Vec<String> = claims.act.actors(depth_limit).into_iter().map(str::to_owned).collect();
+    let mut agents: Vec<String> = claims
+        .act
+        .actors(depth_limit)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     if !agents.iter().any(|a| a == &claims.client_id) {
         agents.push(claims.client_id.clone());
     }
@@ -51,7 +56,12 @@ pub fn facts_of_token(claims: &AccessTokenClaims, depth_limit: usize) -> TokenFa
 /// The facts of a hop just recorded: everything its token depends on.
 pub fn facts_of_hop(hop: &HopRecord) -> TokenFacts {
     let consents = if hop.evidence.kind == EvidenceKind::ConsentGrant {
-        hop.evidence.reference.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        hop.evidence
+            .reference
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
     } else {
         vec![]
     };
@@ -115,7 +125,12 @@ impl AppState {
 
     /// Revokes a hop and its subtree. Its entry lives until the hop's `exp` + skew: no descendant
     /// outlives it.
-    pub async fn revoke_hop(&self, hop_id: &str, reason: &str, by: &str) -> Result<RevocationOutcome, RevokeError> {
+    pub async fn revoke_hop(
+        &self,
+        hop_id: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<RevocationOutcome, RevokeError> {
         let hop = self
             .ledger
             .hop(&HopId(hop_id.to_owned()))
@@ -146,14 +161,23 @@ impl AppState {
 
     /// Revokes a whole chain, and with it every new exchange of its upstream grant: the entry
     /// lives until the upstream grant (and every hop) has expired, plus skew.
-    pub async fn revoke_chain(&self, chain_id: &str, reason: &str, by: &str) -> Result<RevocationOutcome, RevokeError> {
+    pub async fn revoke_chain(
+        &self,
+        chain_id: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<RevocationOutcome, RevokeError> {
         let hops = self.chain_hops(&ChainId(chain_id.to_owned())).await?;
         if hops.is_empty() {
             return Err(RevokeError::NotFound(format!("chain {chain_id}")));
         }
         let until = hops
             .iter()
-            .map(|h| h.upstream.as_ref().map_or(h.expires_at, |u| u.expires_at.max(h.expires_at)))
+            .map(|h| {
+                h.upstream
+                    .as_ref()
+                    .map_or(h.expires_at, |u| u.expires_at.max(h.expires_at))
+            })
             .max()
             .unwrap_or(0)
             * 1000
@@ -175,8 +199,14 @@ impl AppState {
 
     /// Revokes every delegation of a user made so far: mandate tokens with that `sub` and
     /// upstream subject tokens issued up to now.
-    pub async fn revoke_subject(&self, subject: &str, reason: &str, by: &str) -> Result<RevocationOutcome, RevokeError> {
-        let subject = mandate_model::Subject::parse(subject).map_err(|e| RevokeError::Invalid(e.to_string()))?;
+    pub async fn revoke_subject(
+        &self,
+        subject: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<RevocationOutcome, RevokeError> {
+        let subject = mandate_model::Subject::parse(subject)
+            .map_err(|e| RevokeError::Invalid(e.to_string()))?;
         let now = self.now_ms().await?;
         let entries = self
             .write(vec![Revocation {
@@ -195,7 +225,12 @@ impl AppState {
 
     /// Revokes every live token in which the agent is the client or any actor (suspension and
     /// retirement write this before changing the agent's state).
-    pub async fn revoke_agent(&self, client_id: &str, reason: &str, by: &str) -> Result<RevocationOutcome, RevokeError> {
+    pub async fn revoke_agent(
+        &self,
+        client_id: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<RevocationOutcome, RevokeError> {
         let now = self.now_ms().await?;
         let entries = self
             .write(vec![Revocation {
@@ -238,7 +273,11 @@ impl AppState {
             let hops = self.chain_hops(chain).await?;
             let until = hops
                 .iter()
-                .map(|h| h.upstream.as_ref().map_or(h.expires_at, |u| u.expires_at.max(h.expires_at)))
+                .map(|h| {
+                    h.upstream
+                        .as_ref()
+                        .map_or(h.expires_at, |u| u.expires_at.max(h.expires_at))
+                })
                 .max()
                 .unwrap_or(grant_expires_at)
                 * 1000
@@ -253,6 +292,9 @@ impl AppState {
             });
         }
         let entries = self.write(entries).await?;
-        Ok(RevocationOutcome { entries, hops_revoked })
+        Ok(RevocationOutcome {
+            entries,
+            hops_revoked,
+        })
     }
 }

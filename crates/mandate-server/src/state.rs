@@ -305,7 +305,10 @@ impl AppState {
             revocations: Arc::new(MemoryRevocations::new(clock.clone())),
             exchange_pause: options.exchange_pause,
             audit,
-            node_id: format!("node-{}", crate::chain_id::new_hop_id().0.trim_start_matches("hop_")),
+            node_id: format!(
+                "node-{}",
+                crate::chain_id::new_hop_id().0.trim_start_matches("hop_")
+            ),
             clock,
             discovery: Arc::new(discovery),
             jwks: Arc::new(jwks),
@@ -331,14 +334,24 @@ impl AppState {
         if !jws.header().typ_is(mandate_token::urn::TYP_ACCESS_TOKEN) {
             return None;
         }
-        let algorithms: Vec<Algorithm> = self.keys.published().map(|k| k.algorithm().algorithm()).collect();
-        let claims: mandate_token::AccessTokenClaims = jws.verify(&self.own_keys, &algorithms).ok()?.claims().ok()?;
+        let algorithms: Vec<Algorithm> = self
+            .keys
+            .published()
+            .map(|k| k.algorithm().algorithm())
+            .collect();
+        let claims: mandate_token::AccessTokenClaims = jws
+            .verify(&self.own_keys, &algorithms)
+            .ok()?
+            .claims()
+            .ok()?;
         let window = mandate_token::TimeWindow {
             now: self.clock.now_secs(),
             skew: i64::from(self.settings.tokens.clock_skew_secs),
         };
         (claims.iss == self.settings.issuer
-            && window.check(Some(claims.exp), Some(claims.nbf), Some(claims.iat), 86_400).is_ok())
+            && window
+                .check(Some(claims.exp), Some(claims.nbf), Some(claims.iat), 86_400)
+                .is_ok())
         .then_some(claims)
     }
 
@@ -351,7 +364,11 @@ impl AppState {
         if client.kind != ClientKind::Agent {
             tracing::info!(target: "audit", client_id = %client.id, "a resource server tried the token endpoint");
             let error = OAuthError::invalid_client("only agents may request tokens");
-            return Err(if credentials.used_basic() { error.with_basic_challenge() } else { error });
+            return Err(if credentials.used_basic() {
+                error.with_basic_challenge()
+            } else {
+                error
+            });
         }
         Ok(client)
     }
