@@ -1,6 +1,7 @@
 //! `mandate`: the authorization server and its local tools (DESIGN.md section 11).
 
 mod decode;
+mod redis_acl;
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -33,6 +34,11 @@ enum Command {
         /// The configuration file; nothing else is read (plus MANDATE__… overrides).
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Redis helpers.
+    Redis {
+        #[command(subcommand)]
+        command: RedisCommand,
     },
     /// Signing keys.
     Keys {
@@ -73,6 +79,16 @@ enum KeysCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum RedisCommand {
+    /// Print the ACL rule of the read-only Redis user for verifiers, with a new password.
+    Acl {
+        /// The user name.
+        #[arg(long, default_value = "mandate-verifier")]
+        user: String,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum AlgArg {
     #[value(name = "ES256")]
@@ -100,6 +116,9 @@ fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Generate { alg, out },
         } => report(generate_key(alg.into(), &out)),
+        Command::Redis {
+            command: RedisCommand::Acl { user },
+        } => report(redis_acl::print(&user)),
         Command::Token {
             command: TokenCommand::Decode { token, json },
         } => report(decode_token(&token, json)),

@@ -373,3 +373,102 @@ fn token_decode_refuses_garbage_and_bounds_the_tree() {
     assert_eq!(entries[1], "agent-39");
     assert_eq!(entries[40], "agent-0");
 }
+
+/// `mandate redis acl`: the printed user can read the revocation list and stream of a real Redis
+/// and can neither write nor delete anything, nor read other keys.
+#[tokio::test]
+async fn the_redis_acl_user_is_read_only() {
+    let redis = mandate_testkit::redis::RedisServer::start().await.unwrap();
+    let output = mandate()
+        .args(["redis", "acl", "--user", "verifier"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rule = stdout
+        .lines()
+        .find(|l| l.starts_with("ACL SETUSER"))
+        .unwrap();
+    let password = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("#   password "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let args: Vec<&str> = rule.split_whitespace().collect();
+    assert_eq!(redis.cli(&args).unwrap().trim(), "OK");
+    redis
+        .cli(&["SET", "{mandate:rev}:hop:h1", "entry"])
+        .unwrap();
+    redis
+        .cli(&[
+            "XADD",
+            "{mandate:rev}:stream",
+            "*",
+            "kind",
+            "hop",
+            "id",
+            "h1",
+        ])
+        .unwrap();
+    redis.cli(&["SET", "mandate:ledger:secret", "x"]).unwrap();
+    let port = redis.port().to_string();
+    let as_verifier = |args: &[&str]| -> String {
+        let out = Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "--user",
+                "verifier",
+                "--pass",
+                &password,
+                "--no-auth-warning",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert_eq!(
+        as_verifier(&["GET", "{mandate:rev}:hop:h1"]).trim(),
+        "entry"
+    );
+    assert!(as_verifier(&["XRANGE", "{mandate:rev}:stream", "-", "+"]).contains("h1"));
+    assert!(as_verifier(&["TIME"]).lines().count() >= 2);
+    for denied in [
+        vec!["SET", "{mandate:rev}:hop:h1", "gone"],
+        vec!["DEL", "{mandate:rev}:hop:h1"],
+        vec!["UNLINK", "{mandate:rev}:hop:h1"],
+        vec!["XADD", "{mandate:rev}:stream", "*", "kind", "hop"],
+        vec!["XTRIM", "{mandate:rev}:stream", "MAXLEN", "0"],
+        vec!["EXPIRE", "{mandate:rev}:hop:h1", "1"],
+        vec!["GET", "mandate:ledger:secret"],
+        vec!["FLUSHALL"],
+        vec![
+            "EVAL",
+            "return redis.call('del', KEYS[1])",
+            "1",
+            "{mandate:rev}:hop:h1",
+        ],
+        vec!["CONFIG", "SET", "appendonly", "no"],
+        vec!["ACL", "SETUSER", "verifier", "+@all"],
+    ] {
+        let answer = as_verifier(&denied);
+        assert!(answer.contains("NOPERM"), "{denied:?} → {answer}");
+    }
+    // Nothing changed.
+    assert_eq!(
+        redis.cli(&["GET", "{mandate:rev}:hop:h1"]).unwrap().trim(),
+        "entry"
+    );
+    assert_eq!(
+        redis.cli(&["XLEN", "{mandate:rev}:stream"]).unwrap().trim(),
+        "1"
+    );
+}
