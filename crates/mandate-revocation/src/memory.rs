@@ -9,11 +9,13 @@ use crate::{
     RevocationStoreError, TokenFacts,
 };
 
+type Entries = HashMap<(RevocationKind, String), RevocationRecord>;
+
 /// The in-memory revocation list of a single process; the process clock is the store's clock.
 #[derive(Debug)]
 pub struct MemoryRevocations {
     clock: Arc<dyn Clock>,
-    entries: Mutex<HashMap<(RevocationKind, String), RevocationRecord>>,
+    entries: Mutex<Entries>,
 }
 
 impl MemoryRevocations {
@@ -29,12 +31,7 @@ impl MemoryRevocations {
         self.clock.now().timestamp_millis()
     }
 
-    fn lock(
-        &self,
-    ) -> Result<
-        std::sync::MutexGuard<'_, HashMap<(RevocationKind, String), RevocationRecord>>,
-        RevocationStoreError,
-    > {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Entries>, RevocationStoreError> {
         self.entries
             .lock()
             .map_err(|_| RevocationStoreError("revocation list lock poisoned".into()))

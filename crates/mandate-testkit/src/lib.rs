@@ -2,6 +2,8 @@
 //! and helpers to make keys, sign client assertions and mint test JWTs (including the malformed
 //! and hostile ones the security tests need).
 
+pub mod redis;
+
 use std::net::SocketAddr;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
