@@ -18,6 +18,8 @@ pub const STREAM_KEY: &str = "{mandate:rev}:stream";
 #[derive(Clone)]
 pub struct RedisRevocations<C> {
     connection: C,
+    /// Whether the deployment has replicas: revocations then wait for one to acknowledge.
+    replicas: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<C> std::fmt::Debug for RedisRevocations<C> {
@@ -29,7 +31,30 @@ impl<C> std::fmt::Debug for RedisRevocations<C> {
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisRevocations<C> {
     /// A revocation list over `connection`.
     pub fn new(connection: C) -> Self {
-        Self { connection }
+        Self {
+            connection,
+            replicas: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Reads `INFO replication`: with replicas connected, every revocation returns only after one
+    /// of them has acknowledged it (`WAIT 1`), so a failover cannot lose it (DESIGN.md section 6).
+    /// Returns the number of replicas seen.
+    pub async fn detect_replicas(&self) -> Result<u32, RevocationStoreError> {
+        let mut connection = self.connection.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut connection)
+            .await
+            .map_err(fail)?;
+        let replicas = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        self.replicas
+            .store(replicas > 0, std::sync::atomic::Ordering::Relaxed);
+        Ok(replicas)
     }
 
     fn key(kind: RevocationKind, id: &str) -> String {

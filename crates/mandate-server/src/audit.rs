@@ -68,6 +68,77 @@ impl AuditLog for MemoryAuditLog {
     }
 }
 
+/// The audit stream in Redis: `mandate:audit`, capped with `XADD … MAXLEN ~`.
+pub struct RedisAuditLog<C> {
+    connection: C,
+    cap: u64,
+}
+
+impl<C> std::fmt::Debug for RedisAuditLog<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisAuditLog")
+    }
+}
+
+/// The audit stream's key.
+pub const AUDIT_STREAM_KEY: &str = "mandate:audit";
+
+impl<C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static> RedisAuditLog<C> {
+    /// An audit stream over `connection` keeping about `cap` events.
+    pub fn new(connection: C, cap: u64) -> Self {
+        Self {
+            connection,
+            cap: cap.max(1),
+        }
+    }
+}
+
+#[async_trait]
+impl<C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static> AuditLog for RedisAuditLog<C> {
+    async fn record(&self, event: AuditEvent) {
+        tracing::info!(target: "audit", actor = %event.actor, action = %event.action, target_id = %event.target, detail = %event.detail, "audit");
+        let mut connection = self.connection.clone();
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        let written: redis::RedisResult<String> = redis::cmd("XADD")
+            .arg(AUDIT_STREAM_KEY)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.cap)
+            .arg("*")
+            .arg("event")
+            .arg(json)
+            .query_async(&mut connection)
+            .await;
+        if let Err(error) = written {
+            // The log line above keeps the event; the stream copy is what failed.
+            tracing::warn!(%error, "audit stream unavailable; event kept in the log only");
+        }
+    }
+
+    async fn recent(&self, limit: usize) -> Vec<AuditEvent> {
+        let mut connection = self.connection.clone();
+        let entries: redis::RedisResult<Vec<(String, Vec<(String, String)>)>> =
+            redis::cmd("XREVRANGE")
+                .arg(AUDIT_STREAM_KEY)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(limit)
+                .query_async(&mut connection)
+                .await;
+        entries
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, fields)| {
+                fields
+                    .into_iter()
+                    .find(|(k, _)| k == "event")
+                    .and_then(|(_, v)| serde_json::from_str(&v).ok())
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,7 +61,8 @@ async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    let store_ready = state.clients.clients().await.is_ok();
+    let store_ready =
+        state.clients.clients().await.is_ok() && state.revocations.ping().await.is_ok();
     let status = if store_ready {
         StatusCode::OK
     } else {

@@ -51,11 +51,13 @@ pub struct RunningServer {
     pub admin_addr: SocketAddr,
     handles: [ServerHandle; 2],
     tasks: Vec<tokio::task::JoinHandle<io::Result<()>>>,
+    heartbeat: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
     /// Stops both listeners, letting requests in flight finish.
     pub async fn stop(self) {
+        self.heartbeat.abort();
         for handle in &self.handles {
             handle.stop(true).await;
         }
@@ -69,6 +71,7 @@ impl RunningServer {
         for task in self.tasks {
             task.await.map_err(io::Error::other)??;
         }
+        self.heartbeat.abort();
         Ok(())
     }
 }
@@ -142,10 +145,40 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
     let admin = admin.run();
     let handles = [public.handle(), admin.handle()];
     let tasks = vec![tokio::spawn(public), tokio::spawn(admin)];
+    let heartbeat = tokio::spawn(heartbeats(state));
     Ok(RunningServer {
         public_addr,
         admin_addr,
         handles,
         tasks,
+        heartbeat,
     })
+}
+
+/// Every node appends a heartbeat to the revocation stream each second (and trims the stream no
+/// tighter than the longest entry lifetime), so that followers can tell a quiet stream from a
+/// dead one and fail closed (DESIGN.md section 6).
+async fn heartbeats(state: AppState) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        interval.tick().await;
+        match state
+            .revocations
+            .heartbeat(&state.node_id, state.longest_entry_ms())
+            .await
+        {
+            Ok(()) if failing => {
+                tracing::info!("revocation store reachable again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                tracing::warn!(%error, "heartbeat failed: the revocation store is unreachable");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
 }

@@ -16,13 +16,17 @@ use zeroize::Zeroizing;
 use crate::chain_id::ChainIdKey;
 use crate::client_auth::{ClientAuthenticator, PresentedCredentials};
 use crate::config::{
-    AdminRole, ConfigError, ConfigSource, ConsentSettings, Settings, TrustedIssuerSettings,
+    AdminRole, ConfigError, ConfigSource, ConsentSettings, Settings, StoreKind, StoreUrl,
+    TrustedIssuerSettings,
 };
 use crate::error::{ErrorCode, OAuthError};
 use crate::jwks_remote::{FetchLimits, RemoteJwks};
 use mandate_chain::{ConsentGrant, ConsentStore, Ledger, Policy, PolicyRow};
 use mandate_revocation::{MemoryRevocations, RevocationStore};
-use mandate_store::{MemoryConsentStore, MemoryLedger};
+use mandate_store::{
+    MemoryConsentStore, MemoryLedger, RedisConsentStore, RedisLedger, RedisRateLimiter,
+    RedisReplayCache,
+};
 
 /// A trusted issuer with its keys: loaded from a file or inline, or fetched from `jwks_uri`.
 #[derive(Debug)]
@@ -227,11 +231,14 @@ impl AppState {
             })
             .collect();
 
-        let replay: Arc<dyn ReplayCache> = Arc::new(MemoryReplayCache::new());
-        let rate_limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::new(
-            settings.limits.token_requests_per_client_per_sec,
-            clock.clone(),
-        ));
+        let backends = match settings.store.kind {
+            StoreKind::Memory => Backends::memory(&settings, clock.clone()),
+            StoreKind::Redis => Backends::redis(&settings)
+                .await
+                .map_err(|e| invalid("store.url".into(), e))?,
+        };
+        let replay = backends.replay.clone();
+        let rate_limiter = backends.rate_limiter.clone();
         let clients: Arc<dyn ClientRegistry> = registry;
         let authenticator = ClientAuthenticator::new(
             clients.clone(),
@@ -252,7 +259,7 @@ impl AppState {
             }
             None => ChainIdKey::generate(),
         };
-        let consents: Arc<dyn ConsentStore> = Arc::new(MemoryConsentStore::new());
+        let consents = backends.consents.clone();
         for (i, consent) in settings.consents.iter().enumerate() {
             let grant = ConsentGrant {
                 id: consent_id(consent),
@@ -282,9 +289,7 @@ impl AppState {
         let own_keys = keys
             .verifying_keys()
             .map_err(|e| invalid("signing".into(), e.to_string()))?;
-        let audit: Arc<dyn crate::audit::AuditLog> = Arc::new(crate::audit::MemoryAuditLog::new(
-            usize::try_from(settings.limits.audit_stream_max).unwrap_or(usize::MAX),
-        ));
+        let audit = backends.audit.clone();
         let discovery = discovery_document(&settings);
         let jwks = keys.jwks();
         Ok(Self {
@@ -297,12 +302,12 @@ impl AppState {
             admin_credentials: Arc::new(admin_credentials),
             trusted_issuers: Arc::new(trusted_issuers),
             own_keys: Arc::new(own_keys),
-            ledger: Arc::new(MemoryLedger::new()),
+            ledger: backends.ledger,
             consents,
             policy: Arc::new(policy),
             chain_key: Arc::new(chain_key),
             demo_idp: options.demo_idp,
-            revocations: Arc::new(MemoryRevocations::new(clock.clone())),
+            revocations: backends.revocations,
             exchange_pause: options.exchange_pause,
             audit,
             node_id: format!(
@@ -386,6 +391,110 @@ impl AppState {
                 tracing::warn!(%error, "rate limiter unavailable");
                 Err(OAuthError::unavailable())
             }
+        }
+    }
+}
+
+/// The stores, in memory or in Redis.
+struct Backends {
+    replay: Arc<dyn ReplayCache>,
+    rate_limiter: Arc<dyn RateLimiter>,
+    ledger: Arc<dyn Ledger>,
+    consents: Arc<dyn ConsentStore>,
+    revocations: Arc<dyn RevocationStore>,
+    audit: Arc<dyn crate::audit::AuditLog>,
+}
+
+impl Backends {
+    fn memory(settings: &Settings, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            replay: Arc::new(MemoryReplayCache::new()),
+            rate_limiter: Arc::new(MemoryRateLimiter::new(
+                settings.limits.token_requests_per_client_per_sec,
+                clock.clone(),
+            )),
+            ledger: Arc::new(MemoryLedger::new()),
+            consents: Arc::new(MemoryConsentStore::new()),
+            revocations: Arc::new(MemoryRevocations::new(clock)),
+            audit: Arc::new(crate::audit::MemoryAuditLog::new(
+                usize::try_from(settings.limits.audit_stream_max).unwrap_or(usize::MAX),
+            )),
+        }
+    }
+
+    async fn redis(settings: &Settings) -> Result<Self, String> {
+        match &settings.store.url {
+            Some(StoreUrl::One(url)) => {
+                let connection = mandate_store::redis_store::connect(url)
+                    .await
+                    .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+                warn_about_redis_settings(connection.clone()).await;
+                Ok(Self::over_redis(connection, settings).await)
+            }
+            Some(StoreUrl::Cluster(urls)) => {
+                let connection = mandate_store::redis_store::connect_cluster(urls)
+                    .await
+                    .map_err(|e| format!("cannot connect to Redis Cluster: {e}"))?;
+                Ok(Self::over_redis(connection, settings).await)
+            }
+            None => Err("required when store.kind = \"redis\"".into()),
+        }
+    }
+
+    async fn over_redis<C: mandate_store::redis_store::RedisConnection>(
+        connection: C,
+        settings: &Settings,
+    ) -> Self {
+        let revocations = mandate_revocation::RedisRevocations::new(connection.clone());
+        match revocations.detect_replicas().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                replicas = n,
+                "revocations wait for one replica to acknowledge"
+            ),
+            Err(error) => tracing::warn!(%error, "could not read Redis replication info"),
+        }
+        Self {
+            replay: Arc::new(RedisReplayCache::new(connection.clone())),
+            rate_limiter: Arc::new(RedisRateLimiter::new(
+                connection.clone(),
+                settings.limits.token_requests_per_client_per_sec,
+            )),
+            ledger: Arc::new(RedisLedger::new(
+                connection.clone(),
+                settings.tokens.ledger_retention_secs,
+            )),
+            consents: Arc::new(RedisConsentStore::new(connection.clone())),
+            revocations: Arc::new(revocations),
+            audit: Arc::new(crate::audit::RedisAuditLog::new(
+                connection,
+                settings.limits.audit_stream_max,
+            )),
+        }
+    }
+}
+
+/// mandate needs a Redis that neither evicts (a dropped revocation entry would un-revoke) nor
+/// forgets on restart (AOF). Managed services may forbid CONFIG: then nothing is said.
+async fn warn_about_redis_settings(mut connection: mandate_store::redis_store::ConnectionManager) {
+    let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(&mut connection)
+        .await;
+    if let Ok(values) = policy {
+        if values.get(1).is_some_and(|p| p != "noeviction") {
+            tracing::warn!(policy = ?values.get(1), "Redis may evict keys (maxmemory-policy is not noeviction): revocations and ledger entries could be lost");
+        }
+    }
+    let aof: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query_async(&mut connection)
+        .await;
+    if let Ok(values) = aof {
+        if values.get(1).is_some_and(|v| v != "yes") {
+            tracing::warn!("Redis persistence is off (appendonly no): a restart of Redis loses revocations and the ledger");
         }
     }
 }

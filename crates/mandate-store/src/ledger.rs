@@ -181,4 +181,14 @@ mod tests {
             .collect();
         assert_eq!(chain, ["h1", "h2"]);
     }
+
+    #[tokio::test]
+    async fn the_memory_ledger_meets_the_contract() {
+        crate::contract::ledger(&MemoryLedger::new()).await;
+    }
+
+    #[tokio::test]
+    async fn the_memory_consent_store_meets_the_contract() {
+        crate::contract::consents(&MemoryConsentStore::new()).await;
+    }
 }

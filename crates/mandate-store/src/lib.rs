@@ -1,18 +1,34 @@
 //! mandate's storage seams: narrow async traits for the client registry, the replay cache and the
-//! rate limiter (and the hop ledger and consent grants defined by mandate-chain), each with the in-memory backend that serves a single process (development mode
-//! and the default `serve`). Redis backends implement the same traits and are checked by the
-//! same contract tests.
+//! rate limiter (and the hop ledger and consent grants defined by mandate-chain), each with the
+//! in-memory backend that serves a single process (development mode and the default `serve`).
+//! The Redis backends (feature `redis`) implement the same traits for deployments of several
+//! nodes, and both pass the same contract suites (`contract`, feature `contract-tests`).
 //!
 //! This crate holds no HTTP code and makes no decision about tokens: it stores and answers.
 
 mod clients;
+#[cfg(any(test, feature = "contract-tests"))]
+#[allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "contract assertions fail loudly"
+)]
+pub mod contract;
 mod ledger;
 mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis_store;
 mod replay;
 
 pub use clients::{Client, ClientRegistry, MemoryClientRegistry, UpstreamId};
 pub use ledger::{MemoryConsentStore, MemoryLedger};
 pub use rate_limit::{MemoryRateLimiter, RateDecision, RateLimiter};
+#[cfg(feature = "redis")]
+pub use redis_store::{
+    connect, connect_cluster, ClusterConnection, ConnectionManager, RedisConnection,
+    RedisConsentStore, RedisLedger, RedisRateLimiter, RedisReplayCache, CONNECT_TIMEOUT,
+    RESPONSE_TIMEOUT,
+};
 pub use replay::{MemoryReplayCache, ReplayCache};
 
 /// Why a store operation did not complete. Callers fail closed on every variant.

@@ -117,4 +117,13 @@ mod tests {
             assert_eq!(limiter.acquire("a").await.unwrap(), RateDecision::Allowed);
         }
     }
+
+    #[tokio::test]
+    async fn the_memory_limiter_meets_the_contract() {
+        let clock = Arc::new(FixedClock::at(1_000));
+        let limiter = MemoryRateLimiter::new(3, clock.clone());
+        crate::contract::rate_limit(&limiter, 3).await;
+        crate::contract::rate_limit_refill(&limiter, 3, async { clock.advance(1) }).await;
+        crate::contract::rate_limit_disabled(&MemoryRateLimiter::new(0, clock)).await;
+    }
 }

@@ -96,4 +96,9 @@ mod tests {
         cache.first_use("late", 500, 100).await.unwrap();
         assert_eq!(cache.len(), 1);
     }
+
+    #[tokio::test]
+    async fn the_memory_cache_meets_the_contract() {
+        crate::contract::replay(&MemoryReplayCache::new()).await;
+    }
 }

@@ -457,3 +457,99 @@ pub fn header_of(token: &str) -> Value {
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or(Value::Null)
 }
+
+/// The corporate issuer of [`delegation_settings`].
+pub const CORP: &str = "https://corp.example.com";
+/// The calendar app.
+pub const CAL: &str = "https://calendar.example.com";
+/// The mail app.
+pub const MAIL: &str = "https://mail.example.com";
+/// The `revoke` admin secret of [`delegation_settings`].
+pub const ADMIN_OPS: &str = "ops-secret-0123456789abcdefghijklmnop";
+/// The `read` admin secret of [`delegation_settings`].
+pub const ADMIN_READER: &str = "reader-secret-0123456789abcdefghijkl";
+
+#[expect(clippy::expect_used, reason = "static test data always parses")]
+/// A delegation world: trusted issuer `corp` (alias `corp`, ES256, `key`), agents `assistant`,
+/// `booking-tool` and `helper` (client_secret_basic, secrets `<name>-secret` with `booking-tool`'s
+/// being `booking-secret`), resource servers for [`CAL`] and [`MAIL`], policies allowing
+/// assistant → calendar, mail and `agent:booking-tool`; booking-tool → calendar, mail and
+/// `agent:helper`; helper → calendar; admin credentials `ops-oncall` (revoke, [`ADMIN_OPS`]) and
+/// `auditor` (read, [`ADMIN_READER`]).
+pub fn delegation_settings(corp: &TestKey) -> Settings {
+    let mut settings = empty_settings();
+    settings.trusted_issuers = vec![mandate_server::config::TrustedIssuerSettings {
+        issuer: CORP.into(),
+        alias: mandate_model::IssuerAlias::parse("corp").expect("static test data"),
+        subject_as_is: false,
+        jwks_file: None,
+        jwks_uri: None,
+        jwks: Some(corp.jwks()),
+        algorithms: vec!["ES256".into()],
+        accept: vec![
+            mandate_server::config::Acceptance::IdToken,
+            mandate_server::config::Acceptance::Jwt,
+        ],
+        max_token_age_secs: 3600,
+        id_jag_reuse: false,
+    }];
+    settings.clients = vec![
+        agent_with_secret(
+            "assistant",
+            "assistant-secret",
+            AuthMethod::ClientSecretBasic,
+        )
+        .expect("static test data"),
+        agent_with_secret(
+            "booking-tool",
+            "booking-secret",
+            AuthMethod::ClientSecretBasic,
+        )
+        .expect("static test data"),
+        agent_with_secret("helper", "helper-secret", AuthMethod::ClientSecretBasic)
+            .expect("static test data"),
+        resource_server("calendar-api", "calendar-secret", CAL).expect("static test data"),
+        resource_server("mail-api", "mail-secret", MAIL).expect("static test data"),
+    ];
+    let row = |actor: &str, audience: &str, scopes: &str| mandate_server::config::PolicySettings {
+        actor: mandate_model::ClientId::parse(actor).expect("static test data"),
+        audience: mandate_model::Audience::parse(audience).expect("static test data"),
+        scopes: mandate_model::ScopeSet::parse(scopes).expect("static test data"),
+        max_depth: None,
+    };
+    settings.policies = vec![
+        row("assistant", CAL, "calendar.read calendar.write"),
+        row("assistant", MAIL, "mail.read"),
+        row(
+            "assistant",
+            "agent:booking-tool",
+            "calendar.read calendar.write mail.read",
+        ),
+        row("booking-tool", CAL, "calendar.read calendar.write"),
+        row("booking-tool", MAIL, "mail.read"),
+        row("booking-tool", "agent:helper", "calendar.read"),
+        row("helper", CAL, "calendar.read"),
+    ];
+    for (name, role, secret) in [
+        (
+            "ops-oncall",
+            mandate_server::config::AdminRole::Revoke,
+            ADMIN_OPS,
+        ),
+        (
+            "auditor",
+            mandate_server::config::AdminRole::Read,
+            ADMIN_READER,
+        ),
+    ] {
+        settings
+            .admin
+            .credentials
+            .push(mandate_server::config::AdminCredentialSettings {
+                name: name.into(),
+                role,
+                secret_hash: mandate_model::SecretHash::of(secret),
+            });
+    }
+    settings
+}

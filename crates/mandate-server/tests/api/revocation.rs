@@ -3,24 +3,19 @@
 
 use std::sync::Arc;
 
-use mandate_model::{AuthMethod, Clock, FixedClock, SecretHash};
+use mandate_model::{Clock, FixedClock};
 use mandate_revocation::Verdict;
-use mandate_server::config::{AdminCredentialSettings, AdminRole};
 use mandate_server::revocation::facts_of_token;
 use mandate_server::state::ExchangePause;
 use mandate_server::{AppState, BuildOptions};
 use mandate_testkit::{
-    agent_with_secret, body_json, claims_of, empty_settings, exchange_form, id_token_claims, now,
-    resource_server, ClientAuth, KeyKind, TestKey, TestServer,
+    body_json, claims_of, exchange_form, id_token_claims, now, ClientAuth, KeyKind, TestKey,
+    TestServer,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-const CORP: &str = "https://corp.example.com";
-const CAL: &str = "https://calendar.example.com";
-const MAIL: &str = "https://mail.example.com";
-const OPS: &str = "ops-secret-0123456789abcdefghijklmnop";
-const READER: &str = "reader-secret-0123456789abcdefghijkl";
+use mandate_testkit::{ADMIN_OPS as OPS, ADMIN_READER as READER, CAL, CORP, MAIL};
 
 pub struct World {
     pub server: TestServer,
@@ -29,69 +24,7 @@ pub struct World {
 }
 
 pub fn settings(corp: &TestKey) -> mandate_server::Settings {
-    let mut settings = empty_settings();
-    settings.trusted_issuers = vec![mandate_server::config::TrustedIssuerSettings {
-        issuer: CORP.into(),
-        alias: mandate_model::IssuerAlias::parse("corp").unwrap(),
-        subject_as_is: false,
-        jwks_file: None,
-        jwks_uri: None,
-        jwks: Some(corp.jwks()),
-        algorithms: vec!["ES256".into()],
-        accept: vec![
-            mandate_server::config::Acceptance::IdToken,
-            mandate_server::config::Acceptance::Jwt,
-        ],
-        max_token_age_secs: 3600,
-        id_jag_reuse: false,
-    }];
-    settings.clients = vec![
-        agent_with_secret(
-            "assistant",
-            "assistant-secret",
-            AuthMethod::ClientSecretBasic,
-        )
-        .unwrap(),
-        agent_with_secret(
-            "booking-tool",
-            "booking-secret",
-            AuthMethod::ClientSecretBasic,
-        )
-        .unwrap(),
-        agent_with_secret("helper", "helper-secret", AuthMethod::ClientSecretBasic).unwrap(),
-        resource_server("calendar-api", "calendar-secret", CAL).unwrap(),
-        resource_server("mail-api", "mail-secret", MAIL).unwrap(),
-    ];
-    let row = |actor: &str, audience: &str, scopes: &str| mandate_server::config::PolicySettings {
-        actor: mandate_model::ClientId::parse(actor).unwrap(),
-        audience: mandate_model::Audience::parse(audience).unwrap(),
-        scopes: mandate_model::ScopeSet::parse(scopes).unwrap(),
-        max_depth: None,
-    };
-    settings.policies = vec![
-        row("assistant", CAL, "calendar.read calendar.write"),
-        row("assistant", MAIL, "mail.read"),
-        row(
-            "assistant",
-            "agent:booking-tool",
-            "calendar.read calendar.write mail.read",
-        ),
-        row("booking-tool", CAL, "calendar.read calendar.write"),
-        row("booking-tool", MAIL, "mail.read"),
-        row("booking-tool", "agent:helper", "calendar.read"),
-        row("helper", CAL, "calendar.read"),
-    ];
-    for (name, role, secret) in [
-        ("ops-oncall", AdminRole::Revoke, OPS),
-        ("auditor", AdminRole::Read, READER),
-    ] {
-        settings.admin.credentials.push(AdminCredentialSettings {
-            name: name.into(),
-            role,
-            secret_hash: SecretHash::of(secret),
-        });
-    }
-    settings
+    mandate_testkit::delegation_settings(corp)
 }
 
 async fn world_with(options: BuildOptions) -> World {

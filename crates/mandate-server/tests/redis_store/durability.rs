@@ -30,7 +30,7 @@ async fn hops_and_used_ids_survive_a_crash() {
     );
     assert_eq!(
         ledger.chain(&ChainId("chn_durable".into())).await.unwrap(),
-        [hop.clone()]
+        std::slice::from_ref(&hop)
     );
     assert!(ledger.record(&hop).await.is_err(), "still taken");
     assert!(

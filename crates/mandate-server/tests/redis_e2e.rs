@@ -1,0 +1,318 @@
+//! mandate on a real Redis over real HTTP: revocation that follows the chain, fail-closed
+//! behaviour when Redis dies, recovery from its AOF, and two nodes sharing one store.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::time::{Duration, Instant};
+
+use mandate_server::config::{StoreKind, StoreUrl};
+use mandate_testkit::redis::RedisServer;
+use mandate_testkit::{
+    body_json, claims_of, delegation_settings, exchange_form, id_token_claims, ClientAuth, KeyKind,
+    TestKey, TestServer, ADMIN_OPS, CAL, CORP, MAIL,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+fn auth(agent: &str) -> ClientAuth {
+    let secret = match agent {
+        "assistant" => "assistant-secret",
+        "booking-tool" => "booking-secret",
+        _ => "helper-secret",
+    };
+    ClientAuth::Basic(agent.into(), secret.into())
+}
+
+async fn node(redis: &RedisServer, corp: &TestKey, per_second: u32) -> TestServer {
+    let mut settings = delegation_settings(corp);
+    settings.store.kind = StoreKind::Redis;
+    settings.store.url = Some(StoreUrl::One(redis.url()));
+    settings.limits.token_requests_per_client_per_sec = per_second;
+    TestServer::spawn(settings).await.unwrap()
+}
+
+async fn exchange(
+    server: &TestServer,
+    token: &str,
+    kind: &str,
+    audience: &str,
+    agent: &str,
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    let form = exchange_form(token, kind, audience, &[]);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let response = server.token(&pairs, &auth(agent)).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    (status, body_json(response).await, headers)
+}
+
+async fn issue(
+    server: &TestServer,
+    token: &str,
+    kind: &str,
+    audience: &str,
+    agent: &str,
+) -> String {
+    let (status, body, _) = exchange(server, token, kind, audience, agent).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+fn id_token(corp: &TestKey) -> String {
+    corp.sign(None, &id_token_claims(CORP, "alice", "assistant"))
+        .unwrap()
+}
+
+async fn admin_revoke(server: &TestServer, path: &str) -> Value {
+    let response = server
+        .http
+        .post(server.admin_url(path))
+        .bearer_auth(ADMIN_OPS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    body_json(response).await
+}
+
+#[tokio::test]
+async fn revocation_follows_the_chain_on_redis() {
+    let redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let server = node(&redis, &corp, 100).await;
+    let grant = id_token(&corp);
+    let root = issue(
+        &server,
+        &grant,
+        "id_token",
+        "agent:booking-tool",
+        "assistant",
+    )
+    .await;
+    let middle = issue(
+        &server,
+        &root,
+        "access_token",
+        "agent:helper",
+        "booking-tool",
+    )
+    .await;
+    let leaf = issue(&server, &middle, "access_token", CAL, "helper").await;
+    let sibling = issue(&server, &root, "access_token", MAIL, "booking-tool").await;
+    // Revoke the middle hop: it and its descendant die; its parent and sibling live on.
+    let jti = claims_of(&middle)["jti"].as_str().unwrap().to_owned();
+    let outcome = admin_revoke(&server, &format!("/admin/hops/{jti}/revoke")).await;
+    assert_eq!(outcome["hops_revoked"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        exchange(&server, &middle, "access_token", CAL, "helper")
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    issue(&server, &root, "access_token", CAL, "booking-tool").await;
+    let revoked = |token: &str| {
+        let facts = mandate_server::revocation::facts_of_token(
+            &serde_json::from_value(claims_of(token)).unwrap(),
+            8,
+        );
+        let state = server.state.clone();
+        async move {
+            matches!(
+                state.revocations.check(&facts).await.unwrap().verdict,
+                mandate_revocation::Verdict::Revoked { .. }
+            )
+        }
+    };
+    assert!(revoked(&leaf).await && revoked(&middle).await);
+    assert!(!revoked(&root).await && !revoked(&sibling).await);
+    // Revoke the chain: everything, and the upstream grant cannot start it again.
+    let chain = claims_of(&root)["chain_id"].as_str().unwrap().to_owned();
+    admin_revoke(&server, &format!("/admin/chains/{chain}/revoke")).await;
+    assert!(revoked(&root).await && revoked(&sibling).await);
+    assert_eq!(
+        exchange(&server, &grant, "id_token", CAL, "assistant")
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    // The ledger is in Redis.
+    let keys = redis.cli(&["KEYS", "mandate:ledger:*"]).unwrap();
+    assert!(keys.contains(&jti), "{keys}");
+    // Revoke the subject: tokens and grants issued before, not after.
+    let before_grant = id_token(&corp);
+    let before = issue(&server, &before_grant, "id_token", CAL, "assistant").await;
+    admin_revoke(&server, "/admin/subjects/corp%7Calice/revoke").await;
+    assert!(revoked(&before).await);
+    assert_eq!(
+        exchange(&server, &before_grant, "id_token", MAIL, "assistant")
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    // T and iat are whole-second comparable; a sign-in in a later second is not covered.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = issue(&server, &id_token(&corp), "id_token", CAL, "assistant").await;
+    assert!(!revoked(&after).await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn redis_down_means_503_and_recovery_needs_no_restart() {
+    let mut redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let server = node(&redis, &corp, 100).await;
+    let handoff = issue(
+        &server,
+        &id_token(&corp),
+        "id_token",
+        "agent:booking-tool",
+        "assistant",
+    )
+    .await;
+    let revoked_app = issue(&server, &handoff, "access_token", MAIL, "booking-tool").await;
+    let jti = claims_of(&revoked_app)["jti"].as_str().unwrap().to_owned();
+    admin_revoke(&server, &format!("/admin/hops/{jti}/revoke")).await;
+
+    redis.kill();
+    let started = Instant::now();
+    let (status, body, headers) =
+        exchange(&server, &id_token(&corp), "id_token", CAL, "assistant").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(headers.contains_key("retry-after"));
+    assert!(body.get("access_token").is_none());
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let (status, _, _) = exchange(&server, &handoff, "access_token", CAL, "booking-tool").await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "nothing is issued without the store"
+    );
+    let response = server
+        .http
+        .post(server.admin_url(&format!("/admin/hops/{jti}/revoke")))
+        .bearer_auth(ADMIN_OPS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "revocations answer 503 too"
+    );
+    let health = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body_json(health).await["store"], "unavailable");
+
+    redis.restart().await.unwrap();
+    // The server recovers by itself; earlier ledger entries and revocations are still there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let app = loop {
+        let (status, body, _) =
+            exchange(&server, &handoff, "access_token", CAL, "booking-tool").await;
+        if status == StatusCode::OK {
+            break body["access_token"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no recovery: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        claims_of(&app)["ancestors"][0],
+        claims_of(&handoff)["jti"],
+        "the parent hop survived in the ledger"
+    );
+    let facts = mandate_server::revocation::facts_of_token(
+        &serde_json::from_value(claims_of(&revoked_app)).unwrap(),
+        8,
+    );
+    assert!(matches!(
+        server
+            .state
+            .revocations
+            .check(&facts)
+            .await
+            .unwrap()
+            .verdict,
+        mandate_revocation::Verdict::Revoked { .. }
+    ));
+    let health = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn two_nodes_share_revocations_and_rate_limits() {
+    let redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    // Both nodes need the same signing key and chain-id key to accept each other's tokens.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signing.pem");
+    std::fs::write(
+        &key,
+        &*mandate_token::SigningKey::generate_pem(mandate_token::SigningAlgorithm::Es256).unwrap(),
+    )
+    .unwrap();
+    let chain_key = dir.path().join("chain.key");
+    std::fs::write(&chain_key, [7u8; 32]).unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut settings = delegation_settings(&corp);
+        settings.store.kind = StoreKind::Redis;
+        settings.store.url = Some(StoreUrl::One(redis.url()));
+        settings.signing.key_file = Some(key.clone());
+        settings.tokens.chain_id_key_file = Some(chain_key.clone());
+        settings.limits.token_requests_per_client_per_sec = 4;
+        nodes.push(TestServer::spawn(settings).await.unwrap());
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Issued on A, revoked through A, refused by B at once.
+    let handoff = issue(
+        a,
+        &id_token(&corp),
+        "id_token",
+        "agent:booking-tool",
+        "assistant",
+    )
+    .await;
+    let jti = claims_of(&handoff)["jti"].as_str().unwrap().to_owned();
+    admin_revoke(a, &format!("/admin/hops/{jti}/revoke")).await;
+    let (status, body, _) = exchange(b, &handoff, "access_token", CAL, "booking-tool").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    // The per-client budget is shared: 4 a second across both nodes.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut limited = 0;
+    for i in 0..8 {
+        let server = if i % 2 == 0 { a } else { b };
+        let response = server
+            .token(&[("grant_type", "x")], &auth("helper"))
+            .await
+            .unwrap();
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 3,
+        "only {limited} of 8 requests were limited across two nodes"
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}

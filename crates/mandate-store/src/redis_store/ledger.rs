@@ -1,0 +1,328 @@
+use async_trait::async_trait;
+use futures_util::future::{try_join, try_join_all};
+use mandate_chain::{ChainId, EvidenceKind, HopId, HopRecord, Ledger, StoreFailure};
+use redis::Script;
+
+use super::RedisConnection;
+
+/// Writes a hop and its place in the chain in one step on the chain's shard, so that a hop
+/// never exists outside its chain list (or the reverse), and refreshes the TTL of every key of
+/// the chain so that a chain in use is kept whole. Returns nil when the hop id is taken in this
+/// chain, else the chain's hop ids and the consent ids its roots rest on, for the caller to
+/// refresh the indexes on other shards.
+///
+/// It touches hop keys it builds from `ARGV[4]`; they carry the same hash tag as `KEYS`, so they
+/// are in the same slot (which Redis Cluster requires of a script).
+const RECORD: &str = r"
+-- KEYS: the hop, the chain's hop list, the chain's consent set
+-- ARGV: hop JSON, hop id, TTL (s), hop key prefix, consent ids...
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
+  return false
+end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+for i = 5, #ARGV do
+  redis.call('SADD', KEYS[3], ARGV[i])
+end
+local hops = redis.call('LRANGE', KEYS[2], 0, -1)
+for _, id in ipairs(hops) do
+  redis.call('EXPIRE', ARGV[4] .. id, ARGV[3])
+end
+local consents = redis.call('SMEMBERS', KEYS[3])
+if #consents > 0 then
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+return {hops, consents}
+";
+
+/// Points a hop id at its chain, or refreshes that pointer, unless the id already points at
+/// another chain: a hop id is unique across chains, and an index entry is never stolen.
+const CLAIM_INDEX: &str = r"
+-- KEYS: the hop's index entry; ARGV: chain id, TTL (s)
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+";
+
+/// Takes back a hop whose id turned out to belong to another chain.
+const UNDO: &str = r"
+-- KEYS: the hop, the chain's hop list; ARGV: hop id
+redis.call('DEL', KEYS[1])
+redis.call('LREM', KEYS[2], -1, ARGV[1])
+return 1
+";
+
+/// The hop ledger in Redis, sharded by chain (see the module documentation for the layout).
+///
+/// Recording is two steps, because a hop's chain keys and its index keys live on different
+/// shards: first the hop and its chain list, atomically and refusing an id already in the
+/// chain; then the index entries (hop id → chain, consent id → chains), which also refuse an id
+/// already recorded in another chain (the hop is then taken back). The hop is written first so
+/// that a crash between the steps leaves a hop findable through its chain (and indexed by the
+/// chain's next hop, which rewrites every index entry of the chain), never an index entry
+/// pointing at nothing. `record` returns `Ok` only when both steps are done.
+///
+/// Every key expires `ledger_retention_secs` after the chain's last new hop. Keeping a chain
+/// whole costs one index command per hop of the chain on each record, which is small because
+/// a chain only grows while its upstream grant lives. A consent id's set of chains lives as long
+/// as the busiest of them, so it may still name a chain whose records have expired; revoking
+/// such a chain is harmless.
+pub struct RedisLedger<C> {
+    connection: C,
+    retention_secs: u64,
+    record: Script,
+    claim_index: Script,
+    undo: Script,
+}
+
+impl<C> std::fmt::Debug for RedisLedger<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLedger")
+            .field("retention_secs", &self.retention_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: RedisConnection> RedisLedger<C> {
+    /// A ledger over `connection` whose records live `ledger_retention_secs` (at least 1) after
+    /// their chain last grew.
+    pub fn new(connection: C, ledger_retention_secs: u64) -> Self {
+        Self {
+            connection,
+            retention_secs: ledger_retention_secs.max(1),
+            record: Script::new(RECORD),
+            claim_index: Script::new(CLAIM_INDEX),
+            undo: Script::new(UNDO),
+        }
+    }
+}
+
+fn hop_key(chain: &str, hop: &str) -> String {
+    format!("mandate:ledger:{{{chain}}}:hop:{hop}")
+}
+
+fn hops_key(chain: &str) -> String {
+    format!("mandate:ledger:{{{chain}}}:hops")
+}
+
+fn chain_consents_key(chain: &str) -> String {
+    format!("mandate:ledger:{{{chain}}}:consents")
+}
+
+fn hop_chain_key(hop: &str) -> String {
+    format!("mandate:ledger:hop-chain:{hop}")
+}
+
+fn consent_chains_key(consent: &str) -> String {
+    format!("mandate:ledger:consent:{consent}")
+}
+
+/// The chain id as a hash tag. Chain ids are `chn_` and base64url; one with braces (or empty)
+/// would spread its chain over several slots, which Redis Cluster refuses mid-script, so it is
+/// refused up front.
+fn tag(chain: &str) -> Result<&str, StoreFailure> {
+    if chain.is_empty() || chain.contains(['{', '}']) {
+        Err(StoreFailure(format!(
+            "chain id {chain:?} cannot be used as a Redis hash tag"
+        )))
+    } else {
+        Ok(chain)
+    }
+}
+
+/// The consent grants a hop roots its chain on: only a root's `ConsentGrant` evidence counts,
+/// and its reference may name several grants, separated by spaces.
+fn rooted_consents(hop: &HopRecord) -> Vec<&str> {
+    if hop.parent.is_some() || hop.evidence.kind != EvidenceKind::ConsentGrant {
+        return vec![];
+    }
+    hop.evidence
+        .reference
+        .split(' ')
+        .filter(|id| !id.is_empty())
+        .collect()
+}
+
+fn fail(error: redis::RedisError) -> StoreFailure {
+    StoreFailure(format!("ledger store unavailable: {error}"))
+}
+
+fn parse(json: &str) -> Result<HopRecord, StoreFailure> {
+    serde_json::from_str(json).map_err(|e| StoreFailure(format!("unreadable hop record: {e}")))
+}
+
+#[async_trait]
+impl<C: RedisConnection> Ledger for RedisLedger<C> {
+    async fn record(&self, hop: &HopRecord) -> Result<(), StoreFailure> {
+        let chain = tag(&hop.chain_id.0)?;
+        let id = hop.id.0.as_str();
+        let json = serde_json::to_string(hop)
+            .map_err(|e| StoreFailure(format!("hop record not serializable: {e}")))?;
+        let ttl = self.retention_secs;
+        let mut connection = self.connection.clone();
+
+        let recorded: Option<(Vec<String>, Vec<String>)> = self
+            .record
+            .key(hop_key(chain, id))
+            .key(hops_key(chain))
+            .key(chain_consents_key(chain))
+            .arg(json)
+            .arg(id)
+            .arg(ttl)
+            .arg(hop_key(chain, ""))
+            .arg(rooted_consents(hop))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(fail)?;
+        let Some((hops, consents)) = recorded else {
+            return Err(StoreFailure(format!("hop {id} already recorded")));
+        };
+
+        let claimed: bool = self
+            .claim_index
+            .key(hop_chain_key(id))
+            .arg(chain)
+            .arg(ttl)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(fail)?;
+        if !claimed {
+            let _: () = self
+                .undo
+                .key(hop_key(chain, id))
+                .key(hops_key(chain))
+                .arg(id)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(fail)?;
+            return Err(StoreFailure(format!(
+                "hop {id} already recorded in another chain"
+            )));
+        }
+
+        // The rest of the chain's index entries: refreshed (and rewritten, should an earlier
+        // record have stopped between its two steps). One command per key, because the keys
+        // are on different shards; they run concurrently over the multiplexed connection.
+        let other_hops = hops
+            .iter()
+            .filter(|other| other.as_str() != id)
+            .map(|other| {
+                let mut connection = connection.clone();
+                async move {
+                    self.claim_index
+                        .key(hop_chain_key(other))
+                        .arg(chain)
+                        .arg(ttl)
+                        .invoke_async::<bool>(&mut connection)
+                        .await
+                        .map(|_| ())
+                }
+            });
+        let consent_sets = consents.iter().map(|consent| {
+            let mut connection = connection.clone();
+            async move {
+                let key = consent_chains_key(consent);
+                redis::pipe()
+                    .cmd("SADD")
+                    .arg(&key)
+                    .arg(chain)
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(&key)
+                    .arg(ttl)
+                    .ignore()
+                    .query_async::<()>(&mut connection)
+                    .await
+            }
+        });
+        try_join(try_join_all(other_hops), try_join_all(consent_sets))
+            .await
+            .map_err(fail)?;
+        Ok(())
+    }
+
+    async fn hop(&self, id: &HopId) -> Result<Option<HopRecord>, StoreFailure> {
+        let mut connection = self.connection.clone();
+        let chain: Option<String> = redis::cmd("GET")
+            .arg(hop_chain_key(&id.0))
+            .query_async(&mut connection)
+            .await
+            .map_err(fail)?;
+        let Some(chain) = chain else {
+            return Ok(None);
+        };
+        let json: Option<String> = redis::cmd("GET")
+            .arg(hop_key(tag(&chain)?, &id.0))
+            .query_async(&mut connection)
+            .await
+            .map_err(fail)?;
+        json.as_deref().map(parse).transpose()
+    }
+
+    async fn chain(&self, chain_id: &ChainId) -> Result<Vec<HopRecord>, StoreFailure> {
+        let chain = tag(&chain_id.0)?;
+        let mut connection = self.connection.clone();
+        let ids: Vec<String> = redis::cmd("LRANGE")
+            .arg(hops_key(chain))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .map_err(fail)?;
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let keys: Vec<String> = ids.iter().map(|id| hop_key(chain, id)).collect();
+        let records: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut connection)
+            .await
+            .map_err(fail)?;
+        // A hop missing from its list was taken back (its id belonged to another chain).
+        records.iter().flatten().map(|json| parse(json)).collect()
+    }
+
+    async fn chains_rooted_on_consent(
+        &self,
+        consent_id: &str,
+    ) -> Result<Vec<ChainId>, StoreFailure> {
+        let mut connection = self.connection.clone();
+        let mut chains: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(consent_chains_key(consent_id))
+            .query_async(&mut connection)
+            .await
+            .map_err(fail)?;
+        chains.sort();
+        Ok(chains.into_iter().map(ChainId).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chains_keys_share_its_hash_tag() {
+        let chain = "chn_abc";
+        for key in [
+            hop_key(chain, "hop_1"),
+            hops_key(chain),
+            chain_consents_key(chain),
+        ] {
+            assert!(key.starts_with("mandate:ledger:{chn_abc}:"), "{key}");
+        }
+        assert_eq!(hop_chain_key("hop_1"), "mandate:ledger:hop-chain:hop_1");
+        assert_eq!(consent_chains_key("cg_1"), "mandate:ledger:consent:cg_1");
+    }
+
+    #[test]
+    fn chain_ids_that_are_no_hash_tag_are_refused() {
+        assert!(tag("chn_abc").is_ok());
+        for bad in ["", "}x", "a{b", "a}b"] {
+            assert!(tag(bad).is_err(), "{bad:?}");
+        }
+    }
+}

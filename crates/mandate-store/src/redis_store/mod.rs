@@ -1,0 +1,94 @@
+//! Redis backends for the hop ledger, consent grants, replay cache and rate limiter, so that every
+//! mandate node of a deployment shares them (DESIGN.md section 6). They work on a single server
+//! and on Redis Cluster alike, through any async connection that reconnects by itself
+//! ([`ConnectionManager`] from [`connect`], [`ClusterConnection`] from [`connect_cluster`]).
+//!
+//! # Key layout
+//!
+//! | key | type | holds | expires |
+//! |---|---|---|---|
+//! | `mandate:ledger:{<chain_id>}:hop:<hop_id>` | string | the hop record, JSON | `ledger_retention_secs`, refreshed with its chain |
+//! | `mandate:ledger:{<chain_id>}:hops` | list | the chain's hop ids, in record order | same |
+//! | `mandate:ledger:{<chain_id>}:consents` | set | consent ids the chain's roots were granted on | same |
+//! | `mandate:ledger:hop-chain:<hop_id>` | string | the hop's chain id | same |
+//! | `mandate:ledger:consent:<consent_id>` | set | ids of chains with a root on that grant | same, refreshed by any of them |
+//! | `mandate:consent:<subject>:<actor>` | hash | grant id → the grant, JSON | never (the validator checks `expires_at`) |
+//! | `mandate:consent-id:<grant_id>` | string | the hash key holding that grant | never |
+//! | `mandate:replay:<key>` | string | `1` | at the identifier's own expiry (`PXAT`) |
+//! | `mandate:rate:<key>` | hash | `tokens`, `updated_ms` | 2 s after the last request |
+//!
+//! The ledger is sharded by chain: every key of one chain carries the hash tag `{<chain_id>}`,
+//! so recording a hop (the hop, its place in the chain, the chain's TTLs) is one atomic script on
+//! one shard, and reading a chain is two commands on that shard. The two ledger indexes are keyed
+//! by hop id and consent id, which a chain id cannot tag, so they live on other shards and are
+//! written by separate commands after the chain's script (see [`RedisLedger`]).
+//!
+//! A subject may contain `:`, a client id may not, so `<subject>:<actor>` names one pair only.
+//!
+//! Every Redis error, refused connection or timeout surfaces as an error: callers fail closed.
+
+mod consent;
+mod ledger;
+mod rate_limit;
+mod replay;
+
+use std::time::Duration;
+
+pub use consent::RedisConsentStore;
+pub use ledger::RedisLedger;
+pub use rate_limit::RedisRateLimiter;
+pub use redis::aio::ConnectionManager;
+pub use redis::cluster_async::ClusterConnection;
+pub use replay::RedisReplayCache;
+
+use crate::StoreError;
+
+/// How long opening a connection may take. Short, because a store that cannot be reached makes
+/// every request fail closed, and it should fail quickly rather than hold requests open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one command may wait for its reply, for the same reason.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnection attempts per failed connection before the waiting commands fail (each further
+/// command starts a new round, so a server that comes back is picked up without a rebuild).
+const RECONNECT_RETRIES: usize = 2;
+/// The longest pause between reconnection attempts.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+
+/// Connects to one Redis server (`redis://` or `rediss://` URL) through a [`ConnectionManager`],
+/// which reconnects by itself after the server goes away and comes back. Commands time out after
+/// [`RESPONSE_TIMEOUT`] and connection attempts after [`CONNECT_TIMEOUT`], so that an
+/// unreachable store fails requests within seconds.
+pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url)
+        .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_max_delay(RECONNECT_MAX_DELAY);
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(unavailable)
+}
+
+/// Connects to a Redis Cluster given some of its nodes' URLs, with the same timeouts as
+/// [`connect`]. The connection follows slot moves and reconnects to nodes by itself.
+pub async fn connect_cluster(urls: &[String]) -> Result<ClusterConnection, StoreError> {
+    let client = redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .retries(RECONNECT_RETRIES as u32)
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("invalid Redis Cluster URLs: {e}")))?;
+    client.get_async_connection().await.map_err(unavailable)
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// The bound every backend's connection meets: `ConnectionManager` and `ClusterConnection` both
+/// do, and both are cheap to clone (clones share one multiplexed connection).
+pub trait RedisConnection: redis::aio::ConnectionLike + Clone + Send + Sync + 'static {}
+
+impl<C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static> RedisConnection for C {}
