@@ -316,3 +316,28 @@ async fn two_nodes_share_revocations_and_rate_limits() {
         node.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_node_on_redis_cluster_exchanges_and_revokes() {
+    let cluster = mandate_testkit::redis::RedisCluster::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let mut settings = delegation_settings(&corp);
+    settings.store.kind = StoreKind::Redis;
+    settings.store.url = Some(StoreUrl::Cluster(cluster.urls()));
+    let server = TestServer::spawn(settings).await.unwrap();
+    let handoff = issue(
+        &server,
+        &id_token(&corp),
+        "id_token",
+        "agent:booking-tool",
+        "assistant",
+    )
+    .await;
+    issue(&server, &handoff, "access_token", CAL, "booking-tool").await;
+    let chain = claims_of(&handoff)["chain_id"].as_str().unwrap().to_owned();
+    let outcome = admin_revoke(&server, &format!("/admin/chains/{chain}/revoke")).await;
+    assert_eq!(outcome["hops_revoked"].as_array().unwrap().len(), 2);
+    let (status, _, _) = exchange(&server, &handoff, "access_token", MAIL, "booking-tool").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
