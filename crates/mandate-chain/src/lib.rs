@@ -15,7 +15,7 @@ mod validator;
 pub use authority::{Authority, AuthorityError};
 pub use hop::{ChainId, Evidence, EvidenceKind, HopId, HopRecord, UpstreamGrant};
 pub use policy::{Policy, PolicyRow};
-pub use store::{ConsentGrant, ConsentStore, Ledger, StoreFailure};
+pub use store::{ConsentGrant, ConsentStore, Ledger, PolicyStore, StoreFailure};
 pub use validator::{
     decide, Decision, ExchangeContext, ExchangeRequest, MandateSubject, Refusal, RefusalCode,
     SubjectGrant, UpstreamSubject,

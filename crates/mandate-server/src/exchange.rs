@@ -241,7 +241,8 @@ pub async fn exchange(
         new_hop_id,
         root_chain_id,
     };
-    let decision = decide(&state.policy, &exchange_request, &grant, &context)
+    let (policy, _) = state.policies.policy().await.map_err(|e| store_down(&e))?;
+    let decision = decide(&policy, &exchange_request, &grant, &context)
         .map_err(|refusal| refuse(&refusal, refusal_to_oauth(&refusal)))?;
     let access_token = state
         .keys

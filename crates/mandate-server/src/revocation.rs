@@ -116,6 +116,21 @@ impl AppState {
             .map_err(|e| RevokeError::Unavailable(e.to_string()))
     }
 
+    /// A chain entry lives until the latest of its hops and their upstream grants has expired
+    /// (so the grant cannot start the chain again while it is valid), plus skew.
+    fn chain_entry_until(&self, hops: &[HopRecord], fallback_secs: i64) -> i64 {
+        let latest = hops
+            .iter()
+            .map(|h| {
+                h.upstream
+                    .as_ref()
+                    .map_or(h.expires_at, |u| u.expires_at.max(h.expires_at))
+            })
+            .max()
+            .unwrap_or(fallback_secs);
+        latest * 1000 + self.skew_ms()
+    }
+
     async fn chain_hops(&self, chain: &ChainId) -> Result<Vec<HopRecord>, RevokeError> {
         self.ledger
             .chain(chain)
@@ -171,17 +186,7 @@ impl AppState {
         if hops.is_empty() {
             return Err(RevokeError::NotFound(format!("chain {chain_id}")));
         }
-        let until = hops
-            .iter()
-            .map(|h| {
-                h.upstream
-                    .as_ref()
-                    .map_or(h.expires_at, |u| u.expires_at.max(h.expires_at))
-            })
-            .max()
-            .unwrap_or(0)
-            * 1000
-            + self.skew_ms();
+        let until = self.chain_entry_until(&hops, 0);
         let entries = self
             .write(vec![Revocation {
                 kind: RevocationKind::Chain,
@@ -207,20 +212,15 @@ impl AppState {
     ) -> Result<RevocationOutcome, RevokeError> {
         let subject = mandate_model::Subject::parse(subject)
             .map_err(|e| RevokeError::Invalid(e.to_string()))?;
-        let now = self.now_ms().await?;
-        let entries = self
-            .write(vec![Revocation {
-                kind: RevocationKind::Subject,
-                id: subject.to_string(),
-                until_ms: now + self.longest_upstream_ms() + self.skew_ms(),
-                reason: reason.to_owned(),
-                by: by.to_owned(),
-            }])
-            .await?;
-        Ok(RevocationOutcome {
-            entries,
-            hops_revoked: vec![],
-        })
+        let lifetime = self.longest_upstream_ms();
+        self.revoke_at_now(
+            RevocationKind::Subject,
+            subject.as_str(),
+            lifetime,
+            reason,
+            by,
+        )
+        .await
     }
 
     /// Revokes every live token in which the agent is the client or any actor (suspension and
@@ -231,12 +231,27 @@ impl AppState {
         reason: &str,
         by: &str,
     ) -> Result<RevocationOutcome, RevokeError> {
+        let lifetime = self.longest_token_ms();
+        self.revoke_at_now(RevocationKind::Agent, client_id, lifetime, reason, by)
+            .await
+    }
+
+    /// Writes a timed entry (agent or subject) at the store's now, living `lifetime_ms` + skew:
+    /// it must outlive every token it covers.
+    async fn revoke_at_now(
+        &self,
+        kind: RevocationKind,
+        id: &str,
+        lifetime_ms: i64,
+        reason: &str,
+        by: &str,
+    ) -> Result<RevocationOutcome, RevokeError> {
         let now = self.now_ms().await?;
         let entries = self
             .write(vec![Revocation {
-                kind: RevocationKind::Agent,
-                id: client_id.to_owned(),
-                until_ms: now + self.longest_token_ms() + self.skew_ms(),
+                kind,
+                id: id.to_owned(),
+                until_ms: now + lifetime_ms + self.skew_ms(),
                 reason: reason.to_owned(),
                 by: by.to_owned(),
             }])
@@ -271,17 +286,7 @@ impl AppState {
         let mut hops_revoked = Vec::new();
         for chain in &chains {
             let hops = self.chain_hops(chain).await?;
-            let until = hops
-                .iter()
-                .map(|h| {
-                    h.upstream
-                        .as_ref()
-                        .map_or(h.expires_at, |u| u.expires_at.max(h.expires_at))
-                })
-                .max()
-                .unwrap_or(grant_expires_at)
-                * 1000
-                + self.skew_ms();
+            let until = self.chain_entry_until(&hops, grant_expires_at);
             hops_revoked.extend(hops.iter().map(|h| h.id.to_string()));
             entries.push(Revocation {
                 kind: RevocationKind::Chain,

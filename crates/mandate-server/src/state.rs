@@ -21,11 +21,11 @@ use crate::config::{
 };
 use crate::error::{ErrorCode, OAuthError};
 use crate::jwks_remote::{FetchLimits, RemoteJwks};
-use mandate_chain::{ConsentGrant, ConsentStore, Ledger, Policy, PolicyRow};
+use mandate_chain::{ConsentGrant, ConsentStore, Ledger, Policy, PolicyRow, PolicyStore};
 use mandate_revocation::{MemoryRevocations, RevocationStore};
 use mandate_store::{
-    MemoryConsentStore, MemoryLedger, RedisConsentStore, RedisLedger, RedisRateLimiter,
-    RedisReplayCache,
+    MemoryConsentStore, MemoryLedger, MemoryPolicyStore, RedisClientRegistry, RedisConsentStore,
+    RedisLedger, RedisPolicyStore, RedisRateLimiter, RedisReplayCache,
 };
 
 /// A trusted issuer with its keys: loaded from a file or inline, or fetched from `jwks_uri`.
@@ -86,8 +86,8 @@ pub struct AppState {
     pub ledger: Arc<dyn Ledger>,
     /// Stored consent grants.
     pub consents: Arc<dyn ConsentStore>,
-    /// The policy rows.
-    pub policy: Arc<Policy>,
+    /// The policy rows, read from the store on each use (admins change them at run time).
+    pub policies: Arc<dyn PolicyStore>,
     /// Derives chain ids.
     pub chain_key: Arc<ChainIdKey>,
     /// Development mode's demo identity provider key, when it runs.
@@ -144,42 +144,42 @@ impl AppState {
 
         let keys = load_keys(&settings, &invalid)?;
 
-        let registry = Arc::new(MemoryClientRegistry::new());
+        // The configured clients, built (their key files read) before the store is reached, so
+        // that a mistake in the file is reported as such; they seed the store further down.
+        let mut configured_clients = Vec::with_capacity(settings.clients.len());
         for (i, client) in settings.clients.iter().enumerate() {
-            let keys = match (&client.jwks_file, &client.jwks) {
+            let (jwks, keys) = match (&client.jwks_file, &client.jwks) {
                 (Some(path), _) => {
                     let key = format!("clients[{i}].jwks_file");
                     let text = read_text(path, &key, &invalid)?;
-                    Some(
-                        VerifyingKeySet::from_jwks_json(&text, &Algorithm::ALL)
-                            .map_err(|e| invalid(key, e.to_string()))?,
-                    )
+                    let document: Value = serde_json::from_str(&text).map_err(|e| {
+                        invalid(key.clone(), format!("{}: not JSON: {e}", path.display()))
+                    })?;
+                    let keys = VerifyingKeySet::from_jwks(&document, &Algorithm::ALL)
+                        .map_err(|e| invalid(key, e.to_string()))?;
+                    (Some(document), Some(keys))
                 }
-                (None, Some(document)) => Some(
-                    VerifyingKeySet::from_jwks(document, &Algorithm::ALL)
-                        .map_err(|e| invalid(format!("clients[{i}].jwks"), e.to_string()))?,
-                ),
-                (None, None) => None,
+                (None, Some(document)) => {
+                    let keys = VerifyingKeySet::from_jwks(document, &Algorithm::ALL)
+                        .map_err(|e| invalid(format!("clients[{i}].jwks"), e.to_string()))?;
+                    (Some(document.clone()), Some(keys))
+                }
+                (None, None) => (None, None),
             };
-            let added = registry
-                .insert_if_absent(Client {
-                    id: client.client_id.clone(),
-                    kind: client.kind,
-                    owners: client.owners.clone(),
-                    description: client.description.clone(),
-                    state: client.state,
-                    expires_at: client.expires_at,
-                    auth_method: client.auth_method,
-                    secret_hash: client.secret_hash.clone(),
-                    keys,
-                    upstream_ids: client.upstream_ids.clone(),
-                    audiences: client.audiences.clone(),
-                })
-                .await
-                .map_err(|e| invalid(format!("clients[{i}]"), e.to_string()))?;
-            if !added {
-                tracing::info!(client_id = %client.client_id, "client already in the store; configuration row skipped");
-            }
+            configured_clients.push(Client {
+                id: client.client_id.clone(),
+                kind: client.kind,
+                owners: client.owners.clone(),
+                description: client.description.clone(),
+                state: client.state,
+                expires_at: client.expires_at,
+                auth_method: client.auth_method,
+                secret_hash: client.secret_hash.clone(),
+                keys,
+                jwks,
+                upstream_ids: client.upstream_ids.clone(),
+                audiences: client.audiences.clone(),
+            });
         }
 
         let mut trusted_issuers = Vec::with_capacity(settings.trusted_issuers.len());
@@ -239,7 +239,21 @@ impl AppState {
         };
         let replay = backends.replay.clone();
         let rate_limiter = backends.rate_limiter.clone();
-        let clients: Arc<dyn ClientRegistry> = registry;
+        // `[[clients]]` seed the store; a client the store already has is the store's (an
+        // admin may have changed it) and its row is skipped (DESIGN.md section 10).
+        let clients = backends.clients.clone();
+        for (i, client) in configured_clients.into_iter().enumerate() {
+            let id = client.id.clone();
+            let added = clients
+                .insert_if_absent(client)
+                .await
+                .map_err(|e| invalid(format!("clients[{i}]"), e.to_string()))?;
+            if !added {
+                tracing::info!(
+                    "clients[{i}] ('{id}'): the store already has this client; the configuration row is skipped"
+                );
+            }
+        }
         let authenticator = ClientAuthenticator::new(
             clients.clone(),
             replay,
@@ -274,18 +288,44 @@ impl AppState {
                 .await
                 .map_err(|e| invalid(format!("consents[{i}]"), e.to_string()))?;
         }
-        let policy = Policy::new(
-            settings
-                .policies
-                .iter()
-                .map(|p| PolicyRow {
-                    actor: p.actor.clone(),
-                    audience: p.audience.clone(),
-                    scopes: p.scopes.clone(),
-                    max_depth: p.max_depth,
-                })
-                .collect(),
-        );
+        // `[[policies]]` seed a store that holds no policy; once it holds one (even one an
+        // admin emptied), the store's wins and the rows of the file are skipped. A file
+        // without rows seeds nothing, so that rows added to it later still seed the store.
+        let policies = backends.policies.clone();
+        let rows: Vec<PolicyRow> = settings
+            .policies
+            .iter()
+            .map(|p| PolicyRow {
+                actor: p.actor.clone(),
+                audience: p.audience.clone(),
+                scopes: p.scopes.clone(),
+                max_depth: p.max_depth,
+            })
+            .collect();
+        if !rows.is_empty() {
+            let file_policy = Policy::new(rows.clone());
+            let seeded = policies
+                .seed_if_empty(rows)
+                .await
+                .map_err(|e| invalid("policies".into(), e.to_string()))?;
+            if !seeded {
+                let (stored, version) = policies
+                    .policy()
+                    .await
+                    .map_err(|e| invalid("policies".into(), e.to_string()))?;
+                let rows = settings.policies.len();
+                if stored == file_policy {
+                    tracing::info!(
+                        "policies: the store already holds this policy (version {version}); the {rows} configuration rows are skipped"
+                    );
+                } else {
+                    tracing::info!(
+                        "policies: the store holds a different policy (version {version}, {} rows), which wins; the {rows} configuration rows are skipped",
+                        stored.rows().len()
+                    );
+                }
+            }
+        }
         let own_keys = keys
             .verifying_keys()
             .map_err(|e| invalid("signing".into(), e.to_string()))?;
@@ -304,7 +344,7 @@ impl AppState {
             own_keys: Arc::new(own_keys),
             ledger: backends.ledger,
             consents,
-            policy: Arc::new(policy),
+            policies,
             chain_key: Arc::new(chain_key),
             demo_idp: options.demo_idp,
             revocations: backends.revocations,
@@ -397,6 +437,8 @@ impl AppState {
 
 /// The stores, in memory or in Redis.
 struct Backends {
+    clients: Arc<dyn ClientRegistry>,
+    policies: Arc<dyn PolicyStore>,
     replay: Arc<dyn ReplayCache>,
     rate_limiter: Arc<dyn RateLimiter>,
     ledger: Arc<dyn Ledger>,
@@ -408,6 +450,8 @@ struct Backends {
 impl Backends {
     fn memory(settings: &Settings, clock: Arc<dyn Clock>) -> Self {
         Self {
+            clients: Arc::new(MemoryClientRegistry::new()),
+            policies: Arc::new(MemoryPolicyStore::new()),
             replay: Arc::new(MemoryReplayCache::new()),
             rate_limiter: Arc::new(MemoryRateLimiter::new(
                 settings.limits.token_requests_per_client_per_sec,
@@ -455,6 +499,8 @@ impl Backends {
             Err(error) => tracing::warn!(%error, "could not read Redis replication info"),
         }
         Self {
+            clients: Arc::new(RedisClientRegistry::new(connection.clone())),
+            policies: Arc::new(RedisPolicyStore::new(connection.clone())),
             replay: Arc::new(RedisReplayCache::new(connection.clone())),
             rate_limiter: Arc::new(RedisRateLimiter::new(
                 connection.clone(),

@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mandate_model::{Audience, AuthMethod, ClientId, ClientKind, ClientState, SecretHash};
-use mandate_token::VerifyingKeySet;
+use mandate_token::{Algorithm, VerifyingKeySet};
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
@@ -39,8 +39,10 @@ pub struct Client {
     pub auth_method: AuthMethod,
     /// For the secret methods: the hash of the secret.
     pub secret_hash: Option<SecretHash>,
-    /// For `private_key_jwt`: the client's public keys.
+    /// For `private_key_jwt`: the client's public keys, built from [`Client::jwks`].
     pub keys: Option<VerifyingKeySet>,
+    /// The JWKS document `keys` were built from, kept so that the client can be stored.
+    pub jwks: Option<serde_json::Value>,
     /// Upstream identities of this agent.
     pub upstream_ids: Vec<UpstreamId>,
     /// For resource servers: the audiences it owns.
@@ -52,6 +54,85 @@ impl Client {
     pub fn may_authenticate(&self, now: DateTime<Utc>) -> bool {
         self.state == ClientState::Active && self.expires_at.is_none_or(|expiry| now < expiry)
     }
+
+    /// The client as it is stored: everything but the built `keys`, which are rebuilt from
+    /// `jwks` by [`Client::from_stored`].
+    pub fn to_stored(&self) -> StoredClient {
+        StoredClient {
+            id: self.id.clone(),
+            kind: self.kind,
+            owners: self.owners.clone(),
+            description: self.description.clone(),
+            state: self.state,
+            expires_at: self.expires_at,
+            auth_method: self.auth_method,
+            secret_hash: self.secret_hash.clone(),
+            jwks: self.jwks.clone(),
+            upstream_ids: self.upstream_ids.clone(),
+            audiences: self.audiences.clone(),
+        }
+    }
+
+    /// The client a stored record describes, its keys rebuilt from the stored JWKS (every
+    /// algorithm mandate verifies is allowed, as when the client was registered). A JWKS that
+    /// no longer builds is [`StoreError::Corrupt`]: the client cannot be used as stored.
+    pub fn from_stored(stored: StoredClient) -> Result<Self, StoreError> {
+        let keys = stored
+            .jwks
+            .as_ref()
+            .map(|jwks| VerifyingKeySet::from_jwks(jwks, &Algorithm::ALL))
+            .transpose()
+            .map_err(|e| {
+                StoreError::Corrupt(format!("client {}: stored JWKS unusable: {e}", stored.id))
+            })?;
+        Ok(Self {
+            id: stored.id,
+            kind: stored.kind,
+            owners: stored.owners,
+            description: stored.description,
+            state: stored.state,
+            expires_at: stored.expires_at,
+            auth_method: stored.auth_method,
+            secret_hash: stored.secret_hash,
+            keys,
+            jwks: stored.jwks,
+            upstream_ids: stored.upstream_ids,
+            audiences: stored.audiences,
+        })
+    }
+}
+
+/// A [`Client`] as the store keeps it (JSON in Redis): every field but the built keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredClient {
+    /// The client id.
+    pub id: ClientId,
+    /// Agent or resource server.
+    pub kind: ClientKind,
+    /// Who answers for this client.
+    pub owners: Vec<String>,
+    /// What it is for.
+    pub description: String,
+    /// Lifecycle state.
+    pub state: ClientState,
+    /// After this instant the client can no longer authenticate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The one authentication method this client uses.
+    pub auth_method: AuthMethod,
+    /// For the secret methods: the hash of the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<SecretHash>,
+    /// For `private_key_jwt`: the client's JWKS document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    /// Upstream identities of this agent.
+    #[serde(default)]
+    pub upstream_ids: Vec<UpstreamId>,
+    /// For resource servers: the audiences it owns.
+    #[serde(default)]
+    pub audiences: Vec<Audience>,
 }
 
 /// The client registry.
@@ -109,5 +190,62 @@ impl ClientRegistry for MemoryClientRegistry {
         }
         clients.insert(client.id.clone(), Arc::new(client));
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_memory_client_registry_meets_the_contract() {
+        crate::contract::clients(&MemoryClientRegistry::new()).await;
+    }
+
+    fn stored(jwks: Option<serde_json::Value>) -> StoredClient {
+        StoredClient {
+            id: ClientId::parse("assistant").unwrap(),
+            kind: ClientKind::Agent,
+            owners: vec!["alice@example.com".into()],
+            description: String::new(),
+            state: ClientState::Active,
+            expires_at: None,
+            auth_method: AuthMethod::PrivateKeyJwt,
+            secret_hash: None,
+            jwks,
+            upstream_ids: vec![],
+            audiences: vec![],
+        }
+    }
+
+    #[test]
+    fn a_stored_client_round_trips_through_json_with_its_keys() {
+        let key =
+            mandate_token::SigningKey::generate(mandate_token::SigningAlgorithm::Es256).unwrap();
+        let record = stored(Some(
+            serde_json::json!({ "keys": [key.public_key().jwk()] }),
+        ));
+        let json = serde_json::to_string(&record).unwrap();
+        let back: StoredClient = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, record);
+        let client = Client::from_stored(back).unwrap();
+        assert_eq!(client.keys.as_ref().map(VerifyingKeySet::len), Some(1));
+        assert_eq!(client.to_stored(), record);
+    }
+
+    #[test]
+    fn a_stored_jwks_that_no_longer_builds_is_corrupt() {
+        let broken = stored(Some(
+            serde_json::json!({ "keys": [{ "kty": "oct", "k": "AA" }] }),
+        ));
+        assert!(matches!(
+            Client::from_stored(broken),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            Client::from_stored(stored(Some(serde_json::json!({ "keys": [] })))),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(Client::from_stored(stored(None)).unwrap().keys.is_none());
     }
 }

@@ -9,11 +9,14 @@ use std::future::Future;
 
 use mandate_chain::{
     Authority, ChainId, ConsentGrant, ConsentStore, Evidence, EvidenceKind, HopId, HopRecord,
-    Ledger, UpstreamGrant,
+    Ledger, Policy, PolicyRow, PolicyStore, UpstreamGrant,
 };
-use mandate_model::{Audience, ClientId, ScopeSet, Subject};
+use mandate_model::{
+    Audience, AuthMethod, ClientId, ClientKind, ClientState, ScopeSet, SecretHash, Subject,
+};
+use mandate_token::{Algorithm, SigningAlgorithm, SigningKey, UnverifiedJws};
 
-use crate::{RateDecision, RateLimiter, ReplayCache};
+use crate::{Client, ClientRegistry, RateDecision, RateLimiter, ReplayCache, UpstreamId};
 
 /// Runs every suite but [`rate_limit_refill`], which needs a second to pass.
 pub async fn run_all(
@@ -331,4 +334,227 @@ pub async fn consents(store: &dyn ConsentStore) {
     );
     assert_eq!(consents_of(store, alice, "assistant").await.len(), 2);
     assert!(consents_of(store, "corp|bob", "booking").await.is_empty());
+}
+
+fn client(id: &str, kind: ClientKind, auth_method: AuthMethod) -> Client {
+    Client {
+        id: ClientId::parse(id).expect("client id"),
+        kind,
+        owners: vec![format!("{id}-team@example.com")],
+        description: format!("the {id} contract client"),
+        state: ClientState::Active,
+        expires_at: None,
+        auth_method,
+        secret_hash: (auth_method != AuthMethod::PrivateKeyJwt)
+            .then(|| SecretHash::of(&format!("secret of {id}"))),
+        keys: None,
+        jwks: None,
+        upstream_ids: vec![],
+        audiences: vec![],
+    }
+}
+
+async fn client_ids(registry: &dyn ClientRegistry) -> Vec<String> {
+    registry
+        .clients()
+        .await
+        .expect("clients")
+        .iter()
+        .map(|c| c.id.as_str().to_owned())
+        .collect()
+}
+
+async fn stored(registry: &dyn ClientRegistry, id: &str) -> Option<crate::StoredClient> {
+    registry
+        .client(&ClientId::parse(id).expect("client id"))
+        .await
+        .expect("client")
+        .map(|c| c.to_stored())
+}
+
+/// The client registry: clients found by id exactly as registered (a `private_key_jwt` client's
+/// keys too, rebuilt from its JWKS), listed by id, and never replaced by a second registration
+/// of the same id.
+pub async fn clients(registry: &dyn ClientRegistry) {
+    let signing = SigningKey::generate(SigningAlgorithm::Es256).expect("signing key");
+    let jwks = serde_json::json!({ "keys": [signing.public_key().jwk()] });
+
+    let mut agent = client(
+        "contract-agent",
+        ClientKind::Agent,
+        AuthMethod::PrivateKeyJwt,
+    );
+    agent.keys = Some(
+        mandate_token::VerifyingKeySet::from_jwks(&jwks, &Algorithm::ALL).expect("client keys"),
+    );
+    agent.jwks = Some(jwks);
+    agent.expires_at = Some(
+        chrono::DateTime::parse_from_rfc3339("2030-06-30T12:00:00Z")
+            .expect("instant")
+            .into(),
+    );
+    agent.owners.push("alice@example.com".into());
+    agent.upstream_ids = vec![UpstreamId {
+        issuer: "https://corp.example.com".into(),
+        client_id: "0oa1agent".into(),
+    }];
+    let mut api = client(
+        "contract-api",
+        ClientKind::ResourceServer,
+        AuthMethod::ClientSecretBasic,
+    );
+    api.audiences = vec![
+        Audience::parse("https://calendar.example.com").expect("audience"),
+        Audience::parse("https://mail.example.com").expect("audience"),
+    ];
+    let mut staged = client(
+        "contract-b.staged_1",
+        ClientKind::Agent,
+        AuthMethod::ClientSecretPost,
+    );
+    staged.state = ClientState::Staged;
+
+    let expected = [agent.to_stored(), api.to_stored(), staged.to_stored()];
+    for c in [agent, api, staged] {
+        assert!(registry.insert_if_absent(c).await.expect("insert"));
+    }
+
+    // Found by id exactly as registered.
+    for c in &expected {
+        assert_eq!(stored(registry, c.id.as_str()).await.as_ref(), Some(c));
+    }
+    assert_eq!(stored(registry, "contract-unknown").await, None);
+
+    // Listed by id.
+    assert_eq!(
+        client_ids(registry).await,
+        ["contract-agent", "contract-api", "contract-b.staged_1"]
+    );
+
+    // A second registration of a taken id changes nothing.
+    let mut again = client(
+        "contract-api",
+        ClientKind::Agent,
+        AuthMethod::ClientSecretPost,
+    );
+    again.description = "an impostor".into();
+    assert!(!registry.insert_if_absent(again).await.expect("insert"));
+    assert_eq!(
+        stored(registry, "contract-api").await.as_ref(),
+        Some(&expected[1])
+    );
+    assert_eq!(client_ids(registry).await.len(), 3);
+
+    // The agent's keys came back usable: they verify what its private key signs, and a
+    // secret client has none.
+    let agent = registry
+        .client(&ClientId::parse("contract-agent").expect("client id"))
+        .await
+        .expect("client")
+        .expect("the agent is registered");
+    let keys = agent.keys.as_ref().expect("the agent's keys");
+    assert_eq!(keys.len(), 1);
+    let assertion = signing
+        .sign("JWT", &serde_json::json!({ "sub": "contract-agent" }))
+        .expect("sign");
+    UnverifiedJws::parse(&assertion)
+        .expect("parse")
+        .verify(keys, &Algorithm::ALL)
+        .expect("the stored keys verify the agent's signature");
+    let other = SigningKey::generate(SigningAlgorithm::Es256).expect("signing key");
+    let forged = other
+        .sign("JWT", &serde_json::json!({ "sub": "contract-agent" }))
+        .expect("sign");
+    assert!(UnverifiedJws::parse(&forged)
+        .expect("parse")
+        .verify(keys, &Algorithm::ALL)
+        .is_err());
+    let api = registry
+        .client(&ClientId::parse("contract-api").expect("client id"))
+        .await
+        .expect("client")
+        .expect("the API is registered");
+    assert!(api.keys.is_none() && api.jwks.is_none());
+    assert!(api.may_authenticate(chrono::Utc::now()));
+}
+
+fn row(actor: &str, audience: &str, scopes: &str, max_depth: Option<u32>) -> PolicyRow {
+    PolicyRow {
+        actor: ClientId::parse(actor).expect("client id"),
+        audience: Audience::parse(audience).expect("audience"),
+        scopes: ScopeSet::parse(scopes).expect("scopes"),
+        max_depth,
+    }
+}
+
+/// The policy store: empty at version 0; seeded once at version 1, after which seeding changes
+/// nothing (even when an admin emptied the policy); replaced only at the current version, each
+/// replacement adding one; a stale version is answered with the current one and changes nothing.
+pub async fn policies(store: &dyn PolicyStore) {
+    let calendar = "https://calendar.example.com";
+    let seeded = vec![
+        row("assistant", calendar, "calendar.read", Some(3)),
+        row("assistant", "agent:booking", "calendar.read", None),
+        // Merged with the first row when read.
+        row("assistant", calendar, "calendar.write", Some(2)),
+    ];
+    let changed = vec![row(
+        "booking",
+        calendar,
+        "calendar.read calendar.write",
+        None,
+    )];
+
+    assert_eq!(
+        store.policy().await.expect("policy"),
+        (Policy::default(), 0)
+    );
+
+    assert!(store.seed_if_empty(seeded.clone()).await.expect("seed"));
+    let (policy, version) = store.policy().await.expect("policy");
+    assert_eq!(version, 1);
+    assert_eq!(policy, Policy::new(seeded.clone()));
+    assert_eq!(
+        policy.rows().len(),
+        2,
+        "rows of one (actor, audience) merge"
+    );
+
+    // Seeding again keeps what the store holds.
+    assert!(!store.seed_if_empty(changed.clone()).await.expect("seed"));
+    assert_eq!(
+        store.policy().await.expect("policy"),
+        (Policy::new(seeded.clone()), 1)
+    );
+
+    // Replacing at the current version.
+    assert_eq!(
+        store.replace(changed.clone(), 1).await.expect("replace"),
+        Ok(2)
+    );
+    assert_eq!(
+        store.policy().await.expect("policy"),
+        (Policy::new(changed.clone()), 2)
+    );
+
+    // A stale or future version: the current one, nothing changed.
+    for stale in [0, 1, 3, u64::MAX] {
+        assert_eq!(
+            store.replace(seeded.clone(), stale).await.expect("replace"),
+            Err(2),
+            "replace at version {stale}"
+        );
+    }
+    assert_eq!(
+        store.policy().await.expect("policy"),
+        (Policy::new(changed.clone()), 2)
+    );
+
+    // An emptied policy is still the store's: seeding does not refill it.
+    assert_eq!(store.replace(vec![], 2).await.expect("replace"), Ok(3));
+    assert!(!store.seed_if_empty(seeded).await.expect("seed"));
+    assert_eq!(
+        store.policy().await.expect("policy"),
+        (Policy::default(), 3)
+    );
 }

@@ -1,8 +1,8 @@
 //! mandate's storage seams: narrow async traits for the client registry, the replay cache and the
-//! rate limiter (and the hop ledger and consent grants defined by mandate-chain), each with the
-//! in-memory backend that serves a single process (development mode and the default `serve`).
-//! The Redis backends (feature `redis`) implement the same traits for deployments of several
-//! nodes, and both pass the same contract suites (`contract`, feature `contract-tests`).
+//! rate limiter (and the hop ledger, consent grants and policy defined by mandate-chain), each
+//! with the in-memory backend that serves a single process (development mode and the default
+//! `serve`). The Redis backends (feature `redis`) implement the same traits for deployments of
+//! several nodes, and both pass the same contract suites (`contract`, feature `contract-tests`).
 //!
 //! This crate holds no HTTP code and makes no decision about tokens: it stores and answers.
 
@@ -15,19 +15,21 @@ mod clients;
 )]
 pub mod contract;
 mod ledger;
+mod policy;
 mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis_store;
 mod replay;
 
-pub use clients::{Client, ClientRegistry, MemoryClientRegistry, UpstreamId};
+pub use clients::{Client, ClientRegistry, MemoryClientRegistry, StoredClient, UpstreamId};
 pub use ledger::{MemoryConsentStore, MemoryLedger};
+pub use policy::MemoryPolicyStore;
 pub use rate_limit::{MemoryRateLimiter, RateDecision, RateLimiter};
 #[cfg(feature = "redis")]
 pub use redis_store::{
-    connect, connect_cluster, ClusterConnection, ConnectionManager, RedisConnection,
-    RedisConsentStore, RedisLedger, RedisRateLimiter, RedisReplayCache, CONNECT_TIMEOUT,
-    RESPONSE_TIMEOUT,
+    connect, connect_cluster, ClusterConnection, ConnectionManager, RedisClientRegistry,
+    RedisConnection, RedisConsentStore, RedisLedger, RedisPolicyStore, RedisRateLimiter,
+    RedisReplayCache, CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
 };
 pub use replay::{MemoryReplayCache, ReplayCache};
 

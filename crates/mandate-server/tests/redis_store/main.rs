@@ -12,6 +12,7 @@
 mod cluster;
 mod durability;
 mod fail_closed;
+mod registry;
 mod single;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
-//! Redis backends for the hop ledger, consent grants, replay cache and rate limiter, so that every
-//! mandate node of a deployment shares them (DESIGN.md section 6). They work on a single server
+//! Redis backends for the client registry, the policy, the hop ledger, consent grants, replay
+//! cache and rate limiter, so that every mandate node of a deployment shares them (DESIGN.md section 6). They work on a single server
 //! and on Redis Cluster alike, through any async connection that reconnects by itself
 //! ([`ConnectionManager`] from [`connect`], [`ClusterConnection`] from [`connect_cluster`]).
 //!
@@ -14,6 +14,9 @@
 //! | `mandate:ledger:consent:<consent_id>` | set | ids of chains with a root on that grant | same, refreshed by any of them |
 //! | `mandate:consent:<subject>:<actor>` | hash | grant id → the grant, JSON | never (the validator checks `expires_at`) |
 //! | `mandate:consent-id:<grant_id>` | string | the hash key holding that grant | never |
+//! | `mandate:client:<client_id>` | string | the client ([`crate::StoredClient`]), JSON | never |
+//! | `mandate:clients` | set | every registered client id | never |
+//! | `mandate:policy` | hash | `rows` (the policy rows, one JSON array), `version` | never |
 //! | `mandate:replay:<key>` | string | `1` | at the identifier's own expiry (`PXAT`) |
 //! | `mandate:rate:<key>` | hash | `tokens`, `updated_ms` | 2 s after the last request |
 //!
@@ -27,15 +30,19 @@
 //!
 //! Every Redis error, refused connection or timeout surfaces as an error: callers fail closed.
 
+mod clients;
 mod consent;
 mod ledger;
+mod policy;
 mod rate_limit;
 mod replay;
 
 use std::time::Duration;
 
+pub use clients::RedisClientRegistry;
 pub use consent::RedisConsentStore;
 pub use ledger::RedisLedger;
+pub use policy::RedisPolicyStore;
 pub use rate_limit::RedisRateLimiter;
 pub use redis::aio::ConnectionManager;
 pub use redis::cluster_async::ClusterConnection;

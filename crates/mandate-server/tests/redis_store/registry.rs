@@ -1,0 +1,313 @@
+//! The client registry and the policy in Redis: their contracts on one server and on a cluster,
+//! the key layout they leave, that nothing is cached (a second node sees a change at once), and
+//! that start-up seeds an empty store from configuration while a store that holds clients and a
+//! policy keeps them (DESIGN.md section 10).
+
+use std::sync::Arc;
+
+use mandate_chain::{Policy, PolicyRow, PolicyStore};
+use mandate_model::{Audience, ClientId, ScopeSet};
+use mandate_server::config::{ConfigSource, StoreKind, StoreUrl};
+use mandate_server::{AppState, BuildOptions, Settings};
+use mandate_store::{contract, ClientRegistry, RedisClientRegistry, RedisPolicyStore, StoreError};
+use mandate_testkit::redis::{RedisCluster, RedisServer};
+use mandate_testkit::{
+    agent_with_secret, body_json, delegation_settings, exchange_form, id_token_claims, ClientAuth,
+    KeyKind, TestKey, TestServer, CAL, CORP, MAIL,
+};
+use reqwest::StatusCode;
+
+fn id(value: &str) -> ClientId {
+    ClientId::parse(value).unwrap()
+}
+
+fn row(actor: &str, audience: &str, scopes: &str) -> PolicyRow {
+    PolicyRow {
+        actor: id(actor),
+        audience: Audience::parse(audience).unwrap(),
+        scopes: ScopeSet::parse(scopes).unwrap(),
+        max_depth: None,
+    }
+}
+
+#[tokio::test]
+async fn a_single_server_meets_the_registry_and_policy_contracts() {
+    let server = RedisServer::start().await.unwrap();
+    let connection = mandate_store::connect(&server.url()).await.unwrap();
+    contract::clients(&RedisClientRegistry::new(connection.clone())).await;
+    contract::policies(&RedisPolicyStore::new(connection)).await;
+
+    // One JSON document per client, without the built keys, never expiring; the id set.
+    let json = server
+        .cli(&["GET", "mandate:client:contract-agent"])
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(stored["id"], "contract-agent");
+    assert_eq!(stored["jwks"]["keys"][0]["kty"], "EC");
+    assert!(stored.get("keys").is_none());
+    assert_eq!(
+        server
+            .cli(&["TTL", "mandate:client:contract-agent"])
+            .unwrap()
+            .trim(),
+        "-1"
+    );
+    let mut ids: Vec<String> = server
+        .cli(&["SMEMBERS", "mandate:clients"])
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["contract-agent", "contract-api", "contract-b.staged_1"]
+    );
+
+    // The policy: one hash, the rows as one JSON array, and the version.
+    assert_eq!(
+        server.cli(&["TYPE", "mandate:policy"]).unwrap().trim(),
+        "hash"
+    );
+    assert_eq!(
+        server
+            .cli(&["HGET", "mandate:policy", "version"])
+            .unwrap()
+            .trim(),
+        "3"
+    );
+    assert_eq!(
+        server
+            .cli(&["HGET", "mandate:policy", "rows"])
+            .unwrap()
+            .trim(),
+        "[]"
+    );
+    assert_eq!(server.cli(&["TTL", "mandate:policy"]).unwrap().trim(), "-1");
+}
+
+#[tokio::test]
+async fn a_cluster_meets_the_registry_and_policy_contracts() {
+    let cluster = RedisCluster::start().await.unwrap();
+    let connection = mandate_store::connect_cluster(&cluster.urls())
+        .await
+        .unwrap();
+    contract::clients(&RedisClientRegistry::new(connection.clone())).await;
+    contract::policies(&RedisPolicyStore::new(connection)).await;
+}
+
+#[tokio::test]
+async fn nothing_is_cached_and_a_cut_short_insert_is_completed() {
+    let server = RedisServer::start().await.unwrap();
+    let node_a = mandate_store::connect(&server.url()).await.unwrap();
+    let node_b = mandate_store::connect(&server.url()).await.unwrap();
+    let (clients_a, clients_b) = (
+        RedisClientRegistry::new(node_a.clone()),
+        RedisClientRegistry::new(node_b.clone()),
+    );
+    let (policies_a, policies_b) = (RedisPolicyStore::new(node_a), RedisPolicyStore::new(node_b));
+
+    // What one node writes, the other reads at once.
+    assert!(policies_b.seed_if_empty(vec![]).await.unwrap());
+    assert_eq!(policies_a.policy().await.unwrap(), (Policy::default(), 1));
+    let rows = vec![row("assistant", CAL, "calendar.read")];
+    assert_eq!(policies_a.replace(rows.clone(), 1).await.unwrap(), Ok(2));
+    assert_eq!(policies_b.policy().await.unwrap(), (Policy::new(rows), 2));
+    assert_eq!(
+        policies_b.replace(vec![], 1).await.unwrap(),
+        Err(2),
+        "a node that read version 1 cannot overwrite version 2"
+    );
+
+    assert!(clients_b.clients().await.unwrap().is_empty());
+    let client = mandate_store::Client::from_stored(mandate_store::StoredClient {
+        id: id("assistant"),
+        kind: mandate_model::ClientKind::Agent,
+        owners: vec!["alice@example.com".into()],
+        description: "helps".into(),
+        state: mandate_model::ClientState::Active,
+        expires_at: None,
+        auth_method: mandate_model::AuthMethod::ClientSecretBasic,
+        secret_hash: Some(mandate_model::SecretHash::of("assistant-secret")),
+        jwks: None,
+        upstream_ids: vec![],
+        audiences: vec![],
+    })
+    .unwrap();
+    let stored = client.to_stored();
+    assert!(clients_a.insert_if_absent(client).await.unwrap());
+    let seen = clients_b.client(&id("assistant")).await.unwrap().unwrap();
+    assert_eq!(seen.to_stored(), stored);
+
+    // A crash between writing the client and adding its id: the client authenticates but is
+    // not listed, until the next insert of that id (the next start-up's seeding) completes it.
+    server
+        .cli(&["SREM", "mandate:clients", "assistant"])
+        .unwrap();
+    assert!(clients_b.clients().await.unwrap().is_empty());
+    assert!(clients_b.client(&id("assistant")).await.unwrap().is_some());
+    let again = mandate_store::Client::from_stored(stored.clone()).unwrap();
+    assert!(!clients_b.insert_if_absent(again).await.unwrap());
+    let listed: Vec<_> = clients_a
+        .clients()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.to_stored())
+        .collect();
+    assert_eq!(listed, [stored]);
+
+    // Unreadable data is reported as such, not as a missing client.
+    server
+        .cli(&["SET", "mandate:client:broken", "{not json"])
+        .unwrap();
+    assert!(matches!(
+        clients_a.client(&id("broken")).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    server
+        .cli(&["HSET", "mandate:policy", "rows", "{not json"])
+        .unwrap();
+    assert!(policies_a.policy().await.is_err());
+}
+
+fn on_redis(settings: &mut Settings, redis: &RedisServer) {
+    settings.store.kind = StoreKind::Redis;
+    settings.store.url = Some(StoreUrl::One(redis.url()));
+}
+
+async fn build(settings: Settings) -> AppState {
+    AppState::build(
+        settings,
+        ConfigSource::Programmatic,
+        BuildOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn listed(clients: &Arc<dyn ClientRegistry>) -> Vec<(String, String)> {
+    clients
+        .clients()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| (c.id.as_str().to_owned(), c.description.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn start_up_seeds_an_empty_store_and_then_the_store_wins() {
+    let redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let mut settings = delegation_settings(&corp);
+    on_redis(&mut settings, &redis);
+    let file_policy = Policy::new(
+        settings
+            .policies
+            .iter()
+            .map(|p| PolicyRow {
+                actor: p.actor.clone(),
+                audience: p.audience.clone(),
+                scopes: p.scopes.clone(),
+                max_depth: p.max_depth,
+            })
+            .collect(),
+    );
+
+    // The first node seeds the empty store from the file.
+    let first = build(settings.clone()).await;
+    let seeded = listed(&first.clients).await;
+    assert_eq!(
+        seeded.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        [
+            "assistant",
+            "booking-tool",
+            "calendar-api",
+            "helper",
+            "mail-api"
+        ]
+    );
+    assert_eq!(
+        first.policies.policy().await.unwrap(),
+        (file_policy.clone(), 1)
+    );
+
+    // An admin narrows the policy; then a node starts from a file that changed a client,
+    // added one and changed the policy rows.
+    let narrowed = vec![row("assistant", MAIL, "mail.read")];
+    assert_eq!(
+        first.policies.replace(narrowed.clone(), 1).await.unwrap(),
+        Ok(2)
+    );
+    let mut changed = settings.clone();
+    changed.clients[0].description = "changed in the file".into();
+    changed.clients.push(
+        agent_with_secret(
+            "newcomer",
+            "newcomer-secret",
+            mandate_model::AuthMethod::ClientSecretBasic,
+        )
+        .unwrap(),
+    );
+    changed.policies.truncate(1);
+    let second = build(changed).await;
+
+    // The store's clients and policy win; the new client is added, and the first node sees
+    // it at once.
+    let mut expected = seeded.clone();
+    expected.push(("newcomer".to_owned(), "test agent newcomer".to_owned()));
+    assert_eq!(listed(&second.clients).await, expected);
+    assert_eq!(listed(&first.clients).await, expected);
+    assert_eq!(
+        second.policies.policy().await.unwrap(),
+        (Policy::new(narrowed), 2)
+    );
+
+    // A node started from the original file again changes nothing either.
+    let third = build(settings).await;
+    assert_eq!(listed(&third.clients).await, expected);
+    assert_eq!(third.policies.policy().await.unwrap().1, 2);
+}
+
+#[tokio::test]
+async fn the_token_exchange_follows_a_policy_change_at_once() {
+    let redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let mut settings = delegation_settings(&corp);
+    on_redis(&mut settings, &redis);
+    let server = TestServer::spawn(settings).await.unwrap();
+    let auth = ClientAuth::Basic("assistant".into(), "assistant-secret".into());
+    let exchange = |audience: &'static str| {
+        let grant = corp
+            .sign(None, &id_token_claims(CORP, "alice", "assistant"))
+            .unwrap();
+        let server = &server;
+        let auth = &auth;
+        async move {
+            let form = exchange_form(&grant, "id_token", audience, &[]);
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let response = server.token(&pairs, auth).await.unwrap();
+            let status = response.status();
+            (status, body_json(response).await)
+        }
+    };
+    let (status, body) = exchange(CAL).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Another node (here: a separate connection) takes the calendar away from the assistant.
+    let other = RedisPolicyStore::new(mandate_store::connect(&redis.url()).await.unwrap());
+    let (policy, version) = other.policy().await.unwrap();
+    let rest: Vec<PolicyRow> = policy
+        .rows()
+        .iter()
+        .filter(|r| !(r.actor == id("assistant") && r.audience == Audience::parse(CAL).unwrap()))
+        .cloned()
+        .collect();
+    assert_eq!(other.replace(rest, version).await.unwrap(), Ok(version + 1));
+
+    let (status, body) = exchange(CAL).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = exchange(MAIL).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -1,0 +1,129 @@
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+use mandate_model::ClientId;
+
+use super::{unavailable, RedisConnection};
+use crate::{Client, ClientRegistry, StoreError, StoredClient};
+
+/// The set of registered client ids.
+const IDS_KEY: &str = "mandate:clients";
+
+/// The client registry in Redis: each client as JSON ([`StoredClient`]) at
+/// `mandate:client:<id>`, and the set of ids at `mandate:clients` for listing.
+///
+/// Nothing is cached: every call reads Redis, so that an admin's change made through any node
+/// is seen by every node at once. A client's keys are rebuilt from its stored JWKS on each read.
+///
+/// The client key and the id set live on different shards of a cluster, so registering is two
+/// commands: the client first (`SET NX`, which decides who wins), then its id. A crash between
+/// them leaves a client that can authenticate but is not listed; the next `insert_if_absent`
+/// of that id (the next start-up seeding it from configuration) adds the missing id.
+pub struct RedisClientRegistry<C> {
+    connection: C,
+}
+
+impl<C> std::fmt::Debug for RedisClientRegistry<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisClientRegistry")
+    }
+}
+
+impl<C: RedisConnection> RedisClientRegistry<C> {
+    /// The client registry over `connection`.
+    pub fn new(connection: C) -> Self {
+        Self { connection }
+    }
+}
+
+fn client_key(id: &ClientId) -> String {
+    format!("mandate:client:{}", id.as_str())
+}
+
+/// Reads a stored client, checking that it is the one its key names.
+fn parse(id: &ClientId, json: &str) -> Result<Client, StoreError> {
+    let stored: StoredClient = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt(format!("unreadable client {id}: {e}")))?;
+    if &stored.id != id {
+        return Err(StoreError::Corrupt(format!(
+            "the record at {} is for client {}",
+            client_key(id),
+            stored.id
+        )));
+    }
+    Client::from_stored(stored)
+}
+
+impl<C: RedisConnection> RedisClientRegistry<C> {
+    async fn read(&self, id: &ClientId) -> Result<Option<Arc<Client>>, StoreError> {
+        let mut connection = self.connection.clone();
+        let json: Option<String> = redis::cmd("GET")
+            .arg(client_key(id))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        json.map(|json| parse(id, &json).map(Arc::new)).transpose()
+    }
+}
+
+#[async_trait]
+impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
+    async fn client(&self, id: &ClientId) -> Result<Option<Arc<Client>>, StoreError> {
+        self.read(id).await
+    }
+
+    /// One `GET` per client (the clients are spread over the cluster's shards, so no `MGET`).
+    /// An id whose client key is missing is left out.
+    async fn clients(&self) -> Result<Vec<Arc<Client>>, StoreError> {
+        let mut connection = self.connection.clone();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(IDS_KEY)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut ids = members
+            .iter()
+            .map(|id| {
+                ClientId::parse(id)
+                    .map_err(|e| StoreError::Corrupt(format!("{IDS_KEY} holds an invalid id: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.sort();
+        let clients = try_join_all(ids.iter().map(|id| self.read(id))).await?;
+        Ok(clients.into_iter().flatten().collect())
+    }
+
+    async fn insert_if_absent(&self, client: Client) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(&client.to_stored())
+            .map_err(|e| StoreError::Corrupt(format!("client not serializable: {e}")))?;
+        let mut connection = self.connection.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(client_key(&client.id))
+            .arg(json)
+            .arg("NX")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        // Also when the client was there already: completes an insert cut short before its id
+        // was added (adding an id twice changes nothing).
+        let _: i64 = redis::cmd("SADD")
+            .arg(IDS_KEY)
+            .arg(client.id.as_str())
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_lives_at_its_id() {
+        let id = ClientId::parse("travel-agent").unwrap();
+        assert_eq!(client_key(&id), "mandate:client:travel-agent");
+    }
+}
