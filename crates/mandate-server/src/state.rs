@@ -648,5 +648,9 @@ pub fn discovery_document(settings: &Settings) -> Value {
         "grant_types_supported": crate::grant::GrantKind::supported(),
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": algorithms,
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_signing_alg_values_supported": algorithms,
+        "authorization_details_types_supported": [mandate_token::DELEGATION_DETAIL_TYPE],
     })
 }

@@ -50,8 +50,9 @@ pub fn thumbprint(jwk: &Map<String, Value>) -> Result<String, KeyError> {
         "OKP" => &["crv", "kty", "x"],
         other => return Err(KeyError::Invalid(format!("unsupported kty '{other}'"))),
     };
-    // serde_json's Map is ordered by key (BTreeMap) without the preserve_order feature, and
-    // to_string writes no whitespace: exactly RFC 7638's canonical form.
+    // The members are inserted in lexicographic order (so the result is the same whether or not
+    // serde_json's preserve_order feature is on somewhere in the build), and to_string writes no
+    // whitespace: exactly RFC 7638's canonical form.
     let mut canonical = Map::new();
     for name in required {
         canonical.insert((*name).to_owned(), Value::String(member(name)?.to_owned()));
