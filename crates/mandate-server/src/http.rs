@@ -42,6 +42,11 @@ pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     web::resource("/revoke")
                         .route(web::post().to(revoke))
                         .default_service(web::to(post_only)),
+                )
+                .service(
+                    web::resource("/introspect")
+                        .route(web::post().to(introspect))
+                        .default_service(web::to(post_only)),
                 ),
         )
         .default_service(web::to(not_found));
@@ -148,6 +153,26 @@ async fn revoke(
     let mut ok = HttpResponse::Ok();
     no_store(&mut ok);
     Ok(ok.finish())
+}
+
+/// `POST /introspect` (RFC 7662): any authenticated client asks about a token; the decision,
+/// including who may see what, is [`crate::introspect::introspect`]'s.
+async fn introspect(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, OAuthError> {
+    let form = Form::read(&request, payload, state.settings.limits.max_body_bytes).await?;
+    form.refuse_duplicates()?;
+    let credentials = PresentedCredentials::from_request(&request, &form)?;
+    let client = state.authenticate_client(&credentials).await?;
+    state.charge_rate_limit(client.id.as_str()).await?;
+    // `token_type_hint` is ignored: mandate introspects only its own access tokens.
+    let token = form.required("token")?;
+    let answer = crate::introspect::introspect(&state, &client, token).await?;
+    let mut ok = HttpResponse::Ok();
+    no_store(&mut ok);
+    Ok(ok.json(answer.to_json()))
 }
 
 async fn post_only(request: HttpRequest) -> HttpResponse {

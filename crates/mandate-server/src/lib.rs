@@ -17,6 +17,7 @@ pub mod exchange;
 pub mod form;
 pub mod grant;
 pub mod http;
+pub mod introspect;
 pub mod jwks_remote;
 pub mod revocation;
 pub mod server;

@@ -651,6 +651,9 @@ pub fn discovery_document(settings: &Settings) -> Value {
         "revocation_endpoint": format!("{issuer}/revoke"),
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_signing_alg_values_supported": algorithms,
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_signing_alg_values_supported": algorithms,
         "authorization_details_types_supported": [mandate_token::DELEGATION_DETAIL_TYPE],
     })
 }

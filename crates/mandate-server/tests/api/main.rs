@@ -11,6 +11,7 @@ mod client_auth;
 mod config;
 mod discovery;
 mod exchange;
+mod introspection;
 mod revocation;
 mod token_shell;
 
