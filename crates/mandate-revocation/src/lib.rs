@@ -9,6 +9,8 @@
 #[allow(clippy::expect_used, reason = "contract assertions fail loudly")]
 pub mod contract;
 mod entry;
+#[cfg(feature = "redis")]
+mod follower;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;
@@ -17,6 +19,8 @@ pub use entry::{
     verdict, Checked, Revocation, RevocationKind, RevocationRecord, TokenFacts, Verdict,
     HEARTBEAT_KIND,
 };
+#[cfg(feature = "redis")]
+pub use follower::{FollowerConfig, FollowerError, FollowerStats, RevocationFollower};
 pub use memory::MemoryRevocations;
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisRevocations, KEY_PREFIX, STREAM_KEY};

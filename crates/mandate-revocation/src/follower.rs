@@ -1,0 +1,609 @@
+//! A follower of the revocation stream (DESIGN.md section 6, the verifier SDK's cached mode): an
+//! in-process copy of the live entries, kept up to date from `{mandate:rev}:stream`, that answers
+//! a check without any I/O and fails closed when it has not heard a heartbeat within its bound.
+//!
+//! The background task snapshots the stream (`TIME` + `XRANGE - +`, like
+//! [`RedisRevocations::entries`](crate::RedisRevocations)), then loops on
+//! `XREAD BLOCK <block> STREAMS <stream> <position>`, pipelined with `XRANGE - + COUNT 1` (the
+//! stream's first id) and `TIME`. When the stream was trimmed past its position it snapshots again;
+//! after any Redis error it keeps its copy, stops refreshing freshness and, once Redis answers
+//! again, snapshots again so that nothing written meanwhile is missed. A snapshot is merged into
+//! the copy (the later `at` wins), so an entry the follower has seen is forgotten only when it
+//! expires, never because its stream record was trimmed.
+//!
+//! Every command it sends is one the read-only verifier ACL user may run (`XREAD`, `XRANGE`,
+//! `TIME`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionLike;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::Value;
+use tokio::sync::watch;
+
+use crate::{
+    verdict, RevocationKind, RevocationRecord, TokenFacts, Verdict, HEARTBEAT_KIND, STREAM_KEY,
+};
+
+/// The first wait after a Redis error; it doubles up to [`RETRY_MAX`] while errors go on.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+/// The longest wait between two attempts while Redis is unreachable.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How many records one `XREAD` returns at most (a longer backlog takes several reads).
+const READ_COUNT: usize = 1000;
+/// How often expired entries are pruned from the copy.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// How a [`RevocationFollower`] follows the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerConfig {
+    /// `check` fails closed ([`FollowerError::Stale`]) when the newest heartbeat received is
+    /// older than this. Default 3 s (mandate nodes write one each second).
+    pub staleness_bound: Duration,
+    /// How long one `XREAD` blocks when nothing arrives (at least 1 ms: `BLOCK 0` would block
+    /// forever). Default 1 s. The connection's response timeout must be longer than this.
+    pub block: Duration,
+}
+
+impl Default for FollowerConfig {
+    fn default() -> Self {
+        Self {
+            staleness_bound: Duration::from_secs(3),
+            block: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a follower cannot decide.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FollowerError {
+    /// No heartbeat seen within the bound: fail closed.
+    #[error("revocation stream stale: no heartbeat for {since_ms} ms")]
+    Stale {
+        /// Milliseconds since the newest heartbeat seen (since the follower started when none
+        /// has been seen).
+        since_ms: u64,
+    },
+    /// Not yet synchronised: the first snapshot is not loaded.
+    #[error("revocation follower not ready: no snapshot loaded yet")]
+    NotReady,
+}
+
+/// What a follower holds (for tests and metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FollowerStats {
+    /// Live entries held in the copy.
+    pub entries: usize,
+    /// The stream position: the id of the last record applied (`0-0` before any).
+    pub position: String,
+    /// Snapshots taken (the first one, and one after each trim past the position or error).
+    pub snapshots: u64,
+    /// Redis errors met (each one is followed by a retry and a new snapshot).
+    pub errors: u64,
+}
+
+/// An in-process copy of the revocation list, kept up to date from the Redis stream by a
+/// background task. Clones share the copy and the task; the task stops with [`Self::stop`] or
+/// when the last clone is dropped.
+///
+/// Give it a connection of its own: `XREAD BLOCK` holds a (multiplexed) connection for up to
+/// [`FollowerConfig::block`], which would delay every other command sent on it.
+#[derive(Clone)]
+pub struct RevocationFollower {
+    shared: Arc<Shared>,
+    task: Arc<TaskGuard>,
+}
+
+impl fmt::Debug for RevocationFollower {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RevocationFollower")
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl RevocationFollower {
+    /// Spawns the background task (tokio) that keeps an in-process copy of the live entries.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime (as `tokio::spawn` does).
+    pub fn spawn<C: ConnectionLike + Clone + Send + Sync + 'static>(
+        connection: C,
+        config: FollowerConfig,
+    ) -> Self {
+        let (ready, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            started: Instant::now(),
+            ready,
+            state: Mutex::new(State::default()),
+        });
+        let task = Task {
+            connection,
+            shared: Arc::clone(&shared),
+        };
+        let handle = tokio::spawn(task.run());
+        Self {
+            shared,
+            task: Arc::new(TaskGuard(handle.abort_handle())),
+        }
+    }
+
+    /// Decides for `facts` from the in-process copy, no I/O: `Err(Stale)` when the newest
+    /// heartbeat received is older than the bound (by the local monotonic clock),
+    /// `Err(NotReady)` before the first snapshot. Otherwise the same decision as the store's
+    /// check: [`verdict`] over the unexpired entries for `facts.keys()`, expiry judged by the
+    /// Redis clock (the latest `TIME` read plus the local time elapsed since).
+    pub fn check(&self, facts: &TokenFacts) -> Result<Verdict, FollowerError> {
+        let now = Instant::now();
+        let state = self.shared.lock();
+        if !state.loaded {
+            return Err(FollowerError::NotReady);
+        }
+        let since = now.saturating_duration_since(state.heartbeat.unwrap_or(self.shared.started));
+        if state.heartbeat.is_none() || since > self.shared.config.staleness_bound {
+            return Err(FollowerError::Stale {
+                since_ms: duration_ms(since),
+            });
+        }
+        let now_ms = state.redis_now_ms(now);
+        let found: Vec<Option<RevocationRecord>> = facts
+            .keys()
+            .into_iter()
+            .map(|(kind, id)| {
+                state
+                    .entries
+                    .get(&kind)
+                    .and_then(|by_id| by_id.get(id))
+                    .filter(|record| record.until > now_ms)
+                    .cloned()
+            })
+            .collect();
+        Ok(verdict(facts, &found))
+    }
+
+    /// Waits until the first snapshot is loaded (bounded by `timeout`); whether it is.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let mut ready = self.shared.ready.subscribe();
+        let waited = tokio::time::timeout(timeout, ready.wait_for(|loaded| *loaded)).await;
+        matches!(waited, Ok(Ok(_)))
+    }
+
+    /// How many live entries are held; the stream position; how many snapshots were taken and
+    /// how many errors met (for tests and metrics).
+    pub fn stats(&self) -> FollowerStats {
+        let state = self.shared.lock();
+        FollowerStats {
+            entries: state.entries.values().map(HashMap::len).sum(),
+            position: state.position.to_string(),
+            snapshots: state.snapshots,
+            errors: state.errors,
+        }
+    }
+
+    /// Stops the background task. The copy stays, so `check` answers `Stale` once the bound has
+    /// passed.
+    pub fn stop(&self) {
+        self.task.0.abort();
+    }
+}
+
+/// Aborts the task when the last handle goes.
+struct TaskGuard(tokio::task::AbortHandle);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the handles and the task share.
+struct Shared {
+    config: FollowerConfig,
+    started: Instant,
+    /// Flips to `true` with the first snapshot.
+    ready: watch::Sender<bool>,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is consistent after every statement that changes it: a panic elsewhere
+        // while holding the lock leaves nothing half-done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The copy.
+#[derive(Default)]
+struct State {
+    /// Live entries by kind, then id.
+    entries: HashMap<RevocationKind, HashMap<String, RevocationRecord>>,
+    /// Whether a snapshot has been loaded.
+    loaded: bool,
+    /// When (local clock) the newest heartbeat seen was written.
+    heartbeat: Option<Instant>,
+    /// The latest Redis `TIME` (ms) and when (local clock) it was read.
+    clock: Option<(i64, Instant)>,
+    position: StreamPos,
+    snapshots: u64,
+    errors: u64,
+}
+
+impl State {
+    /// The Redis clock now, estimated from the latest `TIME` read and the local time since.
+    fn redis_now_ms(&self, now: Instant) -> i64 {
+        match self.clock {
+            Some((ms, at)) => {
+                let elapsed = i64::try_from(duration_ms(now.saturating_duration_since(at)))
+                    .unwrap_or(i64::MAX);
+                ms.saturating_add(elapsed)
+            }
+            None => i64::MIN,
+        }
+    }
+
+    /// Takes in what one read brought: entries (merged), heartbeats (freshness), the clock.
+    fn absorb(&mut self, batch: Batch) {
+        for record in batch.entries {
+            upsert(&mut self.entries, record);
+        }
+        if batch.heartbeat > self.heartbeat {
+            self.heartbeat = batch.heartbeat;
+        }
+        self.clock = Some((batch.now_ms, batch.received));
+    }
+
+    /// Drops the entries whose `until` has passed.
+    fn prune(&mut self, now: Instant) {
+        let now_ms = self.redis_now_ms(now);
+        for by_id in self.entries.values_mut() {
+            by_id.retain(|_, record| record.until > now_ms);
+        }
+        self.entries.retain(|_, by_id| !by_id.is_empty());
+    }
+}
+
+/// Inserts `record`, or replaces the one held for its (kind, id) unless that one has a later `at`.
+fn upsert(
+    entries: &mut HashMap<RevocationKind, HashMap<String, RevocationRecord>>,
+    record: RevocationRecord,
+) {
+    let by_id = entries.entry(record.kind).or_default();
+    if by_id
+        .get(&record.id)
+        .is_some_and(|held| held.at > record.at)
+    {
+        return;
+    }
+    by_id.insert(record.id.clone(), record);
+}
+
+/// A stream id (`<ms>-<seq>`), ordered as Redis orders them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct StreamPos {
+    ms: u64,
+    seq: u64,
+}
+
+impl FromStr for StreamPos {
+    type Err = ();
+
+    fn from_str(id: &str) -> Result<Self, ()> {
+        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+        Ok(Self {
+            ms: ms.parse().map_err(|_| ())?,
+            seq: seq.parse().map_err(|_| ())?,
+        })
+    }
+}
+
+impl fmt::Display for StreamPos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// Where the follower reads from.
+#[derive(Clone, Copy, Debug, Default)]
+struct Position {
+    id: StreamPos,
+    /// Whether `id` is the id of a record that was in the stream (so the stream's first id being
+    /// later means the stream was trimmed past it). `false` when the stream was empty or missing
+    /// at the snapshot (`id` is then `0-0`: everything in the stream later is new).
+    from_record: bool,
+}
+
+/// The records of one read, parsed.
+struct Batch {
+    entries: Vec<RevocationRecord>,
+    /// When (local clock) the newest heartbeat in the batch was written.
+    heartbeat: Option<Instant>,
+    /// Redis `TIME` (ms), read in the same pipeline.
+    now_ms: i64,
+    /// When (local clock) the reply arrived.
+    received: Instant,
+    /// The id of the last record (in stream order).
+    last: Option<StreamPos>,
+}
+
+impl Batch {
+    fn new(now_ms: i64, received: Instant) -> Self {
+        Self {
+            entries: Vec::new(),
+            heartbeat: None,
+            now_ms,
+            received,
+            last: None,
+        }
+    }
+
+    /// Adds one stream record. A heartbeat's freshness is its arrival less its age by the Redis
+    /// clock (`TIME` − its `at`), so an old heartbeat (a backlog, or a snapshot of a stream no
+    /// node writes to any more) does not make the follower fresh. Entries already expired are
+    /// dropped.
+    fn push(&mut self, record: &StreamId) {
+        let pos = record.id.parse::<StreamPos>().ok();
+        if pos.is_some() {
+            self.last = pos;
+        }
+        let field = |name: &str| record.map.get(name).and_then(text);
+        let Some(kind) = field("kind") else { return };
+        let number = |name: &str| field(name).and_then(|v| v.parse::<i64>().ok());
+        if kind == HEARTBEAT_KIND {
+            let Some(at) = number("at").or_else(|| pos.and_then(|p| i64::try_from(p.ms).ok()))
+            else {
+                return;
+            };
+            let age = u64::try_from(self.now_ms.saturating_sub(at)).unwrap_or(0);
+            let written = self.received.checked_sub(Duration::from_millis(age));
+            if written > self.heartbeat {
+                self.heartbeat = written;
+            }
+            return;
+        }
+        let Some(kind) = RevocationKind::parse(&kind) else {
+            return;
+        };
+        // Missing numbers read as 0, as `RedisRevocations::entries` reads them.
+        let record = RevocationRecord {
+            kind,
+            id: field("id").unwrap_or_default(),
+            at: number("at").unwrap_or(0),
+            until: number("until").unwrap_or(0),
+            reason: field("reason").unwrap_or_default(),
+            by: field("by").unwrap_or_default(),
+        };
+        if record.until > self.now_ms {
+            self.entries.push(record);
+        }
+    }
+}
+
+/// A field value as text (invalid UTF-8 replaced, so that one odd record cannot wedge the
+/// follower).
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Redis `TIME` → milliseconds.
+fn time_ms(value: &Value) -> redis::RedisResult<i64> {
+    let (seconds, micros): (i64, i64) = redis::from_redis_value_ref(value)?;
+    Ok(seconds.saturating_mul(1000).saturating_add(micros / 1000))
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The background task.
+struct Task<C> {
+    connection: C,
+    shared: Arc<Shared>,
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> Task<C> {
+    async fn run(mut self) {
+        let mut position: Option<Position> = None;
+        let mut retry = RETRY_MIN;
+        let mut pruned = Instant::now();
+        loop {
+            let step = match position {
+                // First, after a trim past the position, and after any error (once Redis
+                // answers again, whatever was written while we were away is in the snapshot).
+                None => self.snapshot().await.map(Some),
+                Some(current) => self.follow(current).await,
+            };
+            match step {
+                Ok(next) => {
+                    position = next;
+                    retry = RETRY_MIN;
+                }
+                Err(_) => {
+                    // Keep the copy, but no heartbeat arrives: `check` turns Stale after the
+                    // bound.
+                    self.shared.lock().errors += 1;
+                    position = None;
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+            }
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = Instant::now();
+                self.shared.lock().prune(pruned);
+            }
+        }
+    }
+
+    /// Reads every record of the stream with the Redis clock and merges the live entries into the
+    /// copy; returns the position to read from.
+    async fn snapshot(&mut self) -> redis::RedisResult<Position> {
+        let (time, records): (Value, StreamRangeReply) = redis::pipe()
+            .cmd("TIME")
+            .cmd("XRANGE")
+            .arg(STREAM_KEY)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.connection)
+            .await?;
+        let received = Instant::now();
+        let mut batch = Batch::new(time_ms(&time)?, received);
+        for record in &records.ids {
+            batch.push(record);
+        }
+        let position = match batch.last {
+            Some(id) => Position {
+                id,
+                from_record: true,
+            },
+            // An empty or missing stream: every record it will hold is new.
+            None => Position::default(),
+        };
+        {
+            let mut state = self.shared.lock();
+            state.absorb(batch);
+            state.prune(received);
+            state.position = position.id;
+            state.snapshots += 1;
+            state.loaded = true;
+        }
+        self.shared.ready.send_replace(true);
+        Ok(position)
+    }
+
+    /// One blocking read from `position`, applied to the copy; returns the next position, or
+    /// `None` when the stream was trimmed past `position` (records may have been missed: snapshot
+    /// again).
+    async fn follow(&mut self, position: Position) -> redis::RedisResult<Option<Position>> {
+        let block_ms = duration_ms(self.shared.config.block).max(1);
+        // `XRANGE … COUNT 1` runs after the read: if records after `position` were trimmed before
+        // the read, the first id is already past `position` (trimming removes the oldest first).
+        let (read, first, time): (Option<StreamReadReply>, StreamRangeReply, Value) = redis::pipe()
+            .cmd("XREAD")
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(STREAM_KEY)
+            .arg(position.id.to_string())
+            .cmd("XRANGE")
+            .arg(STREAM_KEY)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("TIME")
+            .query_async(&mut self.connection)
+            .await?;
+        let received = Instant::now();
+        let mut batch = Batch::new(time_ms(&time)?, received);
+        for stream in read.iter().flat_map(|r| &r.keys) {
+            if stream.key == STREAM_KEY {
+                for record in &stream.ids {
+                    batch.push(record);
+                }
+            }
+        }
+        let next = match batch.last {
+            Some(id) if id > position.id => Position {
+                id,
+                from_record: true,
+            },
+            _ => position,
+        };
+        {
+            let mut state = self.shared.lock();
+            state.absorb(batch);
+            state.position = next.id;
+        }
+        let first = first
+            .ids
+            .first()
+            .and_then(|record| record.id.parse::<StreamPos>().ok());
+        let trimmed_past = position.from_record && first.is_none_or(|first| first > position.id);
+        Ok((!trimmed_past).then_some(next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_order_like_redis() {
+        let parse = |id: &str| id.parse::<StreamPos>().ok();
+        assert_eq!(parse("0-0"), Some(StreamPos::default()));
+        assert_eq!(parse("17-3"), Some(StreamPos { ms: 17, seq: 3 }));
+        assert_eq!(parse("17"), Some(StreamPos { ms: 17, seq: 0 }));
+        assert_eq!(parse("x-1"), None);
+        assert!(parse("9-99") < parse("10-0"));
+        assert!(parse("10-1") > parse("10-0"));
+        assert_eq!(StreamPos { ms: 5, seq: 2 }.to_string(), "5-2");
+    }
+
+    fn record(kind: RevocationKind, id: &str, at: i64, until: i64) -> RevocationRecord {
+        RevocationRecord {
+            kind,
+            id: id.into(),
+            at,
+            until,
+            reason: String::new(),
+            by: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_later_at_wins() {
+        let mut entries = HashMap::new();
+        upsert(&mut entries, record(RevocationKind::Agent, "a", 200, 900));
+        upsert(&mut entries, record(RevocationKind::Agent, "a", 100, 950));
+        assert_eq!(entries[&RevocationKind::Agent]["a"].at, 200);
+        upsert(&mut entries, record(RevocationKind::Agent, "a", 300, 990));
+        assert_eq!(entries[&RevocationKind::Agent]["a"].at, 300);
+    }
+
+    #[test]
+    fn heartbeat_freshness_is_its_arrival_less_its_age() {
+        let received = Instant::now();
+        let mut batch = Batch::new(10_000, received);
+        let heartbeat = |id: &str, at: &str| StreamId {
+            id: id.into(),
+            map: [
+                ("kind".to_owned(), Value::BulkString(b"heartbeat".to_vec())),
+                ("id".to_owned(), Value::BulkString(b"node".to_vec())),
+                ("at".to_owned(), Value::BulkString(at.as_bytes().to_vec())),
+            ]
+            .into_iter()
+            .collect(),
+            ..StreamId::default()
+        };
+        batch.push(&heartbeat("9000-0", "9000"));
+        assert_eq!(
+            batch.heartbeat,
+            received.checked_sub(Duration::from_millis(1000))
+        );
+        batch.push(&heartbeat("9990-0", "9990"));
+        assert_eq!(
+            batch.heartbeat,
+            received.checked_sub(Duration::from_millis(10))
+        );
+        // A heartbeat stamped after the read's clock counts as just arrived.
+        batch.push(&heartbeat("10005-0", "10005"));
+        assert_eq!(batch.heartbeat, Some(received));
+        assert_eq!(batch.last, Some(StreamPos { ms: 10_005, seq: 0 }));
+        assert!(batch.entries.is_empty());
+    }
+}
