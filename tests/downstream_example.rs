@@ -1,0 +1,91 @@
+//! The downstream app example still builds and runs: `cargo run --example downstream_app` must
+//! succeed and show the app accepting the booking tool's token (with who acts for whom), the
+//! 401 and 403 it answers, and its refusal of the token once the hand-off hop is revoked.
+//! Needs `redis-server` (the example starts a private one), like the other Redis tests.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::process::Command;
+use std::time::Instant;
+
+#[test]
+fn downstream_app_accepts_then_refuses_after_revocation() {
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["run", "--quiet", "--example", "downstream_app"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // Cargo gives this test the variables it gives every compiled crate (`CARGO_PKG_NAME`,
+    // `CARGO_MANIFEST_DIR`, …). Build scripts such as ring's rerun when those change, so a nested
+    // cargo that inherited them would rebuild half the tree, twice per run. Drop them (as
+    // tests/examples.rs does).
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_for_this_crate = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_CFG_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || matches!(
+                name.as_ref(),
+                "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            );
+        if set_by_cargo_for_this_crate {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    let started = Instant::now();
+    let output = cargo.output().unwrap();
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the example failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    for marker in [
+        // The RFC 9728 metadata, served without a token.
+        "GET /.well-known/oauth-protected-resource → 200 OK",
+        "\"resource\": \"https://calendar.example.com\"",
+        // The app accepts the booking tool's token and says who acts for whom.
+        "calendar app: GET /events for corp|alice ← assistant ← booking-tool (current actor), chain chn_",
+        ", depth 2",
+        "GET /events (booking tool's token) → 200 OK",
+        // No token: 401 with a bare Bearer challenge.
+        "GET /events (no token) → 401 Unauthorized, WWW-Authenticate: Bearer\n",
+        // calendar.write with a calendar.read token: 403 insufficient_scope.
+        "POST /events (booking tool's token) → 403 Forbidden, WWW-Authenticate: Bearer error=\"insufficient_scope\"",
+        // The hand-off hop is revoked, and the app refuses the derived token.
+        "/revoke → 200 OK",
+        "GET /events (booking tool's token, after the revocation) → 401 Unauthorized, WWW-Authenticate: Bearer error=\"invalid_token\"",
+        "refused after revocation: the app saw it ",
+        "Done: the calendar app, its follower, mandate and Redis stopped.",
+    ] {
+        assert!(stdout.contains(marker), "missing {marker:?} in:\n{stdout}");
+    }
+    // The delay is measured and bounded by the example itself (it fails past 5 s); the story
+    // should see the revocation within a second or two.
+    let delay_ms: u64 = stdout
+        .split("refused after revocation: the app saw it ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no measured delay in:\n{stdout}"));
+    assert!(
+        delay_ms < 2000,
+        "the app took {delay_ms} ms to see the revocation"
+    );
+    // Building may take a while on a cold cache; the run itself is bounded by the example (30 s).
+    eprintln!("cargo run --example downstream_app took {elapsed:?}");
+}
