@@ -592,3 +592,42 @@ async fn a_store_failure_is_503_never_a_guess() {
     assert_eq!(body_json(response).await["active"], true);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn subject_and_agent_revocations_make_tokens_inactive() {
+    // Subject @ T.
+    let w = world().await;
+    let (_, app) = hand_off_and_app(&w).await;
+    assert_eq!(
+        introspect(&w.server, &app, "calendar-api").await["active"],
+        true
+    );
+    admin_revoke(&w.server, "/admin/subjects/corp%7Calice/revoke").await;
+    assert_eq!(
+        introspect(&w.server, &app, "calendar-api").await,
+        inactive()
+    );
+    // Agent @ T: the booking tool acts in the calendar token but not in the assistant's
+    // hand-off, which dies only when the assistant is revoked.
+    let w = world().await;
+    let (root, app) = hand_off_and_app(&w).await;
+    w.server
+        .state
+        .revoke_agent("booking-tool", "suspended", "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        introspect(&w.server, &app, "calendar-api").await,
+        inactive()
+    );
+    assert_eq!(
+        introspect(&w.server, &root, "assistant").await["active"],
+        true
+    );
+    w.server
+        .state
+        .revoke_agent("assistant", "suspended", "test")
+        .await
+        .unwrap();
+    assert_eq!(introspect(&w.server, &root, "assistant").await, inactive());
+}
