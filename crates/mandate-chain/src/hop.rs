@@ -37,6 +37,9 @@ pub enum EvidenceKind {
     ConsentGrant,
     /// 4: a mandate hand-off token addressed to the actor.
     HandOff,
+    /// An ID-JAG redeemed with the jwt-bearer grant (DESIGN.md section 7, resource-AS half): the
+    /// IdP's policy decision stands in for consent. The hop's `upstream` names the ID-JAG.
+    IdJag,
 }
 
 /// The evidence a hop recorded.
@@ -44,7 +47,8 @@ pub enum EvidenceKind {
 pub struct Evidence {
     /// Which kind.
     pub kind: EvidenceKind,
-    /// What it points at: the upstream client id, the consent grant id, or the parent hop id.
+    /// What it points at: the upstream client id, the consent grant id, the parent hop id, or for
+    /// an ID-JAG a JSON object with its `iss`, `jti` and (information only) its foreign `act`.
     pub reference: String,
 }
 

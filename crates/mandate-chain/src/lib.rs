@@ -7,16 +7,18 @@
 //! for whom can be read, tested and fuzzed on their own.
 
 mod authority;
+mod evidence;
 mod hop;
 mod policy;
 mod store;
 mod validator;
 
 pub use authority::{Authority, AuthorityError};
+pub use evidence::issued_to_actor;
 pub use hop::{ChainId, Evidence, EvidenceKind, HopId, HopRecord, UpstreamGrant};
 pub use policy::{Policy, PolicyRow};
 pub use store::{ConsentGrant, ConsentStore, Ledger, PolicyStore, StoreFailure};
 pub use validator::{
-    decide, Decision, ExchangeContext, ExchangeRequest, MandateSubject, Refusal, RefusalCode,
-    SubjectGrant, UpstreamSubject,
+    decide, decide_id_jag, Decision, ExchangeContext, ExchangeRequest, IdJagGrant, MandateSubject,
+    Refusal, RefusalCode, SubjectGrant, UpstreamSubject,
 };

@@ -57,6 +57,9 @@ pub enum Refusal {
     /// Nothing would be left.
     #[error("no authority would remain for this request")]
     EmptyAuthority,
+    /// An ID-JAG is redeemed for a token for an app, never for a hand-off to an agent.
+    #[error("an ID-JAG is redeemed for an app, not for a hand-off")]
+    IdJagForAgent,
 }
 
 /// The OAuth error code of a refusal.
@@ -74,9 +77,10 @@ impl Refusal {
     /// The code DESIGN.md section 5 assigns.
     pub fn code(&self) -> RefusalCode {
         match self {
-            Refusal::UnknownAudience | Refusal::NoPolicy | Refusal::OutsideParent => {
-                RefusalCode::InvalidTarget
-            }
+            Refusal::UnknownAudience
+            | Refusal::NoPolicy
+            | Refusal::OutsideParent
+            | Refusal::IdJagForAgent => RefusalCode::InvalidTarget,
             Refusal::ScopeWidening | Refusal::EmptyAuthority => RefusalCode::InvalidScope,
             _ => RefusalCode::InvalidRequest,
         }
@@ -141,6 +145,27 @@ pub enum SubjectGrant<'a> {
     Upstream(UpstreamSubject<'a>),
     /// mandate's own: continues one.
     Mandate(MandateSubject<'a>),
+}
+
+/// A verified ID-JAG presented with the jwt-bearer grant (DESIGN.md section 7, resource-AS half).
+/// The caller has checked everything about the assertion itself (signature, `typ`, `aud`,
+/// `client_id` = the actor, time claims with the skew, replay, `cnf`) and chosen the target from
+/// its `resource` claim and the request; this decides what the root hop may have.
+#[derive(Debug, Clone)]
+pub struct IdJagGrant<'a> {
+    /// The IdP issuer (`iss`).
+    pub issuer: &'a str,
+    /// The namespaced user.
+    pub subject: Subject,
+    /// Its `jti`: the upstream grant id of the chain it starts.
+    pub jti: &'a str,
+    /// Its `exp`.
+    pub expires_at: i64,
+    /// Its `scope` claim. `None` when it carries none: the policy row alone bounds the grant.
+    pub scope: Option<&'a ScopeSet>,
+    /// Its `act` claim (semantics undefined by the draft): recorded in the ledger as information,
+    /// never put in the token and never a source of authority.
+    pub act: Option<&'a Value>,
 }
 
 /// What the caller supplies besides the request: time, limits, fresh ids.
@@ -415,6 +440,76 @@ fn decide_child(
     Ok(Decision { hop, claims })
 }
 
+/// Decides the root hop of an ID-JAG redemption: the authority is the policy row of (client,
+/// resource) ∩ the ID-JAG's `scope`, narrowed by the request's `scope`; the authenticated client
+/// is the only actor (`act = {"sub": client}`); the hop is rooted on the ID-JAG (evidence
+/// [`EvidenceKind::IdJag`], `upstream` = its issuer, `jti` and `exp`) in the chain the caller
+/// derived from it. Deny by default.
+///
+/// Lifetime: `min(now + ttl, exp)`. An ID-JAG the caller accepted within the clock skew after
+/// its `exp` gives a token that expires within the second: a token never outlives the grant.
+pub fn decide_id_jag(
+    policy: &Policy,
+    request: &ExchangeRequest<'_>,
+    grant: &IdJagGrant<'_>,
+    context: &ExchangeContext<'_>,
+) -> Result<Decision, Refusal> {
+    let actor = request.actor;
+    let Audience::App(uri) = request.target else {
+        return Err(Refusal::IdJagForAgent);
+    };
+    check_target(request)?;
+    let row = policy.row(actor, request.target).ok_or(Refusal::NoPolicy)?;
+    let scopes = match grant.scope {
+        Some(granted) => row.scopes.intersection(granted),
+        None => row.scopes.clone(),
+    };
+    let mut available = Authority::new();
+    available.insert(uri, scopes);
+    // `authorization_details` selects hand-off pairs only; for an app target `scope` decides.
+    let app_request = ExchangeRequest {
+        details: None,
+        ..request.clone()
+    };
+    let granted = select(&available, &app_request)?;
+    let depth = 1;
+    let depth_limit = path_limit(context.max_chain_depth, row, None);
+    if depth > depth_limit {
+        return Err(Refusal::TooDeep);
+    }
+    let expires_at = (context.now + context.ttl_secs).min(grant.expires_at.max(context.now + 1));
+    let mut reference = serde_json::json!({ "iss": grant.issuer, "jti": grant.jti });
+    if let Some(act) = grant.act {
+        reference["act"] = act.clone();
+    }
+    let hop = HopRecord {
+        id: context.new_hop_id.clone(),
+        parent: None,
+        chain_id: context.root_chain_id.clone(),
+        ancestors: vec![],
+        subject: grant.subject.clone(),
+        actors: vec![actor.clone()],
+        client_id: actor.clone(),
+        audience: request.target.clone(),
+        authority: granted,
+        issued_at: context.now,
+        expires_at,
+        depth,
+        depth_limit,
+        evidence: Evidence {
+            kind: EvidenceKind::IdJag,
+            reference: reference.to_string(),
+        },
+        upstream: Some(UpstreamGrant {
+            issuer: grant.issuer.to_owned(),
+            grant_id: grant.jti.to_owned(),
+            expires_at: grant.expires_at,
+        }),
+    };
+    let claims = claims_for(&hop, context.issuer);
+    Ok(Decision { hop, claims })
+}
+
 /// The target must be registered, and a hand-off may not go to an agent already acting.
 fn check_target(request: &ExchangeRequest<'_>) -> Result<(), Refusal> {
     if !request.target_known {
@@ -429,17 +524,7 @@ fn check_target(request: &ExchangeRequest<'_>) -> Result<(), Refusal> {
 /// Evidence 1: `aud` names the actor as the issuer knows it; with several audiences, `azp` must
 /// be present and name it (OIDC Core §2).
 fn issued_to(upstream: &UpstreamSubject<'_>) -> Option<String> {
-    let ids = &upstream.actor_upstream_ids;
-    match upstream.aud {
-        [single] => ids.iter().find(|id| *id == single).cloned(),
-        [] => None,
-        many => {
-            let azp = upstream.azp?;
-            ids.iter()
-                .find(|id| id.as_str() == azp && many.iter().any(|a| a == azp))
-                .cloned()
-        }
-    }
+    crate::evidence::issued_to_actor(upstream.aud, upstream.azp, &upstream.actor_upstream_ids)
 }
 
 /// Evidence 3's precondition: the JWT is addressed to mandate and bound to the actor by `azp` or
@@ -571,5 +656,7 @@ fn claims_for(hop: &HopRecord, issuer: &str) -> AccessTokenClaims {
     }
 }
 
+#[cfg(test)]
+mod id_jag_tests;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,10 @@
 //! The contract every revocation backend meets; run by each backend's tests.
 
-use crate::{Revocation, RevocationKind, RevocationStore, TokenFacts, Verdict};
+use std::time::{Duration, Instant};
+
+use crate::{
+    Revocation, RevocationKind, RevocationStore, StreamEvent, StreamPosition, TokenFacts, Verdict,
+};
 
 fn entry(kind: RevocationKind, id: &str, until_ms: i64) -> Revocation {
     Revocation {
@@ -163,4 +167,135 @@ pub async fn run_all(store: &dyn RevocationStore, advance: &(dyn Fn(i64) + Sync)
     }
     store.ping().await.expect("ping");
     store.heartbeat("node-a", 600_000).await.expect("heartbeat");
+
+    stream(store, now).await;
+}
+
+fn ids(events: &[StreamEvent]) -> Vec<StreamPosition> {
+    events.iter().map(StreamEvent::id).collect()
+}
+
+fn position(text: &str) -> StreamPosition {
+    text.parse().expect("a stream position")
+}
+
+/// The stream readers follow: a snapshot's position, then `read_after` from it.
+async fn stream(store: &dyn RevocationStore, now: i64) {
+    // Right after a snapshot's position, a revocation shows up, in order and only once.
+    let start = store.stream_position().await.expect("position");
+    assert!(store.stream_covers(&start).await.expect("covers"));
+    let (events, same) = store
+        .read_after(&start, Duration::ZERO)
+        .await
+        .expect("read");
+    assert!(
+        events.is_empty(),
+        "nothing after the last record: {events:?}"
+    );
+    assert_eq!(position(&same), position(&start));
+    store
+        .revoke(vec![
+            entry(RevocationKind::Hop, "feed-h1", now + 600_000),
+            entry(RevocationKind::Chain, "feed-c1", now + 600_000),
+        ])
+        .await
+        .expect("revoke");
+    let (events, after) = store
+        .read_after(&start, Duration::from_secs(2))
+        .await
+        .expect("read");
+    let written: Vec<(RevocationKind, &str)> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Revocation { record, .. } => Some((record.kind, record.id.as_str())),
+            StreamEvent::Heartbeat { .. } => None,
+        })
+        .collect();
+    assert_eq!(
+        written,
+        [
+            (RevocationKind::Hop, "feed-h1"),
+            (RevocationKind::Chain, "feed-c1")
+        ]
+    );
+    let read = ids(&events);
+    assert!(read.windows(2).all(|w| w[0] < w[1]), "ids grow: {read:?}");
+    assert!(read.first() > Some(&position(&start)));
+    assert_eq!(read.last(), Some(&position(&after)));
+    assert!(store.stream_covers(&after).await.expect("covers"));
+    assert_eq!(
+        position(&store.stream_position().await.expect("position")),
+        position(&after)
+    );
+
+    // Heartbeats show up.
+    store
+        .heartbeat("node-feed", 600_000)
+        .await
+        .expect("heartbeat");
+    let (events, after) = store
+        .read_after(&after, Duration::from_secs(2))
+        .await
+        .expect("read");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            StreamEvent::Heartbeat { node, at, .. } if node == "node-feed" && *at >= now
+        )),
+        "{events:?}"
+    );
+
+    // An empty wait returns within max_wait, where it started.
+    let started = Instant::now();
+    let (events, same) = store
+        .read_after(&after, Duration::from_millis(300))
+        .await
+        .expect("read");
+    let waited = started.elapsed();
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(position(&same), position(&after));
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+
+    // A reader waiting is woken by a record written meanwhile, long before its max_wait.
+    let started = Instant::now();
+    let (read, ()) = tokio::join!(store.read_after(&after, Duration::from_secs(10)), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        store
+            .revoke(vec![entry(RevocationKind::Agent, "feed-a1", now + 600_000)])
+            .await
+            .expect("revoke");
+    });
+    let (events, _) = read.expect("read");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            StreamEvent::Revocation { record, .. } if record.id == "feed-a1"
+        )),
+        "{events:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Positions that are not of this stream: malformed, or ahead of its last record.
+    let ahead = StreamPosition {
+        ms: position(&after).ms + 86_400_000,
+        seq: 0,
+    }
+    .to_string();
+    for foreign in ["nonsense", "", ahead.as_str()] {
+        assert!(
+            !store.stream_covers(foreign).await.expect("covers"),
+            "{foreign:?}"
+        );
+        assert!(
+            store.read_after(foreign, Duration::ZERO).await.is_err(),
+            "{foreign:?}"
+        );
+    }
 }

@@ -14,9 +14,7 @@
 //! Every command it sends is one the read-only verifier ACL user may run (`XREAD`, `XRANGE`,
 //! `TIME`).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,8 +23,10 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::Value;
 use tokio::sync::watch;
 
+use crate::redis_store::stream_event;
 use crate::{
-    verdict, RevocationKind, RevocationRecord, TokenFacts, Verdict, HEARTBEAT_KIND, STREAM_KEY,
+    RevocationRecord, RevocationSet, StreamEvent, StreamPosition as StreamPos, TokenFacts, Verdict,
+    STREAM_KEY,
 };
 
 /// The first wait after a Redis error; it doubles up to [`RETRY_MAX`] while errors go on.
@@ -138,8 +138,8 @@ impl RevocationFollower {
     /// Decides for `facts` from the in-process copy, no I/O: `Err(Stale)` when the newest
     /// heartbeat received is older than the bound (by the local monotonic clock),
     /// `Err(NotReady)` before the first snapshot. Otherwise the same decision as the store's
-    /// check: [`verdict`] over the unexpired entries for `facts.keys()`, expiry judged by the
-    /// Redis clock (the latest `TIME` read plus the local time elapsed since).
+    /// check: [`verdict`](crate::verdict) over the unexpired entries for `facts.keys()`, expiry
+    /// judged by the Redis clock (the latest `TIME` read plus the local time elapsed since).
     pub fn check(&self, facts: &TokenFacts) -> Result<Verdict, FollowerError> {
         let now = Instant::now();
         let state = self.shared.lock();
@@ -152,20 +152,7 @@ impl RevocationFollower {
                 since_ms: duration_ms(since),
             });
         }
-        let now_ms = state.redis_now_ms(now);
-        let found: Vec<Option<RevocationRecord>> = facts
-            .keys()
-            .into_iter()
-            .map(|(kind, id)| {
-                state
-                    .entries
-                    .get(&kind)
-                    .and_then(|by_id| by_id.get(id))
-                    .filter(|record| record.until > now_ms)
-                    .cloned()
-            })
-            .collect();
-        Ok(verdict(facts, &found))
+        Ok(state.entries.verdict(facts, state.redis_now_ms(now)))
     }
 
     /// Waits until the first snapshot is loaded (bounded by `timeout`); whether it is.
@@ -180,7 +167,7 @@ impl RevocationFollower {
     pub fn stats(&self) -> FollowerStats {
         let state = self.shared.lock();
         FollowerStats {
-            entries: state.entries.values().map(HashMap::len).sum(),
+            entries: state.entries.len(),
             position: state.position.to_string(),
             snapshots: state.snapshots,
             errors: state.errors,
@@ -223,8 +210,8 @@ impl Shared {
 /// The copy.
 #[derive(Default)]
 struct State {
-    /// Live entries by kind, then id.
-    entries: HashMap<RevocationKind, HashMap<String, RevocationRecord>>,
+    /// Live entries.
+    entries: RevocationSet,
     /// Whether a snapshot has been loaded.
     loaded: bool,
     /// When (local clock) the newest heartbeat seen was written.
@@ -252,7 +239,7 @@ impl State {
     /// Takes in what one read brought: entries (merged), heartbeats (freshness), the clock.
     fn absorb(&mut self, batch: Batch) {
         for record in batch.entries {
-            upsert(&mut self.entries, record);
+            self.entries.insert(record);
         }
         if batch.heartbeat > self.heartbeat {
             self.heartbeat = batch.heartbeat;
@@ -263,50 +250,7 @@ impl State {
     /// Drops the entries whose `until` has passed.
     fn prune(&mut self, now: Instant) {
         let now_ms = self.redis_now_ms(now);
-        for by_id in self.entries.values_mut() {
-            by_id.retain(|_, record| record.until > now_ms);
-        }
-        self.entries.retain(|_, by_id| !by_id.is_empty());
-    }
-}
-
-/// Inserts `record`, or replaces the one held for its (kind, id) unless that one has a later `at`.
-fn upsert(
-    entries: &mut HashMap<RevocationKind, HashMap<String, RevocationRecord>>,
-    record: RevocationRecord,
-) {
-    let by_id = entries.entry(record.kind).or_default();
-    if by_id
-        .get(&record.id)
-        .is_some_and(|held| held.at > record.at)
-    {
-        return;
-    }
-    by_id.insert(record.id.clone(), record);
-}
-
-/// A stream id (`<ms>-<seq>`), ordered as Redis orders them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-struct StreamPos {
-    ms: u64,
-    seq: u64,
-}
-
-impl FromStr for StreamPos {
-    type Err = ();
-
-    fn from_str(id: &str) -> Result<Self, ()> {
-        let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-        Ok(Self {
-            ms: ms.parse().map_err(|_| ())?,
-            seq: seq.parse().map_err(|_| ())?,
-        })
-    }
-}
-
-impl fmt::Display for StreamPos {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
+        self.entries.prune(now_ms);
     }
 }
 
@@ -353,48 +297,19 @@ impl Batch {
         if pos.is_some() {
             self.last = pos;
         }
-        let field = |name: &str| record.map.get(name).and_then(text);
-        let Some(kind) = field("kind") else { return };
-        let number = |name: &str| field(name).and_then(|v| v.parse::<i64>().ok());
-        if kind == HEARTBEAT_KIND {
-            let Some(at) = number("at").or_else(|| pos.and_then(|p| i64::try_from(p.ms).ok()))
-            else {
-                return;
-            };
-            let age = u64::try_from(self.now_ms.saturating_sub(at)).unwrap_or(0);
-            let written = self.received.checked_sub(Duration::from_millis(age));
-            if written > self.heartbeat {
-                self.heartbeat = written;
+        match stream_event(record) {
+            Some(StreamEvent::Heartbeat { at, .. }) => {
+                let age = u64::try_from(self.now_ms.saturating_sub(at)).unwrap_or(0);
+                let written = self.received.checked_sub(Duration::from_millis(age));
+                if written > self.heartbeat {
+                    self.heartbeat = written;
+                }
             }
-            return;
+            Some(StreamEvent::Revocation { record, .. }) if record.until > self.now_ms => {
+                self.entries.push(record);
+            }
+            _ => {}
         }
-        let Some(kind) = RevocationKind::parse(&kind) else {
-            return;
-        };
-        // Missing numbers read as 0, as `RedisRevocations::entries` reads them.
-        let record = RevocationRecord {
-            kind,
-            id: field("id").unwrap_or_default(),
-            at: number("at").unwrap_or(0),
-            until: number("until").unwrap_or(0),
-            reason: field("reason").unwrap_or_default(),
-            by: field("by").unwrap_or_default(),
-        };
-        if record.until > self.now_ms {
-            self.entries.push(record);
-        }
-    }
-}
-
-/// A field value as text (invalid UTF-8 replaced, so that one odd record cannot wedge the
-/// follower).
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        _ => None,
     }
 }
 
@@ -541,39 +456,6 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Task<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stream_ids_order_like_redis() {
-        let parse = |id: &str| id.parse::<StreamPos>().ok();
-        assert_eq!(parse("0-0"), Some(StreamPos::default()));
-        assert_eq!(parse("17-3"), Some(StreamPos { ms: 17, seq: 3 }));
-        assert_eq!(parse("17"), Some(StreamPos { ms: 17, seq: 0 }));
-        assert_eq!(parse("x-1"), None);
-        assert!(parse("9-99") < parse("10-0"));
-        assert!(parse("10-1") > parse("10-0"));
-        assert_eq!(StreamPos { ms: 5, seq: 2 }.to_string(), "5-2");
-    }
-
-    fn record(kind: RevocationKind, id: &str, at: i64, until: i64) -> RevocationRecord {
-        RevocationRecord {
-            kind,
-            id: id.into(),
-            at,
-            until,
-            reason: String::new(),
-            by: String::new(),
-        }
-    }
-
-    #[test]
-    fn the_later_at_wins() {
-        let mut entries = HashMap::new();
-        upsert(&mut entries, record(RevocationKind::Agent, "a", 200, 900));
-        upsert(&mut entries, record(RevocationKind::Agent, "a", 100, 950));
-        assert_eq!(entries[&RevocationKind::Agent]["a"].at, 200);
-        upsert(&mut entries, record(RevocationKind::Agent, "a", 300, 990));
-        assert_eq!(entries[&RevocationKind::Agent]["a"].at, 300);
-    }
 
     #[test]
     fn heartbeat_freshness_is_its_arrival_less_its_age() {

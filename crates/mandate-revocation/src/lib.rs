@@ -3,7 +3,10 @@
 //! its chain is revoked — in one store round trip, whatever the depth, with the store's clock.
 //!
 //! Backends: in memory (one process) and Redis (behind the `redis` feature), checked by the same
-//! contract tests. This crate must not depend on HTTP crates.
+//! contract tests. Both also serve the revocation stream to readers
+//! ([`RevocationStore::read_after`]): the feed mandate serves to apps that cannot reach Redis, and
+//! the in-process copies ([`RevocationSet`]) that followers keep. This crate must not depend on
+//! HTTP crates.
 
 #[cfg(any(test, feature = "contract-tests"))]
 #[allow(clippy::expect_used, reason = "contract assertions fail loudly")]
@@ -14,6 +17,8 @@ mod follower;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod set;
+mod stream;
 
 pub use entry::{
     verdict, Checked, Revocation, RevocationKind, RevocationRecord, TokenFacts, Verdict,
@@ -21,11 +26,19 @@ pub use entry::{
 };
 #[cfg(feature = "redis")]
 pub use follower::{FollowerConfig, FollowerError, FollowerStats, RevocationFollower};
-pub use memory::MemoryRevocations;
+pub use memory::{MemoryRevocations, MEMORY_STREAM_CAPACITY};
 #[cfg(feature = "redis")]
-pub use redis_store::{RedisRevocations, KEY_PREFIX, STREAM_KEY};
+pub use redis_store::{RedisRevocations, FEED_POLL_INTERVAL, KEY_PREFIX, STREAM_KEY};
+pub use set::RevocationSet;
+pub use stream::{InvalidPosition, StreamEvent, StreamPosition};
+
+use std::time::Duration;
 
 use async_trait::async_trait;
+
+/// How many stream records one [`RevocationStore::read_after`] returns at most (a longer backlog
+/// takes several reads).
+pub const READ_AFTER_COUNT: usize = 1000;
 
 /// A store operation that did not complete; callers fail closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,4 +71,55 @@ pub trait RevocationStore: Send + Sync + std::fmt::Debug {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), RevocationStoreError>;
+
+    /// The stream position a reader continues from after a snapshot: read this first, then
+    /// [`entries`](Self::entries), then [`read_after`](Self::read_after) from it. A record written
+    /// in between is then in both the snapshot and the stream (applying it twice is harmless);
+    /// none is in neither.
+    ///
+    /// The default (a store without a stream) is an error.
+    async fn stream_position(&self) -> Result<String, RevocationStoreError> {
+        Err(no_stream())
+    }
+
+    /// Whether the stream still holds every record written after `position`, so that
+    /// [`read_after`](Self::read_after) from it misses nothing. `false` when the stream was
+    /// trimmed past it, when it is not a position of this stream (ahead of its last record, or
+    /// from a store that has since been emptied or restarted) and when it is malformed: the reader
+    /// must take a new snapshot.
+    ///
+    /// The default (a store without a stream) is an error.
+    async fn stream_covers(&self, position: &str) -> Result<bool, RevocationStoreError> {
+        let _ = position;
+        Err(no_stream())
+    }
+
+    /// The stream records after `position` (at most [`READ_AFTER_COUNT`], oldest first) and the
+    /// position to read from next (the last record's id; `position` itself when there was none).
+    /// When there is none yet, waits up to `max_wait` for one (zero: answers at once), then
+    /// returns an empty list.
+    ///
+    /// A position the stream does not cover (see [`stream_covers`](Self::stream_covers)) is an
+    /// error, as is a store failure; a reader tells them apart with `stream_covers`.
+    ///
+    /// The default (a store without a stream) is an error.
+    async fn read_after(
+        &self,
+        position: &str,
+        max_wait: Duration,
+    ) -> Result<(Vec<StreamEvent>, String), RevocationStoreError> {
+        let _ = (position, max_wait);
+        Err(no_stream())
+    }
+}
+
+fn no_stream() -> RevocationStoreError {
+    RevocationStoreError("this revocation store has no stream".into())
+}
+
+/// The error of a read from a position the stream does not cover.
+fn not_covered(position: &str) -> RevocationStoreError {
+    RevocationStoreError(format!(
+        "the stream does not cover position {position:?} (trimmed past, or not of this stream): take a new snapshot"
+    ))
 }

@@ -1,10 +1,14 @@
+use std::time::Duration;
+
 use async_trait::async_trait;
 use redis::aio::ConnectionLike;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{RedisResult, Value};
 
 use crate::{
-    verdict, Checked, Revocation, RevocationKind, RevocationRecord, RevocationStore,
-    RevocationStoreError, TokenFacts, HEARTBEAT_KIND,
+    not_covered, verdict, Checked, Revocation, RevocationKind, RevocationRecord, RevocationStore,
+    RevocationStoreError, StreamEvent, StreamPosition, TokenFacts, HEARTBEAT_KIND,
+    READ_AFTER_COUNT,
 };
 
 /// Every revocation key starts with this hash tag, so that an entry and its stream record are
@@ -12,6 +16,14 @@ use crate::{
 pub const KEY_PREFIX: &str = "{mandate:rev}";
 /// The revocation stream.
 pub const STREAM_KEY: &str = "{mandate:rev}:stream";
+/// How often [`RevocationStore::read_after`] looks at the stream again while it waits.
+///
+/// It never blocks in Redis (`XREAD` without `BLOCK`): the store's connection is multiplexed and
+/// shared by every request of the node, and a blocked `XREAD` would hold up every command queued
+/// behind it on that connection for as long as it blocks. A look costs one pipeline (`XREAD`
+/// and the stream's first and last ids); mandate's feed runs one reader per node, so that is at
+/// most ten pipelines a second per node, and a record reaches the reader within this interval.
+pub const FEED_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The revocation list in Redis (a single server or Redis Cluster, through any async
 /// connection that reconnects by itself, such as `ConnectionManager`).
@@ -60,6 +72,23 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisRevocations<C> {
     fn key(kind: RevocationKind, id: &str) -> String {
         format!("{KEY_PREFIX}:{}:{id}", kind.as_str())
     }
+
+    /// Adds `XRANGE - + COUNT 1` and `XREVRANGE + - COUNT 1` (the first and last records) to
+    /// `pipe`.
+    fn stream_bounds(pipe: &mut redis::Pipeline) -> &mut redis::Pipeline {
+        pipe.cmd("XRANGE")
+            .arg(STREAM_KEY)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XREVRANGE")
+            .arg(STREAM_KEY)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+    }
 }
 
 fn fail(error: redis::RedisError) -> RevocationStoreError {
@@ -71,6 +100,67 @@ fn time_ms(value: &Value) -> Result<i64, RevocationStoreError> {
     let parts: (i64, i64) =
         redis::from_redis_value_ref(value).map_err(|e| RevocationStoreError(e.to_string()))?;
     Ok(parts.0 * 1000 + parts.1 / 1000)
+}
+
+/// A field value as text (invalid UTF-8 replaced, so that one odd record cannot wedge a reader).
+pub(crate) fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// One stream record as an event: `None` for a record of an unknown kind or with an id that is
+/// not a stream id. Missing numbers read as 0, as [`RedisRevocations::entries`] reads them; a
+/// heartbeat without `at` was written at its id's millisecond.
+pub(crate) fn stream_event(record: &StreamId) -> Option<StreamEvent> {
+    let id: StreamPosition = record.id.parse().ok()?;
+    let field = |name: &str| record.map.get(name).and_then(text);
+    let number = |name: &str| field(name).and_then(|v| v.parse::<i64>().ok());
+    let kind = field("kind")?;
+    if kind == HEARTBEAT_KIND {
+        return Some(StreamEvent::Heartbeat {
+            id,
+            node: field("id").unwrap_or_default(),
+            at: number("at").unwrap_or_else(|| i64::try_from(id.ms).unwrap_or(i64::MAX)),
+        });
+    }
+    let kind = RevocationKind::parse(&kind)?;
+    Some(StreamEvent::Revocation {
+        id,
+        record: RevocationRecord {
+            kind,
+            id: field("id").unwrap_or_default(),
+            at: number("at").unwrap_or(0),
+            until: number("until").unwrap_or(0),
+            reason: field("reason").unwrap_or_default(),
+            by: field("by").unwrap_or_default(),
+        },
+    })
+}
+
+/// The id of the first record of a range reply.
+fn first_id(reply: &StreamRangeReply) -> Option<StreamPosition> {
+    reply.ids.first().and_then(|r| r.id.parse().ok())
+}
+
+/// Whether a stream whose first and last records are `first` and `last` still holds every record
+/// after `position`. Trimming removes the oldest records first, so it does when `position` is
+/// within them; before the first, records after `position` may have been trimmed (a new snapshot
+/// is the safe answer); after the last, it is not a position of this stream. An empty or missing
+/// stream covers only the start.
+fn covered(
+    position: StreamPosition,
+    first: Option<StreamPosition>,
+    last: Option<StreamPosition>,
+) -> bool {
+    match (first, last) {
+        (Some(first), Some(last)) => first <= position && position <= last,
+        _ => position == StreamPosition::START,
+    }
 }
 
 fn parse_records(values: Vec<Option<String>>) -> Vec<Option<RevocationRecord>> {
@@ -266,5 +356,143 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
             .await
             .map_err(fail)?;
         Ok(())
+    }
+
+    async fn stream_position(&self) -> Result<String, RevocationStoreError> {
+        let mut connection = self.connection.clone();
+        let last: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(STREAM_KEY)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut connection)
+            .await
+            .map_err(fail)?;
+        Ok(first_id(&last).unwrap_or(StreamPosition::START).to_string())
+    }
+
+    async fn stream_covers(&self, position: &str) -> Result<bool, RevocationStoreError> {
+        let Ok(position) = position.parse::<StreamPosition>() else {
+            return Ok(false);
+        };
+        let mut connection = self.connection.clone();
+        let (first, last): (StreamRangeReply, StreamRangeReply) =
+            Self::stream_bounds(&mut redis::pipe())
+                .query_async(&mut connection)
+                .await
+                .map_err(fail)?;
+        Ok(covered(position, first_id(&first), first_id(&last)))
+    }
+
+    /// Polls with `XREAD` (never `BLOCK`: see [`FEED_POLL_INTERVAL`]), pipelined with the stream's
+    /// first and last ids, which are read after the records: a trim past `position` before the
+    /// read shows as a first id past it.
+    async fn read_after(
+        &self,
+        position: &str,
+        max_wait: Duration,
+    ) -> Result<(Vec<StreamEvent>, String), RevocationStoreError> {
+        let from: StreamPosition = position.parse().map_err(|_| not_covered(position))?;
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut connection = self.connection.clone();
+        loop {
+            let mut pipe = redis::pipe();
+            pipe.cmd("XREAD")
+                .arg("COUNT")
+                .arg(READ_AFTER_COUNT)
+                .arg("STREAMS")
+                .arg(STREAM_KEY)
+                .arg(from.to_string());
+            let (read, first, last): (Option<StreamReadReply>, StreamRangeReply, StreamRangeReply) =
+                Self::stream_bounds(&mut pipe)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(fail)?;
+            if !covered(from, first_id(&first), first_id(&last)) {
+                return Err(not_covered(position));
+            }
+            let records: Vec<&StreamId> = read
+                .iter()
+                .flat_map(|reply| &reply.keys)
+                .filter(|stream| stream.key == STREAM_KEY)
+                .flat_map(|stream| &stream.ids)
+                .collect();
+            // The position moves past every record read, also past one that is not an event
+            // (an unknown kind), so that such a record cannot hold a reader in place.
+            if let Some(next) = records
+                .iter()
+                .rev()
+                .find_map(|r| r.id.parse::<StreamPosition>().ok())
+            {
+                let events = records.into_iter().filter_map(stream_event).collect();
+                return Ok((events, next.to_string()));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok((Vec::new(), from.to_string()));
+            }
+            tokio::time::sleep(FEED_POLL_INTERVAL.min(deadline - now)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_is_covered_within_the_stream_only() {
+        let p = |ms, seq| StreamPosition { ms, seq };
+        let (first, last) = (Some(p(100, 0)), Some(p(200, 3)));
+        assert!(covered(p(100, 0), first, last));
+        assert!(covered(p(150, 7), first, last));
+        assert!(covered(p(200, 3), first, last));
+        // Before the first record: something after it may have been trimmed.
+        assert!(!covered(p(99, 9), first, last));
+        assert!(!covered(StreamPosition::START, first, last));
+        // After the last: not a position of this stream.
+        assert!(!covered(p(200, 4), first, last));
+        // An empty or missing stream covers only the start.
+        assert!(covered(StreamPosition::START, None, None));
+        assert!(!covered(p(1, 0), None, None));
+    }
+
+    #[test]
+    fn stream_records_become_events() {
+        let record = |id: &str, fields: &[(&str, &str)]| StreamId {
+            id: id.into(),
+            map: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::BulkString(v.as_bytes().to_vec())))
+                .collect(),
+            ..StreamId::default()
+        };
+        assert_eq!(
+            stream_event(&record("7-1", &[("kind", "heartbeat"), ("id", "node-a")])),
+            Some(StreamEvent::Heartbeat {
+                id: StreamPosition { ms: 7, seq: 1 },
+                node: "node-a".into(),
+                at: 7
+            })
+        );
+        let hop = stream_event(&record(
+            "8-0",
+            &[("kind", "hop"), ("id", "h1"), ("at", "5"), ("until", "9")],
+        ));
+        assert!(matches!(
+            hop,
+            Some(StreamEvent::Revocation {
+                record: RevocationRecord {
+                    kind: RevocationKind::Hop,
+                    at: 5,
+                    until: 9,
+                    ..
+                },
+                ..
+            })
+        ));
+        assert_eq!(stream_event(&record("9-0", &[("kind", "other")])), None);
+        assert_eq!(stream_event(&record("x", &[("kind", "hop")])), None);
     }
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::chain_id::new_hop_id;
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
+use crate::id_jag_issue::{issue as issue_id_jag, IdJagIssueRequest};
 use crate::revocation::{facts_of_hop, facts_of_token};
 use crate::state::AppState;
 use crate::subject::{verify_subject, SubjectTokenType, VerifiedSubject};
@@ -23,9 +24,20 @@ use mandate_revocation::{TokenFacts, Verdict};
 pub struct TokenExchangeRequest {
     subject_token: String,
     subject_token_type: SubjectTokenType,
-    target: Audience,
-    scope: Option<ScopeSet>,
-    details: Option<Authority>,
+    requested: Requested,
+}
+
+/// What the exchange issues.
+#[derive(Debug)]
+enum Requested {
+    /// A mandate access token for one target.
+    AccessToken {
+        target: Audience,
+        scope: Option<ScopeSet>,
+        details: Option<Authority>,
+    },
+    /// An ID-JAG for a configured resource AS (DESIGN.md section 7, IdP half).
+    IdJag(IdJagIssueRequest),
 }
 
 impl TokenExchangeRequest {
@@ -43,9 +55,15 @@ impl TokenExchangeRequest {
         match form.single("requested_token_type")? {
             None | Some(urn::TOKEN_TYPE_ACCESS_TOKEN) => {}
             Some(urn::TOKEN_TYPE_ID_JAG) => {
-                return Err(OAuthError::invalid_request(
-                    "issuing ID-JAGs is not available in this version",
-                ))
+                // Here `audience` names the resource AS and `resource` its API (PROTOCOLS.md 2.3).
+                return Ok(Self {
+                    requested: Requested::IdJag(IdJagIssueRequest::from_form(
+                        form,
+                        subject_token_type,
+                    )?),
+                    subject_token,
+                    subject_token_type,
+                });
             }
             Some(_) => {
                 return Err(OAuthError::invalid_request(
@@ -99,9 +117,11 @@ impl TokenExchangeRequest {
         Ok(Self {
             subject_token,
             subject_token_type,
-            target,
-            scope,
-            details,
+            requested: Requested::AccessToken {
+                target,
+                scope,
+                details,
+            },
         })
     }
 }
@@ -129,10 +149,28 @@ pub async fn exchange(
         tracing::info!(target: "audit", client_id = %client.id, reason = %reason, "token exchange refused");
         error
     };
+    let (target, scope, details) = match request.requested {
+        Requested::AccessToken {
+            target,
+            scope,
+            details,
+        } => (target, scope, details),
+        Requested::IdJag(id_jag) => {
+            let issued = issue_id_jag(state, client, &request.subject_token, id_jag).await?;
+            return Ok(ExchangeResponse {
+                access_token: issued.token,
+                issued_token_type: urn::TOKEN_TYPE_ID_JAG,
+                token_type: "N_A",
+                expires_in: issued.expires_in,
+                scope: Some(issued.scope),
+                authorization_details: None,
+            });
+        }
+    };
     let subject = verify_subject(state, &request.subject_token, request.subject_token_type)
         .await
         .map_err(|e| refuse(&e, e.to_oauth()))?;
-    let target_known = target_is_registered(state, &request.target).await?;
+    let target_known = target_is_registered(state, &target).await?;
     let tokens = &state.settings.tokens;
     let depth_bound = tokens.max_chain_depth as usize + 1;
 
@@ -228,10 +266,10 @@ pub async fn exchange(
     };
     let exchange_request = ExchangeRequest {
         actor: &client.id,
-        target: &request.target,
+        target: &target,
         target_known,
-        scope: request.scope.as_ref(),
-        details: request.details.as_ref(),
+        scope: scope.as_ref(),
+        details: details.as_ref(),
     };
     let context = ExchangeContext {
         issuer: &state.settings.issuer,
@@ -312,7 +350,7 @@ async fn target_is_registered(state: &AppState, target: &Audience) -> Result<boo
 }
 
 /// How `issuer` knows the agent: its `upstream_ids` for that issuer, else its own client id.
-fn client_upstream_ids(client: &Client, issuer: &str) -> Vec<String> {
+pub(crate) fn client_upstream_ids(client: &Client, issuer: &str) -> Vec<String> {
     let mapped: Vec<String> = client
         .upstream_ids
         .iter()

@@ -33,6 +33,7 @@ pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             web::scope(&issuer_path)
                 .route("/jwks", web::get().to(jwks))
                 .route("/healthz", web::get().to(healthz))
+                .route("/revocations", web::get().to(crate::feed::revocations))
                 .service(
                     web::resource("/token")
                         .route(web::post().to(token))
@@ -90,7 +91,7 @@ async fn token(
     let credentials = PresentedCredentials::from_request(&request, &form)?;
     let client = state.authenticate_agent(&credentials).await?;
     state.charge_rate_limit(client.id.as_str()).await?;
-    match GrantKind::parse(form.required("grant_type")?)? {
+    match GrantKind::parse(form.required("grant_type")?, &state.settings)? {
         GrantKind::TokenExchange => {
             let request = TokenExchangeRequest::from_form(&form)?;
             let response = exchange(&state, &client, request).await?;
@@ -98,10 +99,13 @@ async fn token(
             no_store(&mut ok);
             Ok(ok.json(response))
         }
-        GrantKind::JwtBearer => Err(OAuthError::new(
-            crate::error::ErrorCode::UnsupportedGrantType,
-            "this grant type is not supported",
-        )),
+        GrantKind::JwtBearer => {
+            let request = crate::id_jag::IdJagRequest::from_form(&form)?;
+            let response = crate::id_jag::redeem(&state, &client, request).await?;
+            let mut ok = HttpResponse::Ok();
+            no_store(&mut ok);
+            Ok(ok.json(response))
+        }
     }
 }
 

@@ -74,6 +74,8 @@ pub struct AppState {
     pub clients: Arc<dyn ClientRegistry>,
     /// Per-client request budgets.
     pub rate_limiter: Arc<dyn RateLimiter>,
+    /// Single-use identifiers (ID-JAG `jti`s; client assertions go through the authenticator).
+    pub replay: Arc<dyn ReplayCache>,
     /// Client authentication.
     pub authenticator: ClientAuthenticator,
     /// Admin credentials.
@@ -256,7 +258,7 @@ impl AppState {
         }
         let authenticator = ClientAuthenticator::new(
             clients.clone(),
-            replay,
+            replay.clone(),
             clock.clone(),
             &settings.issuer,
             settings.tokens.clock_skew_secs,
@@ -338,6 +340,7 @@ impl AppState {
             keys: Arc::new(keys),
             clients,
             rate_limiter,
+            replay,
             authenticator,
             admin_credentials: Arc::new(admin_credentials),
             trusted_issuers: Arc::new(trusted_issuers),
@@ -640,12 +643,12 @@ pub fn discovery_document(settings: &Settings) -> Value {
         .map(|m| m.as_str())
         .collect();
     let algorithms: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
-    json!({
+    let mut document = json!({
         "issuer": issuer,
         "token_endpoint": format!("{issuer}/token"),
         "jwks_uri": format!("{issuer}/jwks"),
         "response_types_supported": [],
-        "grant_types_supported": crate::grant::GrantKind::supported(),
+        "grant_types_supported": crate::grant::GrantKind::supported(settings),
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": algorithms,
         "revocation_endpoint": format!("{issuer}/revoke"),
@@ -655,5 +658,16 @@ pub fn discovery_document(settings: &Settings) -> Value {
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_signing_alg_values_supported": algorithms,
         "authorization_details_types_supported": [mandate_token::DELEGATION_DETAIL_TYPE],
-    })
+    });
+    // ID-JAG -03 §7: the profile, never which issuers are trusted for it.
+    if crate::grant::accepts_id_jags(settings) {
+        document["authorization_grant_profiles_supported"] =
+            json!([mandate_token::urn::GRANT_PROFILE_ID_JAG]);
+    }
+    // Identity chaining / ID-JAG §7: the IdP half is served when a resource AS is configured.
+    if !settings.id_jag.resource_servers.is_empty() {
+        document["identity_chaining_requested_token_types_supported"] =
+            json!([mandate_token::urn::TOKEN_TYPE_ID_JAG]);
+    }
+    document
 }

@@ -131,6 +131,55 @@ pub struct UpstreamClaims {
     pub auth_time: Option<i64>,
 }
 
+/// The claims of an Identity Assertion JWT Authorization Grant (ID-JAG, PROTOCOLS.md 2.2), as
+/// the resource-AS half reads them. Every member is optional here so that the verifier can name
+/// exactly which required claim is missing; unknown claims are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdJagClaims {
+    /// The IdP issuer (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// The user at that IdP (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The resource AS's issuer identifier (required): a string or a one-element array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<OneOrMany<String>>,
+    /// The client's identifier at the resource AS (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Token id (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Expiry (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Issued at (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Not before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// RFC 8707 resource(s) the IdP granted: a string or an array (decision D9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<OneOrMany<String>>,
+    /// Space-delimited scopes the IdP granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// RFC 8693 actor, semantics undefined by the draft: recorded, never trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Value>,
+    /// Proof-of-possession confirmation (`{"jkt": …}` when DPoP-bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Value>,
+    /// The IdP tenant (multi-tenant issuers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Authentication time of the SSO event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +220,32 @@ mod tests {
         let text = serde_json::to_string(&claims).unwrap();
         assert!(text.contains("\"exp\":301"));
         assert!(!text.contains("authorization_details"));
+    }
+
+    #[test]
+    fn id_jag_claims_read_both_shapes_and_ignore_unknown_members() {
+        let claims: IdJagClaims = serde_json::from_value(serde_json::json!({
+            "iss": "https://idp.example.com",
+            "sub": "alice",
+            "aud": ["https://as.example.com"],
+            "client_id": "agent",
+            "jti": "j1",
+            "iat": 1, "exp": 301,
+            "resource": "https://api.example.com",
+            "scope": "a b",
+            "amr": ["pwd"],
+        }))
+        .unwrap();
+        assert_eq!(
+            claims.aud.as_ref().map(OneOrMany::as_slice),
+            Some(&["https://as.example.com".to_owned()][..])
+        );
+        assert_eq!(
+            claims.resource.as_ref().map(OneOrMany::as_slice),
+            Some(&["https://api.example.com".to_owned()][..])
+        );
+        assert!(claims.cnf.is_none() && claims.act.is_none());
+        let missing: IdJagClaims = serde_json::from_str("{}").unwrap();
+        assert!(missing.jti.is_none() && missing.exp.is_none());
     }
 }

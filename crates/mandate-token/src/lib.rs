@@ -20,7 +20,7 @@ mod signing;
 pub mod urn;
 
 pub use access::{
-    AccessTokenClaims, Act, DelegationDetail, UpstreamClaims, DELEGATION_DETAIL_TYPE,
+    AccessTokenClaims, Act, DelegationDetail, IdJagClaims, UpstreamClaims, DELEGATION_DETAIL_TYPE,
 };
 pub use alg::Algorithm;
 pub use claims::{OneOrMany, TimeError, TimeWindow};

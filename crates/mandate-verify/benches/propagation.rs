@@ -8,7 +8,12 @@
 //! ```sh
 //! cargo bench -p mandate-verify --features redis --bench propagation -- [--followers N] [--revocations M] [--verifications K]
 //! ```
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a benchmark program")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark program"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,16 +37,30 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn exchange(server: &TestServer, token: &str, kind: &str, audience: &str, auth: &ClientAuth) -> String {
+async fn exchange(
+    server: &TestServer,
+    token: &str,
+    kind: &str,
+    audience: &str,
+    auth: &ClientAuth,
+) -> String {
     let form = exchange_form(token, kind, audience, &[]);
     let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let body = body_json(server.token(&pairs, auth).await.unwrap()).await;
-    body["access_token"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned()
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned()
 }
 
 fn facts(token: &str) -> TokenFacts {
     let claims: AccessTokenClaims = serde_json::from_value(claims_of(token)).unwrap();
-    let mut agents: Vec<String> = claims.act.actors(16).into_iter().map(str::to_owned).collect();
+    let mut agents: Vec<String> = claims
+        .act
+        .actors(16)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     agents.push(claims.client_id.clone());
     TokenFacts {
         hop: Some(claims.jti),
@@ -73,17 +92,33 @@ async fn main() {
     settings.limits.token_requests_per_client_per_sec = 0;
     let server = TestServer::spawn(settings).await.unwrap();
 
-    let config = FollowerConfig { staleness_bound: Duration::from_secs(3), block: Duration::from_millis(500) };
+    let config = FollowerConfig {
+        staleness_bound: Duration::from_secs(3),
+        block: Duration::from_millis(500),
+    };
     let mut followed = Vec::new();
     for _ in 0..followers {
-        followed.push(Followed::redis(&redis.url(), config, Duration::from_secs(10)).await.unwrap());
+        followed.push(
+            Followed::redis(&redis.url(), config, Duration::from_secs(10))
+                .await
+                .unwrap(),
+        );
     }
 
     // One hand-off, then `revocations` sibling calendar tokens from it.
     let assistant = ClientAuth::Basic("assistant".into(), "assistant-secret".into());
     let booking = ClientAuth::Basic("booking-tool".into(), "booking-secret".into());
-    let id_token = corp.sign(None, &id_token_claims(CORP, "alice", "assistant")).unwrap();
-    let handoff = exchange(&server, &id_token, "id_token", "agent:booking-tool", &assistant).await;
+    let id_token = corp
+        .sign(None, &id_token_claims(CORP, "alice", "assistant"))
+        .unwrap();
+    let handoff = exchange(
+        &server,
+        &id_token,
+        "id_token",
+        "agent:booking-tool",
+        &assistant,
+    )
+    .await;
     let mut tokens = Vec::with_capacity(revocations);
     for _ in 0..revocations {
         tokens.push(exchange(&server, &handoff, "access_token", CAL, &booking).await);
@@ -132,10 +167,27 @@ async fn main() {
     );
 
     // Per-verification cost, against a bare ES256 verification of the same token.
-    let jwks: serde_json::Value = server.http.get(server.url("/jwks")).send().await.unwrap().json().await.unwrap();
+    let jwks: serde_json::Value = server
+        .http
+        .get(server.url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let keys = VerifyingKeySet::from_jwks(&jwks, &[Algorithm::Es256]).unwrap();
     let (_, live) = {
-        let handoff = exchange(&server, &corp.sign(None, &id_token_claims(CORP, "bob", "assistant")).unwrap(), "id_token", "agent:booking-tool", &assistant).await;
+        let handoff = exchange(
+            &server,
+            &corp
+                .sign(None, &id_token_claims(CORP, "bob", "assistant"))
+                .unwrap(),
+            "id_token",
+            "agent:booking-tool",
+            &assistant,
+        )
+        .await;
         let app = exchange(&server, &handoff, "access_token", CAL, &booking).await;
         (handoff, app)
     };
@@ -174,8 +226,14 @@ async fn main() {
     let direct_n = (verifications / 10).max(100);
     let direct_cost = measure(direct_verifier, direct_n).await;
     let rate = |d: Duration| 1.0 / d.as_secs_f64();
-    println!("verification cost (one ES256 token, {verifications} verifications; Direct: {direct_n}):");
-    println!("  bare ES256 verify + claims     {:>10.1?}/op  {:>8.0} /s", bare, rate(bare));
+    println!(
+        "verification cost (one ES256 token, {verifications} verifications; Direct: {direct_n}):"
+    );
+    println!(
+        "  bare ES256 verify + claims     {:>10.1?}/op  {:>8.0} /s",
+        bare,
+        rate(bare)
+    );
     println!(
         "  Followed (in-process list)     {:>10.1?}/op  {:>8.0} /s  = {:.0}% of bare",
         followed_cost,

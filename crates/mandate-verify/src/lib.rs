@@ -36,6 +36,9 @@
 //! until it expires. That is only for tests and offline tools; production apps pass
 //! [`VerifierBuilder::revocation`].
 //!
+//! Apps that cannot reach mandate's Redis use [`Feed`]: mandate's `GET /revocations` server-sent
+//! events, read in the background into an in-process copy that fails closed.
+//!
 //! The optional `actix-web` feature adds an extractor answering RFC 6750 errors; the `redis`
 //! feature adds `Direct::redis`. By default this crate depends on no web framework (STYLE.md
 //! guideline 1), and it never depends on the mandate server: token ← revocation ← verify.
@@ -45,6 +48,7 @@
 #[cfg(feature = "actix-web")]
 pub mod actix;
 mod error;
+mod feed;
 mod keys;
 mod revocation;
 mod token;
@@ -59,6 +63,7 @@ use serde_json::{Map, Value};
 #[cfg(feature = "actix-web")]
 pub use actix::Authenticated;
 pub use error::VerifyError;
+pub use feed::{Feed, FeedConfig, FeedStats};
 pub use mandate_model::ScopeSet;
 #[cfg(feature = "redis")]
 pub use mandate_revocation::{FollowerConfig, FollowerError};
