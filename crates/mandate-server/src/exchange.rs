@@ -14,7 +14,8 @@ use crate::chain_id::new_hop_id;
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
 use crate::id_jag_issue::{issue as issue_id_jag, IdJagIssueRequest};
-use crate::revocation::{facts_of_hop, facts_of_token};
+use crate::issue::{sign_and_record, IssueError};
+use crate::revocation::facts_of_token;
 use crate::state::AppState;
 use crate::subject::{verify_subject, SubjectTokenType, VerifiedSubject};
 use mandate_revocation::{TokenFacts, Verdict};
@@ -282,35 +283,23 @@ pub async fn exchange(
     let (policy, _) = state.policies.policy().await.map_err(|e| store_down(&e))?;
     let decision = decide(&policy, &exchange_request, &grant, &context)
         .map_err(|refusal| refuse(&refusal, refusal_to_oauth(&refusal)))?;
-    let access_token = state
-        .keys
-        .active()
-        .sign(urn::TYP_ACCESS_TOKEN, &decision.claims)
-        .map_err(|e| {
-            tracing::error!(error = %e, "signing failed");
-            OAuthError::new(ErrorCode::ServerError, "the token could not be signed")
-        })?;
-    // Nothing is issued unless its hop is recorded (DESIGN.md section 1.3).
-    state
-        .ledger
-        .record(&decision.hop)
-        .await
-        .map_err(|e| store_down(&e))?;
-    if let Some(pause) = &state.exchange_pause {
-        pause.after_hop_recorded(state, &decision.hop).await;
-    }
-    // A revocation written before this check is seen by it; one written after has T ≥ iat.
-    let second = state
-        .revocations
-        .check(&facts_of_hop(&decision.hop))
-        .await
-        .map_err(|e| store_down(&e))?;
-    if let Verdict::Revoked { kind, .. } = &second.verdict {
-        return Err(refuse(
-            &format!("revoked while exchanging ({kind})"),
-            OAuthError::invalid_request("the subject token has been revoked"),
-        ));
-    }
+    let access_token = match sign_and_record(
+        state,
+        urn::TYP_ACCESS_TOKEN,
+        &decision.claims,
+        &decision.hop,
+    )
+    .await
+    {
+        Ok(token) => token,
+        Err(IssueError::Failed(error)) => return Err(error),
+        Err(IssueError::RevokedMidway(kind)) => {
+            return Err(refuse(
+                &format!("revoked while exchanging ({kind})"),
+                OAuthError::invalid_request("the subject token has been revoked"),
+            ))
+        }
+    };
     tracing::info!(
         target: "audit",
         client_id = %client.id,

@@ -21,7 +21,7 @@ use crate::chain_id::new_hop_id;
 use crate::config::Acceptance;
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
-use crate::revocation::facts_of_hop;
+use crate::issue::{sign_and_record, IssueError};
 use crate::state::{AppState, TrustedIssuer};
 
 /// The longest lifetime (`exp` − `iat`) of an ID-JAG mandate accepts; an issuer's
@@ -417,35 +417,23 @@ pub async fn redeem(
             ));
         }
     }
-    let access_token = state
-        .keys
-        .active()
-        .sign(urn::TYP_ACCESS_TOKEN, &decision.claims)
-        .map_err(|e| {
-            tracing::error!(error = %e, "signing failed");
-            OAuthError::new(ErrorCode::ServerError, "the token could not be signed")
-        })?;
-    // Nothing is issued unless its hop is recorded (DESIGN.md section 1.3).
-    state
-        .ledger
-        .record(&decision.hop)
-        .await
-        .map_err(|e| store_down(&e))?;
-    if let Some(pause) = &state.exchange_pause {
-        pause.after_hop_recorded(state, &decision.hop).await;
-    }
-    // A revocation written before this check is seen by it; one written after has T ≥ iat.
-    let second = state
-        .revocations
-        .check(&facts_of_hop(&decision.hop))
-        .await
-        .map_err(|e| store_down(&e))?;
-    if let Verdict::Revoked { kind, .. } = &second.verdict {
-        return Err(refuse(
-            &format!("revoked while redeeming ({kind})"),
-            OAuthError::new(ErrorCode::InvalidGrant, "the ID-JAG has been revoked"),
-        ));
-    }
+    let access_token = match sign_and_record(
+        state,
+        urn::TYP_ACCESS_TOKEN,
+        &decision.claims,
+        &decision.hop,
+    )
+    .await
+    {
+        Ok(token) => token,
+        Err(IssueError::Failed(error)) => return Err(error),
+        Err(IssueError::RevokedMidway(kind)) => {
+            return Err(refuse(
+                &format!("revoked while redeeming ({kind})"),
+                OAuthError::new(ErrorCode::InvalidGrant, "the ID-JAG has been revoked"),
+            ))
+        }
+    };
     tracing::info!(
         target: "audit",
         client_id = %client.id,

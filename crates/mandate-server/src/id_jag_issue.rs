@@ -18,7 +18,7 @@ use crate::config::IdJagResourceServerSettings;
 use crate::error::{ErrorCode, OAuthError};
 use crate::exchange::client_upstream_ids;
 use crate::form::Form;
-use crate::revocation::facts_of_hop;
+use crate::issue::{sign_and_record, IssueError};
 use crate::state::AppState;
 use crate::subject::{verify_subject, SubjectTokenType, VerifiedSubject};
 
@@ -307,34 +307,16 @@ pub async fn issue(
         tenant: None,
         auth_time: claims.auth_time,
     };
-    let token = state
-        .keys
-        .active()
-        .sign(urn::TYP_ID_JAG, &jag)
-        .map_err(|e| {
-            tracing::error!(error = %e, "signing failed");
-            OAuthError::new(ErrorCode::ServerError, "the token could not be signed")
-        })?;
-    // Nothing is issued unless its hop is recorded (DESIGN.md section 1.3).
-    state
-        .ledger
-        .record(&hop)
-        .await
-        .map_err(|e| store_down(&e))?;
-    if let Some(pause) = &state.exchange_pause {
-        pause.after_hop_recorded(state, &hop).await;
-    }
-    let second = state
-        .revocations
-        .check(&facts_of_hop(&hop))
-        .await
-        .map_err(|e| store_down(&e))?;
-    if let Verdict::Revoked { kind, .. } = &second.verdict {
-        return Err(refuse(
-            &format!("revoked while issuing ({kind})"),
-            OAuthError::invalid_request("the subject token has been revoked"),
-        ));
-    }
+    let token = match sign_and_record(state, urn::TYP_ID_JAG, &jag, &hop).await {
+        Ok(token) => token,
+        Err(IssueError::Failed(error)) => return Err(error),
+        Err(IssueError::RevokedMidway(kind)) => {
+            return Err(refuse(
+                &format!("revoked while issuing ({kind})"),
+                OAuthError::invalid_request("the subject token has been revoked"),
+            ))
+        }
+    };
     tracing::info!(
         target: "audit",
         client_id = %client.id,

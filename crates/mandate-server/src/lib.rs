@@ -21,6 +21,7 @@ pub mod http;
 pub mod id_jag;
 pub mod id_jag_issue;
 pub mod introspect;
+pub mod issue;
 pub mod jwks_remote;
 pub mod revocation;
 pub mod server;

@@ -1,0 +1,59 @@
+//! The last steps of every issuance — an exchanged access token, a redeemed ID-JAG's access
+//! token, an issued ID-JAG — in the order DESIGN.md section 6 requires: sign, record the hop,
+//! check the revocation list once more, and only then hand the token out.
+
+use mandate_chain::HopRecord;
+use mandate_revocation::{RevocationKind, Verdict};
+use serde::Serialize;
+
+use crate::error::{ErrorCode, OAuthError};
+use crate::revocation::facts_of_hop;
+use crate::state::AppState;
+
+/// Why a decided hop was not issued.
+#[derive(Debug)]
+pub enum IssueError {
+    /// Signing, the ledger or the revocation list failed: answer this (500 or 503).
+    Failed(OAuthError),
+    /// A revocation landed between the first check and now: the caller says so in its own
+    /// protocol's terms.
+    RevokedMidway(RevocationKind),
+}
+
+/// Signs `claims` as `typ`, records `hop` (nothing is issued unless its hop is recorded,
+/// DESIGN.md section 1.3), runs the test pause point, and checks the hop's facts again: a
+/// revocation written before this check is seen by it, one written after has T ≥ the hop's `iat`
+/// and covers it.
+pub async fn sign_and_record<C: Serialize + ?Sized>(
+    state: &AppState,
+    typ: &str,
+    claims: &C,
+    hop: &HopRecord,
+) -> Result<String, IssueError> {
+    let token = state.keys.active().sign(typ, claims).map_err(|e| {
+        tracing::error!(error = %e, "signing failed");
+        IssueError::Failed(OAuthError::new(
+            ErrorCode::ServerError,
+            "the token could not be signed",
+        ))
+    })?;
+    state.ledger.record(hop).await.map_err(|e| {
+        tracing::warn!(error = %e, "ledger unavailable");
+        IssueError::Failed(OAuthError::unavailable())
+    })?;
+    if let Some(pause) = &state.exchange_pause {
+        pause.after_hop_recorded(state, hop).await;
+    }
+    let second = state
+        .revocations
+        .check(&facts_of_hop(hop))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "revocation list unavailable");
+            IssueError::Failed(OAuthError::unavailable())
+        })?;
+    match second.verdict {
+        Verdict::Live => Ok(token),
+        Verdict::Revoked { kind, .. } => Err(IssueError::RevokedMidway(kind)),
+    }
+}
