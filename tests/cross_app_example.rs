@@ -8,50 +8,14 @@
     reason = "tests fail loudly"
 )]
 
-use std::process::Command;
-use std::time::Instant;
+#[path = "support/examples.rs"]
+mod support;
+
+use support::run_example;
 
 #[test]
 fn cross_app_access_redeems_an_id_jag_once_and_calls_the_saas_api() {
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .args(["run", "--quiet", "--example", "cross_app_access"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    // A nested cargo that inherited the variables cargo sets for this test crate would make
-    // build scripts (ring's, …) rerun and rebuild half the tree: drop them, as
-    // tests/downstream_example.rs and tests/examples.rs do.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_by_cargo_for_this_crate = [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_CRATE_",
-            "CARGO_BIN_",
-            "CARGO_CFG_",
-        ]
-        .iter()
-        .any(|prefix| name.starts_with(prefix))
-            || matches!(
-                name.as_ref(),
-                "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-                    | "CARGO_RUSTC_CURRENT_DIR"
-                    | "OUT_DIR"
-            );
-        if set_by_cargo_for_this_crate {
-            cargo.env_remove(name.as_ref());
-        }
-    }
-    let started = Instant::now();
-    let output = cargo.output().unwrap();
-    let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the example failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
+    let (stdout, elapsed) = run_example("cross_app_access");
     for marker in [
         // The broker issues an ID-JAG through token exchange.
         "(token exchange) → 200 OK",
