@@ -139,7 +139,7 @@ pub async fn revocations(
     }
     state.charge_rate_limit(client.id.as_str()).await?;
     let requested = requested_position(&request)?;
-    let feed = Feed::open(&state.revocations, requested).await?;
+    let feed = Feed::open(&state.feed_hubs, &state.revocations, requested).await?;
     tracing::info!(target: "audit", client_id = %client.id, resumed = requested.is_some(), "revocation feed opened");
     let body = futures_util::stream::unfold(feed, |mut feed| async move {
         let chunk = feed.next_chunk().await?;
@@ -212,34 +212,34 @@ impl Drop for Hub {
     }
 }
 
-/// The hubs of the revocation stores being fed, one per store (every worker of a node shares it,
-/// through the store's `Arc`). Held weakly: a hub lives as long as a feed uses it, so that a
-/// node without feeds runs no reader. Keyed by store instance, so that several servers in one
-/// process (tests) each have their own.
-static HUBS: Mutex<Vec<Weak<Hub>>> = Mutex::new(Vec::new());
+/// A node's feed hub (one per node: every worker shares it through `AppState`). Held weakly, so
+/// that the hub lives as long as a feed uses it and a node without feeds runs no reader.
+#[derive(Debug, Default)]
+pub struct FeedHubs(Mutex<Weak<Hub>>);
 
 /// How many feeds of `state`'s node are open (for metrics and tests). A feed whose client went
 /// away counts until the node notices, at its next write to it (a heartbeat, or the keep-alive).
 pub fn open_feeds(state: &AppState) -> usize {
-    let hubs = HUBS.lock().unwrap_or_else(PoisonError::into_inner);
-    hubs.iter()
-        .filter_map(Weak::upgrade)
-        .filter(|hub| Arc::ptr_eq(&hub.store, &state.revocations))
-        .map(|hub| MAX_FEED_CONNECTIONS.saturating_sub(hub.slots.available_permits()))
-        .sum()
+    let hub = state
+        .feed_hubs
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .upgrade();
+    hub.filter(|hub| Arc::ptr_eq(&hub.store, &state.revocations))
+        .map_or(0, |hub| {
+            MAX_FEED_CONNECTIONS.saturating_sub(hub.slots.available_permits())
+        })
 }
 
 impl Hub {
     /// The hub of `store`, started when there is none (or its reader died with its worker).
-    fn of(store: &Arc<dyn RevocationStore>) -> Arc<Self> {
-        let mut hubs = HUBS.lock().unwrap_or_else(PoisonError::into_inner);
-        hubs.retain(|hub| hub.strong_count() > 0);
-        let existing = hubs
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|hub| Arc::ptr_eq(&hub.store, store) && !hub.reader.is_finished());
-        if let Some(hub) = existing {
-            return hub;
+    fn of(hubs: &FeedHubs, store: &Arc<dyn RevocationStore>) -> Arc<Self> {
+        let mut slot = hubs.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(hub) = slot.upgrade() {
+            if Arc::ptr_eq(&hub.store, store) && !hub.reader.is_finished() {
+                return hub;
+            }
         }
         let (batches, _) = broadcast::channel(FANOUT_CAPACITY);
         let reader = tokio::spawn(read_stream(store.clone(), batches.clone())).abort_handle();
@@ -249,7 +249,7 @@ impl Hub {
             slots: Arc::new(Semaphore::new(MAX_FEED_CONNECTIONS)),
             reader,
         });
-        hubs.push(Arc::downgrade(&hub));
+        *slot = Arc::downgrade(&hub);
         hub
     }
 }
@@ -347,10 +347,11 @@ impl Feed {
     /// Takes a slot, then the snapshot or the resumption point, so that a store failure or a full
     /// node is an HTTP error rather than an empty stream.
     async fn open(
+        hubs: &FeedHubs,
         store: &Arc<dyn RevocationStore>,
         requested: Option<StreamPosition>,
     ) -> Result<Self, OAuthError> {
-        let hub = Hub::of(store);
+        let hub = Hub::of(hubs, store);
         let slot = hub.slots.clone().try_acquire_owned().map_err(|_| {
             OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
@@ -609,7 +610,9 @@ mod tests {
     #[tokio::test]
     async fn a_feed_that_falls_behind_the_fan_out_catches_up_from_the_store() {
         let store = memory_store(10_000);
-        let mut feed = Feed::open(&store, None).await.unwrap();
+        let mut feed = Feed::open(&FeedHubs::default(), &store, None)
+            .await
+            .unwrap();
         revoke_one_by_one(&store, 0..1).await;
         let opening = drain_until(&mut feed, "h0").await;
         assert_eq!(opening[0].0, "snapshot");
@@ -628,7 +631,9 @@ mod tests {
     #[tokio::test]
     async fn a_feed_left_behind_by_the_store_gets_a_snapshot_in_the_middle() {
         let store = memory_store(10);
-        let mut feed = Feed::open(&store, None).await.unwrap();
+        let mut feed = Feed::open(&FeedHubs::default(), &store, None)
+            .await
+            .unwrap();
         revoke_one_by_one(&store, 0..1).await;
         drain_until(&mut feed, "h0").await;
         settle(&mut feed).await;

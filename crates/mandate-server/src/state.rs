@@ -102,6 +102,8 @@ pub struct AppState {
     pub node_id: String,
     /// The audit stream.
     pub audit: Arc<dyn crate::audit::AuditLog>,
+    /// The node's revocation-feed fan-out (`GET /revocations`).
+    pub feed_hubs: Arc<crate::feed::FeedHubs>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// The RFC 8414 document, built once.
@@ -353,6 +355,7 @@ impl AppState {
             revocations: backends.revocations,
             exchange_pause: options.exchange_pause,
             audit,
+            feed_hubs: Arc::new(crate::feed::FeedHubs::default()),
             node_id: format!(
                 "node-{}",
                 crate::chain_id::new_hop_id().0.trim_start_matches("hop_")
