@@ -95,68 +95,51 @@ async fn token(
         GrantKind::TokenExchange => {
             let request = TokenExchangeRequest::from_form(&form)?;
             let response = exchange(&state, &client, request).await?;
-            let mut ok = HttpResponse::Ok();
-            no_store(&mut ok);
-            Ok(ok.json(response))
+            Ok(ok_no_store().json(response))
         }
         GrantKind::JwtBearer => {
             let request = crate::id_jag::IdJagRequest::from_form(&form)?;
             let response = crate::id_jag::redeem(&state, &client, request).await?;
-            let mut ok = HttpResponse::Ok();
-            no_store(&mut ok);
-            Ok(ok.json(response))
+            Ok(ok_no_store().json(response))
         }
     }
 }
 
+/// The common front of the form endpoints that take client authentication: read the form
+/// (content type, size, duplicates), authenticate the client, charge its budget.
+async fn authenticated_form(
+    state: &AppState,
+    request: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(Form, std::sync::Arc<mandate_store::Client>), OAuthError> {
+    let form = Form::read(request, payload, state.settings.limits.max_body_bytes).await?;
+    form.refuse_duplicates()?;
+    let credentials = PresentedCredentials::from_request(request, &form)?;
+    let client = state.authenticate_client(&credentials).await?;
+    state.charge_rate_limit(client.id.as_str()).await?;
+    Ok((form, client))
+}
+
+/// A 200 that must not be cached (RFC 6749 §5.1, RFC 7662 §4).
+fn ok_no_store() -> actix_web::HttpResponseBuilder {
+    let mut ok = HttpResponse::Ok();
+    no_store(&mut ok);
+    ok
+}
+
 /// `POST /revoke` (RFC 7009): an agent revokes a token it requested — its hop and subtree.
-/// Anything else (a token of another client, unknown, expired, not ours) is 200 and changes
-/// nothing (decision D8), so the answer says nothing about the token.
+/// Anything else is 200 and changes nothing (decision D8); see
+/// [`AppState::revoke_own_token`].
 async fn revoke(
     state: web::Data<AppState>,
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, OAuthError> {
-    let form = Form::read(&request, payload, state.settings.limits.max_body_bytes).await?;
-    form.refuse_duplicates()?;
-    let credentials = PresentedCredentials::from_request(&request, &form)?;
-    let client = state.authenticate_client(&credentials).await?;
-    state.charge_rate_limit(client.id.as_str()).await?;
-    let token = form.required("token")?;
-    if let Some(claims) = state.own_token_claims(token) {
-        if claims.client_id == client.id.as_str() {
-            match state
-                .revoke_hop(
-                    &claims.jti,
-                    "revoked by its client (RFC 7009)",
-                    &format!("client:{}", client.id),
-                )
-                .await
-            {
-                Ok(outcome) => {
-                    state
-                        .audit
-                        .record(crate::audit::AuditEvent {
-                            at: outcome.entries.first().map_or(0, |e| e.at),
-                            actor: format!("client:{}", client.id),
-                            action: "revoke.hop".into(),
-                            target: claims.jti.clone(),
-                            detail: format!("{} hops", outcome.hops_revoked.len()),
-                        })
-                        .await;
-                }
-                Err(crate::revocation::RevokeError::Unavailable(error)) => {
-                    tracing::warn!(%error, "revocation store unavailable");
-                    return Err(OAuthError::unavailable());
-                }
-                // Unknown to the ledger: nothing to revoke.
-                Err(_) => {}
-            }
-        }
-    }
-    let mut ok = HttpResponse::Ok();
-    no_store(&mut ok);
-    Ok(ok.finish())
+    let (form, client) = authenticated_form(&state, &request, payload).await?;
+    state
+        .revoke_own_token(&client, form.required("token")?)
+        .await?;
+    Ok(ok_no_store().finish())
 }
 
 /// `POST /introspect` (RFC 7662): any authenticated client asks about a token; the decision,
@@ -166,17 +149,10 @@ async fn introspect(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, OAuthError> {
-    let form = Form::read(&request, payload, state.settings.limits.max_body_bytes).await?;
-    form.refuse_duplicates()?;
-    let credentials = PresentedCredentials::from_request(&request, &form)?;
-    let client = state.authenticate_client(&credentials).await?;
-    state.charge_rate_limit(client.id.as_str()).await?;
+    let (form, client) = authenticated_form(&state, &request, payload).await?;
     // `token_type_hint` is ignored: mandate introspects only its own access tokens.
-    let token = form.required("token")?;
-    let answer = crate::introspect::introspect(&state, &client, token).await?;
-    let mut ok = HttpResponse::Ok();
-    no_store(&mut ok);
-    Ok(ok.json(answer.to_json()))
+    let answer = crate::introspect::introspect(&state, &client, form.required("token")?).await?;
+    Ok(ok_no_store().json(answer.to_json()))
 }
 
 async fn post_only(request: HttpRequest) -> HttpResponse {

@@ -174,6 +174,47 @@ impl AppState {
         })
     }
 
+    /// RFC 7009 for `client`: a genuine, unexpired mandate token whose `client_id` is the
+    /// client's has its hop (and subtree) revoked and audited; anything else changes nothing and is
+    /// not an error, so the answer reveals nothing about the token (decision D8). Only a store
+    /// failure is an error (503).
+    pub async fn revoke_own_token(
+        &self,
+        client: &mandate_store::Client,
+        token: &str,
+    ) -> Result<(), crate::error::OAuthError> {
+        let Some(claims) = self.own_token_claims(token) else {
+            return Ok(());
+        };
+        if claims.client_id != client.id.as_str() {
+            return Ok(());
+        }
+        let by = format!("client:{}", client.id);
+        match self
+            .revoke_hop(&claims.jti, "revoked by its client (RFC 7009)", &by)
+            .await
+        {
+            Ok(outcome) => {
+                self.audit
+                    .record(crate::audit::AuditEvent {
+                        at: outcome.entries.first().map_or(0, |e| e.at),
+                        actor: by,
+                        action: "revoke.hop".into(),
+                        target: claims.jti,
+                        detail: format!("{} hops", outcome.hops_revoked.len()),
+                    })
+                    .await;
+                Ok(())
+            }
+            Err(RevokeError::Unavailable(error)) => {
+                tracing::warn!(%error, "revocation store unavailable");
+                Err(crate::error::OAuthError::unavailable())
+            }
+            // Unknown to the ledger (issued by another node's memory store, or past retention).
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Revokes a whole chain, and with it every new exchange of its upstream grant: the entry
     /// lives until the upstream grant (and every hop) has expired, plus skew.
     pub async fn revoke_chain(

@@ -393,6 +393,48 @@ mod tests {
     }
 
     #[test]
+    fn header_supplied_keys_and_urls_are_never_used() {
+        // RFC 8725 §3.10: an attacker signs with its own key and points at it from the header
+        // (`jwk`, `jku`, `x5u`, `x5c`), reusing our `kid`. Only our key set decides.
+        let ours = KeySet::new(
+            SigningKey::generate(SigningAlgorithm::Es256).unwrap(),
+            None,
+            vec![],
+        )
+        .unwrap();
+        let attacker = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+        let honest = attacker
+            .sign(
+                "at+jwt",
+                &Claims {
+                    sub: "x".into(),
+                    iat: 0,
+                },
+            )
+            .unwrap();
+        let (_, rest) = honest.split_once('.').unwrap();
+        let header = serde_json::json!({
+            "alg": "ES256",
+            "typ": "at+jwt",
+            "kid": ours.active().kid(),
+            "jwk": Value::Object(attacker.public_key().jwk().clone()),
+            "jku": "https://attacker.example/jwks",
+            "x5u": "https://attacker.example/cert",
+            "x5c": ["MIIB"],
+        });
+        let (payload, _) = rest.split_once('.').unwrap();
+        let input = format!("{}.{payload}", URL_SAFE_NO_PAD.encode(header.to_string()));
+        let signature = attacker.signer.sign(input.as_bytes()).unwrap();
+        let forged = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
+        let jws = UnverifiedJws::parse(&forged).unwrap();
+        assert_eq!(
+            jws.verify(&ours.verifying_keys().unwrap(), &Algorithm::ALL)
+                .unwrap_err(),
+            JwtError::BadSignature
+        );
+    }
+
+    #[test]
     fn debug_never_shows_key_material() {
         let key = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
         let shown = format!("{key:?}");
