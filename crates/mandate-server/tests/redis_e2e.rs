@@ -18,15 +18,6 @@ use mandate_testkit::{
 use reqwest::StatusCode;
 use serde_json::Value;
 
-fn auth(agent: &str) -> ClientAuth {
-    let secret = match agent {
-        "assistant" => "assistant-secret",
-        "booking-tool" => "booking-secret",
-        _ => "helper-secret",
-    };
-    ClientAuth::Basic(agent.into(), secret.into())
-}
-
 async fn node(redis: &RedisServer, corp: &TestKey, per_second: u32) -> TestServer {
     let mut settings = delegation_settings(corp);
     settings.store.kind = StoreKind::Redis;
@@ -48,18 +39,6 @@ async fn exchange(
     let status = response.status();
     let headers = response.headers().clone();
     (status, body_json(response).await, headers)
-}
-
-async fn issue(
-    server: &TestServer,
-    token: &str,
-    kind: &str,
-    audience: &str,
-    agent: &str,
-) -> String {
-    let (status, body, _) = exchange(server, token, kind, audience, agent).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
 }
 
 fn id_token(corp: &TestKey) -> String {
@@ -340,4 +319,20 @@ async fn a_node_on_redis_cluster_exchanges_and_revokes() {
     let (status, _, _) = exchange(&server, &handoff, "access_token", MAIL, "booking-tool").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     server.stop().await;
+}
+
+fn auth(client: &str) -> ClientAuth {
+    mandate_testkit::delegation_auth(client)
+}
+
+async fn issue(
+    server: &TestServer,
+    token: &str,
+    kind: &str,
+    audience: &str,
+    agent: &str,
+) -> String {
+    mandate_testkit::delegation_issue(server, token, kind, audience, agent)
+        .await
+        .unwrap()
 }

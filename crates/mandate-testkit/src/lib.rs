@@ -553,3 +553,50 @@ pub fn delegation_settings(corp: &TestKey) -> Settings {
     }
     settings
 }
+
+/// The client authentication of a client of [`delegation_settings`] (HTTP Basic with its secret).
+#[expect(
+    clippy::panic,
+    reason = "a test naming a client the world does not have is a test bug"
+)]
+pub fn delegation_auth(client: &str) -> ClientAuth {
+    let secret = match client {
+        "assistant" => "assistant-secret",
+        "booking-tool" => "booking-secret",
+        "helper" => "helper-secret",
+        "calendar-api" => "calendar-secret",
+        "mail-api" => "mail-secret",
+        other => panic!("no such client in delegation_settings: {other}"),
+    };
+    ClientAuth::Basic(client.into(), secret.into())
+}
+
+/// An RFC 8693 exchange at `server` by `client` of [`delegation_settings`]; the status and body.
+pub async fn delegation_exchange(
+    server: &TestServer,
+    token: &str,
+    kind: &str,
+    audience: &str,
+    client: &str,
+) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    let form = exchange_form(token, kind, audience, &[]);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let response = server.token(&pairs, &delegation_auth(client)).await?;
+    let status = response.status();
+    Ok((status, body_json(response).await))
+}
+
+/// Like [`delegation_exchange`], and the issued token; an error unless the exchange succeeded.
+pub async fn delegation_issue(
+    server: &TestServer,
+    token: &str,
+    kind: &str,
+    audience: &str,
+    client: &str,
+) -> anyhow::Result<String> {
+    let (status, body) = delegation_exchange(server, token, kind, audience, client).await?;
+    match body["access_token"].as_str() {
+        Some(token) if status == reqwest::StatusCode::OK => Ok(token.to_owned()),
+        _ => anyhow::bail!("exchange refused: {status} {body}"),
+    }
+}

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mandate_testkit::{
-    body_json, claims_of, delegation_settings, exchange_form, id_token_claims, ClientAuth, KeyKind,
-    TestKey, TestServer, ADMIN_OPS, CAL, CORP,
+    claims_of, delegation_settings, id_token_claims, KeyKind, TestKey, TestServer, ADMIN_OPS, CAL,
+    CORP,
 };
 use mandate_verify::{Feed, FeedConfig, RevocationKind, VerifiedToken, Verifier, VerifyError};
 use reqwest::StatusCode;
@@ -27,30 +27,6 @@ const CONFIG: FeedConfig = FeedConfig {
     staleness_bound: Duration::from_millis(2500),
     reconnect_delay: Duration::from_millis(200),
 };
-
-fn auth(agent: &str) -> ClientAuth {
-    let secret = match agent {
-        "assistant" => "assistant-secret",
-        _ => "booking-secret",
-    };
-    ClientAuth::Basic(agent.into(), secret.into())
-}
-
-async fn issue(
-    server: &TestServer,
-    token: &str,
-    kind: &str,
-    audience: &str,
-    agent: &str,
-) -> String {
-    let form = exchange_form(token, kind, audience, &[]);
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let response = server.token(&pairs, &auth(agent)).await.unwrap();
-    let status = response.status();
-    let body = body_json(response).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
-}
 
 /// The assistant hands work to the booking tool, which exchanges the hand-off for a calendar
 /// token. Returns (hand-off, calendar token).
@@ -369,4 +345,16 @@ async fn the_feed_of_a_redis_backed_mandate() {
     .await;
     feed.stop();
     stop(server).await;
+}
+
+async fn issue(
+    server: &TestServer,
+    token: &str,
+    kind: &str,
+    audience: &str,
+    agent: &str,
+) -> String {
+    mandate_testkit::delegation_issue(server, token, kind, audience, agent)
+        .await
+        .unwrap()
 }

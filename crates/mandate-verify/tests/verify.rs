@@ -21,8 +21,8 @@ use mandate_model::FixedClock;
 use mandate_revocation::{MemoryRevocations, Revocation, RevocationKind, RevocationStore};
 use mandate_server::BuildOptions;
 use mandate_testkit::{
-    alg_none, b64_json, body_json, claims_of, delegation_settings, exchange_form, id_token_claims,
-    now, ClientAuth, KeyKind, TestKey, TestServer, CAL, CORP, MAIL,
+    alg_none, b64_json, claims_of, delegation_settings, id_token_claims, now, KeyKind, TestKey,
+    TestServer, CAL, CORP, MAIL,
 };
 use mandate_token::{AccessTokenClaims, Act, Algorithm, SigningAlgorithm, SigningKey};
 use mandate_verify::{Direct, RevocationSource, VerifiedToken, Verifier, VerifyError};
@@ -31,31 +31,6 @@ use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------------
 // A delegation world on a real mandate.
-
-fn auth(agent: &str) -> ClientAuth {
-    let secret = match agent {
-        "assistant" => "assistant-secret",
-        "booking-tool" => "booking-secret",
-        _ => "helper-secret",
-    };
-    ClientAuth::Basic(agent.into(), secret.into())
-}
-
-async fn issue(
-    server: &TestServer,
-    token: &str,
-    kind: &str,
-    audience: &str,
-    agent: &str,
-) -> String {
-    let form = exchange_form(token, kind, audience, &[]);
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let response = server.token(&pairs, &auth(agent)).await.unwrap();
-    let status = response.status();
-    let body = body_json(response).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
-}
 
 fn id_token(corp: &TestKey) -> String {
     corp.sign(None, &id_token_claims(CORP, "alice", "assistant"))
@@ -1331,4 +1306,16 @@ mod extractor {
         assert_eq!(test::call_service(&bare, request).await.status(), 500);
         server.stop().await;
     }
+}
+
+async fn issue(
+    server: &TestServer,
+    token: &str,
+    kind: &str,
+    audience: &str,
+    agent: &str,
+) -> String {
+    mandate_testkit::delegation_issue(server, token, kind, audience, agent)
+        .await
+        .unwrap()
 }

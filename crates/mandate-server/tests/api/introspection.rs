@@ -47,39 +47,10 @@ async fn world() -> World {
     world_with(delegation_settings).await
 }
 
-/// Client authentication for the clients of `delegation_settings` (client_secret_basic).
-fn auth(client: &str) -> ClientAuth {
-    let secret = match client {
-        "assistant" => "assistant-secret",
-        "booking-tool" => "booking-secret",
-        "helper" => "helper-secret",
-        "calendar-api" => "calendar-secret",
-        "mail-api" => "mail-secret",
-        other => panic!("no such client in delegation_settings: {other}"),
-    };
-    ClientAuth::Basic(client.into(), secret.into())
-}
-
 fn id_token(w: &World, user: &str) -> String {
     let mut claims = id_token_claims(CORP, user, "assistant");
     claims["iat"] = json!(w.clock.now_secs());
     w.corp.sign(None, &claims).unwrap()
-}
-
-async fn issue(
-    server: &TestServer,
-    token: &str,
-    kind: &str,
-    audience: &str,
-    agent: &str,
-) -> String {
-    let form = exchange_form(token, kind, audience, &[]);
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let response = server.token(&pairs, &auth(agent)).await.unwrap();
-    let status = response.status();
-    let body = body_json(response).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
 }
 
 /// Introspects `token` as `caller`; asserts the answer is 200 JSON that no cache keeps.
@@ -630,4 +601,20 @@ async fn subject_and_agent_revocations_make_tokens_inactive() {
         .await
         .unwrap();
     assert_eq!(introspect(&w.server, &root, "assistant").await, inactive());
+}
+
+fn auth(client: &str) -> ClientAuth {
+    mandate_testkit::delegation_auth(client)
+}
+
+async fn issue(
+    server: &TestServer,
+    token: &str,
+    kind: &str,
+    audience: &str,
+    agent: &str,
+) -> String {
+    mandate_testkit::delegation_issue(server, token, kind, audience, agent)
+        .await
+        .unwrap()
 }

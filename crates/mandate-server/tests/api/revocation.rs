@@ -47,15 +47,6 @@ async fn world() -> World {
     world_with(BuildOptions::default()).await
 }
 
-pub fn auth(agent: &str) -> ClientAuth {
-    let secret = match agent {
-        "assistant" => "assistant-secret",
-        "booking-tool" => "booking-secret",
-        _ => "helper-secret",
-    };
-    ClientAuth::Basic(agent.into(), secret.into())
-}
-
 pub async fn exchange(
     server: &TestServer,
     token: &str,
@@ -68,18 +59,6 @@ pub async fn exchange(
     let response = server.token(&pairs, &auth(agent)).await.unwrap();
     let status = response.status();
     (status, body_json(response).await)
-}
-
-pub async fn issue(
-    server: &TestServer,
-    token: &str,
-    kind: &str,
-    audience: &str,
-    agent: &str,
-) -> String {
-    let (status, body) = exchange(server, token, kind, audience, agent).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
 }
 
 fn id_token(w: &World) -> String {
@@ -474,4 +453,20 @@ async fn the_chain_view_shows_the_tree_with_status_and_evidence() {
         .clone();
     assert_eq!(event["actor"], "ops-oncall");
     assert_eq!(event["target"], middle_jti.as_str());
+}
+
+pub fn auth(client: &str) -> ClientAuth {
+    mandate_testkit::delegation_auth(client)
+}
+
+pub async fn issue(
+    server: &TestServer,
+    token: &str,
+    kind: &str,
+    audience: &str,
+    agent: &str,
+) -> String {
+    mandate_testkit::delegation_issue(server, token, kind, audience, agent)
+        .await
+        .unwrap()
 }
