@@ -7,6 +7,7 @@
 //! for whom can be read, tested and fuzzed on their own.
 
 mod authority;
+mod consent;
 mod evidence;
 mod hop;
 mod policy;
@@ -14,10 +15,11 @@ mod store;
 mod validator;
 
 pub use authority::{Authority, AuthorityError};
+pub use consent::{ConsentGrant, ConsentStore};
 pub use evidence::issued_to_actor;
 pub use hop::{ChainId, Evidence, EvidenceKind, HopId, HopRecord, UpstreamGrant};
 pub use policy::{Policy, PolicyRow};
-pub use store::{ConsentGrant, ConsentStore, Ledger, PolicyStore, StoreFailure};
+pub use store::{Ledger, PolicyStore, StoreFailure};
 pub use validator::{
     decide, decide_id_jag, Decision, ExchangeContext, ExchangeRequest, IdJagGrant, MandateSubject,
     Refusal, RefusalCode, SubjectGrant, UpstreamSubject,

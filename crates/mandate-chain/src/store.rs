@@ -1,6 +1,4 @@
 use async_trait::async_trait;
-use mandate_model::{Audience, ClientId, ScopeSet, Subject};
-use serde::{Deserialize, Serialize};
 
 use crate::{ChainId, HopId, HopRecord, Policy, PolicyRow};
 
@@ -24,37 +22,6 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
         &self,
         consent_id: &str,
     ) -> Result<Vec<ChainId>, StoreFailure>;
-}
-
-/// A stored consent grant (evidence 3): the user let this agent reach this audience with these
-/// scopes until `expires_at`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsentGrant {
-    /// Its id.
-    pub id: String,
-    /// The user.
-    pub subject: Subject,
-    /// The agent.
-    pub actor: ClientId,
-    /// Where.
-    pub audience: Audience,
-    /// What.
-    pub scopes: ScopeSet,
-    /// Until when (seconds).
-    pub expires_at: i64,
-}
-
-/// Stored consent grants.
-#[async_trait]
-pub trait ConsentStore: Send + Sync + std::fmt::Debug {
-    /// The grants of `subject` to `actor` (expired ones included; the validator checks expiry).
-    async fn consents(
-        &self,
-        subject: &Subject,
-        actor: &ClientId,
-    ) -> Result<Vec<ConsentGrant>, StoreFailure>;
-    /// Adds a grant unless its id exists; returns whether it was added.
-    async fn insert_if_absent(&self, grant: ConsentGrant) -> Result<bool, StoreFailure>;
 }
 
 /// The policy rows, shared by every node and changed by admins (`PUT /admin/policies`).

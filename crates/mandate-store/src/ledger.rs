@@ -2,8 +2,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use async_trait::async_trait;
-use mandate_chain::{ChainId, ConsentGrant, ConsentStore, HopId, HopRecord, Ledger, StoreFailure};
-use mandate_model::{ClientId, Subject};
+use mandate_chain::{ChainId, HopId, HopRecord, Ledger, StoreFailure};
 
 /// The in-memory hop ledger (one process). Records are kept for the life of the process.
 #[derive(Debug, Default)]
@@ -87,55 +86,11 @@ impl Ledger for MemoryLedger {
     }
 }
 
-/// In-memory consent grants.
-#[derive(Debug, Default)]
-pub struct MemoryConsentStore {
-    grants: RwLock<Vec<ConsentGrant>>,
-}
-
-impl MemoryConsentStore {
-    /// No grants.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-#[async_trait]
-impl ConsentStore for MemoryConsentStore {
-    async fn consents(
-        &self,
-        subject: &Subject,
-        actor: &ClientId,
-    ) -> Result<Vec<ConsentGrant>, StoreFailure> {
-        let grants = self
-            .grants
-            .read()
-            .map_err(|_| StoreFailure("consent lock poisoned".into()))?;
-        Ok(grants
-            .iter()
-            .filter(|g| &g.subject == subject && &g.actor == actor)
-            .cloned()
-            .collect())
-    }
-
-    async fn insert_if_absent(&self, grant: ConsentGrant) -> Result<bool, StoreFailure> {
-        let mut grants = self
-            .grants
-            .write()
-            .map_err(|_| StoreFailure("consent lock poisoned".into()))?;
-        if grants.iter().any(|g| g.id == grant.id) {
-            return Ok(false);
-        }
-        grants.push(grant);
-        Ok(true)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use mandate_chain::{Authority, Evidence, EvidenceKind};
-    use mandate_model::Audience;
+    use mandate_model::{Audience, ClientId, Subject};
 
     fn hop(id: &str, chain: &str) -> HopRecord {
         HopRecord {
@@ -185,10 +140,5 @@ mod tests {
     #[tokio::test]
     async fn the_memory_ledger_meets_the_contract() {
         crate::contract::ledger(&MemoryLedger::new()).await;
-    }
-
-    #[tokio::test]
-    async fn the_memory_consent_store_meets_the_contract() {
-        crate::contract::consents(&MemoryConsentStore::new()).await;
     }
 }

@@ -7,6 +7,7 @@
 //! This crate holds no HTTP code and makes no decision about tokens: it stores and answers.
 
 mod clients;
+mod consent;
 #[cfg(any(test, feature = "contract-tests"))]
 #[allow(
     clippy::expect_used,
@@ -22,7 +23,8 @@ pub mod redis_store;
 mod replay;
 
 pub use clients::{Client, ClientRegistry, MemoryClientRegistry, StoredClient, UpstreamId};
-pub use ledger::{MemoryConsentStore, MemoryLedger};
+pub use consent::MemoryConsentStore;
+pub use ledger::MemoryLedger;
 pub use policy::MemoryPolicyStore;
 pub use rate_limit::{MemoryRateLimiter, RateDecision, RateLimiter};
 #[cfg(feature = "redis")]

@@ -1,0 +1,211 @@
+//! The admin listener (DESIGN.md section 8): named credentials with nested roles, JSON errors
+//! with a code and a message. Nothing here is routed on the public listener.
+
+use std::future::{ready, Ready};
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::config::AdminRole;
+use crate::state::AppState;
+
+mod agents;
+mod audit;
+mod chains;
+
+/// An admin API error: `{"error": code, "message": text}`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct AdminError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 401: no credential, or an unknown one.
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "an admin credential is required (Authorization: Bearer <secret>)",
+        )
+    }
+
+    /// 403: the credential's role does not allow this.
+    pub fn forbidden(needed: AdminRole) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this action needs the '{needed}' role"),
+        )
+    }
+
+    /// 404.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    /// 503.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store cannot be reached",
+        )
+    }
+}
+
+impl ResponseError for AdminError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="mandate-admin""#));
+        }
+        response.json(json!({"error": self.code, "message": self.message}))
+    }
+}
+
+impl From<crate::revocation::RevokeError> for AdminError {
+    fn from(error: crate::revocation::RevokeError) -> Self {
+        use crate::revocation::RevokeError;
+        match error {
+            RevokeError::NotFound(what) => AdminError::not_found(format!("no {what}")),
+            RevokeError::Invalid(message) => AdminError::bad_request(message),
+            RevokeError::Unavailable(cause) => {
+                tracing::warn!(%cause, "revocation store unavailable");
+                AdminError::unavailable()
+            }
+        }
+    }
+}
+
+/// The authenticated admin caller: the credential's name and role.
+#[derive(Debug, Clone)]
+pub struct AdminCaller {
+    /// The credential's name (what the audit stream records).
+    pub name: String,
+    /// Its role.
+    pub role: AdminRole,
+}
+
+impl AdminCaller {
+    /// Refuses with 403 unless the caller's role includes `needed`.
+    pub fn require(&self, needed: AdminRole) -> Result<(), AdminError> {
+        if self.role.allows(needed) {
+            Ok(())
+        } else {
+            tracing::info!(target: "audit", admin = %self.name, needed = %needed, "admin action refused: role");
+            Err(AdminError::forbidden(needed))
+        }
+    }
+}
+
+impl FromRequest for AdminCaller {
+    type Error = AdminError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(authenticate(request))
+    }
+}
+
+fn authenticate(request: &HttpRequest) -> Result<AdminCaller, AdminError> {
+    let state = request
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(AdminError::unavailable)?;
+    let secret = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(AdminError::unauthenticated)?;
+    // Every credential is compared (each in constant time) so that timing does not tell which
+    // one matched or how many there are before it.
+    let mut found = None;
+    for credential in state.admin_credentials.iter() {
+        if credential.secret_hash.matches(secret) && found.is_none() {
+            found = Some(credential);
+        }
+    }
+    let credential = found.ok_or_else(|| {
+        tracing::info!(target: "audit", "admin authentication failed");
+        AdminError::unauthenticated()
+    })?;
+    Ok(AdminCaller {
+        name: credential.name.clone(),
+        role: credential.role,
+    })
+}
+
+/// Registers the admin routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin")
+            .configure(agents::routes)
+            .configure(chains::routes)
+            .configure(audit::routes),
+    )
+    .default_service(web::to(|| async {
+        AdminError::not_found("no such admin endpoint").error_response()
+    }));
+}
+
+/// Appends an admin action to the audit stream.
+pub(crate) async fn record_action(
+    state: &AppState,
+    caller: &AdminCaller,
+    action: &str,
+    target: &str,
+    outcome: &crate::revocation::RevocationOutcome,
+) {
+    state
+        .audit
+        .record(crate::audit::AuditEvent {
+            at: outcome.entries.first().map_or(0, |e| e.at),
+            actor: caller.name.clone(),
+            action: action.into(),
+            target: target.into(),
+            detail: format!(
+                "{} entries, {} hops",
+                outcome.entries.len(),
+                outcome.hops_revoked.len()
+            ),
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_nest() {
+        assert!(AdminRole::Manage.allows(AdminRole::Revoke));
+        assert!(AdminRole::Manage.allows(AdminRole::Read));
+        assert!(AdminRole::Revoke.allows(AdminRole::Read));
+        assert!(!AdminRole::Read.allows(AdminRole::Revoke));
+        assert!(!AdminRole::Revoke.allows(AdminRole::Manage));
+    }
+}
