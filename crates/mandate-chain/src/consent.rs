@@ -35,4 +35,16 @@ pub trait ConsentStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<ConsentGrant>, StoreFailure>;
     /// Adds a grant unless its id exists; returns whether it was added.
     async fn insert_if_absent(&self, grant: ConsentGrant) -> Result<bool, StoreFailure>;
+    /// Every grant, or those of one subject and/or one actor, ordered by id (expired ones
+    /// included: an admin still sees and withdraws them).
+    async fn list(
+        &self,
+        subject: Option<&Subject>,
+        actor: Option<&ClientId>,
+    ) -> Result<Vec<ConsentGrant>, StoreFailure>;
+    /// The grant with this id.
+    async fn consent(&self, id: &str) -> Result<Option<ConsentGrant>, StoreFailure>;
+    /// Removes the grant with this id; returns whether there was one. Withdrawing a grant
+    /// revokes it first (`consent:<id>`), so a removal cut short leaves nothing usable.
+    async fn remove(&self, id: &str) -> Result<bool, StoreFailure>;
 }

@@ -9,6 +9,7 @@
 mod authority;
 mod consent;
 mod evidence;
+mod explain;
 mod hop;
 mod policy;
 mod store;
@@ -17,9 +18,12 @@ mod validator;
 pub use authority::{Authority, AuthorityError};
 pub use consent::{ConsentGrant, ConsentStore};
 pub use evidence::issued_to_actor;
+pub use explain::{
+    error_code, explain, id_jag_error_code, Allowed, ExplainInput, ExplainSubject, Explanation,
+};
 pub use hop::{ChainId, Evidence, EvidenceKind, HopId, HopRecord, UpstreamGrant};
 pub use policy::{Policy, PolicyRow};
-pub use store::{Ledger, PolicyStore, StoreFailure};
+pub use store::{ChainPage, ChainStart, Ledger, PolicyStore, StoreFailure};
 pub use validator::{
     decide, decide_id_jag, Decision, ExchangeContext, ExchangeRequest, IdJagGrant, MandateSubject,
     Refusal, RefusalCode, SubjectGrant, UpstreamSubject,

@@ -22,6 +22,41 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
         &self,
         consent_id: &str,
     ) -> Result<Vec<ChainId>, StoreFailure>;
+    /// The chains by start time (the `issued_at` of their first root), newest first; ties by
+    /// chain id, descending, so that the order is total and a page boundary is exact.
+    async fn chains_by_start(&self, page: &ChainPage) -> Result<Vec<ChainStart>, StoreFailure>;
+}
+
+/// A chain's place in the ledger's index by start time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChainStart {
+    /// When its first root was issued (seconds).
+    pub started_at: i64,
+    /// The chain.
+    pub chain_id: ChainId,
+}
+
+/// One page of [`Ledger::chains_by_start`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainPage {
+    /// Only chains started at or after this (seconds).
+    pub since: Option<i64>,
+    /// Only chains started at or before this (seconds).
+    pub until: Option<i64>,
+    /// Only chains strictly after this position in newest-first order (the last one of the
+    /// previous page).
+    pub after: Option<ChainStart>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl ChainPage {
+    /// Whether `start` belongs on this page's side of every bound (the limit aside).
+    pub fn admits(&self, start: &ChainStart) -> bool {
+        self.since.is_none_or(|s| start.started_at >= s)
+            && self.until.is_none_or(|u| start.started_at <= u)
+            && self.after.as_ref().is_none_or(|after| start < after)
+    }
 }
 
 /// The policy rows, shared by every node and changed by admins (`PUT /admin/policies`).

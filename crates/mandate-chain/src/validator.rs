@@ -87,6 +87,30 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// The rule's name, as the admin API's explain answers it (`rule`).
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Refusal::AppTokenReexchanged => "app_token_reexchanged",
+            Refusal::NotNamedBySubjectToken => "not_named_by_subject_token",
+            Refusal::MayActNamesAnother => "may_act_names_another",
+            Refusal::NoConsent => "no_consent",
+            Refusal::UnknownParentHop => "unknown_parent_hop",
+            Refusal::MalformedChain => "malformed_chain",
+            Refusal::AgentTwice => "agent_twice",
+            Refusal::TooDeep => "too_deep",
+            Refusal::Expired => "expired",
+            Refusal::AmbiguousSelection => "ambiguous_selection",
+            Refusal::UnknownAudience => "unknown_audience",
+            Refusal::NoPolicy => "no_policy",
+            Refusal::OutsideParent => "outside_parent",
+            Refusal::ScopeWidening => "scope_widening",
+            Refusal::EmptyAuthority => "empty_authority",
+            Refusal::IdJagForAgent => "id_jag_for_agent",
+        }
+    }
+}
+
 /// What the agent asked for.
 #[derive(Debug, Clone)]
 pub struct ExchangeRequest<'a> {
@@ -629,7 +653,8 @@ fn lifetime(context: &ExchangeContext<'_>, parent_exp: i64) -> Result<i64, Refus
     Ok(expires_at)
 }
 
-fn claims_for(hop: &HopRecord, issuer: &str) -> AccessTokenClaims {
+/// The claims of the token a hop was issued as (explain rebuilds a parent token from its hop).
+pub(crate) fn claims_for(hop: &HopRecord, issuer: &str) -> AccessTokenClaims {
     let actors: Vec<String> = hop.actors.iter().map(ToString::to_string).collect();
     let act = Act::from_current_first(&actors).unwrap_or(Act {
         sub: hop.client_id.to_string(),

@@ -100,3 +100,137 @@ impl fmt::Display for ClientKind {
         })
     }
 }
+
+/// A lifecycle change an administrator asks for (docs/ADMIN-API.md, "Agents and resource
+/// servers").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transition {
+    /// `staged` or `suspended` → `active`.
+    Activate,
+    /// `active` → `suspended`.
+    Suspend,
+    /// Any state but `retired` → `retired` (final).
+    Retire,
+}
+
+impl Transition {
+    /// Every transition.
+    pub const ALL: [Transition; 3] = [Self::Activate, Self::Suspend, Self::Retire];
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Activate => "activate",
+            Self::Suspend => "suspend",
+            Self::Retire => "retire",
+        })
+    }
+}
+
+/// A transition the state machine does not allow from the client's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {transition} a client that is {from}")]
+pub struct InvalidTransition {
+    /// The client's state.
+    pub from: ClientState,
+    /// What was asked.
+    pub transition: Transition,
+}
+
+impl ClientState {
+    /// The state `transition` leads to from this one. Suspending a suspended client or
+    /// activating an active one is refused rather than ignored, so that an administrator learns
+    /// that the state was not what they believed.
+    pub fn transition(self, transition: Transition) -> Result<ClientState, InvalidTransition> {
+        use ClientState::{Active, Retired, Staged, Suspended};
+        match (self, transition) {
+            (Staged | Suspended, Transition::Activate) => Ok(Active),
+            (Active, Transition::Suspend) => Ok(Suspended),
+            // Retirement is final: nothing leaves `retired`, not even another retirement.
+            (Staged | Active | Suspended, Transition::Retire) => Ok(Retired),
+            (from, transition) => Err(InvalidTransition { from, transition }),
+        }
+    }
+}
+
+impl FromStr for ClientKind {
+    type Err = UnknownVariant;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "agent" => Ok(Self::Agent),
+            "resource_server" => Ok(Self::ResourceServer),
+            other => Err(UnknownVariant(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATES: [ClientState; 4] = [
+        ClientState::Staged,
+        ClientState::Active,
+        ClientState::Suspended,
+        ClientState::Retired,
+    ];
+
+    #[test]
+    fn every_state_and_transition_pair_is_decided() {
+        use ClientState::{Active, Retired, Staged, Suspended};
+        use Transition::{Activate, Retire, Suspend};
+        let expected = |from, transition| match (from, transition) {
+            (Staged, Activate) => Some(Active),
+            (Staged, Suspend) => None,
+            (Staged, Retire) => Some(Retired),
+            (Active, Activate) => None,
+            (Active, Suspend) => Some(Suspended),
+            (Active, Retire) => Some(Retired),
+            (Suspended, Activate) => Some(Active),
+            (Suspended, Suspend) => None,
+            (Suspended, Retire) => Some(Retired),
+            (Retired, _) => None,
+        };
+        for from in STATES {
+            for transition in Transition::ALL {
+                let got = from.transition(transition);
+                match expected(from, transition) {
+                    Some(to) => assert_eq!(got, Ok(to), "{from} --{transition}-->"),
+                    None => assert_eq!(
+                        got,
+                        Err(InvalidTransition { from, transition }),
+                        "{from} --{transition}--> must be refused"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn retired_is_final() {
+        for transition in Transition::ALL {
+            assert!(ClientState::Retired.transition(transition).is_err());
+        }
+    }
+
+    #[test]
+    fn a_refusal_says_what_and_from_where() {
+        let error = ClientState::Staged
+            .transition(Transition::Suspend)
+            .unwrap_err();
+        assert_eq!(error.to_string(), "cannot suspend a client that is staged");
+    }
+
+    #[test]
+    fn states_and_kinds_round_trip_through_their_names() {
+        for state in STATES {
+            assert_eq!(state.to_string().parse::<ClientState>(), Ok(state));
+        }
+        for kind in [ClientKind::Agent, ClientKind::ResourceServer] {
+            assert_eq!(kind.to_string().parse::<ClientKind>(), Ok(kind));
+        }
+        assert!("Active".parse::<ClientState>().is_err());
+        assert!("robot".parse::<ClientKind>().is_err());
+    }
+}

@@ -13,7 +13,9 @@ mod secret;
 mod subject;
 
 pub use audience::{is_app_uri, is_loopback_url, Audience, AudienceError};
-pub use client::{AuthMethod, ClientKind, ClientState, UnknownVariant};
+pub use client::{
+    AuthMethod, ClientKind, ClientState, InvalidTransition, Transition, UnknownVariant,
+};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use ids::{ClientId, ClientIdError, IssuerAlias, IssuerAliasError};
 pub use scope::{ScopeError, ScopeSet};

@@ -7,6 +7,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::error::OAuthError;
+use crate::state::AppState;
+
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
@@ -22,13 +25,87 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// Which events a reader wants: every field given must match exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only this actor.
+    pub actor: Option<String>,
+}
+
+impl AuditFilter {
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &AuditEvent) -> bool {
+        self.action.as_ref().is_none_or(|a| *a == event.action)
+            && self.actor.as_ref().is_none_or(|a| *a == event.actor)
+    }
+}
+
+/// Why the audit stream could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit stream unavailable: {0}")]
+pub struct AuditUnavailable(pub String);
+
 /// Where audit events go.
 #[async_trait]
 pub trait AuditLog: Send + Sync + std::fmt::Debug {
     /// Appends an event. Failing to audit is logged, never silently dropped.
     async fn record(&self, event: AuditEvent);
-    /// The newest events, newest first.
-    async fn recent(&self, limit: usize) -> Vec<AuditEvent>;
+    /// The newest `limit` events that pass `filter`, newest first.
+    async fn recent(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, AuditUnavailable>;
+}
+
+/// How many of the newest events a filtered read of the Redis stream looks at, at most: a filter
+/// that matches little must not make one admin request walk a stream of a million events.
+pub const FILTER_SCAN_MAX: usize = 100_000;
+
+/// The refusal a token-endpoint operation ended with. The operation's `refuse` paths note it
+/// where the decision is made (a synchronous closure cannot append to the stream); the operation
+/// appends it once it returns. Store failures and authentication failures are not refusals of an
+/// exchange and are never noted.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals(Mutex<Option<String>>);
+
+impl Refusals {
+    /// Notes a refusal: `<oauth error code>: <reason>`. `reason` is mandate's own description
+    /// (an error's display), never a token or a secret.
+    pub(crate) fn note(&self, reason: &dyn std::fmt::Display, error: &OAuthError) {
+        let code = serde_json::to_value(error.code())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if let Ok(mut noted) = self.0.lock() {
+            *noted = Some(format!("{code}: {reason}"));
+        }
+    }
+
+    /// Appends the noted refusal, if any, as `action` by `client:<client_id>` on `target`.
+    pub(crate) async fn flush(
+        &self,
+        state: &AppState,
+        client_id: &str,
+        action: &str,
+        target: &str,
+    ) {
+        let detail = self.0.lock().ok().and_then(|mut noted| noted.take());
+        if let Some(detail) = detail {
+            state
+                .audit
+                .record(AuditEvent {
+                    at: state.clock.now().timestamp_millis(),
+                    actor: format!("client:{client_id}"),
+                    action: action.to_owned(),
+                    target: target.to_owned(),
+                    detail,
+                })
+                .await;
+        }
+    }
 }
 
 /// The in-memory audit stream, capped.
@@ -60,11 +137,22 @@ impl AuditLog for MemoryAuditLog {
         }
     }
 
-    async fn recent(&self, limit: usize) -> Vec<AuditEvent> {
-        self.events
+    async fn recent(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, AuditUnavailable> {
+        let events = self
+            .events
             .lock()
-            .map(|events| events.iter().rev().take(limit).cloned().collect())
-            .unwrap_or_default()
+            .map_err(|_| AuditUnavailable("audit lock poisoned".into()))?;
+        Ok(events
+            .iter()
+            .rev()
+            .filter(|e| filter.matches(e))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }
 
@@ -115,27 +203,48 @@ impl<C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static> AuditLog for
         }
     }
 
-    async fn recent(&self, limit: usize) -> Vec<AuditEvent> {
+    async fn recent(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, AuditUnavailable> {
         let mut connection = self.connection.clone();
-        let entries: redis::RedisResult<Vec<(String, Vec<(String, String)>)>> =
-            redis::cmd("XREVRANGE")
+        let unfiltered = filter == &AuditFilter::default();
+        let batch = if unfiltered { limit } else { 1_000 };
+        let mut found = Vec::with_capacity(limit.min(1_000));
+        let mut upper = "+".to_owned();
+        let mut scanned = 0usize;
+        while found.len() < limit && scanned < FILTER_SCAN_MAX {
+            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
                 .arg(AUDIT_STREAM_KEY)
-                .arg("+")
+                .arg(&upper)
                 .arg("-")
                 .arg("COUNT")
-                .arg(limit)
+                .arg(batch)
                 .query_async(&mut connection)
-                .await;
-        entries
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(_, fields)| {
-                fields
+                .await
+                .map_err(|e| AuditUnavailable(e.to_string()))?;
+            let fetched = entries.len();
+            scanned += fetched;
+            for (id, fields) in entries {
+                // Exclusive from here on (Redis 6.2+), so no entry is read twice.
+                upper = format!("({id}");
+                let event = fields
                     .into_iter()
                     .find(|(k, _)| k == "event")
-                    .and_then(|(_, v)| serde_json::from_str(&v).ok())
-            })
-            .collect()
+                    .and_then(|(_, v)| serde_json::from_str::<AuditEvent>(&v).ok());
+                if let Some(event) = event.filter(|e| filter.matches(e)) {
+                    found.push(event);
+                    if found.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if fetched < batch {
+                break;
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -159,7 +268,36 @@ mod tests {
         for n in 0..5 {
             log.record(event(n)).await;
         }
-        let recent = log.recent(10).await;
+        let recent = log.recent(&AuditFilter::default(), 10).await.unwrap();
         assert_eq!(recent.iter().map(|e| e.at).collect::<Vec<_>>(), [4, 3, 2]);
+    }
+
+    #[tokio::test]
+    async fn filters_match_exactly_and_the_limit_counts_matches() {
+        let log = MemoryAuditLog::new(10);
+        for n in 0..6 {
+            let mut e = event(n);
+            if n % 2 == 0 {
+                e.action = "exchange.refused".into();
+                e.actor = "client:assistant".into();
+            }
+            log.record(e).await;
+        }
+        let filter = AuditFilter {
+            action: Some("exchange.refused".into()),
+            actor: None,
+        };
+        let found = log.recent(&filter, 2).await.unwrap();
+        assert_eq!(found.iter().map(|e| e.at).collect::<Vec<_>>(), [4, 2]);
+        let filter = AuditFilter {
+            action: Some("exchange".into()),
+            actor: None,
+        };
+        assert!(log.recent(&filter, 10).await.unwrap().is_empty());
+        let filter = AuditFilter {
+            action: None,
+            actor: Some("ops".into()),
+        };
+        assert_eq!(log.recent(&filter, 10).await.unwrap().len(), 3);
     }
 }

@@ -299,16 +299,14 @@ impl ClientAuthenticator {
         used: AuthMethod,
     ) -> Result<Arc<Client>, ClientAuthError> {
         let client = self.registered(client_id, used).await?;
-        let matches = client
-            .secret_hash
-            .as_ref()
-            .is_some_and(|hash| hash.matches(secret));
-        if !matches {
+        let now = self.clock.now();
+        // The secret a rotation replaced is accepted until its overlap window ends.
+        if !client.secret_matches(secret, now) {
             return Err(ClientAuthError::WrongSecret);
         }
         // State is checked after the secret so that the answer does not reveal the state of a
         // client to someone who does not hold its secret.
-        if !client.may_authenticate(self.clock.now()) {
+        if !client.may_authenticate(now) {
             return Err(ClientAuthError::NotActive);
         }
         Ok(client)

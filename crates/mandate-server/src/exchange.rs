@@ -140,14 +140,35 @@ pub struct ExchangeResponse {
     authorization_details: Option<Vec<DelegationDetail>>,
 }
 
-/// Performs the exchange for the authenticated agent `client`.
+/// Performs the exchange for the authenticated agent `client`. A refusal is appended to the
+/// audit stream (`exchange.refused`, target the requested audience); an ID-JAG request is
+/// audited by its own issuance.
 pub async fn exchange(
     state: &AppState,
     client: &Client,
     request: TokenExchangeRequest,
 ) -> Result<ExchangeResponse, OAuthError> {
+    let refusals = crate::audit::Refusals::default();
+    let target = match &request.requested {
+        Requested::AccessToken { target, .. } => target.to_string(),
+        Requested::IdJag(_) => String::new(),
+    };
+    let result = exchange_for(state, client, request, &refusals).await;
+    refusals
+        .flush(state, client.id.as_str(), "exchange.refused", &target)
+        .await;
+    result
+}
+
+async fn exchange_for(
+    state: &AppState,
+    client: &Client,
+    request: TokenExchangeRequest,
+    refusals: &crate::audit::Refusals,
+) -> Result<ExchangeResponse, OAuthError> {
     let refuse = |reason: &dyn std::fmt::Display, error: OAuthError| {
         tracing::info!(target: "audit", client_id = %client.id, reason = %reason, "token exchange refused");
+        refusals.note(reason, &error);
         error
     };
     let (target, scope, details) = match request.requested {
@@ -320,7 +341,10 @@ pub async fn exchange(
 }
 
 /// An app is known when a registered resource server owns it; an agent when it is registered.
-async fn target_is_registered(state: &AppState, target: &Audience) -> Result<bool, OAuthError> {
+pub(crate) async fn target_is_registered(
+    state: &AppState,
+    target: &Audience,
+) -> Result<bool, OAuthError> {
     match target {
         Audience::Agent(id) => Ok(state
             .clients

@@ -56,14 +56,23 @@ pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) {
 
 async fn discovery(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .insert_header((header::CACHE_CONTROL, jwks_cache_control()))
         .json(state.discovery.as_ref())
 }
 
+/// The keys in force, reloaded on SIGHUP. Verifiers may cache the document for `max-age`: that
+/// is why a next key is staged (published) at least this long before it signs (docs/KEYS.md).
 async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
-        .json(state.jwks.as_ref())
+        .insert_header((header::CACHE_CONTROL, jwks_cache_control()))
+        .json(state.keys.current().jwks())
+}
+
+/// How long verifiers may cache `/jwks` and the metadata that points at it.
+pub const JWKS_MAX_AGE_SECS: u64 = 300;
+
+fn jwks_cache_control() -> String {
+    format!("public, max-age={JWKS_MAX_AGE_SECS}")
 }
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {

@@ -325,14 +325,32 @@ pub fn choose_target(
     }
 }
 
-/// Redeems the ID-JAG in `request` for the authenticated agent `client`.
+/// Redeems the ID-JAG in `request` for the authenticated agent `client`. A refusal is appended
+/// to the audit stream (`id_jag_redeem.refused`, target the requested resource, or `-` when the
+/// request names none).
 pub async fn redeem(
     state: &AppState,
     client: &Client,
     request: IdJagRequest,
 ) -> Result<IdJagResponse, OAuthError> {
+    let refusals = crate::audit::Refusals::default();
+    let target = request.resource.clone().unwrap_or_else(|| "-".into());
+    let result = redeem_for(state, client, request, &refusals).await;
+    refusals
+        .flush(state, client.id.as_str(), "id_jag_redeem.refused", &target)
+        .await;
+    result
+}
+
+async fn redeem_for(
+    state: &AppState,
+    client: &Client,
+    request: IdJagRequest,
+    refusals: &crate::audit::Refusals,
+) -> Result<IdJagResponse, OAuthError> {
     let refuse = |reason: &dyn std::fmt::Display, error: OAuthError| {
         tracing::info!(target: "audit", client_id = %client.id, reason = %reason, "ID-JAG redemption refused");
+        refusals.note(reason, &error);
         error
     };
     let jag = verify_id_jag(state, &request.assertion, client)

@@ -155,15 +155,33 @@ pub struct IssuedIdJag {
     pub scope: String,
 }
 
-/// Issues an ID-JAG for the authenticated agent `client` from its user's ID token.
+/// Issues an ID-JAG for the authenticated agent `client` from its user's ID token. A refusal
+/// is appended to the audit stream (`id_jag_issue.refused`, target the resource AS).
 pub async fn issue(
     state: &AppState,
     client: &Client,
     subject_token: &str,
     request: IdJagIssueRequest,
 ) -> Result<IssuedIdJag, OAuthError> {
+    let refusals = crate::audit::Refusals::default();
+    let target = request.audience.clone();
+    let result = issue_for(state, client, subject_token, request, &refusals).await;
+    refusals
+        .flush(state, client.id.as_str(), "id_jag_issue.refused", &target)
+        .await;
+    result
+}
+
+async fn issue_for(
+    state: &AppState,
+    client: &Client,
+    subject_token: &str,
+    request: IdJagIssueRequest,
+    refusals: &crate::audit::Refusals,
+) -> Result<IssuedIdJag, OAuthError> {
     let refuse = |reason: &dyn std::fmt::Display, error: OAuthError| {
         tracing::info!(target: "audit", client_id = %client.id, reason = %reason, "ID-JAG issuance refused");
+        refusals.note(reason, &error);
         error
     };
     // Not advertised in discovery either: without a resource AS, the requested type is unknown.

@@ -30,13 +30,18 @@ pub async fn sign_and_record<C: Serialize + ?Sized>(
     claims: &C,
     hop: &HopRecord,
 ) -> Result<String, IssueError> {
-    let token = state.keys.active().sign(typ, claims).map_err(|e| {
-        tracing::error!(error = %e, "signing failed");
-        IssueError::Failed(OAuthError::new(
-            ErrorCode::ServerError,
-            "the token could not be signed",
-        ))
-    })?;
+    let token = state
+        .keys
+        .current()
+        .active()
+        .sign(typ, claims)
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing failed");
+            IssueError::Failed(OAuthError::new(
+                ErrorCode::ServerError,
+                "the token could not be signed",
+            ))
+        })?;
     state.ledger.record(hop).await.map_err(|e| {
         tracing::warn!(error = %e, "ledger unavailable");
         IssueError::Failed(OAuthError::unavailable())

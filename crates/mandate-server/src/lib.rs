@@ -6,10 +6,12 @@
 //! crate except the `mandate` binary and the test kit.
 
 pub mod admin;
+pub mod agents;
 pub mod audit;
 pub mod chain_id;
 pub mod client_auth;
 pub mod config;
+pub mod consents;
 pub mod demo_idp;
 pub mod dev;
 pub mod error;

@@ -32,11 +32,12 @@ impl Listeners {
     }
 }
 
-/// Whether the listeners stop on SIGINT/SIGTERM themselves (the binary) or only when told
-/// (tests and embedding).
+/// Whether the server acts on signals itself (the binary) or only when told (tests and
+/// embedding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signals {
-    /// Graceful shutdown on SIGINT and SIGTERM.
+    /// Graceful shutdown on SIGINT and SIGTERM; SIGHUP reloads the signing keys from the
+    /// configuration file ([`AppState::reload_keys_from_file`]).
     Handle,
     /// Ignore signals; stop through [`RunningServer::stop`].
     Ignore,
@@ -52,12 +53,16 @@ pub struct RunningServer {
     handles: [ServerHandle; 2],
     tasks: Vec<tokio::task::JoinHandle<io::Result<()>>>,
     heartbeat: tokio::task::JoinHandle<()>,
+    reloader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
     /// Stops both listeners, letting requests in flight finish.
     pub async fn stop(self) {
         self.heartbeat.abort();
+        if let Some(reloader) = &self.reloader {
+            reloader.abort();
+        }
         for handle in &self.handles {
             handle.stop(true).await;
         }
@@ -72,6 +77,9 @@ impl RunningServer {
             task.await.map_err(io::Error::other)??;
         }
         self.heartbeat.abort();
+        if let Some(reloader) = &self.reloader {
+            reloader.abort();
+        }
         Ok(())
     }
 }
@@ -137,10 +145,19 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
     .workers(1)
     .shutdown_timeout(10);
 
-    if signals == Signals::Ignore {
-        public = public.disable_signals();
-        admin = admin.disable_signals();
-    }
+    // SIGHUP's default action ends the process: the handler is installed before serving starts,
+    // so that a SIGHUP sent once the node answers never kills it.
+    let reloader = match signals {
+        Signals::Ignore => {
+            public = public.disable_signals();
+            admin = admin.disable_signals();
+            None
+        }
+        Signals::Handle => {
+            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+            Some(tokio::spawn(reload_on_hangup(state.clone(), hangups)))
+        }
+    };
     let public = public.run();
     let admin = admin.run();
     let handles = [public.handle(), admin.handle()];
@@ -152,7 +169,32 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
         handles,
         tasks,
         heartbeat,
+        reloader,
     })
+}
+
+/// DESIGN.md section 11: SIGHUP reloads the keys (and nothing else) from the configuration file,
+/// so that a rotated key is picked up without a restart. Development mode has no file and
+/// ephemeral keys: it says so and carries on.
+async fn reload_on_hangup(state: AppState, mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the signing keys");
+        if state.source == crate::config::ConfigSource::Development {
+            tracing::info!(
+                "development mode: the signing key is ephemeral and there is no configuration \
+                 file; SIGHUP is ignored"
+            );
+            continue;
+        }
+        // File reads off the async workers; the outcome is logged by the reload itself, and a
+        // failure keeps the keys in force.
+        let reloading = state.clone();
+        if let Err(error) =
+            tokio::task::spawn_blocking(move || reloading.reload_keys_from_file()).await
+        {
+            tracing::error!(%error, "the key reload did not complete; the keys in force stay");
+        }
+    }
 }
 
 /// Every node appends a heartbeat to the revocation stream each second (and trims the stream no

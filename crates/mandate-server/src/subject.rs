@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use mandate_model::Subject;
 use mandate_token::{
-    urn, AccessTokenClaims, Algorithm, JwtError, TimeError, TimeWindow, UnverifiedJws,
-    UpstreamClaims, VerifyingKeySet,
+    urn, AccessTokenClaims, JwtError, TimeError, TimeWindow, UnverifiedJws, UpstreamClaims,
+    VerifyingKeySet,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -156,13 +156,12 @@ pub async fn verify_subject(
         if !jws.header().typ_is(urn::TYP_ACCESS_TOKEN) {
             return Err(SubjectError::WrongTyp);
         }
-        let algorithms: Vec<Algorithm> = state
+        // The keys in force now: after a rotation, tokens of a retired key that is still
+        // published verify, and those of a key no longer published do not.
+        let verified = state
             .keys
-            .published()
-            .map(|k| k.algorithm().algorithm())
-            .collect();
-        let verified = jws
-            .verify(&state.own_keys, &algorithms)
+            .current()
+            .verify(&jws)
             .map_err(SubjectError::Signature)?;
         let claims: AccessTokenClaims = verified.claims().map_err(|_| {
             SubjectError::Claims("subject_token claims are not a mandate access token")

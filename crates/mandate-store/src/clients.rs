@@ -20,6 +20,17 @@ pub struct UpstreamId {
     pub client_id: String,
 }
 
+/// The secret a rotation replaced, still accepted until `valid_until` (the overlap window), so
+/// that a client can switch to its new secret without an outage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousSecret {
+    /// The hash of the replaced secret.
+    pub hash: SecretHash,
+    /// The end of the overlap window: from this instant on, only the new secret authenticates.
+    pub valid_until: DateTime<Utc>,
+}
+
 /// A registered OAuth client: an agent or a resource server.
 #[derive(Debug)]
 pub struct Client {
@@ -47,12 +58,42 @@ pub struct Client {
     pub upstream_ids: Vec<UpstreamId>,
     /// For resource servers: the audiences it owns.
     pub audiences: Vec<Audience>,
+    /// The secret a rotation replaced, while its overlap window lasts.
+    pub previous_secret: Option<PreviousSecret>,
+    /// When the secret was last rotated.
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    /// When the client was registered (unknown for records older than this field).
+    pub created_at: Option<DateTime<Utc>>,
+    /// The admin credential that registered it, or `config` for clients seeded from the file.
+    pub created_by: Option<String>,
+    /// When it last changed.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The admin credential that last changed it.
+    pub updated_by: Option<String>,
+    /// Counts the changes: [`ClientRegistry::replace`] writes only over the revision it was
+    /// given, so that two admins cannot overwrite each other's change unseen.
+    pub revision: u64,
 }
 
 impl Client {
     /// Whether the client may authenticate at `now`: active and not past its expiry.
     pub fn may_authenticate(&self, now: DateTime<Utc>) -> bool {
         self.state == ClientState::Active && self.expires_at.is_none_or(|expiry| now < expiry)
+    }
+
+    /// Whether `presented` is this client's secret at `now`: the current one, or the one a
+    /// rotation replaced while its overlap window lasts. Both digests are always compared, so
+    /// the time taken does not tell which one matched.
+    pub fn secret_matches(&self, presented: &str, now: DateTime<Utc>) -> bool {
+        let current = self
+            .secret_hash
+            .as_ref()
+            .is_some_and(|hash| hash.matches(presented));
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .is_some_and(|previous| previous.hash.matches(presented) && now < previous.valid_until);
+        current | previous
     }
 
     /// The client as it is stored: everything but the built `keys`, which are rebuilt from
@@ -70,6 +111,13 @@ impl Client {
             jwks: self.jwks.clone(),
             upstream_ids: self.upstream_ids.clone(),
             audiences: self.audiences.clone(),
+            previous_secret: self.previous_secret.clone(),
+            secret_rotated_at: self.secret_rotated_at,
+            created_at: self.created_at,
+            created_by: self.created_by.clone(),
+            updated_at: self.updated_at,
+            updated_by: self.updated_by.clone(),
+            revision: self.revision,
         }
     }
 
@@ -98,11 +146,19 @@ impl Client {
             jwks: stored.jwks,
             upstream_ids: stored.upstream_ids,
             audiences: stored.audiences,
+            previous_secret: stored.previous_secret,
+            secret_rotated_at: stored.secret_rotated_at,
+            created_at: stored.created_at,
+            created_by: stored.created_by,
+            updated_at: stored.updated_at,
+            updated_by: stored.updated_by,
+            revision: stored.revision,
         })
     }
 }
 
-/// A [`Client`] as the store keeps it (JSON in Redis): every field but the built keys.
+/// A [`Client`] as the store keeps it (JSON in Redis): every field but the built keys. Fields
+/// added after the first release default when absent, so older records stay readable.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredClient {
@@ -133,6 +189,42 @@ pub struct StoredClient {
     /// For resource servers: the audiences it owns.
     #[serde(default)]
     pub audiences: Vec<Audience>,
+    /// The secret a rotation replaced, while its overlap window lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<PreviousSecret>,
+    /// When the secret was last rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    /// When the client was registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// Who registered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// When it last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Who last changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+    /// The change counter ([`Client::revision`]); 0 for records older than it.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+/// What [`ClientRegistry::replace`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaceOutcome {
+    /// The client was replaced; it now has this revision.
+    Replaced {
+        /// The stored revision.
+        revision: u64,
+    },
+    /// The stored client has another revision (someone changed it since it was read): nothing
+    /// was written.
+    Stale,
+    /// No client has that id: nothing was written.
+    Missing,
 }
 
 /// The client registry.
@@ -147,6 +239,12 @@ pub trait ClientRegistry: Send + Sync + std::fmt::Debug {
     /// Registers `client` unless its id is taken; returns whether it was added. Used to seed an
     /// empty store from configuration: what the store already holds wins.
     async fn insert_if_absent(&self, client: Client) -> Result<bool, StoreError>;
+
+    /// Replaces the client registered under `client.id` by `client`, provided the stored
+    /// client's revision is still `client.revision` (compare-and-set); the stored record gets
+    /// the next revision. Two admins who read the same revision cannot both write: the second
+    /// is told [`ReplaceOutcome::Stale`] and must read again.
+    async fn replace(&self, client: Client) -> Result<ReplaceOutcome, StoreError>;
 }
 
 /// The in-memory client registry.
@@ -191,6 +289,23 @@ impl ClientRegistry for MemoryClientRegistry {
         clients.insert(client.id.clone(), Arc::new(client));
         Ok(true)
     }
+
+    async fn replace(&self, mut client: Client) -> Result<ReplaceOutcome, StoreError> {
+        let mut clients = self
+            .clients
+            .write()
+            .map_err(|_| StoreError::Corrupt("client registry lock poisoned".into()))?;
+        let Some(current) = clients.get(&client.id) else {
+            return Ok(ReplaceOutcome::Missing);
+        };
+        if current.revision != client.revision {
+            return Ok(ReplaceOutcome::Stale);
+        }
+        client.revision += 1;
+        let revision = client.revision;
+        clients.insert(client.id.clone(), Arc::new(client));
+        Ok(ReplaceOutcome::Replaced { revision })
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +330,13 @@ mod tests {
             jwks,
             upstream_ids: vec![],
             audiences: vec![],
+            previous_secret: None,
+            secret_rotated_at: None,
+            created_at: None,
+            created_by: None,
+            updated_at: None,
+            updated_by: None,
+            revision: 0,
         }
     }
 
@@ -247,5 +369,63 @@ mod tests {
             Err(StoreError::Corrupt(_))
         ));
         assert!(Client::from_stored(stored(None)).unwrap().keys.is_none());
+    }
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use super::*;
+
+    fn instant(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().into()
+    }
+
+    #[test]
+    fn a_record_written_before_the_lifecycle_fields_is_still_readable() {
+        let old = r#"{"id":"assistant","kind":"agent","owners":["a@example.com"],
+            "description":"","state":"active","auth_method":"client_secret_basic",
+            "secret_hash":"sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}"#;
+        let stored: StoredClient = serde_json::from_str(old).unwrap();
+        assert_eq!(stored.revision, 0);
+        assert!(stored.created_at.is_none() && stored.created_by.is_none());
+        assert!(stored.previous_secret.is_none() && stored.secret_rotated_at.is_none());
+        let client = Client::from_stored(stored).unwrap();
+        assert!(client.secret_matches("abc", Utc::now()));
+    }
+
+    #[test]
+    fn the_previous_secret_authenticates_only_inside_its_window() {
+        let mut stored: StoredClient = serde_json::from_value(serde_json::json!({
+            "id": "assistant", "kind": "agent", "owners": ["a@example.com"], "description": "",
+            "state": "active", "auth_method": "client_secret_basic",
+            "secret_hash": SecretHash::of("new-secret").to_string(),
+        }))
+        .unwrap();
+        let until = instant("2030-01-01T00:00:00Z");
+        stored.previous_secret = Some(PreviousSecret {
+            hash: SecretHash::of("old-secret"),
+            valid_until: until,
+        });
+        let json = serde_json::to_string(&stored).unwrap();
+        let client = Client::from_stored(serde_json::from_str(&json).unwrap()).unwrap();
+        let before = until - chrono::Duration::seconds(1);
+        assert!(client.secret_matches("new-secret", before));
+        assert!(client.secret_matches("old-secret", before));
+        assert!(!client.secret_matches("old-secret", until));
+        assert!(client.secret_matches("new-secret", until));
+        assert!(!client.secret_matches("other", before));
+        assert!(!client.secret_matches("", before));
+    }
+
+    #[test]
+    fn a_client_without_a_secret_matches_none() {
+        let stored: StoredClient = serde_json::from_value(serde_json::json!({
+            "id": "jwt-agent", "kind": "agent", "owners": ["a@example.com"], "description": "",
+            "state": "active", "auth_method": "private_key_jwt",
+        }))
+        .unwrap();
+        let client = Client::from_stored(stored).unwrap();
+        assert!(!client.secret_matches("", Utc::now()));
+        assert!(!client.secret_matches("anything", Utc::now()));
     }
 }

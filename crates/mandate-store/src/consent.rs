@@ -46,6 +46,43 @@ impl ConsentStore for MemoryConsentStore {
         grants.push(grant);
         Ok(true)
     }
+
+    async fn list(
+        &self,
+        subject: Option<&Subject>,
+        actor: Option<&ClientId>,
+    ) -> Result<Vec<ConsentGrant>, StoreFailure> {
+        let grants = self
+            .grants
+            .read()
+            .map_err(|_| StoreFailure("consent lock poisoned".into()))?;
+        let mut listed: Vec<ConsentGrant> = grants
+            .iter()
+            .filter(|g| subject.is_none_or(|s| &g.subject == s))
+            .filter(|g| actor.is_none_or(|a| &g.actor == a))
+            .cloned()
+            .collect();
+        listed.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(listed)
+    }
+
+    async fn consent(&self, id: &str) -> Result<Option<ConsentGrant>, StoreFailure> {
+        let grants = self
+            .grants
+            .read()
+            .map_err(|_| StoreFailure("consent lock poisoned".into()))?;
+        Ok(grants.iter().find(|g| g.id == id).cloned())
+    }
+
+    async fn remove(&self, id: &str) -> Result<bool, StoreFailure> {
+        let mut grants = self
+            .grants
+            .write()
+            .map_err(|_| StoreFailure("consent lock poisoned".into()))?;
+        let before = grants.len();
+        grants.retain(|g| g.id != id);
+        Ok(grants.len() != before)
+    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@
 use std::future::Future;
 
 use mandate_chain::{
-    Authority, ChainId, ConsentGrant, ConsentStore, Evidence, EvidenceKind, HopId, HopRecord,
-    Ledger, Policy, PolicyRow, PolicyStore, UpstreamGrant,
+    Authority, ChainId, ChainPage, ChainStart, ConsentGrant, ConsentStore, Evidence, EvidenceKind,
+    HopId, HopRecord, Ledger, Policy, PolicyRow, PolicyStore, UpstreamGrant,
 };
 use mandate_model::{
     Audience, AuthMethod, ClientId, ClientKind, ClientState, ScopeSet, SecretHash, Subject,
@@ -177,6 +177,136 @@ pub async fn ledger(ledger: &dyn Ledger) {
     assert_eq!(rooted_on(ledger, "cg_2").await, ["chn_consent_a"]);
     assert_eq!(rooted_on(ledger, "cg_10").await, ["chn_consent_e"]);
     assert!(rooted_on(ledger, "cg_3").await.is_empty());
+
+    ledger_index(ledger).await;
+}
+
+/// The ledger's index of chains by start time (their earliest root's `issued_at`): newest first,
+/// ties by chain id descending, paged exactly by position, bounded by `since`/`until`; children
+/// neither add a chain nor move it, a later root leaves it, an earlier root moves it back.
+/// Uses instants around 1.9e9 s, apart from the other suites' chains.
+pub async fn ledger_index(ledger: &dyn Ledger) {
+    const T0: i64 = 1_900_000_000;
+    let upstream = (EvidenceKind::UpstreamAudience, "assistant");
+    let at = |mut record: HopRecord, issued_at: i64| {
+        record.issued_at = issued_at;
+        record.expires_at = issued_at + 300;
+        record
+    };
+    let hand_off = |parent: &str| (EvidenceKind::HandOff, parent.to_owned());
+    for record in [
+        at(hop("hop_i_a", "chn_idx_a", None, upstream), T0),
+        at(hop("hop_i_b", "chn_idx_b", None, upstream), T0 + 10),
+        at(hop("hop_i_c", "chn_idx_c", None, upstream), T0 + 10),
+        at(hop("hop_i_d", "chn_idx_d", None, upstream), T0 + 20),
+        // A child, much later, does not move its chain.
+        at(
+            hop(
+                "hop_i_a2",
+                "chn_idx_a",
+                Some("hop_i_a"),
+                (EvidenceKind::HandOff, &hand_off("hop_i_a").1),
+            ),
+            T0 + 30,
+        ),
+        // A second, later root of a chain leaves it where it started.
+        at(hop("hop_i_d2", "chn_idx_d", None, upstream), T0 + 25),
+        // A chain whose first recorded root is not its earliest moves back to the earliest.
+        at(hop("hop_i_f", "chn_idx_f", None, upstream), T0 + 40),
+        at(hop("hop_i_f2", "chn_idx_f", None, upstream), T0 + 5),
+        // A child alone does not start a chain.
+        at(
+            hop(
+                "hop_i_g",
+                "chn_idx_g",
+                Some("hop_i_x"),
+                (EvidenceKind::HandOff, "hop_i_x"),
+            ),
+            T0 + 50,
+        ),
+    ] {
+        ledger.record(&record).await.expect("record indexed hop");
+    }
+    let page =
+        |since: Option<i64>, until: Option<i64>, after: Option<(i64, &str)>, limit| ChainPage {
+            since,
+            until,
+            after: after.map(|(started_at, id)| ChainStart {
+                started_at,
+                chain_id: ChainId(id.into()),
+            }),
+            limit,
+        };
+    let listed = |page: ChainPage| async move {
+        ledger
+            .chains_by_start(&page)
+            .await
+            .expect("chains by start")
+            .into_iter()
+            .map(|s| (s.started_at - T0, s.chain_id.0))
+            .collect::<Vec<_>>()
+    };
+    let all = |ids: &[(i64, &str)]| {
+        ids.iter()
+            .map(|(t, id)| (*t, (*id).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let window = (Some(T0), Some(T0 + 100));
+    assert_eq!(
+        listed(page(window.0, window.1, None, 100)).await,
+        all(&[
+            (20, "chn_idx_d"),
+            (10, "chn_idx_c"),
+            (10, "chn_idx_b"),
+            (5, "chn_idx_f"),
+            (0, "chn_idx_a"),
+        ])
+    );
+    // Pages of two, each after the last of the previous one: nothing twice, nothing missed,
+    // also across a tie.
+    assert_eq!(
+        listed(page(window.0, window.1, None, 2)).await,
+        all(&[(20, "chn_idx_d"), (10, "chn_idx_c")])
+    );
+    assert_eq!(
+        listed(page(window.0, window.1, Some((T0 + 10, "chn_idx_c")), 2)).await,
+        all(&[(10, "chn_idx_b"), (5, "chn_idx_f")])
+    );
+    assert_eq!(
+        listed(page(window.0, window.1, Some((T0 + 5, "chn_idx_f")), 2)).await,
+        all(&[(0, "chn_idx_a")])
+    );
+    assert!(listed(page(window.0, window.1, Some((T0, "chn_idx_a")), 2))
+        .await
+        .is_empty());
+    // Bounds are inclusive and on the start time.
+    assert_eq!(
+        listed(page(Some(T0 + 10), window.1, None, 100)).await,
+        all(&[(20, "chn_idx_d"), (10, "chn_idx_c"), (10, "chn_idx_b")])
+    );
+    assert_eq!(
+        listed(page(window.0, Some(T0 + 10), None, 100)).await,
+        all(&[
+            (10, "chn_idx_c"),
+            (10, "chn_idx_b"),
+            (5, "chn_idx_f"),
+            (0, "chn_idx_a"),
+        ])
+    );
+    assert_eq!(
+        listed(page(
+            Some(T0 + 10),
+            Some(T0 + 10),
+            Some((T0 + 10, "chn_idx_c")),
+            100
+        ))
+        .await,
+        all(&[(10, "chn_idx_b")])
+    );
+    assert!(listed(page(Some(T0 + 21), Some(T0 + 100), None, 100))
+        .await
+        .is_empty());
+    assert!(listed(page(window.0, window.1, None, 0)).await.is_empty());
 }
 
 /// The replay cache: an identifier is used once until it expires, and may be used again after.
@@ -334,6 +464,57 @@ pub async fn consents(store: &dyn ConsentStore) {
     );
     assert_eq!(consents_of(store, alice, "assistant").await.len(), 2);
     assert!(consents_of(store, "corp|bob", "booking").await.is_empty());
+
+    // Listed all, by subject, by actor or by both, ordered by id.
+    let listed = |subject: Option<&'static str>, actor: Option<&'static str>| async move {
+        let subject = subject.map(|s| Subject::parse(s).expect("subject"));
+        let actor = actor.map(|a| ClientId::parse(a).expect("client id"));
+        store
+            .list(subject.as_ref(), actor.as_ref())
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|g| g.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(None, None).await,
+        ["cg_a1", "cg_a2", "cg_a3", "cg_b1", "cg_t1"]
+    );
+    assert_eq!(listed(Some(alice), None).await, ["cg_a1", "cg_a2", "cg_a3"]);
+    assert_eq!(
+        listed(None, Some("assistant")).await,
+        ["cg_a1", "cg_a3", "cg_b1", "cg_t1"]
+    );
+    assert_eq!(
+        listed(Some(alice), Some("assistant")).await,
+        ["cg_a1", "cg_a3"]
+    );
+    assert_eq!(listed(Some(team), None).await, ["cg_t1"]);
+    assert!(listed(Some("corp|carol"), None).await.is_empty());
+    assert!(listed(None, Some("nobody")).await.is_empty());
+
+    // Found by id, exactly as inserted.
+    let b1 = grant("cg_b1", "corp|bob", "assistant");
+    assert_eq!(store.consent("cg_b1").await.expect("get"), Some(b1));
+    assert_eq!(
+        store.consent("cg_t1").await.expect("get"),
+        Some(grant("cg_t1", team, "assistant"))
+    );
+    assert_eq!(store.consent("cg_none").await.expect("get"), None);
+
+    // Removed by id: gone from every view, the others untouched; a second removal, or one of an
+    // unknown id, removes nothing.
+    assert!(store.remove("cg_b1").await.expect("remove"));
+    assert_eq!(store.consent("cg_b1").await.expect("get"), None);
+    assert!(consents_of(store, "corp|bob", "assistant").await.is_empty());
+    assert_eq!(
+        listed(None, None).await,
+        ["cg_a1", "cg_a2", "cg_a3", "cg_t1"]
+    );
+    assert!(!store.remove("cg_b1").await.expect("remove again"));
+    assert!(!store.remove("cg_none").await.expect("remove unknown"));
+    assert_eq!(consents_of(store, alice, "assistant").await.len(), 2);
 }
 
 fn client(id: &str, kind: ClientKind, auth_method: AuthMethod) -> Client {
@@ -351,6 +532,13 @@ fn client(id: &str, kind: ClientKind, auth_method: AuthMethod) -> Client {
         jwks: None,
         upstream_ids: vec![],
         audiences: vec![],
+        previous_secret: None,
+        secret_rotated_at: None,
+        created_at: None,
+        created_by: None,
+        updated_at: None,
+        updated_by: None,
+        revision: 0,
     }
 }
 
@@ -476,6 +664,111 @@ pub async fn clients(registry: &dyn ClientRegistry) {
         .expect("the API is registered");
     assert!(api.keys.is_none() && api.jwks.is_none());
     assert!(api.may_authenticate(chrono::Utc::now()));
+
+    client_changes(registry).await;
+}
+
+async fn current(registry: &dyn ClientRegistry, id: &str) -> crate::StoredClient {
+    stored(registry, id)
+        .await
+        .expect("the client is registered")
+}
+
+/// Changes to registered clients: compare-and-set on the revision, so that of two writers who
+/// read the same revision only one writes; every lifecycle field round-trips.
+async fn client_changes(registry: &dyn ClientRegistry) {
+    use crate::ReplaceOutcome;
+    let read = current(registry, "contract-api").await;
+    assert_eq!(read.revision, 0);
+
+    let mut changed = read.clone();
+    changed.description = "changed by an admin".into();
+    changed.owners = vec!["new-team@example.com".into()];
+    assert_eq!(
+        registry
+            .replace(Client::from_stored(changed.clone()).expect("client"))
+            .await
+            .expect("replace"),
+        ReplaceOutcome::Replaced { revision: 1 }
+    );
+    changed.revision = 1;
+    assert_eq!(current(registry, "contract-api").await, changed);
+
+    // A writer who read revision 0 (or names one never stored) writes nothing.
+    for revision in [0, 2, u64::MAX - 1] {
+        let mut late = read.clone();
+        late.description = "a lost update".into();
+        late.revision = revision;
+        assert_eq!(
+            registry
+                .replace(Client::from_stored(late).expect("client"))
+                .await
+                .expect("replace"),
+            ReplaceOutcome::Stale,
+            "replace over revision {revision}"
+        );
+    }
+    assert_eq!(current(registry, "contract-api").await, changed);
+
+    // An unknown id is not created by a replace.
+    let ghost = client(
+        "contract-ghost",
+        ClientKind::Agent,
+        AuthMethod::ClientSecretBasic,
+    );
+    assert_eq!(
+        registry.replace(ghost).await.expect("replace"),
+        ReplaceOutcome::Missing
+    );
+    assert_eq!(stored(registry, "contract-ghost").await, None);
+    assert_eq!(client_ids(registry).await.len(), 3);
+
+    // Every lifecycle field is kept.
+    let instant = |s: &str| -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .expect("instant")
+            .into()
+    };
+    let mut rotated = changed.clone();
+    rotated.state = ClientState::Suspended;
+    rotated.secret_hash = Some(SecretHash::of("the new secret"));
+    rotated.previous_secret = Some(crate::PreviousSecret {
+        hash: SecretHash::of("secret of contract-api"),
+        valid_until: instant("2030-01-01T01:00:00Z"),
+    });
+    rotated.secret_rotated_at = Some(instant("2030-01-01T00:00:00Z"));
+    rotated.created_at = Some(instant("2029-12-01T00:00:00Z"));
+    rotated.created_by = Some("config".into());
+    rotated.updated_at = Some(instant("2030-01-01T00:00:00Z"));
+    rotated.updated_by = Some("ops-admin".into());
+    assert_eq!(
+        registry
+            .replace(Client::from_stored(rotated.clone()).expect("client"))
+            .await
+            .expect("replace"),
+        ReplaceOutcome::Replaced { revision: 2 }
+    );
+    rotated.revision = 2;
+    assert_eq!(current(registry, "contract-api").await, rotated);
+
+    // Two writers of the same revision at once: exactly one wins, and its change is stored.
+    let writer = |description: &str| {
+        let mut next = rotated.clone();
+        next.description = description.into();
+        Client::from_stored(next).expect("client")
+    };
+    let (a, b) = tokio::join!(
+        registry.replace(writer("writer a")),
+        registry.replace(writer("writer b"))
+    );
+    let (a, b) = (a.expect("replace a"), b.expect("replace b"));
+    let winner = match (a, b) {
+        (ReplaceOutcome::Replaced { revision: 3 }, ReplaceOutcome::Stale) => "writer a",
+        (ReplaceOutcome::Stale, ReplaceOutcome::Replaced { revision: 3 }) => "writer b",
+        other => panic!("two writers of one revision: {other:?}"),
+    };
+    let stored = current(registry, "contract-api").await;
+    assert_eq!((stored.description.as_str(), stored.revision), (winner, 3));
 }
 
 fn row(actor: &str, audience: &str, scopes: &str, max_depth: Option<u32>) -> PolicyRow {

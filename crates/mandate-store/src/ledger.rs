@@ -1,10 +1,11 @@
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
-use mandate_chain::{ChainId, HopId, HopRecord, Ledger, StoreFailure};
+use mandate_chain::{ChainId, ChainPage, ChainStart, HopId, HopRecord, Ledger, StoreFailure};
 
-/// The in-memory hop ledger (one process). Records are kept for the life of the process.
+/// The in-memory hop ledger (one process). Records are kept for the life of the process, so the
+/// index by start time is never trimmed either.
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     inner: RwLock<LedgerMaps>,
@@ -14,6 +15,9 @@ pub struct MemoryLedger {
 struct LedgerMaps {
     hops: HashMap<HopId, HopRecord>,
     chains: HashMap<ChainId, Vec<HopId>>,
+    /// Chains by the `issued_at` of their earliest root.
+    starts: BTreeSet<ChainStart>,
+    started_at: HashMap<ChainId, i64>,
 }
 
 impl MemoryLedger {
@@ -39,7 +43,36 @@ impl Ledger for MemoryLedger {
             .or_default()
             .push(hop.id.clone());
         maps.hops.insert(hop.id.clone(), hop.clone());
+        // Only roots place a chain in the index: a chain starts when its grant is first used.
+        if hop.parent.is_none() {
+            let earlier = maps.started_at.get(&hop.chain_id).copied();
+            if earlier.is_none_or(|at| hop.issued_at < at) {
+                if let Some(at) = earlier {
+                    maps.starts.remove(&ChainStart {
+                        started_at: at,
+                        chain_id: hop.chain_id.clone(),
+                    });
+                }
+                maps.starts.insert(ChainStart {
+                    started_at: hop.issued_at,
+                    chain_id: hop.chain_id.clone(),
+                });
+                maps.started_at.insert(hop.chain_id.clone(), hop.issued_at);
+            }
+        }
         Ok(())
+    }
+
+    async fn chains_by_start(&self, page: &ChainPage) -> Result<Vec<ChainStart>, StoreFailure> {
+        let maps = self.inner.read().map_err(|_| poisoned())?;
+        Ok(maps
+            .starts
+            .iter()
+            .rev()
+            .filter(|start| page.admits(start))
+            .take(page.limit)
+            .cloned()
+            .collect())
     }
 
     async fn hop(&self, id: &HopId) -> Result<Option<HopRecord>, StoreFailure> {

@@ -22,7 +22,10 @@ mod rate_limit;
 pub mod redis_store;
 mod replay;
 
-pub use clients::{Client, ClientRegistry, MemoryClientRegistry, StoredClient, UpstreamId};
+pub use clients::{
+    Client, ClientRegistry, MemoryClientRegistry, PreviousSecret, ReplaceOutcome, StoredClient,
+    UpstreamId,
+};
 pub use consent::MemoryConsentStore;
 pub use ledger::MemoryLedger;
 pub use policy::MemoryPolicyStore;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use crate::jwk::{thumbprint, KeyError, VerifyingKey, VerifyingKeySet};
-use crate::{Algorithm, JwtError};
+use crate::{Algorithm, JwtError, UnverifiedJws, Verified};
 
 /// The algorithms mandate signs its own tokens with (DESIGN.md section 4: ES256 by default,
 /// EdDSA by configuration; never HMAC, never `none`).
@@ -85,6 +85,18 @@ impl PublicKey {
     /// published but do not sign).
     pub fn from_pkcs8_pem(algorithm: SigningAlgorithm, pem: &[u8]) -> Result<Self, KeyError> {
         Ok(KeyMaterial::from_pem(algorithm, pem)?.public)
+    }
+
+    /// Like [`from_pkcs8_pem`](Self::from_pkcs8_pem), falling back to the other algorithm: a
+    /// staged next key may bring a change of algorithm, and a retired key may be of the
+    /// algorithm used before one. The error is the one for `preferred`.
+    pub fn from_pkcs8_pem_any(preferred: SigningAlgorithm, pem: &[u8]) -> Result<Self, KeyError> {
+        let other = match preferred {
+            SigningAlgorithm::Es256 => SigningAlgorithm::EdDsa,
+            SigningAlgorithm::EdDsa => SigningAlgorithm::Es256,
+        };
+        Self::from_pkcs8_pem(preferred, pem)
+            .or_else(|error| Self::from_pkcs8_pem(other, pem).map_err(|_| error))
     }
 
     fn from_key_pair(algorithm: SigningAlgorithm, pair: &dyn KeyPair) -> Result<Self, KeyError> {
@@ -237,11 +249,17 @@ impl fmt::Debug for SigningKey {
 
 /// mandate's keys: the one that signs, the next one (published before it signs), and retired
 /// ones (published until every token they signed has expired) — DESIGN.md section 9.
+///
+/// The JWKS document and the verifying keys are built once here, so that a node swapping in a
+/// reloaded set swaps all three together and never publishes one set while verifying with another.
 #[derive(Debug)]
 pub struct KeySet {
     active: SigningKey,
     next: Option<PublicKey>,
     retired: Vec<PublicKey>,
+    verifying: VerifyingKeySet,
+    algorithms: Vec<Algorithm>,
+    jwks: Value,
 }
 
 impl KeySet {
@@ -251,23 +269,58 @@ impl KeySet {
         next: Option<PublicKey>,
         retired: Vec<PublicKey>,
     ) -> Result<Self, KeyError> {
-        let set = Self {
-            active,
-            next,
-            retired,
-        };
+        let published: Vec<&PublicKey> = std::iter::once(active.public_key())
+            .chain(next.iter())
+            .chain(retired.iter())
+            .collect();
         let mut seen = std::collections::HashSet::new();
-        for key in set.published() {
+        for key in &published {
             if !seen.insert(key.kid().to_owned()) {
                 return Err(KeyError::DuplicateKid(key.kid().to_owned()));
             }
         }
-        Ok(set)
+        let verifying = VerifyingKeySet::new(
+            published
+                .iter()
+                .map(|key| VerifyingKey::from_jwk(key.jwk(), &[key.algorithm().algorithm()]))
+                .collect::<Result<Vec<_>, _>>()?,
+        )?;
+        let mut algorithms: Vec<Algorithm> = Vec::with_capacity(2);
+        for key in &published {
+            let algorithm = key.algorithm().algorithm();
+            if !algorithms.contains(&algorithm) {
+                algorithms.push(algorithm);
+            }
+        }
+        let jwks = serde_json::json!({
+            "keys": published
+                .iter()
+                .map(|key| Value::Object(key.jwk().clone()))
+                .collect::<Vec<_>>(),
+        });
+        Ok(Self {
+            active,
+            next,
+            retired,
+            verifying,
+            algorithms,
+            jwks,
+        })
     }
 
     /// The key that signs.
     pub fn active(&self) -> &SigningKey {
         &self.active
+    }
+
+    /// The staged next key, if any.
+    pub fn next(&self) -> Option<&PublicKey> {
+        self.next.as_ref()
+    }
+
+    /// The retired keys.
+    pub fn retired(&self) -> &[PublicKey] {
+        &self.retired
     }
 
     /// Every published public key: active first, then next, then retired.
@@ -277,29 +330,35 @@ impl KeySet {
             .chain(self.retired.iter())
     }
 
+    /// Whether a key with this `kid` is published.
+    pub fn publishes(&self, kid: &str) -> bool {
+        self.published().any(|key| key.kid() == kid)
+    }
+
     /// The JWKS document (RFC 7517): public members only.
-    pub fn jwks(&self) -> Value {
-        let keys: Vec<Value> = self
-            .published()
-            .map(|key| Value::Object(key.jwk().clone()))
-            .collect();
-        serde_json::json!({ "keys": keys })
+    pub fn jwks(&self) -> &Value {
+        &self.jwks
     }
 
     /// The published keys as a verifying key set, for checking mandate's own tokens.
-    pub fn verifying_keys(&self) -> Result<VerifyingKeySet, KeyError> {
-        let keys = self
-            .published()
-            .map(|key| VerifyingKey::from_jwk(key.jwk(), &[key.algorithm().algorithm()]))
-            .collect::<Result<Vec<_>, _>>()?;
-        VerifyingKeySet::new(keys)
+    pub fn verifying_keys(&self) -> &VerifyingKeySet {
+        &self.verifying
+    }
+
+    /// The algorithms of the published keys: what mandate's own tokens may be signed with.
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
+    }
+
+    /// Verifies a token signed by one of the published keys, with that key's algorithm only.
+    pub fn verify(&self, jws: &UnverifiedJws<'_>) -> Result<Verified, JwtError> {
+        jws.verify(&self.verifying, &self.algorithms)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::UnverifiedJws;
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
     struct Claims {
@@ -319,7 +378,7 @@ mod tests {
         assert!(jws.header().typ_is("at+jwt"));
         assert_eq!(jws.header().kid.as_deref(), Some(set.active().kid()));
         let verified = jws
-            .verify(&set.verifying_keys().unwrap(), &[algorithm.algorithm()])
+            .verify(set.verifying_keys(), &[algorithm.algorithm()])
             .unwrap();
         assert_eq!(verified.claims::<Claims>().unwrap(), claims);
     }
@@ -386,7 +445,7 @@ mod tests {
         let jws = UnverifiedJws::parse(&token).unwrap();
         // Their kid is unknown to us.
         assert_eq!(
-            jws.verify(&ours.verifying_keys().unwrap(), &Algorithm::ALL)
+            jws.verify(ours.verifying_keys(), &Algorithm::ALL)
                 .unwrap_err(),
             JwtError::UnknownKey
         );
@@ -428,10 +487,87 @@ mod tests {
         let forged = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature));
         let jws = UnverifiedJws::parse(&forged).unwrap();
         assert_eq!(
-            jws.verify(&ours.verifying_keys().unwrap(), &Algorithm::ALL)
+            jws.verify(ours.verifying_keys(), &Algorithm::ALL)
                 .unwrap_err(),
             JwtError::BadSignature
         );
+    }
+
+    #[test]
+    fn a_key_set_verifies_with_every_published_key_and_nothing_else() {
+        let old = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+        let next_pem = SigningKey::generate_pem(SigningAlgorithm::EdDsa).unwrap();
+        let next = SigningKey::from_pkcs8_pem(SigningAlgorithm::EdDsa, &next_pem).unwrap();
+        let claims = Claims {
+            sub: "corp|alice".into(),
+            iat: 1,
+        };
+        let by_old = old.sign("at+jwt", &claims).unwrap();
+        let by_next = next.sign("at+jwt", &claims).unwrap();
+        let old_public = old.public_key().clone();
+        // Staged: the old key signs, the next one is published.
+        let staged = KeySet::new(
+            old,
+            Some(PublicKey::from_pkcs8_pem_any(SigningAlgorithm::Es256, &next_pem).unwrap()),
+            vec![],
+        )
+        .unwrap();
+        assert!(staged.publishes(next.kid()));
+        assert_eq!(
+            staged.algorithms(),
+            &[Algorithm::Es256, Algorithm::EdDsa],
+            "the staged key's algorithm is accepted for the staged key only"
+        );
+        for token in [&by_old, &by_next] {
+            staged
+                .verify(&UnverifiedJws::parse(token).unwrap())
+                .unwrap();
+        }
+        // Promoted, then the old key dropped: its tokens no longer verify.
+        let promoted = KeySet::new(next, None, vec![old_public]).unwrap();
+        promoted
+            .verify(&UnverifiedJws::parse(&by_old).unwrap())
+            .unwrap();
+        let dropped = KeySet::new(
+            SigningKey::from_pkcs8_pem(SigningAlgorithm::EdDsa, &next_pem).unwrap(),
+            None,
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(dropped.algorithms(), &[Algorithm::EdDsa]);
+        // Refused before any key is looked up: no published key uses ES256 any more.
+        assert_eq!(
+            dropped
+                .verify(&UnverifiedJws::parse(&by_old).unwrap())
+                .unwrap_err(),
+            JwtError::AlgorithmNotAllowed("ES256".into())
+        );
+        assert_eq!(dropped.jwks()["keys"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_key_may_not_be_published_twice() {
+        let pem = SigningKey::generate_pem(SigningAlgorithm::Es256).unwrap();
+        let active = SigningKey::from_pkcs8_pem(SigningAlgorithm::Es256, &pem).unwrap();
+        let again = PublicKey::from_pkcs8_pem(SigningAlgorithm::Es256, &pem).unwrap();
+        assert!(matches!(
+            KeySet::new(active, Some(again.clone()), vec![]),
+            Err(KeyError::DuplicateKid(_))
+        ));
+        let active = SigningKey::from_pkcs8_pem(SigningAlgorithm::Es256, &pem).unwrap();
+        assert!(matches!(
+            KeySet::new(active, None, vec![again]),
+            Err(KeyError::DuplicateKid(_))
+        ));
+    }
+
+    #[test]
+    fn either_algorithm_is_read_but_garbage_is_not() {
+        let ed = SigningKey::generate_pem(SigningAlgorithm::EdDsa).unwrap();
+        let public = PublicKey::from_pkcs8_pem_any(SigningAlgorithm::Es256, &ed).unwrap();
+        assert_eq!(public.algorithm(), SigningAlgorithm::EdDsa);
+        let error = PublicKey::from_pkcs8_pem_any(SigningAlgorithm::Es256, b"garbage").unwrap_err();
+        assert!(error.to_string().contains("ES256"), "{error}");
     }
 
     #[test]

@@ -1,18 +1,59 @@
-//! `/admin/agents`: agents and resource servers.
+//! `/admin/agents`: agents and resource servers (docs/ADMIN-API.md, "Agents and resource
+//! servers"). Each handler parses, calls one function of [`crate::agents`], audits and answers.
 
-use actix_web::{web, HttpResponse};
-use mandate_model::ClientId;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, SecondsFormat, Utc};
+use mandate_model::{ClientId, ClientKind, ClientState, Transition};
 use mandate_store::Client;
-use serde::Serialize;
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
-use super::{AdminCaller, AdminError};
+use super::{record_change, AdminCaller, AdminError};
+use crate::agents::{self, AgentError, AgentPatch, NewAgent};
 use crate::config::AdminRole;
 use crate::state::AppState;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/agents", web::get().to(list_agents))
-        .route("/agents/{id}", web::get().to(show_agent));
+        .route("/agents", web::post().to(create_agent))
+        .route("/agents/{id}", web::get().to(show_agent))
+        .route("/agents/{id}", web::patch().to(update_agent))
+        .route("/agents/{id}/secret", web::post().to(rotate_secret))
+        .route("/agents/{id}/suspend", web::post().to(suspend_agent))
+        .route("/agents/{id}/retire", web::post().to(retire_agent))
+        .route("/agents/{id}/activate", web::post().to(activate_agent));
+}
+
+impl From<AgentError> for AdminError {
+    fn from(error: AgentError) -> Self {
+        match error {
+            AgentError::Invalid(message) => AdminError::bad_request(message),
+            AgentError::NotFound(_) => AdminError::not_found(error.to_string()),
+            AgentError::Exists(_) | AgentError::Contended(_) => {
+                AdminError::conflict(error.to_string())
+            }
+            AgentError::InvalidTransition(refused) => {
+                AdminError::invalid_transition(refused.to_string())
+            }
+            AgentError::Unavailable(cause) => {
+                tracing::warn!(%cause, "client registry unavailable");
+                AdminError::unavailable()
+            }
+        }
+    }
+}
+
+/// A JSON answer; admin answers are never cached (docs/ADMIN-API.md).
+pub(super) fn answer(status: StatusCode, body: impl Serialize) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(body)
+}
+
+pub(super) fn instant(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// An agent or resource server as the admin API shows it: never a secret or its hash.
@@ -27,11 +68,33 @@ struct AgentView<'a> {
     expires_at: Option<String>,
     upstream_ids: &'a [mandate_store::UpstreamId],
     audiences: Vec<String>,
-    key_count: usize,
+    keys: Vec<Value>,
+    secret: Option<Value>,
+    created_at: Option<String>,
+    created_by: Option<&'a str>,
+    updated_at: Option<String>,
+    updated_by: Option<&'a str>,
 }
 
 impl<'a> From<&'a Client> for AgentView<'a> {
     fn from(client: &'a Client) -> Self {
+        // What identifies each key, never its material.
+        let keys = client
+            .jwks
+            .as_ref()
+            .and_then(|jwks| jwks["keys"].as_array())
+            .map(|keys| {
+                keys.iter()
+                    .map(|key| json!({"kid": key["kid"], "kty": key["kty"], "alg": key["alg"]}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let secret = client.secret_hash.as_ref().map(|_| {
+            json!({
+                "rotated_at": client.secret_rotated_at.map(instant),
+                "previous_valid_until": client.previous_secret.as_ref().map(|p| instant(p.valid_until)),
+            })
+        });
         Self {
             client_id: client.id.as_str(),
             kind: client.kind.to_string(),
@@ -39,29 +102,100 @@ impl<'a> From<&'a Client> for AgentView<'a> {
             owners: &client.owners,
             description: &client.description,
             auth_method: client.auth_method.as_str(),
-            expires_at: client.expires_at.map(|t| t.to_rfc3339()),
+            expires_at: client.expires_at.map(instant),
             upstream_ids: &client.upstream_ids,
             audiences: client.audiences.iter().map(ToString::to_string).collect(),
-            key_count: client.keys.as_ref().map_or(0, |k| k.len()),
+            keys,
+            secret,
+            created_at: client.created_at.map(instant),
+            created_by: client.created_by.as_deref(),
+            updated_at: client.updated_at.map(instant),
+            updated_by: client.updated_by.as_deref(),
         }
     }
+}
+
+/// A required JSON body, with a precise error when it does not parse.
+pub(super) fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(AdminError::bad_request("a JSON body is required"));
+    }
+    serde_json::from_slice(body).map_err(|e| AdminError::bad_request(format!("invalid body: {e}")))
+}
+
+/// An optional JSON body: absent or blank is the default.
+pub(super) fn optional_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, AdminError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    json_body(body)
+}
+
+fn client_id(id: &str) -> Result<ClientId, AdminError> {
+    ClientId::parse(id).map_err(|e| AdminError::bad_request(e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
 }
 
 async fn list_agents(
     caller: AdminCaller,
     state: web::Data<AppState>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Read)?;
-    let clients = state
-        .clients
-        .clients()
-        .await
-        .map_err(|_| AdminError::unavailable())?;
+    let query = web::Query::<ListQuery>::from_query(request.query_string())
+        .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?
+        .into_inner();
+    let kind = query
+        .kind
+        .map(|k| k.parse::<ClientKind>())
+        .transpose()
+        .map_err(|_| AdminError::bad_request("kind is agent or resource_server"))?;
+    let client_state = query
+        .state
+        .map(|s| s.parse::<ClientState>())
+        .transpose()
+        .map_err(|_| AdminError::bad_request("state is staged, active, suspended or retired"))?;
+    let clients = agents::list(&state, kind, client_state).await?;
     let views: Vec<AgentView<'_>> = clients
         .iter()
         .map(|c| AgentView::from(c.as_ref()))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "agents": views })))
+    Ok(answer(StatusCode::OK, json!({ "agents": views })))
+}
+
+async fn create_agent(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Manage)?;
+    let request: NewAgent = json_body(&body)?;
+    let created = agents::create(&state, request, &caller.name).await?;
+    let client = &created.client;
+    record_change(
+        &state,
+        &caller,
+        "agent.create",
+        client.id.as_str(),
+        format!(
+            "{} {}, {}, {}",
+            client.state, client.kind, client.auth_method, client.description
+        ),
+    )
+    .await;
+    let mut body = json!({ "agent": AgentView::from(client.as_ref()) });
+    if let Some(secret) = &created.secret {
+        body["client_secret"] = json!(secret.as_str());
+    }
+    Ok(answer(StatusCode::CREATED, body))
 }
 
 async fn show_agent(
@@ -70,12 +204,150 @@ async fn show_agent(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Read)?;
-    let id = ClientId::parse(&id).map_err(|e| AdminError::bad_request(e.to_string()))?;
-    let client = state
-        .clients
-        .client(&id)
-        .await
-        .map_err(|_| AdminError::unavailable())?
-        .ok_or_else(|| AdminError::not_found(format!("no client '{id}'")))?;
-    Ok(HttpResponse::Ok().json(AgentView::from(client.as_ref())))
+    let client = agents::show(&state, &client_id(&id)?).await?;
+    Ok(answer(StatusCode::OK, AgentView::from(client.as_ref())))
+}
+
+async fn update_agent(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Manage)?;
+    let id = client_id(&id)?;
+    let patch: AgentPatch = json_body(&body)?;
+    let client = agents::update(&state, &id, &patch, &caller.name).await?;
+    record_change(
+        &state,
+        &caller,
+        "agent.update",
+        id.as_str(),
+        format!("changed {}", agents::patched_fields(&patch).join(", ")),
+    )
+    .await;
+    Ok(answer(StatusCode::OK, AgentView::from(client.as_ref())))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    overlap_secs: Option<u64>,
+}
+
+async fn rotate_secret(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Manage)?;
+    let id = client_id(&id)?;
+    let request: RotateBody = optional_body(&body)?;
+    let (_, rotated) =
+        agents::rotate_secret(&state, &id, request.overlap_secs, &caller.name).await?;
+    let until = rotated.previous_valid_until.map(instant);
+    record_change(
+        &state,
+        &caller,
+        "agent.secret.rotate",
+        id.as_str(),
+        format!(
+            "previous secret valid until {}",
+            until.as_deref().unwrap_or("now")
+        ),
+    )
+    .await;
+    Ok(answer(
+        StatusCode::OK,
+        json!({
+            "client_secret": rotated.secret.as_str(),
+            "previous_valid_until": until,
+        }),
+    ))
+}
+
+/// The optional body of a suspension or retirement: `{"reason": "…"}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn reason(body: &[u8], default: &str) -> Result<String, AdminError> {
+    let parsed: ReasonBody = optional_body(body)?;
+    let reason = parsed.reason.unwrap_or_else(|| default.to_owned());
+    if reason.chars().count() > 500 {
+        return Err(AdminError::bad_request(
+            "reason is longer than 500 characters",
+        ));
+    }
+    Ok(reason)
+}
+
+async fn move_agent(
+    caller: &AdminCaller,
+    state: &AppState,
+    id: &str,
+    body: &[u8],
+    transition: Transition,
+) -> Result<HttpResponse, AdminError> {
+    let id = client_id(id)?;
+    let reason = match transition {
+        Transition::Suspend => reason(body, "agent suspended by an administrator")?,
+        Transition::Retire => reason(body, "agent retired by an administrator")?,
+        Transition::Activate => reason(body, "agent activated by an administrator")?,
+    };
+    let (client, revocation) =
+        agents::transition(state, &id, transition, &reason, &caller.name).await?;
+    let revoked = revocation
+        .as_ref()
+        .and_then(|r| r.entries.first())
+        .map(|entry| format!("; agent:{} revoked at {} ms", entry.id, entry.at))
+        .unwrap_or_default();
+    record_change(
+        state,
+        caller,
+        &format!("agent.{transition}"),
+        id.as_str(),
+        format!("now {}{revoked}: {reason}", client.state),
+    )
+    .await;
+    let mut body = json!({ "agent": AgentView::from(client.as_ref()) });
+    if let Some(revocation) = revocation {
+        body["revocation"] = json!(revocation);
+    }
+    Ok(answer(StatusCode::OK, body))
+}
+
+async fn suspend_agent(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Revoke)?;
+    move_agent(&caller, &state, &id, &body, Transition::Suspend).await
+}
+
+async fn retire_agent(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Manage)?;
+    move_agent(&caller, &state, &id, &body, Transition::Retire).await
+}
+
+async fn activate_agent(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Manage)?;
+    move_agent(&caller, &state, &id, &body, Transition::Activate).await
 }

@@ -1,6 +1,10 @@
 //! `/admin/chains`, `/admin/hops`, `/admin/subjects`: reading chains and revoking at each grain.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, SecondsFormat};
+use mandate_chain::{ChainId, ChainPage, ChainStart, HopRecord};
+use mandate_model::{Audience, ClientId, Subject};
+use serde::Serialize;
 use serde_json::json;
 
 use super::{record_action, AdminCaller, AdminError};
@@ -8,7 +12,9 @@ use crate::config::AdminRole;
 use crate::state::AppState;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chains/{id}", web::get().to(show_chain))
+    cfg.route("/chains", web::get().to(list_chains))
+        .route("/agents/{id}/chains", web::get().to(agent_chains))
+        .route("/chains/{id}", web::get().to(show_chain))
         .route("/chains/{id}/revoke", web::post().to(revoke_chain))
         .route("/hops/{jti}/revoke", web::post().to(revoke_hop))
         .route("/subjects/{sub}/revoke", web::post().to(revoke_subject));
@@ -97,21 +103,8 @@ async fn show_chain(
     }
     let mut views = Vec::with_capacity(hops.len());
     for hop in &hops {
-        let checked = state
-            .revocations
-            .check(&crate::revocation::facts_of_hop(hop))
-            .await
-            .map_err(|_| AdminError::unavailable())?;
-        let (status, revoked_by) = match checked.verdict {
-            mandate_revocation::Verdict::Revoked { kind, id } => {
-                ("revoked", Some(json!({"kind": kind, "id": id})))
-            }
-            mandate_revocation::Verdict::Live if hop.expires_at * 1000 <= checked.now_ms => {
-                ("expired", None)
-            }
-            mandate_revocation::Verdict::Live => ("live", None),
-        };
-        views.push((hop, status, revoked_by));
+        let (status, revoked_by) = hop_status(&state, hop).await?;
+        views.push((hop, status.as_str(), revoked_by));
     }
     fn node(
         hop: &mandate_chain::HopRecord,
@@ -148,4 +141,405 @@ async fn show_chain(
         .collect();
     Ok(HttpResponse::Ok()
         .json(json!({ "chain_id": id.as_str(), "hops": hops.len(), "roots": roots })))
+}
+
+/// A hop's status: `revoked` when the revocation list covers it (with the entry that does),
+/// else `expired` once its `exp` has passed on the store's clock, else `live`.
+async fn hop_status(
+    state: &AppState,
+    hop: &HopRecord,
+) -> Result<(Status, Option<serde_json::Value>), AdminError> {
+    let checked = state
+        .revocations
+        .check(&crate::revocation::facts_of_hop(hop))
+        .await
+        .map_err(|_| AdminError::unavailable())?;
+    Ok(match checked.verdict {
+        mandate_revocation::Verdict::Revoked { kind, id } => {
+            (Status::Revoked, Some(json!({"kind": kind, "id": id})))
+        }
+        mandate_revocation::Verdict::Live if hop.expires_at * 1000 <= checked.now_ms => {
+            (Status::Expired, None)
+        }
+        mandate_revocation::Verdict::Live => (Status::Live, None),
+    })
+}
+
+/// The status of a hop, and of a chain: `live` while any hop is live, `revoked` when none is
+/// live and one was revoked, `expired` otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Status {
+    Live,
+    Revoked,
+    Expired,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Live => "live",
+            Status::Revoked => "revoked",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+/// The default and the largest page of chains (docs/ADMIN-API.md).
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+/// How many chains of the index one request reads from the ledger at most. A filter that
+/// matches little then answers a short page with a cursor rather than walking the whole ledger.
+const SCAN_MAX: usize = 5_000;
+/// How many index entries are fetched at a time.
+const INDEX_BATCH: usize = 100;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChainsQuery {
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    until: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// A parsed chain listing: which chains, and which page of them.
+#[derive(Debug)]
+struct ChainListing {
+    subject: Option<Subject>,
+    agent: Option<ClientId>,
+    audience: Option<Audience>,
+    status: Option<Status>,
+    since: Option<i64>,
+    until: Option<i64>,
+    after: Option<ChainStart>,
+    limit: usize,
+}
+
+impl TryFrom<ChainsQuery> for ChainListing {
+    type Error = AdminError;
+
+    fn try_from(query: ChainsQuery) -> Result<Self, AdminError> {
+        let bad = |name: &str, e: &dyn std::fmt::Display| {
+            AdminError::bad_request(format!("invalid {name}: {e}"))
+        };
+        let instant = |name: &str, value: Option<String>| {
+            value
+                .map(|v| {
+                    DateTime::parse_from_rfc3339(&v)
+                        .map(|t| t.timestamp())
+                        .map_err(|e| bad(name, &e))
+                })
+                .transpose()
+        };
+        let status = query
+            .status
+            .map(|s| match s.as_str() {
+                "live" => Ok(Status::Live),
+                "revoked" => Ok(Status::Revoked),
+                "expired" => Ok(Status::Expired),
+                _ => Err(AdminError::bad_request(
+                    "invalid status: expected live, revoked or expired",
+                )),
+            })
+            .transpose()?;
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(AdminError::bad_request(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            )));
+        }
+        let since = instant("since", query.since)?;
+        let until = instant("until", query.until)?;
+        if let (Some(s), Some(u)) = (since, until) {
+            if s > u {
+                return Err(AdminError::bad_request("since is after until"));
+            }
+        }
+        Ok(Self {
+            subject: query
+                .subject
+                .map(|s| Subject::parse(&s).map_err(|e| bad("subject", &e)))
+                .transpose()?,
+            agent: query
+                .agent
+                .map(|a| ClientId::parse(&a).map_err(|e| bad("agent", &e)))
+                .transpose()?,
+            audience: query
+                .audience
+                .map(|a| Audience::parse(&a).map_err(|e| bad("audience", &e)))
+                .transpose()?,
+            status,
+            since,
+            until,
+            after: query.cursor.as_deref().map(decode_cursor).transpose()?,
+            limit,
+        })
+    }
+}
+
+impl ChainListing {
+    fn from_query(query_string: &str) -> Result<Self, AdminError> {
+        web::Query::<ChainsQuery>::from_query(query_string)
+            .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?
+            .into_inner()
+            .try_into()
+    }
+
+    /// The filters that need no revocation check: subject, agent (the client or any actor of
+    /// any hop), audience (of any hop).
+    fn admits(&self, hops: &[HopRecord]) -> bool {
+        self.subject
+            .as_ref()
+            .is_none_or(|s| hops.iter().any(|h| &h.subject == s))
+            && self.agent.as_ref().is_none_or(|a| {
+                hops.iter()
+                    .any(|h| &h.client_id == a || h.actors.contains(a))
+            })
+            && self
+                .audience
+                .as_ref()
+                .is_none_or(|a| hops.iter().any(|h| &h.audience == a))
+    }
+}
+
+/// The cursor is the position of the last chain of the page, opaque to callers: hex of
+/// `<started_at>:<chain_id>`.
+fn encode_cursor(start: &ChainStart) -> String {
+    format!("{}:{}", start.started_at, start.chain_id)
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_cursor(cursor: &str) -> Result<ChainStart, AdminError> {
+    let invalid = || AdminError::bad_request("invalid cursor");
+    if cursor.len() % 2 != 0 || cursor.len() > 512 {
+        return Err(invalid());
+    }
+    let bytes = (0..cursor.len())
+        .step_by(2)
+        .map(|i| {
+            cursor
+                .get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(invalid)?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (at, chain) = text.split_once(':').ok_or_else(invalid)?;
+    if chain.is_empty() {
+        return Err(invalid());
+    }
+    Ok(ChainStart {
+        started_at: at.parse().map_err(|_| invalid())?,
+        chain_id: ChainId(chain.to_owned()),
+    })
+}
+
+/// `ChainSummary` of docs/ADMIN-API.md.
+#[derive(Debug, Serialize)]
+struct ChainSummary {
+    chain_id: String,
+    subject: String,
+    root_client_id: String,
+    agents: Vec<String>,
+    audiences: Vec<String>,
+    hops: usize,
+    started_at: Option<String>,
+    last_issued_at: Option<String>,
+    expires_at: Option<String>,
+    status: Status,
+}
+
+fn rfc3339(secs: i64) -> Option<String> {
+    DateTime::from_timestamp(secs, 0).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+async fn summarize(
+    state: &AppState,
+    start: &ChainStart,
+    hops: &[HopRecord],
+) -> Result<ChainSummary, AdminError> {
+    let mut any_live = false;
+    let mut any_revoked = false;
+    for hop in hops {
+        match hop_status(state, hop).await?.0 {
+            Status::Live => {
+                any_live = true;
+                break;
+            }
+            Status::Revoked => any_revoked = true,
+            Status::Expired => {}
+        }
+    }
+    let status = if any_live {
+        Status::Live
+    } else if any_revoked {
+        Status::Revoked
+    } else {
+        Status::Expired
+    };
+    let mut agents: Vec<String> = Vec::new();
+    let mut audiences: Vec<String> = Vec::new();
+    for hop in hops {
+        for actor in hop.actors.iter().rev() {
+            let actor = actor.to_string();
+            if !agents.contains(&actor) {
+                agents.push(actor);
+            }
+        }
+        let audience = hop.audience.to_string();
+        if !audiences.contains(&audience) {
+            audiences.push(audience);
+        }
+    }
+    let root = hops
+        .iter()
+        .filter(|h| h.parent.is_none())
+        .min_by_key(|h| h.issued_at);
+    Ok(ChainSummary {
+        chain_id: start.chain_id.to_string(),
+        subject: hops
+            .first()
+            .map(|h| h.subject.to_string())
+            .unwrap_or_default(),
+        root_client_id: root.map(|h| h.client_id.to_string()).unwrap_or_default(),
+        agents,
+        audiences,
+        hops: hops.len(),
+        started_at: rfc3339(start.started_at),
+        last_issued_at: hops.iter().map(|h| h.issued_at).max().and_then(rfc3339),
+        expires_at: hops.iter().map(|h| h.expires_at).max().and_then(rfc3339),
+        status,
+    })
+}
+
+/// One page of chains, newest first, and the cursor of the next page (`None` when the index has
+/// no chain after this page). The index gives chains by start; their hops, read from the ledger,
+/// decide the filters.
+async fn list(
+    state: &AppState,
+    listing: &ChainListing,
+) -> Result<(Vec<ChainSummary>, Option<ChainStart>), AdminError> {
+    let mut found = Vec::with_capacity(listing.limit.min(INDEX_BATCH));
+    let mut after = listing.after.clone();
+    let mut scanned = 0usize;
+    loop {
+        let batch = state
+            .ledger
+            .chains_by_start(&ChainPage {
+                since: listing.since,
+                until: listing.until,
+                after: after.clone(),
+                limit: INDEX_BATCH,
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "ledger unavailable");
+                AdminError::unavailable()
+            })?;
+        let exhausted = batch.len() < INDEX_BATCH;
+        let count = batch.len();
+        for (i, start) in batch.into_iter().enumerate() {
+            scanned += 1;
+            after = Some(start.clone());
+            let last_of_index = exhausted && i + 1 == count;
+            let hops = state.ledger.chain(&start.chain_id).await.map_err(|e| {
+                tracing::warn!(error = %e, "ledger unavailable");
+                AdminError::unavailable()
+            })?;
+            // A chain whose records outlived their retention is gone from the listing too.
+            if !hops.is_empty() && listing.admits(&hops) {
+                let summary = summarize(state, &start, &hops).await?;
+                if listing.status.is_none_or(|s| s == summary.status) {
+                    found.push(summary);
+                }
+            }
+            if found.len() == listing.limit || scanned >= SCAN_MAX {
+                return Ok((found, (!last_of_index).then_some(start)));
+            }
+        }
+        if exhausted {
+            return Ok((found, None));
+        }
+    }
+}
+
+async fn answer_listing(
+    state: &AppState,
+    listing: &ChainListing,
+) -> Result<HttpResponse, AdminError> {
+    let (chains, next) = list(state, listing).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(json!({
+            "chains": chains,
+            "next_cursor": next.as_ref().map(encode_cursor),
+        })))
+}
+
+/// `GET /admin/chains`: chains, newest first, filtered and paged.
+async fn list_chains(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Read)?;
+    let listing = ChainListing::from_query(request.query_string())?;
+    answer_listing(&state, &listing).await
+}
+
+/// `GET /admin/agents/{id}/chains`: everything the agent touched, as `?agent={id}` answers.
+async fn agent_chains(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Read)?;
+    let id = ClientId::parse(&id).map_err(|e| AdminError::bad_request(e.to_string()))?;
+    let mut listing = ChainListing::from_query(request.query_string())?;
+    if listing.agent.as_ref().is_some_and(|a| a != &id) {
+        return Err(AdminError::bad_request(
+            "agent in the query differs from the agent in the path",
+        ));
+    }
+    state
+        .clients
+        .client(&id)
+        .await
+        .map_err(|_| AdminError::unavailable())?
+        .ok_or_else(|| AdminError::not_found(format!("no client '{id}'")))?;
+    listing.agent = Some(id);
+    answer_listing(&state, &listing).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let start = ChainStart {
+            started_at: 1_800_000_000,
+            chain_id: ChainId("chn_abc-DEF_1".into()),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&start)).unwrap(), start);
+        for bad in ["", "zz", "abc", "3a", "31", "313a", &"00".repeat(300)] {
+            assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
 }

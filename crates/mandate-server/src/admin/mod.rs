@@ -13,6 +13,8 @@ use crate::state::AppState;
 mod agents;
 mod audit;
 mod chains;
+mod consents;
+mod policies;
 
 /// An admin API error: `{"error": code, "message": text}`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -58,6 +60,16 @@ impl AdminError {
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    /// 409 `conflict`: creating something whose id exists (or a change that lost too many races).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 409 `invalid_transition`: the lifecycle state machine does not allow this.
+    pub fn invalid_transition(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "invalid_transition", message)
     }
 
     /// 503.
@@ -164,12 +176,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
             .configure(agents::routes)
+            .configure(consents::routes)
             .configure(chains::routes)
+            .configure(policies::routes)
             .configure(audit::routes),
     )
     .default_service(web::to(|| async {
         AdminError::not_found("no such admin endpoint").error_response()
     }));
+}
+
+/// Appends an admin change that revoked nothing (a registration, an update) to the audit
+/// stream, at the server's clock.
+pub(crate) async fn record_change(
+    state: &AppState,
+    caller: &AdminCaller,
+    action: &str,
+    target: &str,
+    detail: String,
+) {
+    state
+        .audit
+        .record(crate::audit::AuditEvent {
+            at: state.clock.now().timestamp_millis(),
+            actor: caller.name.clone(),
+            action: action.into(),
+            target: target.into(),
+            detail,
+        })
+        .await;
 }
 
 /// Appends an admin action to the audit stream.

@@ -102,7 +102,7 @@ async fn a_reader_lists_and_shows_agents_without_secrets() {
     assert_eq!(agent["kind"], "agent");
     assert_eq!(agent["state"], "active");
     assert_eq!(agent["auth_method"], "private_key_jwt");
-    assert_eq!(agent["key_count"], 2);
+    assert_eq!(agent["keys"].as_array().unwrap().len(), 2);
     let response = server
         .admin_get("/admin/agents/nobody", Some(READER))
         .await

@@ -334,6 +334,7 @@ async fn bad_assertions_are_invalid_grant() {
         .server
         .state
         .keys
+        .current()
         .active()
         .sign("oauth-id-jag+jwt", &with(good(), "iss", json!(issuer)))
         .unwrap();

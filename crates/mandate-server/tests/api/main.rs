@@ -7,6 +7,11 @@
 )]
 
 mod admin;
+mod admin_agents;
+mod admin_audit;
+mod admin_chains;
+mod admin_consents;
+mod admin_policies;
 mod client_auth;
 mod config;
 mod discovery;

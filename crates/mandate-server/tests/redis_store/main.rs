@@ -9,6 +9,8 @@
     reason = "tests fail loudly"
 )]
 
+mod audit;
+mod chain_index;
 mod cluster;
 mod durability;
 mod fail_closed;

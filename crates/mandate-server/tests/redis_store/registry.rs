@@ -132,6 +132,13 @@ async fn nothing_is_cached_and_a_cut_short_insert_is_completed() {
         jwks: None,
         upstream_ids: vec![],
         audiences: vec![],
+        previous_secret: None,
+        secret_rotated_at: None,
+        created_at: None,
+        created_by: None,
+        updated_at: None,
+        updated_by: None,
+        revision: 0,
     })
     .unwrap();
     let stored = client.to_stored();
@@ -310,4 +317,257 @@ async fn the_token_exchange_follows_a_policy_change_at_once() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let (status, body) = exchange(MAIL).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+const MANAGER: &str = "manager-secret-0123456789abcdefghijk";
+
+/// The delegation world on `redis`, with a `manage` credential `ops-admin`.
+fn admin_settings(redis: &RedisServer, corp: &TestKey) -> Settings {
+    let mut settings = delegation_settings(corp);
+    settings
+        .admin
+        .credentials
+        .push(mandate_server::config::AdminCredentialSettings {
+            name: "ops-admin".into(),
+            role: mandate_server::config::AdminRole::Manage,
+            secret_hash: mandate_model::SecretHash::of(MANAGER),
+        });
+    on_redis(&mut settings, redis);
+    settings
+}
+
+async fn admin(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    secret: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let mut request = server
+        .http
+        .request(method, server.admin_url(path))
+        .bearer_auth(secret);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, body_json(response).await)
+}
+
+/// Whether `id`/`secret` authenticates at `server`'s `/token` (an authenticated client is told
+/// `unsupported_grant_type` for an unknown grant, anyone else 401).
+async fn authenticates(server: &TestServer, id: &str, secret: &str) -> bool {
+    let response = server
+        .token(
+            &[("grant_type", "urn:example:none")],
+            &ClientAuth::Basic(id.into(), secret.into()),
+        )
+        .await
+        .unwrap();
+    match response.status() {
+        StatusCode::BAD_REQUEST => true,
+        StatusCode::UNAUTHORIZED => false,
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[tokio::test]
+async fn what_an_admin_changes_on_one_node_every_node_sees_at_once() {
+    use reqwest::Method;
+    let redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let a = TestServer::spawn(admin_settings(&redis, &corp))
+        .await
+        .unwrap();
+    let b = TestServer::spawn(admin_settings(&redis, &corp))
+        .await
+        .unwrap();
+
+    let (status, created) = admin(
+        &a,
+        Method::POST,
+        "/admin/agents",
+        MANAGER,
+        Some(
+            serde_json::json!({"client_id": "shared-agent", "kind": "agent",
+            "owners": ["o@example.com"], "auth_method": "client_secret_basic",
+            "state": "active"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    assert!(authenticates(&b, "shared-agent", &secret).await);
+
+    // Suspended through node B (a revoke credential): node A refuses it at once.
+    let (status, body) = admin(
+        &b,
+        Method::POST,
+        "/admin/agents/shared-agent/suspend",
+        mandate_testkit::ADMIN_OPS,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!authenticates(&a, "shared-agent", &secret).await);
+    let (_, seen) = admin(
+        &a,
+        Method::GET,
+        "/admin/agents/shared-agent",
+        mandate_testkit::ADMIN_READER,
+        None,
+    )
+    .await;
+    assert_eq!(seen["state"], "suspended");
+    assert_eq!(seen["updated_by"], "ops-oncall");
+    assert_eq!(seen["created_by"], "ops-admin");
+
+    // Reactivated and rotated on A without overlap: B takes only the new secret.
+    let (status, _) = admin(
+        &a,
+        Method::POST,
+        "/admin/agents/shared-agent/activate",
+        MANAGER,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, rotated) = admin(
+        &a,
+        Method::POST,
+        "/admin/agents/shared-agent/secret",
+        MANAGER,
+        Some(serde_json::json!({"overlap_secs": 0})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_secret = rotated["client_secret"].as_str().unwrap();
+    assert!(!authenticates(&b, "shared-agent", &secret).await);
+    assert!(authenticates(&b, "shared-agent", new_secret).await);
+
+    // The stored record: one revision per change, the hash and never the secret.
+    let json = redis.cli(&["GET", "mandate:client:shared-agent"]).unwrap();
+    assert!(!json.contains(&secret) && !json.contains(new_secret));
+    let stored: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(stored["revision"], 3, "{stored}");
+    assert_eq!(
+        stored["secret_hash"],
+        mandate_model::SecretHash::of(new_secret).to_string()
+    );
+    assert!(stored.get("previous_secret").is_none());
+
+    // Consent grants: created on A, listed on B, withdrawn on B, gone on A.
+    let (status, grant) = admin(
+        &a,
+        Method::POST,
+        "/admin/consents",
+        MANAGER,
+        Some(
+            serde_json::json!({"subject": "corp|carol", "actor": "assistant",
+            "audience": CAL, "scopes": ["calendar.read"],
+            "expires_at": (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339()}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{grant}");
+    let consent_id = grant["consent"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        redis
+            .cli(&["SISMEMBER", "mandate:consent-ids", &consent_id])
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let (_, listed) = admin(
+        &b,
+        Method::GET,
+        "/admin/consents?actor=assistant",
+        mandate_testkit::ADMIN_READER,
+        None,
+    )
+    .await;
+    assert_eq!(listed["consents"][0]["id"], consent_id.as_str());
+    let (status, withdrawn) = admin(
+        &b,
+        Method::DELETE,
+        &format!("/admin/consents/{consent_id}"),
+        MANAGER,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{withdrawn}");
+    let (_, listed) = admin(
+        &a,
+        Method::GET,
+        "/admin/consents",
+        mandate_testkit::ADMIN_READER,
+        None,
+    )
+    .await;
+    assert_eq!(listed["consents"], serde_json::json!([]));
+    for key in [
+        format!("mandate:consent-id:{consent_id}"),
+        "mandate:consent-ids".to_owned(),
+        "mandate:consent:corp|carol:assistant".to_owned(),
+    ] {
+        assert_eq!(redis.cli(&["EXISTS", &key]).unwrap().trim(), "0", "{key}");
+    }
+}
+
+#[tokio::test]
+async fn a_record_stored_before_the_lifecycle_fields_is_read_and_changed() {
+    use reqwest::Method;
+    let redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let server = TestServer::spawn(admin_settings(&redis, &corp))
+        .await
+        .unwrap();
+    let legacy = serde_json::json!({
+        "id": "legacy-agent", "kind": "agent", "owners": ["old@example.com"],
+        "description": "from an older release", "state": "active",
+        "auth_method": "client_secret_basic",
+        "secret_hash": mandate_model::SecretHash::of("legacy-secret").to_string(),
+    });
+    redis
+        .cli(&["SET", "mandate:client:legacy-agent", &legacy.to_string()])
+        .unwrap();
+    redis
+        .cli(&["SADD", "mandate:clients", "legacy-agent"])
+        .unwrap();
+
+    let (status, agent) = admin(
+        &server,
+        Method::GET,
+        "/admin/agents/legacy-agent",
+        MANAGER,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{agent}");
+    assert_eq!(agent["created_by"], serde_json::Value::Null);
+    assert_eq!(agent["created_at"], serde_json::Value::Null);
+    assert!(authenticates(&server, "legacy-agent", "legacy-secret").await);
+
+    // A record without a revision is at revision 0, so a change applies to it.
+    let (status, agent) = admin(
+        &server,
+        Method::PATCH,
+        "/admin/agents/legacy-agent",
+        MANAGER,
+        Some(serde_json::json!({"description": "changed"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{agent}");
+    assert_eq!(agent["updated_by"], "ops-admin");
+    let stored: serde_json::Value = serde_json::from_str(
+        redis
+            .cli(&["GET", "mandate:client:legacy-agent"])
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(stored["revision"], 1);
+    assert_eq!(stored["description"], "changed");
+    assert!(authenticates(&server, "legacy-agent", "legacy-secret").await);
 }

@@ -4,8 +4,10 @@ use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use mandate_model::ClientId;
 
+use redis::Script;
+
 use super::{unavailable, RedisConnection};
-use crate::{Client, ClientRegistry, StoreError, StoredClient};
+use crate::{Client, ClientRegistry, ReplaceOutcome, StoreError, StoredClient};
 
 /// The set of registered client ids.
 const IDS_KEY: &str = "mandate:clients";
@@ -20,9 +22,26 @@ const IDS_KEY: &str = "mandate:clients";
 /// commands: the client first (`SET NX`, which decides who wins), then its id. A crash between
 /// them leaves a client that can authenticate but is not listed; the next `insert_if_absent`
 /// of that id (the next start-up seeding it from configuration) adds the missing id.
+///
+/// A change ([`ClientRegistry::replace`]) is one script on the client's key, which compares the
+/// stored `revision` and writes only over the expected one: atomic on a single server and on a
+/// cluster alike, unlike `WATCH`, which the shared multiplexed connection cannot hold.
 pub struct RedisClientRegistry<C> {
     connection: C,
+    replace: Script,
 }
+
+/// KEYS[1] the client key; ARGV[1] the expected revision, ARGV[2] the new record (whose
+/// revision is already the next one). Returns -1 when the client is missing, 0 when the stored
+/// revision differs, 1 when written. A record without `revision` predates it: revision 0.
+const REPLACE: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+local revision = cjson.decode(current)['revision'] or 0
+if revision ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"#;
 
 impl<C> std::fmt::Debug for RedisClientRegistry<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,7 +52,10 @@ impl<C> std::fmt::Debug for RedisClientRegistry<C> {
 impl<C: RedisConnection> RedisClientRegistry<C> {
     /// The client registry over `connection`.
     pub fn new(connection: C) -> Self {
-        Self { connection }
+        Self {
+            connection,
+            replace: Script::new(REPLACE),
+        }
     }
 }
 
@@ -114,6 +136,32 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
             .await
             .map_err(unavailable)?;
         Ok(set.is_some())
+    }
+
+    async fn replace(&self, client: Client) -> Result<ReplaceOutcome, StoreError> {
+        let expected = client.revision;
+        let mut next = client.to_stored();
+        next.revision = expected
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt(format!("client {}: revision overflow", next.id)))?;
+        let json = serde_json::to_string(&next)
+            .map_err(|e| StoreError::Corrupt(format!("client not serializable: {e}")))?;
+        let mut connection = self.connection.clone();
+        let written: i64 = self
+            .replace
+            .key(client_key(&client.id))
+            .arg(expected.to_string())
+            .arg(json)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(match written {
+            1 => ReplaceOutcome::Replaced {
+                revision: next.revision,
+            },
+            0 => ReplaceOutcome::Stale,
+            _ => ReplaceOutcome::Missing,
+        })
     }
 }
 

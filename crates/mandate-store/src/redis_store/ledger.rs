@@ -1,6 +1,8 @@
 use async_trait::async_trait;
 use futures_util::future::{try_join, try_join_all};
-use mandate_chain::{ChainId, EvidenceKind, HopId, HopRecord, Ledger, StoreFailure};
+use mandate_chain::{
+    ChainId, ChainPage, ChainStart, EvidenceKind, HopId, HopRecord, Ledger, StoreFailure,
+};
 use redis::Script;
 
 use super::RedisConnection;
@@ -99,6 +101,11 @@ impl<C: RedisConnection> RedisLedger<C> {
         }
     }
 }
+
+/// The index of chains by start time: a sorted set of chain ids scored by the `issued_at` of
+/// their first root. It names every chain, so it cannot carry a chain's hash tag; it is one key
+/// on one shard, written by its own command after the chain's.
+const CHAINS_KEY: &str = "mandate:chains";
 
 fn hop_key(chain: &str, hop: &str) -> String {
     format!("mandate:ledger:{{{chain}}}:hop:{hop}")
@@ -241,7 +248,85 @@ impl<C: RedisConnection> Ledger for RedisLedger<C> {
         try_join(try_join_all(other_hops), try_join_all(consent_sets))
             .await
             .map_err(fail)?;
+
+        // A root places its chain in the index by start time (LT: an earlier root of the same
+        // chain moves it back, a later one leaves it). Entries older than the retention are
+        // trimmed here, measured on the hop's own clock (the store's), so the index never
+        // outgrows the records it points at.
+        if hop.parent.is_none() {
+            let oldest_kept = hop
+                .issued_at
+                .saturating_sub(i64::try_from(ttl).unwrap_or(i64::MAX));
+            redis::pipe()
+                .cmd("ZADD")
+                .arg(CHAINS_KEY)
+                .arg("LT")
+                .arg(hop.issued_at)
+                .arg(chain)
+                .ignore()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(CHAINS_KEY)
+                .arg("-inf")
+                .arg(format!("({oldest_kept}"))
+                .ignore()
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(fail)?;
+        }
         Ok(())
+    }
+
+    async fn chains_by_start(&self, page: &ChainPage) -> Result<Vec<ChainStart>, StoreFailure> {
+        if page.limit == 0 {
+            return Ok(vec![]);
+        }
+        let upper = match (page.until, page.after.as_ref().map(|a| a.started_at)) {
+            (Some(until), Some(after)) => Some(until.min(after)),
+            (until, after) => until.or(after),
+        };
+        let max = upper.map_or_else(|| "+inf".to_owned(), |u| u.to_string());
+        let min = page
+            .since
+            .map_or_else(|| "-inf".to_owned(), |s| s.to_string());
+        // Chains sharing the cursor's second come first in this order and are skipped
+        // client-side, hence the loop.
+        let batch = page.limit.saturating_add(16);
+        let mut connection = self.connection.clone();
+        let mut found = Vec::with_capacity(page.limit);
+        let mut offset = 0usize;
+        loop {
+            // Scores are whole seconds, which Redis prints without a fraction.
+            let entries: Vec<(String, i64)> = redis::cmd("ZRANGE")
+                .arg(CHAINS_KEY)
+                .arg(&max)
+                .arg(&min)
+                .arg("BYSCORE")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(batch)
+                .arg("WITHSCORES")
+                .query_async(&mut connection)
+                .await
+                .map_err(fail)?;
+            let fetched = entries.len();
+            for (chain_id, score) in entries {
+                let start = ChainStart {
+                    started_at: score,
+                    chain_id: ChainId(chain_id),
+                };
+                if page.admits(&start) {
+                    found.push(start);
+                    if found.len() == page.limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            if fetched < batch {
+                return Ok(found);
+            }
+            offset += fetched;
+        }
     }
 
     async fn hop(&self, id: &HopId) -> Result<Option<HopRecord>, StoreFailure> {

@@ -12,8 +12,10 @@
 //! | `mandate:ledger:{<chain_id>}:consents` | set | consent ids the chain's roots were granted on | same |
 //! | `mandate:ledger:hop-chain:<hop_id>` | string | the hop's chain id | same |
 //! | `mandate:ledger:consent:<consent_id>` | set | ids of chains with a root on that grant | same, refreshed by any of them |
+//! | `mandate:chains` | sorted set | chain ids scored by their first root's `issued_at` (s) | members older than `ledger_retention_secs`, trimmed when a root is recorded |
 //! | `mandate:consent:<subject>:<actor>` | hash | grant id → the grant, JSON | never (the validator checks `expires_at`) |
 //! | `mandate:consent-id:<grant_id>` | string | the hash key holding that grant | never |
+//! | `mandate:consent-ids` | set | every grant id, for listing | never |
 //! | `mandate:client:<client_id>` | string | the client ([`crate::StoredClient`]), JSON | never |
 //! | `mandate:clients` | set | every registered client id | never |
 //! | `mandate:policy` | hash | `rows` (the policy rows, one JSON array), `version` | never |

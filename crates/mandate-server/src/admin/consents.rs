@@ -1,0 +1,148 @@
+//! `/admin/consents`: stored consent grants (docs/ADMIN-API.md, "Consent grants").
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use mandate_chain::ConsentGrant;
+use mandate_model::{ClientId, Subject};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::agents::{answer, instant, json_body, optional_body};
+use super::{record_change, AdminCaller, AdminError};
+use crate::config::AdminRole;
+use crate::consents::{self, ConsentError, NewConsent};
+use crate::state::AppState;
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/consents", web::get().to(list_consents))
+        .route("/consents", web::post().to(create_consent))
+        .route("/consents/{id}", web::delete().to(withdraw_consent));
+}
+
+impl From<ConsentError> for AdminError {
+    fn from(error: ConsentError) -> Self {
+        match error {
+            ConsentError::Invalid(message) => AdminError::bad_request(message),
+            ConsentError::NotFound(_) => AdminError::not_found(error.to_string()),
+            ConsentError::Exists(_) => AdminError::conflict(error.to_string()),
+            ConsentError::Unavailable(cause) => {
+                tracing::warn!(%cause, "consent store unavailable");
+                AdminError::unavailable()
+            }
+        }
+    }
+}
+
+fn view(grant: &ConsentGrant) -> Value {
+    let expires_at = DateTime::<Utc>::from_timestamp(grant.expires_at, 0).map(instant);
+    json!({
+        "id": grant.id,
+        "subject": grant.subject,
+        "actor": grant.actor,
+        "audience": grant.audience,
+        "scopes": grant.scopes.iter().collect::<Vec<_>>(),
+        "expires_at": expires_at,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    actor: Option<String>,
+}
+
+async fn list_consents(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Read)?;
+    let query = web::Query::<ListQuery>::from_query(request.query_string())
+        .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?
+        .into_inner();
+    let subject = query
+        .subject
+        .map(|s| Subject::parse(&s))
+        .transpose()
+        .map_err(|e| AdminError::bad_request(format!("subject: {e}")))?;
+    let actor = query
+        .actor
+        .map(|a| ClientId::parse(&a))
+        .transpose()
+        .map_err(|e| AdminError::bad_request(format!("actor: {e}")))?;
+    let grants = consents::list(&state, subject.as_ref(), actor.as_ref()).await?;
+    let views: Vec<Value> = grants.iter().map(view).collect();
+    Ok(answer(StatusCode::OK, json!({ "consents": views })))
+}
+
+async fn create_consent(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Manage)?;
+    let request: NewConsent = json_body(&body)?;
+    let grant = consents::create(&state, request).await?;
+    record_change(
+        &state,
+        &caller,
+        "consent.create",
+        &grant.id,
+        format!(
+            "{} lets {} use {} ({})",
+            grant.subject, grant.actor, grant.audience, grant.scopes
+        ),
+    )
+    .await;
+    Ok(answer(
+        StatusCode::CREATED,
+        json!({ "consent": view(&grant) }),
+    ))
+}
+
+/// The optional body of a withdrawal: `{"reason": "…"}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn withdraw_consent(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Manage)?;
+    let parsed: ReasonBody = optional_body(&body)?;
+    let reason = parsed
+        .reason
+        .unwrap_or_else(|| "consent withdrawn by an administrator".into());
+    if reason.chars().count() > 500 {
+        return Err(AdminError::bad_request(
+            "reason is longer than 500 characters",
+        ));
+    }
+    let outcome = consents::withdraw(&state, &id, &reason, &caller.name).await?;
+    record_change(
+        &state,
+        &caller,
+        "consent.withdraw",
+        &id,
+        format!(
+            "{} entries, {} hops: {reason}",
+            outcome.entries.len(),
+            outcome.hops_revoked.len()
+        ),
+    )
+    .await;
+    Ok(answer(
+        StatusCode::OK,
+        json!({ "withdrawn": id.as_str(), "revocation": outcome }),
+    ))
+}

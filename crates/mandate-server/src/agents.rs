@@ -1,0 +1,859 @@
+//! The agent registry as administrators change it (docs/ADMIN-API.md, "Agents and resource
+//! servers"): registering agents and resource servers, changing what may change, the lifecycle
+//! state machine, and secret rotation with an overlap window.
+//!
+//! Every change is a compare-and-set on the stored revision ([`ClientRegistry::replace`]),
+//! retried on a fresh read a few times, so that two admins changing one client never lose a
+//! change unseen; the rule deciding the change (a transition, a validation) is applied again to
+//! each fresh read.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use mandate_model::{
+    Audience, AuthMethod, ClientId, ClientKind, ClientState, InvalidTransition, SecretHash,
+    Transition,
+};
+use mandate_store::{Client, PreviousSecret, ReplaceOutcome, StoreError, StoredClient, UpstreamId};
+use mandate_token::{Algorithm, VerifyingKeySet};
+use rand::RngCore;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::revocation::{RevocationOutcome, RevokeError};
+use crate::state::AppState;
+
+/// `created_by` of clients seeded from the configuration file.
+pub const CREATED_BY_CONFIG: &str = "config";
+/// How long a rotated-out secret keeps working when the request does not say.
+pub const DEFAULT_OVERLAP_SECS: u64 = 3600;
+/// The longest overlap window: a week.
+pub const MAX_OVERLAP_SECS: u64 = 604_800;
+/// How many times a change is tried on a fresh read when another admin's change got in first.
+const ATTEMPTS: usize = 5;
+/// Bounds on what an admin may write, so that the registry cannot be used as a dump.
+const MAX_OWNERS: usize = 32;
+const MAX_OWNER_CHARS: usize = 256;
+const MAX_DESCRIPTION_CHARS: usize = 1000;
+const MAX_UPSTREAM_IDS: usize = 32;
+const MAX_AUDIENCES: usize = 64;
+
+/// Why an admin's change to the registry was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The request breaks a rule; nothing changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No client has that id.
+    #[error("no client '{0}'")]
+    NotFound(ClientId),
+    /// A client with that id exists.
+    #[error("a client '{0}' exists already")]
+    Exists(ClientId),
+    /// The state machine does not allow this; nothing changed.
+    #[error(transparent)]
+    InvalidTransition(#[from] InvalidTransition),
+    /// Others kept changing the client while this change was tried; nothing changed.
+    #[error("client '{0}' kept changing concurrently; read it again and retry")]
+    Contended(ClientId),
+    /// The store could not be reached (or answered with unreadable data).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for AgentError {
+    fn from(error: StoreError) -> Self {
+        AgentError::Unavailable(error.to_string())
+    }
+}
+
+impl From<RevokeError> for AgentError {
+    fn from(error: RevokeError) -> Self {
+        match error {
+            RevokeError::Invalid(message) => AgentError::Invalid(message),
+            RevokeError::NotFound(what) | RevokeError::Unavailable(what) => {
+                AgentError::Unavailable(what)
+            }
+        }
+    }
+}
+
+/// `POST /admin/agents`. Unknown fields are refused; `client_secret`, `secret_hash` and
+/// anything else the server decides are not accepted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    /// DESIGN.md section 3 syntax.
+    pub client_id: String,
+    /// `agent` or `resource_server`.
+    pub kind: ClientKind,
+    /// At least one.
+    pub owners: Vec<String>,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// The one authentication method.
+    pub auth_method: AuthMethod,
+    /// `staged` (default) or `active`.
+    #[serde(default)]
+    pub state: Option<ClientState>,
+    /// No authentication after this instant.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// For `private_key_jwt` only: public keys.
+    #[serde(default)]
+    pub jwks: Option<Value>,
+    /// For agents only.
+    #[serde(default)]
+    pub upstream_ids: Vec<UpstreamId>,
+    /// For resource servers only: the app URIs it owns.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+}
+
+/// `PATCH /admin/agents/{id}`: the fields that may change. Absent leaves a field as it is;
+/// `null` clears `expires_at` and is refused for the others (none of them can be cleared).
+/// The id, kind, method, state and secret never change here: transitions and rotation have
+/// their own endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPatch {
+    /// New owners (at least one).
+    #[serde(default, deserialize_with = "present")]
+    pub owners: Option<Option<Vec<String>>>,
+    /// New description.
+    #[serde(default, deserialize_with = "present")]
+    pub description: Option<Option<String>>,
+    /// New keys (private_key_jwt only).
+    #[serde(default, deserialize_with = "present")]
+    pub jwks: Option<Option<Value>>,
+    /// New upstream identities (agents only).
+    #[serde(default, deserialize_with = "present")]
+    pub upstream_ids: Option<Option<Vec<UpstreamId>>>,
+    /// New audiences (resource servers only).
+    #[serde(default, deserialize_with = "present")]
+    pub audiences: Option<Option<Vec<String>>>,
+    /// New expiry; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from an absent one (`None`, by `default`).
+fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// A registered client and, for the secret methods, its secret, which is shown this once.
+pub struct Created {
+    /// The client as stored.
+    pub client: Arc<Client>,
+    /// The generated secret.
+    pub secret: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Created {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        write!(f, "Created({})", self.client.id)
+    }
+}
+
+/// A rotated secret.
+pub struct Rotated {
+    /// The new secret, shown this once.
+    pub secret: Zeroizing<String>,
+    /// Until when the old secret still authenticates (`None`: it stopped at once).
+    pub previous_valid_until: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for Rotated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        write!(f, "Rotated(until {:?})", self.previous_valid_until)
+    }
+}
+
+/// A high-entropy client secret: 256 random bits, base64url (43 characters).
+pub fn generate_secret() -> Zeroizing<String> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(bytes.as_mut());
+    Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes.as_ref()))
+}
+
+fn invalid(message: impl Into<String>) -> AgentError {
+    AgentError::Invalid(message.into())
+}
+
+fn non_null<T>(field: &str, value: Option<T>) -> Result<T, AgentError> {
+    value.ok_or_else(|| invalid(format!("{field} cannot be null")))
+}
+
+/// At least one owner, each a short printable name, none twice.
+pub fn check_owners(owners: &[String]) -> Result<Vec<String>, AgentError> {
+    if owners.is_empty() {
+        return Err(invalid("owners needs at least one entry"));
+    }
+    if owners.len() > MAX_OWNERS {
+        return Err(invalid(format!("at most {MAX_OWNERS} owners")));
+    }
+    let mut checked: Vec<String> = Vec::with_capacity(owners.len());
+    for (i, owner) in owners.iter().enumerate() {
+        let owner = owner.trim();
+        if owner.is_empty() {
+            return Err(invalid(format!("owners[{i}] is empty")));
+        }
+        if owner.chars().count() > MAX_OWNER_CHARS || owner.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "owners[{i}] must be at most {MAX_OWNER_CHARS} printable characters"
+            )));
+        }
+        if checked.iter().any(|o| o == owner) {
+            return Err(invalid(format!("owners[{i}] is listed twice")));
+        }
+        checked.push(owner.to_owned());
+    }
+    Ok(checked)
+}
+
+/// A description of at most 1000 characters.
+pub fn check_description(description: &str) -> Result<String, AgentError> {
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(invalid(format!(
+            "description is longer than {MAX_DESCRIPTION_CHARS} characters"
+        )));
+    }
+    Ok(description.to_owned())
+}
+
+/// Keys for `private_key_jwt` only: a JWKS of public keys (several, for key rotation), each of
+/// a type mandate verifies.
+pub fn check_jwks(
+    method: AuthMethod,
+    jwks: Option<Value>,
+) -> Result<(Option<Value>, Option<VerifyingKeySet>), AgentError> {
+    match (method, jwks) {
+        (AuthMethod::PrivateKeyJwt, Some(document)) => {
+            let keys = VerifyingKeySet::from_jwks(&document, &Algorithm::ALL)
+                .map_err(|e| invalid(format!("jwks: {e}")))?;
+            Ok((Some(document), Some(keys)))
+        }
+        (AuthMethod::PrivateKeyJwt, None) => Err(invalid("jwks is required for private_key_jwt")),
+        (_, Some(_)) => Err(invalid("jwks is only for auth_method private_key_jwt")),
+        (_, None) => Ok((None, None)),
+    }
+}
+
+/// Audiences for resource servers only, at least one, each an app URI (DESIGN.md section 3).
+pub fn check_audiences(
+    kind: ClientKind,
+    audiences: &[String],
+) -> Result<Vec<Audience>, AgentError> {
+    match kind {
+        ClientKind::Agent if audiences.is_empty() => Ok(vec![]),
+        ClientKind::Agent => Err(invalid("audiences are only for resource servers")),
+        ClientKind::ResourceServer => {
+            if audiences.is_empty() {
+                return Err(invalid("a resource server owns at least one audience"));
+            }
+            if audiences.len() > MAX_AUDIENCES {
+                return Err(invalid(format!("at most {MAX_AUDIENCES} audiences")));
+            }
+            let mut parsed: Vec<Audience> = Vec::with_capacity(audiences.len());
+            for (i, audience) in audiences.iter().enumerate() {
+                let audience = Audience::parse(audience)
+                    .map_err(|e| invalid(format!("audiences[{i}]: {e}")))?;
+                if audience.agent().is_some() {
+                    return Err(invalid(format!(
+                        "audiences[{i}]: a resource server owns app URIs, not agent: audiences"
+                    )));
+                }
+                if parsed.contains(&audience) {
+                    return Err(invalid(format!("audiences[{i}] is listed twice")));
+                }
+                parsed.push(audience);
+            }
+            Ok(parsed)
+        }
+    }
+}
+
+/// Upstream identities for agents only, each naming a trusted issuer.
+pub fn check_upstream_ids(
+    kind: ClientKind,
+    upstream_ids: &[UpstreamId],
+    trusted_issuers: &[&str],
+) -> Result<Vec<UpstreamId>, AgentError> {
+    if kind == ClientKind::ResourceServer && !upstream_ids.is_empty() {
+        return Err(invalid("only agents have upstream identities"));
+    }
+    if upstream_ids.len() > MAX_UPSTREAM_IDS {
+        return Err(invalid(format!("at most {MAX_UPSTREAM_IDS} upstream_ids")));
+    }
+    for (i, upstream) in upstream_ids.iter().enumerate() {
+        if !trusted_issuers.contains(&upstream.issuer.as_str()) {
+            return Err(invalid(format!(
+                "upstream_ids[{i}].issuer is not a trusted issuer"
+            )));
+        }
+        let id = &upstream.client_id;
+        if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "upstream_ids[{i}].client_id must be 1 to 256 printable characters"
+            )));
+        }
+    }
+    Ok(upstream_ids.to_vec())
+}
+
+/// An expiry, when given, lies ahead: an already expired client could never authenticate.
+pub fn check_expiry(
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, AgentError> {
+    match expires_at {
+        Some(at) if at <= now => Err(invalid(
+            "expires_at is not in the future (to stop a client, suspend or retire it)",
+        )),
+        other => Ok(other),
+    }
+}
+
+/// The overlap window of a rotation: 3600 s unless given, at most a week, 0 ends the old
+/// secret at once.
+pub fn check_overlap(overlap_secs: Option<u64>) -> Result<u64, AgentError> {
+    let overlap = overlap_secs.unwrap_or(DEFAULT_OVERLAP_SECS);
+    if overlap > MAX_OVERLAP_SECS {
+        return Err(invalid(format!(
+            "overlap_secs is at most {MAX_OVERLAP_SECS} (a week)"
+        )));
+    }
+    Ok(overlap)
+}
+
+/// The client a registration describes, before its secret is made. Pure: the caller supplies
+/// the trusted issuers and the time.
+pub fn client_from_request(
+    request: NewAgent,
+    trusted_issuers: &[&str],
+    now: DateTime<Utc>,
+    by: &str,
+) -> Result<Client, AgentError> {
+    let id = ClientId::parse(&request.client_id).map_err(|e| invalid(e.to_string()))?;
+    let state = match request.state.unwrap_or(ClientState::Staged) {
+        state @ (ClientState::Staged | ClientState::Active) => state,
+        other => {
+            return Err(invalid(format!(
+                "a new client is staged or active, not {other}"
+            )))
+        }
+    };
+    let owners = check_owners(&request.owners)?;
+    let description = check_description(&request.description)?;
+    let (jwks, keys) = check_jwks(request.auth_method, request.jwks)?;
+    let audiences = check_audiences(request.kind, &request.audiences)?;
+    let upstream_ids = check_upstream_ids(request.kind, &request.upstream_ids, trusted_issuers)?;
+    let expires_at = check_expiry(request.expires_at, now)?;
+    Ok(Client {
+        id,
+        kind: request.kind,
+        owners,
+        description,
+        state,
+        expires_at,
+        auth_method: request.auth_method,
+        secret_hash: None,
+        keys,
+        jwks,
+        upstream_ids,
+        audiences,
+        previous_secret: None,
+        secret_rotated_at: None,
+        created_at: Some(now),
+        created_by: Some(by.to_owned()),
+        updated_at: Some(now),
+        updated_by: Some(by.to_owned()),
+        revision: 0,
+    })
+}
+
+/// `current` with `patch` applied, every changed field checked as at registration. Pure.
+pub fn apply_patch(
+    current: &StoredClient,
+    patch: &AgentPatch,
+    trusted_issuers: &[&str],
+    now: DateTime<Utc>,
+) -> Result<StoredClient, AgentError> {
+    let AgentPatch {
+        owners,
+        description,
+        jwks,
+        upstream_ids,
+        audiences,
+        expires_at,
+    } = patch;
+    if owners.is_none()
+        && description.is_none()
+        && jwks.is_none()
+        && upstream_ids.is_none()
+        && audiences.is_none()
+        && expires_at.is_none()
+    {
+        return Err(invalid(
+            "the body changes nothing: give at least one of owners, description, jwks, \
+             upstream_ids, audiences, expires_at",
+        ));
+    }
+    let mut next = current.clone();
+    if let Some(owners) = owners {
+        next.owners = check_owners(non_null("owners", owners.as_ref())?)?;
+    }
+    if let Some(description) = description {
+        next.description = check_description(non_null("description", description.as_ref())?)?;
+    }
+    if let Some(jwks) = jwks {
+        let document = non_null("jwks", jwks.clone())?;
+        next.jwks = check_jwks(current.auth_method, Some(document))?.0;
+    }
+    if let Some(upstream_ids) = upstream_ids {
+        let upstream_ids = non_null("upstream_ids", upstream_ids.as_ref())?;
+        next.upstream_ids = check_upstream_ids(current.kind, upstream_ids, trusted_issuers)?;
+    }
+    if let Some(audiences) = audiences {
+        next.audiences = check_audiences(current.kind, non_null("audiences", audiences.as_ref())?)?;
+    }
+    if let Some(expires_at) = expires_at {
+        next.expires_at = check_expiry(*expires_at, now)?;
+    }
+    Ok(next)
+}
+
+/// The names of the fields `patch` sets, for the audit stream.
+pub fn patched_fields(patch: &AgentPatch) -> Vec<&'static str> {
+    [
+        ("owners", patch.owners.is_some()),
+        ("description", patch.description.is_some()),
+        ("jwks", patch.jwks.is_some()),
+        ("upstream_ids", patch.upstream_ids.is_some()),
+        ("audiences", patch.audiences.is_some()),
+        ("expires_at", patch.expires_at.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect()
+}
+
+fn trusted_issuers(state: &AppState) -> Vec<&str> {
+    state
+        .trusted_issuers
+        .iter()
+        .map(|issuer| issuer.settings.issuer.as_str())
+        .collect()
+}
+
+/// The registered clients, ordered by id, optionally of one kind and/or in one state.
+pub async fn list(
+    state: &AppState,
+    kind: Option<ClientKind>,
+    client_state: Option<ClientState>,
+) -> Result<Vec<Arc<Client>>, AgentError> {
+    Ok(state
+        .clients
+        .clients()
+        .await?
+        .into_iter()
+        .filter(|c| kind.is_none_or(|k| c.kind == k))
+        .filter(|c| client_state.is_none_or(|s| c.state == s))
+        .collect())
+}
+
+/// The client with this id.
+pub async fn show(state: &AppState, id: &ClientId) -> Result<Arc<Client>, AgentError> {
+    state
+        .clients
+        .client(id)
+        .await?
+        .ok_or_else(|| AgentError::NotFound(id.clone()))
+}
+
+/// Registers a client; for the secret methods, generates its secret and stores only its hash.
+pub async fn create(state: &AppState, request: NewAgent, by: &str) -> Result<Created, AgentError> {
+    let mut client = client_from_request(request, &trusted_issuers(state), state.clock.now(), by)?;
+    let secret = match client.auth_method {
+        AuthMethod::PrivateKeyJwt => None,
+        AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => {
+            let secret = generate_secret();
+            client.secret_hash = Some(SecretHash::of(&secret));
+            Some(secret)
+        }
+    };
+    let answer = Client::from_stored(client.to_stored())?;
+    let id = client.id.clone();
+    if !state.clients.insert_if_absent(client).await? {
+        return Err(AgentError::Exists(id));
+    }
+    Ok(Created {
+        client: Arc::new(answer),
+        secret,
+    })
+}
+
+/// Applies `change` to the stored client and writes it over the revision it was read at; on a
+/// concurrent change, reads again and applies `change` to that.
+async fn change(
+    state: &AppState,
+    id: &ClientId,
+    by: &str,
+    change: impl Fn(&StoredClient, DateTime<Utc>) -> Result<StoredClient, AgentError>,
+) -> Result<Arc<Client>, AgentError> {
+    for _ in 0..ATTEMPTS {
+        let current = show(state, id).await?;
+        let now = state.clock.now();
+        let mut next = change(&current.to_stored(), now)?;
+        next.revision = current.revision;
+        next.updated_at = Some(now);
+        next.updated_by = Some(by.to_owned());
+        let mut answer = Client::from_stored(next.clone())?;
+        match state.clients.replace(Client::from_stored(next)?).await? {
+            ReplaceOutcome::Replaced { revision } => {
+                answer.revision = revision;
+                return Ok(Arc::new(answer));
+            }
+            ReplaceOutcome::Stale => continue,
+            ReplaceOutcome::Missing => return Err(AgentError::NotFound(id.clone())),
+        }
+    }
+    Err(AgentError::Contended(id.clone()))
+}
+
+/// Changes the fields `patch` names.
+pub async fn update(
+    state: &AppState,
+    id: &ClientId,
+    patch: &AgentPatch,
+    by: &str,
+) -> Result<Arc<Client>, AgentError> {
+    let trusted = trusted_issuers(state);
+    change(state, id, by, |current, now| {
+        apply_patch(current, patch, &trusted, now)
+    })
+    .await
+}
+
+/// Moves the client through the state machine. Suspension and retirement write the
+/// `agent:<id> @ T` revocation entry first (DESIGN.md section 6): every live token in which the
+/// agent is the client or any actor dies even if the state change then fails. A transition the
+/// state machine refuses writes nothing, not even the revocation.
+pub async fn transition(
+    state: &AppState,
+    id: &ClientId,
+    transition: Transition,
+    reason: &str,
+    by: &str,
+) -> Result<(Arc<Client>, Option<RevocationOutcome>), AgentError> {
+    let current = show(state, id).await?;
+    current.state.transition(transition)?;
+    let revocation = match transition {
+        Transition::Suspend | Transition::Retire => {
+            Some(state.revoke_agent(id.as_str(), reason, by).await?)
+        }
+        Transition::Activate => None,
+    };
+    let changed = change(state, id, by, |current, _| {
+        let mut next = current.clone();
+        next.state = current.state.transition(transition)?;
+        Ok(next)
+    })
+    .await;
+    match changed {
+        Ok(client) => Ok((client, revocation)),
+        Err(error) => {
+            // The revocation is a change of its own: the audit stream keeps it even though the
+            // state change failed (the request can be repeated).
+            if let Some(entry) = revocation.as_ref().and_then(|r| r.entries.first()) {
+                state
+                    .audit
+                    .record(crate::audit::AuditEvent {
+                        at: entry.at,
+                        actor: by.to_owned(),
+                        action: format!("agent.{transition}"),
+                        target: id.to_string(),
+                        detail: format!(
+                            "agent:{id} revoked at {} ms; the state change failed: {error}",
+                            entry.at
+                        ),
+                    })
+                    .await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Gives the client a new secret. The old one keeps authenticating for `overlap_secs` (0: not
+/// at all); a secret rotated out earlier stops at once, so at most two secrets ever work.
+pub async fn rotate_secret(
+    state: &AppState,
+    id: &ClientId,
+    overlap_secs: Option<u64>,
+    by: &str,
+) -> Result<(Arc<Client>, Rotated), AgentError> {
+    let overlap = check_overlap(overlap_secs)?;
+    let overlap_delta = Duration::seconds(i64::try_from(overlap).unwrap_or(i64::MAX));
+    let secret = generate_secret();
+    let hash = SecretHash::of(&secret);
+    let client = change(state, id, by, |current, now| {
+        if current.auth_method == AuthMethod::PrivateKeyJwt {
+            return Err(invalid(
+                "a private_key_jwt client has no secret; change its keys with PATCH jwks",
+            ));
+        }
+        let mut next = current.clone();
+        next.previous_secret = match (&current.secret_hash, overlap) {
+            (Some(old), 1..) => Some(PreviousSecret {
+                hash: old.clone(),
+                valid_until: now + overlap_delta,
+            }),
+            _ => None,
+        };
+        next.secret_hash = Some(hash.clone());
+        next.secret_rotated_at = Some(now);
+        Ok(next)
+    })
+    .await?;
+    let previous_valid_until = client.previous_secret.as_ref().map(|p| p.valid_until);
+    Ok((
+        client,
+        Rotated {
+            secret,
+            previous_valid_until,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CORP: &str = "https://corp.example.com";
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .unwrap()
+            .into()
+    }
+
+    fn request(body: Value) -> NewAgent {
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn jwks() -> Value {
+        let key =
+            mandate_token::SigningKey::generate(mandate_token::SigningAlgorithm::Es256).unwrap();
+        json!({ "keys": [key.public_key().jwk()] })
+    }
+
+    fn refused(body: Value) -> String {
+        match client_from_request(request(body), &[CORP], now(), "ops") {
+            Err(AgentError::Invalid(message)) => message,
+            other => panic!("expected a refusal, got {:?}", other.map(|c| c.id)),
+        }
+    }
+
+    #[test]
+    fn a_minimal_agent_is_staged_and_stamped() {
+        let client = client_from_request(
+            request(json!({"client_id": "booking-tool", "kind": "agent",
+                "owners": ["team@example.com"], "auth_method": "client_secret_basic"})),
+            &[CORP],
+            now(),
+            "ops-admin",
+        )
+        .unwrap();
+        assert_eq!(client.state, ClientState::Staged);
+        assert_eq!(client.created_by.as_deref(), Some("ops-admin"));
+        assert_eq!(client.created_at, Some(now()));
+        assert_eq!(client.updated_at, Some(now()));
+        assert!(client.secret_hash.is_none() && client.keys.is_none());
+    }
+
+    #[test]
+    fn registration_rules() {
+        let base = json!({"client_id": "booking-tool", "kind": "agent",
+            "owners": ["team@example.com"], "auth_method": "client_secret_basic"});
+        let with = |field: &str, value: Value| {
+            let mut body = base.clone();
+            body[field] = value;
+            body
+        };
+        assert!(refused(with("client_id", json!("Booking Tool"))).contains("client id"));
+        assert!(refused(with("client_id", json!("agent:x"))).contains("client id"));
+        assert!(refused(with("owners", json!([]))).contains("at least one"));
+        assert!(refused(with("owners", json!(["  "]))).contains("owners[0] is empty"));
+        assert!(refused(with("owners", json!(["a", "a"]))).contains("twice"));
+        assert!(refused(with("state", json!("suspended"))).contains("staged or active"));
+        assert!(refused(with("state", json!("retired"))).contains("staged or active"));
+        assert!(refused(with("jwks", jwks())).contains("only for auth_method private_key_jwt"));
+        assert!(refused(with("auth_method", json!("private_key_jwt"))).contains("required"));
+        assert!(refused(with("audiences", json!([CORP]))).contains("only for resource servers"));
+        assert!(refused(with("expires_at", json!("2029-12-31T23:59:59Z"))).contains("future"));
+        assert!(refused(with("description", json!("x".repeat(1001)))).contains("longer"));
+        assert!(refused(with(
+            "upstream_ids",
+            json!([{"issuer": "https://evil.example.com", "client_id": "x"}])
+        ))
+        .contains("not a trusted issuer"));
+        assert!(refused(with(
+            "upstream_ids",
+            json!([{"issuer": CORP, "client_id": ""}])
+        ))
+        .contains("client_id"));
+
+        let server = |audiences: Value| {
+            let mut body = with("kind", json!("resource_server"));
+            body["audiences"] = audiences;
+            body
+        };
+        assert!(refused(server(json!([]))).contains("at least one audience"));
+        assert!(refused(server(json!(["agent:helper"]))).contains("app URIs"));
+        assert!(refused(server(json!(["http://calendar.example.com"]))).contains("audiences[0]"));
+        assert!(refused(server(json!([
+            "https://a.example.com",
+            "https://a.example.com"
+        ])))
+        .contains("twice"));
+        let mut with_upstream = server(json!(["https://a.example.com"]));
+        with_upstream["upstream_ids"] = json!([{"issuer": CORP, "client_id": "x"}]);
+        assert!(refused(with_upstream).contains("only agents"));
+    }
+
+    #[test]
+    fn keys_are_public_and_required_for_private_key_jwt() {
+        let body = |jwks: Value| {
+            json!({"client_id": "jwt-agent", "kind": "agent", "owners": ["o"],
+                "auth_method": "private_key_jwt", "jwks": jwks})
+        };
+        let client = client_from_request(request(body(jwks())), &[CORP], now(), "ops").unwrap();
+        assert_eq!(client.keys.as_ref().map(VerifyingKeySet::len), Some(1));
+        let private =
+            json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b", "d": "c"}]});
+        assert!(refused(body(private)).starts_with("jwks:"));
+        assert!(refused(body(json!({"keys": []}))).starts_with("jwks:"));
+        assert!(refused(body(json!({"keys": [{"kty": "oct", "k": "AA"}]}))).starts_with("jwks:"));
+    }
+
+    #[test]
+    fn unknown_and_server_made_fields_are_refused() {
+        for field in ["client_secret", "secret_hash", "created_by", "revision"] {
+            let mut body = json!({"client_id": "a", "kind": "agent", "owners": ["o"],
+                "auth_method": "client_secret_basic"});
+            body[field] = json!("x");
+            assert!(serde_json::from_value::<NewAgent>(body).is_err(), "{field}");
+        }
+        for field in [
+            "client_id",
+            "kind",
+            "state",
+            "auth_method",
+            "secret_hash",
+            "revision",
+        ] {
+            let body = json!({ field: "x" });
+            assert!(
+                serde_json::from_value::<AgentPatch>(body).is_err(),
+                "{field}"
+            );
+        }
+    }
+
+    fn stored() -> StoredClient {
+        client_from_request(
+            request(json!({"client_id": "booking-tool", "kind": "agent",
+                "owners": ["team@example.com"], "auth_method": "client_secret_basic",
+                "expires_at": "2031-01-01T00:00:00Z"})),
+            &[CORP],
+            now(),
+            "ops",
+        )
+        .unwrap()
+        .to_stored()
+    }
+
+    fn patch(body: Value) -> AgentPatch {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn a_patch_changes_only_what_it_names() {
+        let current = stored();
+        let next = apply_patch(
+            &current,
+            &patch(json!({"description": "Books trips", "owners": ["b@example.com"]})),
+            &[CORP],
+            now(),
+        )
+        .unwrap();
+        assert_eq!(next.description, "Books trips");
+        assert_eq!(next.owners, ["b@example.com"]);
+        assert_eq!(next.expires_at, current.expires_at);
+        assert_eq!(next.state, current.state);
+
+        // null clears the expiry; absent keeps it.
+        let cleared = apply_patch(
+            &current,
+            &patch(json!({"expires_at": null})),
+            &[CORP],
+            now(),
+        )
+        .unwrap();
+        assert_eq!(cleared.expires_at, None);
+        assert_eq!(
+            patched_fields(&patch(json!({"expires_at": null, "owners": ["x"]}))),
+            ["owners", "expires_at"]
+        );
+    }
+
+    #[test]
+    fn a_patch_is_checked_like_a_registration() {
+        let current = stored();
+        let refused = |body: Value| match apply_patch(&current, &patch(body), &[CORP], now()) {
+            Err(AgentError::Invalid(message)) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(refused(json!({})).contains("changes nothing"));
+        assert!(refused(json!({"owners": null})).contains("cannot be null"));
+        assert!(refused(json!({"owners": []})).contains("at least one"));
+        assert!(refused(json!({"description": null})).contains("cannot be null"));
+        assert!(refused(json!({"jwks": jwks()})).contains("only for auth_method"));
+        assert!(refused(json!({"audiences": ["https://a.example.com"]})).contains("resource"));
+        assert!(refused(json!({"expires_at": "2029-01-01T00:00:00Z"})).contains("future"));
+        assert!(refused(
+            json!({"upstream_ids": [{"issuer": "https://x.example", "client_id": "a"}]})
+        )
+        .contains("trusted"));
+    }
+
+    #[test]
+    fn overlap_defaults_to_an_hour_and_is_bounded_by_a_week() {
+        assert_eq!(check_overlap(None).unwrap(), 3600);
+        assert_eq!(check_overlap(Some(0)).unwrap(), 0);
+        assert_eq!(check_overlap(Some(604_800)).unwrap(), 604_800);
+        assert!(check_overlap(Some(604_801)).is_err());
+    }
+
+    #[test]
+    fn generated_secrets_carry_256_bits() {
+        let a = generate_secret();
+        let b = generate_secret();
+        assert_eq!(a.len(), 43);
+        assert_eq!(URL_SAFE_NO_PAD.decode(a.as_bytes()).unwrap().len(), 32);
+        assert_ne!(*a, *b);
+    }
+}

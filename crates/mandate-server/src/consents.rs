@@ -1,0 +1,242 @@
+//! Stored consent grants as administrators manage them (consent evidence 3; docs/ADMIN-API.md,
+//! "Consent grants"): create, list, withdraw. Withdrawal revokes before it removes, so that a
+//! withdrawal cut short still leaves the grant unusable.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use mandate_chain::{ConsentGrant, StoreFailure};
+use mandate_model::{Audience, ClientId, ClientKind, ScopeSet, Subject};
+use rand::RngCore;
+use serde::Deserialize;
+
+use crate::revocation::{RevocationOutcome, RevokeError};
+use crate::state::AppState;
+
+/// Why a consent request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    /// The request breaks a rule; nothing changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No grant has that id.
+    #[error("no consent grant '{0}'")]
+    NotFound(String),
+    /// The generated id is taken (never expected with 128 random bits); nothing changed.
+    #[error("consent grant id '{0}' exists")]
+    Exists(String),
+    /// The store could not be reached.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreFailure> for ConsentError {
+    fn from(error: StoreFailure) -> Self {
+        ConsentError::Unavailable(error.0)
+    }
+}
+
+impl From<mandate_store::StoreError> for ConsentError {
+    fn from(error: mandate_store::StoreError) -> Self {
+        ConsentError::Unavailable(error.to_string())
+    }
+}
+
+impl From<RevokeError> for ConsentError {
+    fn from(error: RevokeError) -> Self {
+        match error {
+            RevokeError::Invalid(message) => ConsentError::Invalid(message),
+            RevokeError::NotFound(what) | RevokeError::Unavailable(what) => {
+                ConsentError::Unavailable(what)
+            }
+        }
+    }
+}
+
+/// `POST /admin/consents`: a grant without its id (the server makes it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewConsent {
+    /// The user, `<alias>|<sub>` (or bare for the `subject_as_is` issuer).
+    pub subject: String,
+    /// A registered agent.
+    pub actor: String,
+    /// Where the agent may go for the user.
+    pub audience: String,
+    /// What it may do there (at least one scope).
+    pub scopes: Vec<String>,
+    /// Until when; in the future.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A fresh grant id: `cns_` + 128 random bits, base64url.
+pub fn new_consent_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("cns_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// A grant id as the path names it: at most 128 characters of `[A-Za-z0-9_-]` (configured and
+/// generated ids both are), so that nothing else reaches the store's keys.
+pub fn check_id(id: &str) -> Result<&str, ConsentError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(id)
+    } else {
+        Err(ConsentError::Invalid(
+            "a consent id is 1 to 128 characters of A-Z a-z 0-9 _ -".into(),
+        ))
+    }
+}
+
+/// The grant a request describes, checked; the actor's registration is checked by
+/// [`create`]. Pure.
+pub fn grant_from_request(
+    request: NewConsent,
+    id: String,
+    now: DateTime<Utc>,
+) -> Result<ConsentGrant, ConsentError> {
+    let invalid =
+        |field: &str, e: &dyn std::fmt::Display| ConsentError::Invalid(format!("{field}: {e}"));
+    let subject = Subject::parse(&request.subject).map_err(|e| invalid("subject", &e))?;
+    let actor = ClientId::parse(&request.actor).map_err(|e| invalid("actor", &e))?;
+    let audience = Audience::parse(&request.audience).map_err(|e| invalid("audience", &e))?;
+    let scopes = ScopeSet::from_tokens(&request.scopes).map_err(|e| invalid("scopes", &e))?;
+    if scopes.is_empty() {
+        return Err(ConsentError::Invalid(
+            "scopes needs at least one scope".into(),
+        ));
+    }
+    if request.expires_at <= now {
+        return Err(ConsentError::Invalid(
+            "expires_at is not in the future".into(),
+        ));
+    }
+    Ok(ConsentGrant {
+        id,
+        subject,
+        actor,
+        audience,
+        scopes,
+        expires_at: request.expires_at.timestamp(),
+    })
+}
+
+/// Stores a new grant for a registered agent.
+pub async fn create(state: &AppState, request: NewConsent) -> Result<ConsentGrant, ConsentError> {
+    let grant = grant_from_request(request, new_consent_id(), state.clock.now())?;
+    let actor = state.clients.client(&grant.actor).await?;
+    if actor.is_none_or(|client| client.kind != ClientKind::Agent) {
+        return Err(ConsentError::Invalid(format!(
+            "actor: '{}' is not a registered agent",
+            grant.actor
+        )));
+    }
+    if !state.consents.insert_if_absent(grant.clone()).await? {
+        return Err(ConsentError::Exists(grant.id));
+    }
+    Ok(grant)
+}
+
+/// The grants, ordered by id, optionally of one subject and/or one actor.
+pub async fn list(
+    state: &AppState,
+    subject: Option<&Subject>,
+    actor: Option<&ClientId>,
+) -> Result<Vec<ConsentGrant>, ConsentError> {
+    Ok(state.consents.list(subject, actor).await?)
+}
+
+/// Withdraws a grant: writes `consent:<id>` and `chain:` for every chain rooted on it
+/// ([`AppState::withdraw_consent`]) first, then removes the grant.
+pub async fn withdraw(
+    state: &AppState,
+    id: &str,
+    reason: &str,
+    by: &str,
+) -> Result<RevocationOutcome, ConsentError> {
+    let id = check_id(id)?;
+    let grant = state
+        .consents
+        .consent(id)
+        .await?
+        .ok_or_else(|| ConsentError::NotFound(id.to_owned()))?;
+    let outcome = state
+        .withdraw_consent(&grant.id, grant.expires_at, reason, by)
+        .await?;
+    state.consents.remove(&grant.id).await?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .unwrap()
+            .into()
+    }
+
+    fn refused(body: serde_json::Value) -> String {
+        let request: NewConsent = serde_json::from_value(body).unwrap();
+        match grant_from_request(request, "cns_x".into(), now()) {
+            Err(ConsentError::Invalid(message)) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    fn body() -> serde_json::Value {
+        json!({"subject": "corp|alice", "actor": "assistant",
+            "audience": "https://calendar.example.com", "scopes": ["calendar.read"],
+            "expires_at": "2030-02-01T00:00:00Z"})
+    }
+
+    #[test]
+    fn a_valid_request_makes_a_grant() {
+        let request: NewConsent = serde_json::from_value(body()).unwrap();
+        let grant = grant_from_request(request, "cns_x".into(), now()).unwrap();
+        assert_eq!(grant.subject.as_str(), "corp|alice");
+        assert_eq!(grant.actor.as_str(), "assistant");
+        assert_eq!(grant.expires_at, 1_896_134_400);
+    }
+
+    #[test]
+    fn every_field_is_checked() {
+        let with = |field: &str, value: serde_json::Value| {
+            let mut body = body();
+            body[field] = value;
+            body
+        };
+        assert!(refused(with("subject", json!(""))).starts_with("subject:"));
+        assert!(refused(with("actor", json!("Not An Id"))).starts_with("actor:"));
+        assert!(
+            refused(with("audience", json!("http://calendar.example.com")))
+                .starts_with("audience:")
+        );
+        assert!(refused(with("scopes", json!([]))).contains("at least one"));
+        assert!(refused(with("scopes", json!(["a b"]))).starts_with("scopes:"));
+        assert!(refused(with("expires_at", json!("2029-12-31T00:00:00Z"))).contains("future"));
+        let mut with_id = body();
+        with_id["id"] = json!("cns_mine");
+        assert!(serde_json::from_value::<NewConsent>(with_id).is_err());
+    }
+
+    #[test]
+    fn ids_carry_128_bits_and_paths_are_checked() {
+        let id = new_consent_id();
+        let random = id.strip_prefix("cns_").unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(random).unwrap().len(), 16);
+        assert_ne!(new_consent_id(), id);
+        assert!(check_id(&id).is_ok());
+        assert!(check_id("cns_0123abcd").is_ok());
+        for bad in ["", "a:b", "cns_ x", "a/b", &"x".repeat(129)] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+}
