@@ -116,6 +116,14 @@ impl Decoded {
         out
     }
 
+    /// The chain tree and the summary only (what `mandate demo` shows of each token).
+    pub fn to_chain_summary(&self) -> String {
+        let mut out = String::new();
+        self.push_chain(&mut out);
+        self.push_summary(&mut out);
+        out
+    }
+
     fn chain(&self) -> Chain<'_> {
         let mut actors = Vec::new();
         let mut next = self.claims.get("act");

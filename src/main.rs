@@ -1,11 +1,12 @@
 //! `mandate`: the authorization server and its local tools (DESIGN.md section 11).
 
+mod admin_cli;
 mod decode;
+mod demo;
+mod keys;
 mod redis_acl;
 
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,7 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use mandate_server::config::ConfigSource;
 use mandate_server::{dev, AppState, BuildOptions, Listeners, Settings, Signals};
-use mandate_token::{SigningAlgorithm, SigningKey};
+use mandate_token::SigningAlgorithm;
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +51,12 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The whole story in one process, narrated: an assistant acts for alice, hands work to a
+    /// booking agent, a calendar app accepts both tokens, an administrator revokes the hand-off
+    /// and the app refuses the booking agent's token.
+    Demo(demo::DemoArgs),
+    #[command(flatten)]
+    Admin(admin_cli::AdminCommand),
 }
 
 #[derive(Subcommand)]
@@ -71,11 +78,33 @@ enum KeysCommand {
     /// Write a new PKCS#8 PEM signing key (mode 0600; an existing file is never overwritten).
     Generate {
         /// The algorithm.
-        #[arg(long, value_enum, default_value = "ES256")]
+        #[arg(long, visible_alias = "algorithm", value_enum, default_value = "ES256")]
         alg: AlgArg,
         /// Where to write the key.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Write the NEXT signing key (mode 0600, never overwriting) and print the configuration
+    /// change: stage it as next_key_file and SIGHUP every node (published, not signing); after
+    /// verifiers' JWKS caches have refreshed, promote it to key_file with the old key in
+    /// retired_key_files; drop the old key once its tokens have expired. See docs/KEYS.md.
+    #[command(verbatim_doc_comment)]
+    Rotate {
+        /// The directory to write signing-<date>-<kid>.pem in [default: that of the configured
+        /// key_file, else the current directory].
+        #[arg(long, conflicts_with = "out")]
+        dir: Option<PathBuf>,
+        /// The exact file to write.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The algorithm [default: the configured one, else ES256]; a change of algorithm is
+        /// made at promotion.
+        #[arg(long, visible_alias = "alg", value_enum)]
+        algorithm: Option<AlgArg>,
+        /// The running configuration: print its actual paths and lifetimes (read like `serve`
+        /// reads it, MANDATE__ overrides included).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -113,9 +142,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Admin(command) => admin_cli::run(command),
+        Command::Demo(args) => demo::run(&args),
         Command::Keys {
             command: KeysCommand::Generate { alg, out },
-        } => report(generate_key(alg.into(), &out)),
+        } => report(keys::generate(alg.into(), &out)),
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    dir,
+                    out,
+                    algorithm,
+                    config,
+                },
+        } => {
+            let destination = match (out, dir) {
+                (Some(out), _) => keys::Destination::File(out),
+                (None, Some(dir)) => keys::Destination::Dir(dir),
+                (None, None) => keys::Destination::Default,
+            };
+            report(keys::rotate(
+                algorithm.map(Into::into),
+                destination,
+                config.as_deref(),
+            ))
+        }
         Command::Redis {
             command: RedisCommand::Acl { user },
         } => report(redis_acl::print(&user)),
@@ -207,7 +258,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             }
         };
         let issuer = state.settings.issuer.clone();
-        let kid = state.keys.active().kid().to_owned();
+        let kid = state.keys.current().active().kid().to_owned();
         let running = match mandate_server::start(state, listeners, Signals::Handle) {
             Ok(running) => running,
             Err(error) => {
@@ -258,25 +309,4 @@ fn print_development_banner(issuer: &str, extras: &dev::DevExtras) {
         extras.admin_secret
     );
     eprintln!("{line}");
-}
-
-fn generate_key(algorithm: SigningAlgorithm, out: &PathBuf) -> anyhow::Result<()> {
-    let pem = SigningKey::generate_pem(algorithm).context("generating the key")?;
-    let key = SigningKey::from_pkcs8_pem(algorithm, &pem).context("reading the generated key")?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .with_context(|| {
-            format!(
-                "creating {} (an existing file is never overwritten)",
-                out.display()
-            )
-        })?;
-    file.write_all(&pem)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", out.display()))?;
-    println!("wrote {} key {} to {}", algorithm, key.kid(), out.display());
-    Ok(())
 }

@@ -1,0 +1,564 @@
+//! Human renderings of the admin API's answers (docs/ADMIN-API.md). They read the JSON loosely:
+//! a field the server leaves out shows as `-`, so an older or newer server still prints.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, SecondsFormat};
+use serde_json::Value;
+
+use super::table::{clean, fields, Table};
+
+/// A string field, `-` when absent or null.
+fn text(value: &Value, key: &str) -> String {
+    match value.get(key) {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) if s.is_empty() => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A list field joined with `sep`, `-` when absent or empty.
+fn list(value: &Value, key: &str, sep: &str) -> String {
+    match value.get(key).and_then(Value::as_array) {
+        Some(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map_or_else(|| item.to_string(), str::to_owned)
+            })
+            .collect::<Vec<_>>()
+            .join(sep),
+        _ => "-".into(),
+    }
+}
+
+fn items<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// An instant in milliseconds as RFC 3339.
+fn millis(value: Option<&Value>) -> String {
+    value
+        .and_then(Value::as_i64)
+        .and_then(DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "-".into(),
+            |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
+        )
+}
+
+/// An instant in seconds as RFC 3339.
+fn seconds(value: Option<&Value>) -> String {
+    value
+        .and_then(Value::as_i64)
+        .and_then(|s| DateTime::from_timestamp(s, 0))
+        .map_or_else(
+            || "-".into(),
+            |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
+        )
+}
+
+/// `GET /admin/agents`.
+pub fn agents(body: &Value) -> String {
+    let mut table = Table::new(&[
+        "CLIENT_ID",
+        "KIND",
+        "STATE",
+        "AUTH",
+        "OWNERS",
+        "DESCRIPTION",
+    ]);
+    for agent in items(body, "agents") {
+        table.row(vec![
+            text(agent, "client_id"),
+            text(agent, "kind"),
+            text(agent, "state"),
+            text(agent, "auth_method"),
+            list(agent, "owners", ", "),
+            text(agent, "description"),
+        ]);
+    }
+    if table.is_empty() {
+        return "no clients\n".into();
+    }
+    table.render()
+}
+
+/// One `Agent`.
+pub fn agent(agent: &Value) -> String {
+    let upstream = items(agent, "upstream_ids")
+        .iter()
+        .map(|u| format!("{}={}", text(u, "issuer"), text(u, "client_id")))
+        .collect::<Vec<_>>();
+    let keys = match agent.get("keys") {
+        Some(Value::Array(keys)) if !keys.is_empty() => keys
+            .iter()
+            .map(|k| format!("{} ({} {})", text(k, "kid"), text(k, "kty"), text(k, "alg")))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => match agent.get("key_count").and_then(Value::as_u64) {
+            Some(n) if n > 0 => format!("{n} key(s)"),
+            _ => "-".into(),
+        },
+    };
+    let secret = match agent.get("secret") {
+        Some(secret @ Value::Object(_)) => {
+            let mut shown = match secret.get("rotated_at").and_then(Value::as_str) {
+                Some(at) => format!("rotated {at}"),
+                None => "set, never rotated".into(),
+            };
+            if let Some(until) = secret.get("previous_valid_until").and_then(Value::as_str) {
+                let _ = write!(shown, ", previous secret valid until {until}");
+            }
+            shown
+        }
+        _ => "-".into(),
+    };
+    let mut pairs = vec![
+        ("client_id", text(agent, "client_id")),
+        ("kind", text(agent, "kind")),
+        ("state", text(agent, "state")),
+        ("owners", list(agent, "owners", ", ")),
+        ("description", text(agent, "description")),
+        ("auth_method", text(agent, "auth_method")),
+        ("keys", keys),
+        ("secret", secret),
+        ("expires_at", text(agent, "expires_at")),
+        (
+            "upstream_ids",
+            if upstream.is_empty() {
+                "-".into()
+            } else {
+                upstream.join(", ")
+            },
+        ),
+        ("audiences", list(agent, "audiences", ", ")),
+    ];
+    for (name, by) in [("created_at", "created_by"), ("updated_at", "updated_by")] {
+        if agent.get(name).is_some() {
+            pairs.push((
+                name,
+                format!("{} by {}", text(agent, name), text(agent, by)),
+            ));
+        }
+    }
+    fields(&pairs)
+}
+
+/// `POST /admin/agents`: the agent, then its secret (shown this once).
+pub fn added(body: &Value) -> String {
+    let mut out = String::new();
+    let shown = body.get("agent").unwrap_or(body);
+    let _ = writeln!(out, "registered {}", clean(&text(shown, "client_id")));
+    out.push_str(&agent(shown));
+    if let Some(secret) = body.get("client_secret").and_then(Value::as_str) {
+        // Apart from the record, so that it stands out and a script can pick the line.
+        let _ = writeln!(out, "\nclient_secret  {}", clean(secret));
+    }
+    out
+}
+
+/// Suspend, retire, activate: the new state and what was revoked.
+pub fn transitioned(body: &Value) -> String {
+    let shown = body.get("agent").unwrap_or(body);
+    let mut out = format!(
+        "{} is now {}\n",
+        clean(&text(shown, "client_id")),
+        clean(&text(shown, "state"))
+    );
+    if let Some(revocation) = body.get("revocation") {
+        out.push_str(&outcome(revocation));
+    }
+    out
+}
+
+/// An `Outcome`: the entries written and the hops that died.
+pub fn outcome(body: &Value) -> String {
+    let mut table = Table::new(&["REVOKED", "ID", "AT", "UNTIL"]);
+    for entry in items(body, "entries") {
+        table.row(vec![
+            text(entry, "kind"),
+            text(entry, "id"),
+            millis(entry.get("at")),
+            millis(entry.get("until")),
+        ]);
+    }
+    let mut out = if table.is_empty() {
+        "nothing was revoked\n".to_owned()
+    } else {
+        table.render()
+    };
+    let hops = items(body, "hops_revoked");
+    let _ = write!(out, "hops revoked: {}", hops.len());
+    if !hops.is_empty() {
+        let ids: Vec<String> = hops
+            .iter()
+            .map(|h| clean(h.as_str().unwrap_or_default()))
+            .collect();
+        let _ = write!(out, " ({})", ids.join(", "));
+    }
+    out.push('\n');
+    out
+}
+
+/// `GET /admin/chains`.
+pub fn chains(body: &Value) -> String {
+    let mut table = Table::new(&[
+        "CHAIN_ID",
+        "STATUS",
+        "SUBJECT",
+        "AGENTS",
+        "AUDIENCES",
+        "HOPS",
+        "STARTED",
+        "EXPIRES",
+    ]);
+    for chain in items(body, "chains") {
+        table.row(vec![
+            text(chain, "chain_id"),
+            status_mark(&text(chain, "status"), None),
+            text(chain, "subject"),
+            list(chain, "agents", ", "),
+            list(chain, "audiences", ", "),
+            text(chain, "hops"),
+            text(chain, "started_at"),
+            text(chain, "expires_at"),
+        ]);
+    }
+    let mut out = if table.is_empty() {
+        "no chains\n".to_owned()
+    } else {
+        table.render()
+    };
+    if let Some(cursor) = body.get("next_cursor").and_then(Value::as_str) {
+        let _ = writeln!(out, "more: --cursor {}", clean(cursor));
+    }
+    out
+}
+
+/// `✓ live`, `✗ revoked (hop hop_…)`, `⌛ expired`.
+fn status_mark(status: &str, revoked_by: Option<&Value>) -> String {
+    match status {
+        "live" => "✓ live".into(),
+        "revoked" => match revoked_by.filter(|r| r.is_object()) {
+            Some(by) => format!("✗ revoked ({} {})", text(by, "kind"), text(by, "id")),
+            None => "✗ revoked".into(),
+        },
+        "expired" => "⌛ expired".into(),
+        other => format!("? {other}"),
+    }
+}
+
+/// `GET /admin/chains/{id}`: the chain as an indented tree, one hop per node with its status,
+/// jti, client, actors (in the order they acted), audience and scopes.
+pub fn chain_tree(body: &Value) -> String {
+    let roots = items(body, "roots");
+    let subject = roots
+        .first()
+        .map_or_else(|| "-".into(), |root| text(root, "subject"));
+    let mut out = format!(
+        "chain {} · subject {} · {} hop(s)\n",
+        clean(&text(body, "chain_id")),
+        clean(&subject),
+        clean(&text(body, "hops"))
+    );
+    for (index, root) in roots.iter().enumerate() {
+        push_hop(&mut out, root, "", index + 1 == roots.len(), 0);
+    }
+    out
+}
+
+/// The deepest the tree is drawn (mandate's own chains are at most 32 deep).
+const MAX_DRAWN_DEPTH: usize = 64;
+
+fn push_hop(out: &mut String, hop: &Value, prefix: &str, last: bool, depth: usize) {
+    let (branch, continuation) = if last {
+        ("└─ ", "   ")
+    } else {
+        ("├─ ", "│  ")
+    };
+    let _ = writeln!(
+        out,
+        "{prefix}{branch}{}  {}",
+        clean(&text(hop, "jti")),
+        clean(&status_mark(&text(hop, "status"), hop.get("revoked_by")))
+    );
+    let inner = format!("{prefix}{continuation}");
+    let children = items(hop, "children");
+    let bar = if children.is_empty() { "   " } else { "│  " };
+    // `actors` lists the current actor first; show them in the order they acted.
+    let mut actors: Vec<String> = items(hop, "actors")
+        .iter()
+        .map(|a| a.as_str().map_or_else(|| a.to_string(), str::to_owned))
+        .collect();
+    actors.reverse();
+    let _ = writeln!(
+        out,
+        "{inner}{bar}client {} · actors {}",
+        clean(&text(hop, "client_id")),
+        clean(&if actors.is_empty() {
+            "-".into()
+        } else {
+            actors.join(" → ")
+        })
+    );
+    let _ = writeln!(
+        out,
+        "{inner}{bar}audience {} · {}",
+        clean(&text(hop, "audience")),
+        clean(&authority(hop))
+    );
+    let _ = writeln!(
+        out,
+        "{inner}{bar}issued {} · expires {} · evidence {}",
+        seconds(hop.get("issued_at")),
+        seconds(hop.get("expires_at")),
+        clean(&evidence(hop.get("evidence")))
+    );
+    if depth >= MAX_DRAWN_DEPTH {
+        if !children.is_empty() {
+            let _ = writeln!(out, "{inner}└─ … (deeper hops not drawn)");
+        }
+        return;
+    }
+    for (index, child) in children.iter().enumerate() {
+        push_hop(out, child, &inner, index + 1 == children.len(), depth + 1);
+    }
+}
+
+/// `scopes a b` for an app hop; `passes https://app: a b; …` for a hand-off, whose authority is
+/// for other audiences.
+fn authority(hop: &Value) -> String {
+    let audience = text(hop, "audience");
+    let pairs: Vec<(String, String)> = items(hop, "authority")
+        .iter()
+        .map(|pair| (text(pair, "audience"), list(pair, "scopes", " ")))
+        .collect();
+    if pairs.is_empty() {
+        return match hop.get("scope").and_then(Value::as_str) {
+            Some(scope) => format!("scopes {scope}"),
+            None => "scopes -".into(),
+        };
+    }
+    if pairs.iter().all(|(a, _)| *a == audience) {
+        let scopes: Vec<&str> = pairs.iter().map(|(_, s)| s.as_str()).collect();
+        return format!("scopes {}", scopes.join(" "));
+    }
+    let passed: Vec<String> = pairs.iter().map(|(a, s)| format!("{a}: {s}")).collect();
+    format!("passes {}", passed.join("; "))
+}
+
+fn evidence(value: Option<&Value>) -> String {
+    match value {
+        Some(evidence @ Value::Object(_)) => {
+            let reference = text(evidence, "reference");
+            if reference == "-" || reference.len() > 80 {
+                text(evidence, "kind")
+            } else {
+                format!("{} ({reference})", text(evidence, "kind"))
+            }
+        }
+        Some(Value::String(kind)) => kind.clone(),
+        _ => "-".into(),
+    }
+}
+
+/// `GET /admin/consents`.
+pub fn consents(body: &Value) -> String {
+    let mut table = Table::new(&["ID", "SUBJECT", "ACTOR", "AUDIENCE", "SCOPES", "EXPIRES"]);
+    for consent in items(body, "consents") {
+        table.row(consent_row(consent));
+    }
+    if table.is_empty() {
+        return "no consent grants\n".into();
+    }
+    table.render()
+}
+
+fn consent_row(consent: &Value) -> Vec<String> {
+    vec![
+        text(consent, "id"),
+        text(consent, "subject"),
+        text(consent, "actor"),
+        text(consent, "audience"),
+        list(consent, "scopes", " "),
+        text(consent, "expires_at"),
+    ]
+}
+
+/// `POST /admin/consents`.
+pub fn consent_added(body: &Value) -> String {
+    let consent = body.get("consent").unwrap_or(body);
+    let mut table = Table::new(&["ID", "SUBJECT", "ACTOR", "AUDIENCE", "SCOPES", "EXPIRES"]);
+    table.row(consent_row(consent));
+    format!("stored consent grant\n{}", table.render())
+}
+
+/// `DELETE /admin/consents/{id}`.
+pub fn withdrawn(body: &Value) -> String {
+    let mut out = format!("withdrew {}\n", clean(&text(body, "withdrawn")));
+    if let Some(revocation) = body.get("revocation") {
+        out.push_str(&outcome(revocation));
+    }
+    out
+}
+
+/// `GET`/`PUT /admin/policies`.
+pub fn policies(body: &Value) -> String {
+    let mut out = format!("version {}\n", clean(&text(body, "version")));
+    let mut table = Table::new(&["ACTOR", "AUDIENCE", "SCOPES", "MAX_DEPTH"]);
+    for row in items(body, "rows") {
+        table.row(vec![
+            text(row, "actor"),
+            text(row, "audience"),
+            list(row, "scopes", " "),
+            text(row, "max_depth"),
+        ]);
+    }
+    if table.is_empty() {
+        out.push_str("no rows: every exchange is refused\n");
+    } else {
+        out.push_str(&table.render());
+    }
+    out
+}
+
+/// `POST /admin/policies/explain`.
+pub fn explain(body: &Value) -> String {
+    if body.get("allowed").and_then(Value::as_bool) == Some(true) {
+        let row = body.get("row").unwrap_or(&Value::Null);
+        fields(&[
+            ("decision", "✓ allowed".into()),
+            (
+                "row",
+                format!(
+                    "{} → {} [{}]",
+                    text(row, "actor"),
+                    text(row, "audience"),
+                    list(row, "scopes", " ")
+                ),
+            ),
+            ("evidence", list(body, "evidence", ", ")),
+            ("scopes", list(body, "scopes", " ")),
+            (
+                "authority",
+                match items(body, "authority") {
+                    [] => "-".into(),
+                    pairs => pairs
+                        .iter()
+                        .map(|p| format!("{}: {}", text(p, "audience"), list(p, "scopes", " ")))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                },
+            ),
+            ("max_depth", text(body, "max_depth")),
+        ])
+    } else {
+        fields(&[
+            ("decision", "✗ refused".into()),
+            ("error", text(body, "error")),
+            ("rule", text(body, "rule")),
+            ("message", text(body, "message")),
+        ])
+    }
+}
+
+/// `GET /admin/audit`.
+pub fn audit(body: &Value) -> String {
+    let mut table = Table::new(&["AT", "ACTOR", "ACTION", "TARGET", "DETAIL"]);
+    for event in items(body, "events") {
+        table.row(vec![
+            millis(event.get("at")),
+            text(event, "actor"),
+            text(event, "action"),
+            text(event, "target"),
+            text(event, "detail"),
+        ]);
+    }
+    if table.is_empty() {
+        return "no events\n".into();
+    }
+    table.render()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn hop(jti: &str, status: &str, actors: &[&str], audience: &str, children: Value) -> Value {
+        json!({
+            "jti": jti, "status": status, "client_id": actors[0], "actors": actors,
+            "subject": "corp|alice", "audience": audience,
+            "revoked_by": if status == "revoked" { json!({"kind": "hop", "id": "hop_b"}) } else { Value::Null },
+            "authority": [{"audience": "https://calendar.example.com", "scopes": ["calendar.read"]}],
+            "issued_at": 1_764_316_800, "expires_at": 1_764_317_100,
+            "evidence": {"kind": "hand_off", "reference": "hop_b"},
+            "children": children,
+        })
+    }
+
+    #[test]
+    fn a_chain_draws_as_a_tree_with_marks() {
+        let body = json!({
+            "chain_id": "chn_1", "hops": 3,
+            "roots": [
+                hop("hop_a", "live", &["assistant"], "https://calendar.example.com", json!([])),
+                hop("hop_b", "revoked", &["assistant"], "agent:booking-tool", json!([
+                    hop("hop_c", "revoked", &["booking-tool", "assistant"], "https://calendar.example.com", json!([])),
+                ])),
+            ],
+        });
+        let tree = chain_tree(&body);
+        let lines: Vec<&str> = tree.lines().collect();
+        assert_eq!(lines[0], "chain chn_1 · subject corp|alice · 3 hop(s)");
+        assert_eq!(lines[1], "├─ hop_a  ✓ live");
+        assert_eq!(lines[2], "│     client assistant · actors assistant");
+        assert_eq!(
+            lines[3],
+            "│     audience https://calendar.example.com · scopes calendar.read"
+        );
+        assert_eq!(lines[5], "└─ hop_b  ✗ revoked (hop hop_b)");
+        assert_eq!(
+            lines[7],
+            "   │  audience agent:booking-tool · passes https://calendar.example.com: calendar.read"
+        );
+        assert_eq!(lines[9], "   └─ hop_c  ✗ revoked (hop hop_b)");
+        assert_eq!(
+            lines[10],
+            "         client booking-tool · actors assistant → booking-tool"
+        );
+        assert_eq!(lines.len(), 13, "{tree}");
+    }
+
+    #[test]
+    fn missing_fields_show_as_dashes_and_hostile_ones_are_escaped() {
+        let body = json!({"agents": [{"client_id": "x\u{1b}[2Jy", "owners": []}]});
+        let shown = agents(&body);
+        assert!(shown.contains(r"x\u{1b}[2Jy  -"), "{shown}");
+        assert_eq!(agents(&json!({"agents": []})), "no clients\n");
+    }
+
+    #[test]
+    fn outcomes_list_entries_and_hops() {
+        let body = json!({
+            "entries": [{"kind": "hop", "id": "hop_b", "at": 1_764_316_800_000_i64, "until": 1_764_317_160_000_i64}],
+            "hops_revoked": ["hop_b", "hop_c"],
+        });
+        let shown = outcome(&body);
+        assert!(
+            shown.contains("hop      hop_b  2025-11-28T08:00:00Z"),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with("hops revoked: 2 (hop_b, hop_c)\n"),
+            "{shown}"
+        );
+    }
+}
