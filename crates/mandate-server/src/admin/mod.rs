@@ -179,11 +179,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(consents::routes)
             .configure(chains::routes)
             .configure(policies::routes)
-            .configure(audit::routes),
+            .configure(audit::routes)
+            .route("/openapi.json", web::get().to(openapi)),
     )
     .default_service(web::to(|| async {
         AdminError::not_found("no such admin endpoint").error_response()
     }));
+}
+
+/// The OpenAPI 3.1 description of this API (docs/ADMIN-API.md in machine-readable form), kept
+/// as a file beside the handlers so that a change to the API shows up in review next to it.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi(caller: AdminCaller) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Read)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("application/json")
+        .body(OPENAPI))
 }
 
 /// Appends an admin change that revoked nothing (a registration, an update) to the audit
