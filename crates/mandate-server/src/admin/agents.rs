@@ -6,11 +6,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use mandate_model::{ClientId, ClientKind, ClientState, Transition};
 use mandate_store::Client;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{record_change, AdminCaller, AdminError};
+use super::{json_body, optional_body, reason, record_change, AdminCaller, AdminError};
 use crate::agents::{self, AgentError, AgentPatch, NewAgent};
 use crate::config::AdminRole;
 use crate::state::AppState;
@@ -115,22 +114,6 @@ impl<'a> From<&'a Client> for AgentView<'a> {
     }
 }
 
-/// A required JSON body, with a precise error when it does not parse.
-pub(super) fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(AdminError::bad_request("a JSON body is required"));
-    }
-    serde_json::from_slice(body).map_err(|e| AdminError::bad_request(format!("invalid body: {e}")))
-}
-
-/// An optional JSON body: absent or blank is the default.
-pub(super) fn optional_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, AdminError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    json_body(body)
-}
-
 fn client_id(id: &str) -> Result<ClientId, AdminError> {
     ClientId::parse(id).map_err(|e| AdminError::bad_request(e.to_string()))
 }
@@ -150,9 +133,7 @@ async fn list_agents(
     request: HttpRequest,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Read)?;
-    let query = web::Query::<ListQuery>::from_query(request.query_string())
-        .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?
-        .into_inner();
+    let query = super::query::<ListQuery>(request.query_string())?;
     let kind = query
         .kind
         .map(|k| k.parse::<ClientKind>())
@@ -266,25 +247,6 @@ async fn rotate_secret(
             "previous_valid_until": until,
         }),
     ))
-}
-
-/// The optional body of a suspension or retirement: `{"reason": "…"}`.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReasonBody {
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-fn reason(body: &[u8], default: &str) -> Result<String, AdminError> {
-    let parsed: ReasonBody = optional_body(body)?;
-    let reason = parsed.reason.unwrap_or_else(|| default.to_owned());
-    if reason.chars().count() > 500 {
-        return Err(AdminError::bad_request(
-            "reason is longer than 500 characters",
-        ));
-    }
-    Ok(reason)
 }
 
 async fn move_agent(

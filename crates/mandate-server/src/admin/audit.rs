@@ -29,9 +29,7 @@ struct AuditQuery {
 
 /// The query, checked: a limit within 1..=1000, filters that are not empty.
 fn parse(query_string: &str) -> Result<(AuditFilter, usize), AdminError> {
-    let query = web::Query::<AuditQuery>::from_query(query_string)
-        .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?
-        .into_inner();
+    let query = super::query::<AuditQuery>(query_string)?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(AdminError::bad_request(format!(

@@ -7,7 +7,7 @@ use mandate_model::{Audience, ClientId, Subject};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{record_action, AdminCaller, AdminError};
+use super::{reason, record_action, AdminCaller, AdminError};
 use crate::config::AdminRole;
 use crate::state::AppState;
 
@@ -20,31 +20,6 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/subjects/{sub}/revoke", web::post().to(revoke_subject));
 }
 
-/// The optional body of a revocation: `{"reason": "…"}`.
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RevokeBody {
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-fn reason_from(body: &[u8]) -> Result<String, AdminError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok("revoked by an administrator".into());
-    }
-    let parsed: RevokeBody = serde_json::from_slice(body)
-        .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))?;
-    let reason = parsed
-        .reason
-        .unwrap_or_else(|| "revoked by an administrator".into());
-    if reason.len() > 500 {
-        return Err(AdminError::bad_request(
-            "reason is longer than 500 characters",
-        ));
-    }
-    Ok(reason)
-}
-
 async fn revoke_chain(
     caller: AdminCaller,
     state: web::Data<AppState>,
@@ -52,7 +27,7 @@ async fn revoke_chain(
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Revoke)?;
-    let reason = reason_from(&body)?;
+    let reason = reason(&body, "revoked by an administrator")?;
     let outcome = state.revoke_chain(&id, &reason, &caller.name).await?;
     record_action(&state, &caller, "revoke.chain", &id, &outcome).await;
     Ok(HttpResponse::Ok().json(outcome))
@@ -65,7 +40,7 @@ async fn revoke_hop(
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Revoke)?;
-    let reason = reason_from(&body)?;
+    let reason = reason(&body, "revoked by an administrator")?;
     let outcome = state.revoke_hop(&jti, &reason, &caller.name).await?;
     record_action(&state, &caller, "revoke.hop", &jti, &outcome).await;
     Ok(HttpResponse::Ok().json(outcome))
@@ -78,7 +53,7 @@ async fn revoke_subject(
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Revoke)?;
-    let reason = reason_from(&body)?;
+    let reason = reason(&body, "revoked by an administrator")?;
     let outcome = state
         .revoke_subject(&subject, &reason, &caller.name)
         .await?;
@@ -292,10 +267,7 @@ impl TryFrom<ChainsQuery> for ChainListing {
 
 impl ChainListing {
     fn from_query(query_string: &str) -> Result<Self, AdminError> {
-        web::Query::<ChainsQuery>::from_query(query_string)
-            .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?
-            .into_inner()
-            .try_into()
+        super::query::<ChainsQuery>(query_string)?.try_into()
     }
 
     /// The filters that need no revocation check: subject, agent (the client or any actor of

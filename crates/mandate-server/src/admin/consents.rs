@@ -8,7 +8,8 @@ use mandate_model::{ClientId, Subject};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::agents::{answer, instant, json_body, optional_body};
+use super::agents::{answer, instant};
+use super::{json_body, reason};
 use super::{record_change, AdminCaller, AdminError};
 use crate::config::AdminRole;
 use crate::consents::{self, ConsentError, NewConsent};
@@ -61,9 +62,7 @@ async fn list_consents(
     request: HttpRequest,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Read)?;
-    let query = web::Query::<ListQuery>::from_query(request.query_string())
-        .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))?
-        .into_inner();
+    let query = super::query::<ListQuery>(request.query_string())?;
     let subject = query
         .subject
         .map(|s| Subject::parse(&s))
@@ -104,14 +103,6 @@ async fn create_consent(
     ))
 }
 
-/// The optional body of a withdrawal: `{"reason": "…"}`.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReasonBody {
-    #[serde(default)]
-    reason: Option<String>,
-}
-
 async fn withdraw_consent(
     caller: AdminCaller,
     state: web::Data<AppState>,
@@ -119,15 +110,7 @@ async fn withdraw_consent(
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Manage)?;
-    let parsed: ReasonBody = optional_body(&body)?;
-    let reason = parsed
-        .reason
-        .unwrap_or_else(|| "consent withdrawn by an administrator".into());
-    if reason.chars().count() > 500 {
-        return Err(AdminError::bad_request(
-            "reason is longer than 500 characters",
-        ));
-    }
+    let reason = reason(&body, "consent withdrawn by an administrator")?;
     let outcome = consents::withdraw(&state, &id, &reason, &caller.name).await?;
     record_change(
         &state,

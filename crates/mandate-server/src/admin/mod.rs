@@ -5,6 +5,7 @@ use std::future::{ready, Ready};
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::config::AdminRole;
@@ -169,6 +170,50 @@ fn authenticate(request: &HttpRequest) -> Result<AdminCaller, AdminError> {
         name: credential.name.clone(),
         role: credential.role,
     })
+}
+
+/// A required JSON body, with a precise error when it does not parse.
+pub(crate) fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(AdminError::bad_request("a JSON body is required"));
+    }
+    serde_json::from_slice(body).map_err(|e| AdminError::bad_request(format!("invalid body: {e}")))
+}
+
+/// An optional JSON body: absent or blank is the default.
+pub(crate) fn optional_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, AdminError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    json_body(body)
+}
+
+/// The optional body of an action that revokes or changes state: `{"reason": "…"}`, recorded
+/// with the revocation entries and in the audit stream.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The reason given in `body`, or `default`; at most 500 characters.
+pub(crate) fn reason(body: &[u8], default: &str) -> Result<String, AdminError> {
+    let parsed: ReasonBody = optional_body(body)?;
+    let reason = parsed.reason.unwrap_or_else(|| default.to_owned());
+    if reason.chars().count() > 500 {
+        return Err(AdminError::bad_request(
+            "reason is longer than 500 characters",
+        ));
+    }
+    Ok(reason)
+}
+
+/// A query string into `T`, with a precise error when it does not parse.
+pub(crate) fn query<T: DeserializeOwned>(query_string: &str) -> Result<T, AdminError> {
+    web::Query::<T>::from_query(query_string)
+        .map(web::Query::into_inner)
+        .map_err(|e| AdminError::bad_request(format!("invalid query: {e}")))
 }
 
 /// Registers the admin routes.
