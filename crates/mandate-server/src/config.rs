@@ -182,17 +182,25 @@ impl Default for TokenSettings {
     }
 }
 
+/// The largest `limits.max_header_bytes` accepted: actix-http's parser refuses request heads of
+/// 128 KiB or more by itself, so a larger setting could not be honoured.
+pub const MAX_HEADER_BYTES_CEILING: usize = 65_536;
+
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
-    /// Per-client requests per second at `/token` (and later `/revoke`, `/introspect`).
+    /// Per-client requests per second (bursts of the same size) at `/token`, `/revoke`,
+    /// `/introspect` and `/revocations`, charged to the authenticated client and shared by every
+    /// node through the store; 0 disables the limit. Over it: 429 `slow_down` with `Retry-After`.
     pub token_requests_per_client_per_sec: u32,
-    /// Largest accepted request body.
+    /// Largest accepted request body on either listener (forms and admin JSON): 413 beyond it.
     pub max_body_bytes: usize,
-    /// Largest accepted request head.
+    /// Largest accepted request head (request line and header lines) on either listener: 431
+    /// beyond it. At most [`MAX_HEADER_BYTES_CEILING`]: actix-http refuses larger heads itself.
     pub max_header_bytes: usize,
-    /// Time allowed to receive a request's head.
+    /// Time allowed to receive a request's head (408 and the connection closed after it), and
+    /// then again to receive its body (408) and answer it (503 when the store is stuck).
     pub request_timeout_secs: u64,
     /// Cap of the audit stream.
     pub audit_stream_max: u64,
@@ -841,8 +849,11 @@ impl Settings {
         if l.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
         }
-        if l.max_header_bytes < 1024 {
-            return Err(invalid("limits.max_header_bytes", "must be at least 1024"));
+        if l.max_header_bytes < 1024 || l.max_header_bytes > MAX_HEADER_BYTES_CEILING {
+            return Err(invalid(
+                "limits.max_header_bytes",
+                "must be between 1024 and 65536",
+            ));
         }
         if l.request_timeout_secs == 0 {
             return Err(invalid("limits.request_timeout_secs", "must be positive"));

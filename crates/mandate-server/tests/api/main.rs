@@ -13,6 +13,7 @@ mod admin_chains;
 mod admin_consents;
 mod admin_openapi;
 mod admin_policies;
+mod attacks;
 mod client_auth;
 mod config;
 mod discovery;
@@ -21,6 +22,8 @@ mod feed;
 mod id_jag;
 mod id_jag_idp;
 mod introspection;
+mod limits;
+mod proptest_http;
 mod revocation;
 mod token_shell;
 
