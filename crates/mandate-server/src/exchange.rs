@@ -192,7 +192,6 @@ async fn exchange_for(
     let subject = verify_subject(state, &request.subject_token, request.subject_token_type)
         .await
         .map_err(|e| refuse(&e, e.to_oauth()))?;
-    let target_known = target_is_registered(state, &target).await?;
     let tokens = &state.settings.tokens;
     let depth_bound = tokens.max_chain_depth as usize + 1;
 
@@ -218,37 +217,42 @@ async fn exchange_for(
             ..TokenFacts::default()
         },
     };
-    let checked = state
-        .revocations
-        .check(&first_facts)
-        .await
-        .map_err(|e| store_down(&e))?;
+    // The reads the decision needs are independent of one another and of the first check, so
+    // they go out together (one round-trip time instead of four on Redis). Nothing is decided
+    // before all of them are in, and their outcomes are judged in the order they used to be
+    // made: the target, then the revocation list, then the evidence and the policy.
+    let (target_known, checked, evidence, policy) = tokio::join!(
+        target_is_registered(state, &target),
+        state.revocations.check(&first_facts),
+        read_evidence(state, client, &subject),
+        state.policies.policy(),
+    );
+    let target_known = target_known?;
+    let checked = checked.map_err(|e| store_down(&e))?;
     if let Verdict::Revoked { kind, .. } = &checked.verdict {
         return Err(refuse(
             &format!("subject token revoked ({kind})"),
             OAuthError::invalid_request("the subject token has been revoked"),
         ));
     }
+    let evidence = evidence?;
+    let (policy, _) = policy.map_err(|e| store_down(&e))?;
     let now = checked.now_ms.div_euclid(1000);
     let new_hop_id = new_hop_id();
 
-    let consents;
-    let parent_hop;
     let aud_values;
     let upstream_ids;
-    let (grant, root_chain_id) = match &subject {
-        VerifiedSubject::Upstream {
-            issuer,
-            claims,
-            subject,
-            grant_id,
-            aud,
-        } => {
-            consents = state
-                .consents
-                .consents(subject, &client.id)
-                .await
-                .map_err(|e| store_down(&e))?;
+    let (grant, root_chain_id) = match (&subject, &evidence) {
+        (
+            VerifiedSubject::Upstream {
+                issuer,
+                claims,
+                subject,
+                grant_id,
+                aud,
+            },
+            Evidence::Consents(consents),
+        ) => {
             aud_values = aud.clone();
             upstream_ids = client_upstream_ids(client, &issuer.settings.issuer);
             let chain_id = state
@@ -266,24 +270,24 @@ async fn exchange_for(
                     grant_id: grant_id.clone(),
                     expires_at: claims.exp.unwrap_or(now),
                     actor_upstream_ids: upstream_ids,
-                    consents: &consents,
+                    consents,
                 }),
                 chain_id,
             )
         }
-        VerifiedSubject::Mandate(claims) => {
-            parent_hop = state
-                .ledger
-                .hop(&mandate_chain::HopId(claims.jti.clone()))
-                .await
-                .map_err(|e| store_down(&e))?;
-            (
-                SubjectGrant::Mandate(MandateSubject {
-                    claims,
-                    hop: parent_hop.as_ref(),
-                }),
-                mandate_chain::ChainId(claims.chain_id.clone()),
-            )
+        (VerifiedSubject::Mandate(claims), Evidence::ParentHop(parent_hop)) => (
+            SubjectGrant::Mandate(MandateSubject {
+                claims,
+                hop: parent_hop.as_deref(),
+            }),
+            mandate_chain::ChainId(claims.chain_id.clone()),
+        ),
+        _ => {
+            tracing::error!("evidence read for another kind of subject token");
+            return Err(OAuthError::new(
+                ErrorCode::ServerError,
+                "the exchange could not be completed",
+            ));
         }
     };
     let exchange_request = ExchangeRequest {
@@ -301,7 +305,6 @@ async fn exchange_for(
         new_hop_id,
         root_chain_id,
     };
-    let (policy, _) = state.policies.policy().await.map_err(|e| store_down(&e))?;
     let decision = decide(&policy, &exchange_request, &grant, &context)
         .map_err(|refusal| refuse(&refusal, refusal_to_oauth(&refusal)))?;
     let access_token = match sign_and_record(
@@ -340,6 +343,34 @@ async fn exchange_for(
     })
 }
 
+/// What the decision reads from the store about the subject token: the stored consent grants of
+/// (user, actor) for an upstream token, the parent's hop record for a mandate token.
+enum Evidence {
+    Consents(Vec<mandate_chain::ConsentGrant>),
+    ParentHop(Option<Box<mandate_chain::HopRecord>>),
+}
+
+async fn read_evidence(
+    state: &AppState,
+    client: &Client,
+    subject: &VerifiedSubject,
+) -> Result<Evidence, OAuthError> {
+    match subject {
+        VerifiedSubject::Upstream { subject, .. } => state
+            .consents
+            .consents(subject, &client.id)
+            .await
+            .map(Evidence::Consents)
+            .map_err(|e| store_down(&e)),
+        VerifiedSubject::Mandate(claims) => state
+            .ledger
+            .hop(&mandate_chain::HopId(claims.jti.clone()))
+            .await
+            .map(|hop| Evidence::ParentHop(hop.map(Box::new)))
+            .map_err(|e| store_down(&e)),
+    }
+}
+
 /// An app is known when a registered resource server owns it; an agent when it is registered.
 pub(crate) async fn target_is_registered(
     state: &AppState,
@@ -352,13 +383,11 @@ pub(crate) async fn target_is_registered(
             .await
             .map_err(|e| store_down(&e))?
             .is_some_and(|c| c.kind == ClientKind::Agent)),
-        Audience::App(_) => Ok(state
+        Audience::App(_) => state
             .clients
-            .clients()
+            .audience_owned(target)
             .await
-            .map_err(|e| store_down(&e))?
-            .iter()
-            .any(|c| c.kind == ClientKind::ResourceServer && c.audiences.contains(target))),
+            .map_err(|e| store_down(&e)),
     }
 }
 

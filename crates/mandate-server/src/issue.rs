@@ -30,22 +30,30 @@ pub async fn sign_and_record<C: Serialize + ?Sized>(
     claims: &C,
     hop: &HopRecord,
 ) -> Result<String, IssueError> {
-    let token = state
-        .keys
-        .current()
-        .active()
-        .sign(typ, claims)
-        .map_err(|e| {
-            tracing::error!(error = %e, "signing failed");
-            IssueError::Failed(OAuthError::new(
-                ErrorCode::ServerError,
-                "the token could not be signed",
-            ))
-        })?;
-    state.ledger.record(hop).await.map_err(|e| {
+    // The signature is made while the hop's write is in flight (on Redis the write goes out on
+    // the connection's own task when first polled, so the round trip and the signature overlap);
+    // the token is handed out only once both are done and the second check passes.
+    let recording = state.ledger.record(hop);
+    let signing = async {
+        state
+            .keys
+            .current()
+            .active()
+            .sign(typ, claims)
+            .map_err(|e| {
+                tracing::error!(error = %e, "signing failed");
+                IssueError::Failed(OAuthError::new(
+                    ErrorCode::ServerError,
+                    "the token could not be signed",
+                ))
+            })
+    };
+    let (recorded, token) = tokio::join!(recording, signing);
+    recorded.map_err(|e| {
         tracing::warn!(error = %e, "ledger unavailable");
         IssueError::Failed(OAuthError::unavailable())
     })?;
+    let token = token?;
     if let Some(pause) = &state.exchange_pause {
         pause.after_hop_recorded(state, hop).await;
     }

@@ -236,6 +236,17 @@ pub trait ClientRegistry: Send + Sync + std::fmt::Debug {
     /// Every registered client, ordered by id.
     async fn clients(&self) -> Result<Vec<Arc<Client>>, StoreError>;
 
+    /// Whether a registered resource server owns `audience` (the token exchange's target
+    /// check). Backends that would build every client to answer (importing their keys) answer
+    /// from the stored records instead.
+    async fn audience_owned(&self, audience: &Audience) -> Result<bool, StoreError> {
+        Ok(self
+            .clients()
+            .await?
+            .iter()
+            .any(|c| c.kind == ClientKind::ResourceServer && c.audiences.contains(audience)))
+    }
+
     /// Registers `client` unless its id is taken; returns whether it was added. Used to seed an
     /// empty store from configuration: what the store already holds wins.
     async fn insert_if_absent(&self, client: Client) -> Result<bool, StoreError>;

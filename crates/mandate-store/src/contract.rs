@@ -619,6 +619,24 @@ pub async fn clients(registry: &dyn ClientRegistry) {
         ["contract-agent", "contract-api", "contract-b.staged_1"]
     );
 
+    // An audience is owned when a resource server lists it; an agent's id is not an audience.
+    for (audience, owned) in [
+        ("https://calendar.example.com", true),
+        ("https://mail.example.com", true),
+        ("https://other.example.com", false),
+        ("agent:contract-agent", false),
+    ] {
+        let audience = Audience::parse(audience).expect("audience");
+        assert_eq!(
+            registry
+                .audience_owned(&audience)
+                .await
+                .expect("audience_owned"),
+            owned,
+            "{audience}"
+        );
+    }
+
     // A second registration of a taken id changes nothing.
     let mut again = client(
         "contract-api",

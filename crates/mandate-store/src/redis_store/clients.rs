@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
-use mandate_model::ClientId;
+use mandate_model::{Audience, ClientId, ClientKind};
 
 use redis::Script;
 
@@ -79,25 +79,20 @@ fn parse(id: &ClientId, json: &str) -> Result<Client, StoreError> {
 
 impl<C: RedisConnection> RedisClientRegistry<C> {
     async fn read(&self, id: &ClientId) -> Result<Option<Arc<Client>>, StoreError> {
+        let json = self.read_json(id).await?;
+        json.map(|json| parse(id, &json).map(Arc::new)).transpose()
+    }
+
+    async fn read_json(&self, id: &ClientId) -> Result<Option<String>, StoreError> {
         let mut connection = self.connection.clone();
-        let json: Option<String> = redis::cmd("GET")
+        redis::cmd("GET")
             .arg(client_key(id))
             .query_async(&mut connection)
             .await
-            .map_err(unavailable)?;
-        json.map(|json| parse(id, &json).map(Arc::new)).transpose()
-    }
-}
-
-#[async_trait]
-impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
-    async fn client(&self, id: &ClientId) -> Result<Option<Arc<Client>>, StoreError> {
-        self.read(id).await
+            .map_err(unavailable)
     }
 
-    /// One `GET` per client (the clients are spread over the cluster's shards, so no `MGET`).
-    /// An id whose client key is missing is left out.
-    async fn clients(&self) -> Result<Vec<Arc<Client>>, StoreError> {
+    async fn ids(&self) -> Result<Vec<ClientId>, StoreError> {
         let mut connection = self.connection.clone();
         let members: Vec<String> = redis::cmd("SMEMBERS")
             .arg(IDS_KEY)
@@ -112,8 +107,46 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         ids.sort();
+        Ok(ids)
+    }
+}
+
+#[async_trait]
+impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
+    async fn client(&self, id: &ClientId) -> Result<Option<Arc<Client>>, StoreError> {
+        self.read(id).await
+    }
+
+    /// One `GET` per client (the clients are spread over the cluster's shards, so no `MGET`).
+    /// An id whose client key is missing is left out.
+    async fn clients(&self) -> Result<Vec<Arc<Client>>, StoreError> {
+        let ids = self.ids().await?;
         let clients = try_join_all(ids.iter().map(|id| self.read(id))).await?;
         Ok(clients.into_iter().flatten().collect())
+    }
+
+    /// The stored records, checked as [`clients`](Self::clients) checks them, but no client is
+    /// built: building imports every keyed client's JWKS into OpenSSL, which cost more than the
+    /// exchange's own signature work when done for each registered client on each exchange.
+    async fn audience_owned(&self, audience: &Audience) -> Result<bool, StoreError> {
+        let ids = self.ids().await?;
+        let records = try_join_all(ids.iter().map(|id| self.read_json(id))).await?;
+        for (id, json) in ids.iter().zip(records) {
+            let Some(json) = json else { continue };
+            let stored: StoredClient = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("unreadable client {id}: {e}")))?;
+            if &stored.id != id {
+                return Err(StoreError::Corrupt(format!(
+                    "the record at {} is for client {}",
+                    client_key(id),
+                    stored.id
+                )));
+            }
+            if stored.kind == ClientKind::ResourceServer && stored.audiences.contains(audience) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn insert_if_absent(&self, client: Client) -> Result<bool, StoreError> {
