@@ -182,6 +182,10 @@ impl Default for TokenSettings {
     }
 }
 
+/// The shortest ledger retention: twice the longest access-token lifetime (86,400 s), so that a
+/// hop's record outlives every token derived from it.
+const MIN_LEDGER_RETENTION_SECS: u64 = 172_800;
+
 /// The largest `limits.max_header_bytes` accepted: actix-http's parser refuses request heads of
 /// 128 KiB or more by itself, so a larger setting could not be honoured.
 pub const MAX_HEADER_BYTES_CEILING: usize = 65_536;
@@ -844,6 +848,14 @@ impl Settings {
         }
         if t.clock_skew_secs > 300 {
             return Err(invalid("tokens.clock_skew_secs", "must be at most 300"));
+        }
+        // A hop record must outlive every token it can be the parent of: the Redis ledger
+        // expires each record this long after it was written (docs/REDIS.md).
+        if t.ledger_retention_secs < MIN_LEDGER_RETENTION_SECS {
+            return Err(invalid(
+                "tokens.ledger_retention_secs",
+                "must be at least 172800 (two days: longer than any token lifetime)",
+            ));
         }
         let l = &self.limits;
         if l.max_body_bytes < 1024 {

@@ -98,6 +98,11 @@ async fn bad_values_name_their_key() {
     .await;
     refused("[signing]\nalgorithm = \"HS256\"", &["algorithm"]).await;
     refused("[tokens]\nmax_chain_depth = 0", &["tokens.max_chain_depth"]).await;
+    refused(
+        "[tokens]\nledger_retention_secs = 3600",
+        &["tokens.ledger_retention_secs", "172800"],
+    )
+    .await;
     let bad_client = AGENT.replace("travel-agent", "Travel Agent");
     refused(&bad_client, &["client_id", "Travel Agent"]).await;
     let bad_key = AGENT

@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use futures_util::future::{try_join, try_join_all};
+use futures_util::future::try_join_all;
 use mandate_chain::{
     ChainId, ChainPage, ChainStart, EvidenceKind, HopId, HopRecord, Ledger, StoreFailure,
 };
@@ -8,33 +8,28 @@ use redis::Script;
 use super::RedisConnection;
 
 /// Writes a hop and its place in the chain in one step on the chain's shard, so that a hop
-/// never exists outside its chain list (or the reverse), and refreshes the TTL of every key of
-/// the chain so that a chain in use is kept whole. Returns nil when the hop id is taken in this
-/// chain, else the chain's hop ids and the consent ids its roots rest on, for the caller to
-/// refresh the indexes on other shards.
+/// never exists outside its chain list (or the reverse). Returns nil when the hop id is taken in
+/// this chain.
 ///
-/// It touches hop keys it builds from `ARGV[4]`; they carry the same hash tag as `KEYS`, so they
-/// are in the same slot (which Redis Cluster requires of a script).
+/// The work is the same whatever the chain's length: the hop and the consents it roots on are
+/// written, the chain's list and consent set have their TTL refreshed, and nothing else of the
+/// chain is touched (refreshing every hop of the chain on each record made a busy grant's
+/// exchanges slower the more often it had been exchanged).
 const RECORD: &str = r"
 -- KEYS: the hop, the chain's hop list, the chain's consent set
--- ARGV: hop JSON, hop id, TTL (s), hop key prefix, consent ids...
+-- ARGV: hop JSON, hop id, TTL (s), consent ids...
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
   return false
 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-for i = 5, #ARGV do
-  redis.call('SADD', KEYS[3], ARGV[i])
-end
-local hops = redis.call('LRANGE', KEYS[2], 0, -1)
-for _, id in ipairs(hops) do
-  redis.call('EXPIRE', ARGV[4] .. id, ARGV[3])
-end
-local consents = redis.call('SMEMBERS', KEYS[3])
-if #consents > 0 then
+if #ARGV >= 4 then
+  for i = 4, #ARGV do
+    redis.call('SADD', KEYS[3], ARGV[i])
+  end
   redis.call('EXPIRE', KEYS[3], ARGV[3])
 end
-return {hops, consents}
+return 1
 ";
 
 /// Points a hop id at its chain, or refreshes that pointer, unless the id already points at
@@ -63,15 +58,18 @@ return 1
 /// shards: first the hop and its chain list, atomically and refusing an id already in the
 /// chain; then the index entries (hop id → chain, consent id → chains), which also refuse an id
 /// already recorded in another chain (the hop is then taken back). The hop is written first so
-/// that a crash between the steps leaves a hop findable through its chain (and indexed by the
-/// chain's next hop, which rewrites every index entry of the chain), never an index entry
-/// pointing at nothing. `record` returns `Ok` only when both steps are done.
+/// that a crash between the steps leaves a hop findable through its chain, never an index entry
+/// pointing at nothing; such a hop's token was never handed out (`record` returns `Ok` only when
+/// both steps are done), so nothing needs to find it by id.
 ///
-/// Every key expires `ledger_retention_secs` after the chain's last new hop. Keeping a chain
-/// whole costs one index command per hop of the chain on each record, which is small because
-/// a chain only grows while its upstream grant lives. A consent id's set of chains lives as long
-/// as the busiest of them, so it may still name a chain whose records have expired; revoking
-/// such a chain is harmless.
+/// Each hop record and its index entry expire `ledger_retention_secs` after the hop was
+/// recorded; a chain's hop list and consent set, and a consent's set of chains, after the last
+/// hop recorded on them. Retention is meant to be days, and every token lives minutes to hours
+/// and never outlives its parent, so a hop still needed (as the parent of an exchange, or for a
+/// revocation that must reach its subtree) is always far younger than the retention. An old
+/// chain may therefore show only its recent hops once its first ones have expired. A consent
+/// id's set of chains lives as long as the busiest of them, so it may still name a chain whose
+/// records have expired; revoking such a chain is harmless.
 pub struct RedisLedger<C> {
     connection: C,
     retention_secs: u64,
@@ -90,7 +88,7 @@ impl<C> std::fmt::Debug for RedisLedger<C> {
 
 impl<C: RedisConnection> RedisLedger<C> {
     /// A ledger over `connection` whose records live `ledger_retention_secs` (at least 1) after
-    /// their chain last grew.
+    /// they were recorded.
     pub fn new(connection: C, ledger_retention_secs: u64) -> Self {
         Self {
             connection,
@@ -171,7 +169,8 @@ impl<C: RedisConnection> Ledger for RedisLedger<C> {
         let ttl = self.retention_secs;
         let mut connection = self.connection.clone();
 
-        let recorded: Option<(Vec<String>, Vec<String>)> = self
+        let consents = rooted_consents(hop);
+        let recorded: Option<i64> = self
             .record
             .key(hop_key(chain, id))
             .key(hops_key(chain))
@@ -179,14 +178,13 @@ impl<C: RedisConnection> Ledger for RedisLedger<C> {
             .arg(json)
             .arg(id)
             .arg(ttl)
-            .arg(hop_key(chain, ""))
-            .arg(rooted_consents(hop))
+            .arg(&consents)
             .invoke_async(&mut connection)
             .await
             .map_err(fail)?;
-        let Some((hops, consents)) = recorded else {
+        if recorded.is_none() {
             return Err(StoreFailure(format!("hop {id} already recorded")));
-        };
+        }
 
         let claimed: bool = self
             .claim_index
@@ -210,24 +208,8 @@ impl<C: RedisConnection> Ledger for RedisLedger<C> {
             )));
         }
 
-        // The rest of the chain's index entries: refreshed (and rewritten, should an earlier
-        // record have stopped between its two steps). One command per key, because the keys
-        // are on different shards; they run concurrently over the multiplexed connection.
-        let other_hops = hops
-            .iter()
-            .filter(|other| other.as_str() != id)
-            .map(|other| {
-                let mut connection = connection.clone();
-                async move {
-                    self.claim_index
-                        .key(hop_chain_key(other))
-                        .arg(chain)
-                        .arg(ttl)
-                        .invoke_async::<bool>(&mut connection)
-                        .await
-                        .map(|_| ())
-                }
-            });
+        // The grants this root rests on point at its chain. One command per key, because the
+        // keys are on different shards; they run concurrently over the multiplexed connection.
         let consent_sets = consents.iter().map(|consent| {
             let mut connection = connection.clone();
             async move {
@@ -245,9 +227,7 @@ impl<C: RedisConnection> Ledger for RedisLedger<C> {
                     .await
             }
         });
-        try_join(try_join_all(other_hops), try_join_all(consent_sets))
-            .await
-            .map_err(fail)?;
+        try_join_all(consent_sets).await.map_err(fail)?;
 
         // A root places its chain in the index by start time (LT: an earlier root of the same
         // chain moves it back, a later one leaves it). Entries older than the retention are

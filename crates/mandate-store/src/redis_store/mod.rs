@@ -7,10 +7,10 @@
 //!
 //! | key | type | holds | expires |
 //! |---|---|---|---|
-//! | `mandate:ledger:{<chain_id>}:hop:<hop_id>` | string | the hop record, JSON | `ledger_retention_secs`, refreshed with its chain |
-//! | `mandate:ledger:{<chain_id>}:hops` | list | the chain's hop ids, in record order | same |
-//! | `mandate:ledger:{<chain_id>}:consents` | set | consent ids the chain's roots were granted on | same |
-//! | `mandate:ledger:hop-chain:<hop_id>` | string | the hop's chain id | same |
+//! | `mandate:ledger:{<chain_id>}:hop:<hop_id>` | string | the hop record, JSON | `ledger_retention_secs` after it was recorded |
+//! | `mandate:ledger:{<chain_id>}:hops` | list | the chain's hop ids, in record order | `ledger_retention_secs`, refreshed by each new hop of the chain |
+//! | `mandate:ledger:{<chain_id>}:consents` | set | consent ids the chain's roots were granted on | `ledger_retention_secs`, refreshed by each new root on a grant |
+//! | `mandate:ledger:hop-chain:<hop_id>` | string | the hop's chain id | `ledger_retention_secs` after the hop was recorded |
 //! | `mandate:ledger:consent:<consent_id>` | set | ids of chains with a root on that grant | same, refreshed by any of them |
 //! | `mandate:chains` | sorted set | chain ids scored by their first root's `issued_at` (s) | members older than `ledger_retention_secs`, trimmed when a root is recorded |
 //! | `mandate:consent:<subject>:<actor>` | hash | grant id → the grant, JSON | never (the validator checks `expires_at`) |
