@@ -64,42 +64,52 @@ pub trait AuditLog: Send + Sync + std::fmt::Debug {
 /// that matches little must not make one admin request walk a stream of a million events.
 pub const FILTER_SCAN_MAX: usize = 100_000;
 
-/// The refusal a token-endpoint operation ended with. The operation's `refuse` paths note it
-/// where the decision is made (a synchronous closure cannot append to the stream); the operation
-/// appends it once it returns. Store failures and authentication failures are not refusals of an
-/// exchange and are never noted.
-#[derive(Debug, Default)]
-pub(crate) struct Refusals(Mutex<Option<String>>);
+/// The refusal a token-endpoint operation ended with. The operation's refusal paths call
+/// [`Refusals::refuse`] where the decision is made (a synchronous closure cannot append to the
+/// stream): it logs the refusal on the `audit` target and notes it; the operation appends the
+/// noted refusal once it returns ([`Refusals::flush`]). Store failures and authentication
+/// failures are not refusals of an exchange and never pass through here.
+#[derive(Debug)]
+pub(crate) struct Refusals {
+    client_id: String,
+    action: &'static str,
+    noted: Mutex<Option<String>>,
+}
 
 impl Refusals {
-    /// Notes a refusal: `<oauth error code>: <reason>`. `reason` is mandate's own description
-    /// (an error's display), never a token or a secret.
-    pub(crate) fn note(&self, reason: &dyn std::fmt::Display, error: &OAuthError) {
+    /// Refusals of `action` (e.g. `exchange.refused`) for the authenticated `client_id`.
+    pub(crate) fn new(client_id: &str, action: &'static str) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            action,
+            noted: Mutex::new(None),
+        }
+    }
+
+    /// Logs and notes a refusal as `<oauth error code>: <reason>`, and gives `error` back.
+    /// `reason` is mandate's own description (an error's display), never a token or a secret.
+    pub(crate) fn refuse(&self, reason: &dyn std::fmt::Display, error: OAuthError) -> OAuthError {
+        tracing::info!(target: "audit", client_id = %self.client_id, action = self.action, reason = %reason, "refused");
         let code = serde_json::to_value(error.code())
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        if let Ok(mut noted) = self.0.lock() {
+        if let Ok(mut noted) = self.noted.lock() {
             *noted = Some(format!("{code}: {reason}"));
         }
+        error
     }
 
-    /// Appends the noted refusal, if any, as `action` by `client:<client_id>` on `target`.
-    pub(crate) async fn flush(
-        &self,
-        state: &AppState,
-        client_id: &str,
-        action: &str,
-        target: &str,
-    ) {
-        let detail = self.0.lock().ok().and_then(|mut noted| noted.take());
+    /// Appends the noted refusal, if any, by `client:<client_id>` on `target`.
+    pub(crate) async fn flush(&self, state: &AppState, target: &str) {
+        let detail = self.noted.lock().ok().and_then(|mut noted| noted.take());
         if let Some(detail) = detail {
             state
                 .audit
                 .record(AuditEvent {
                     at: state.clock.now().timestamp_millis(),
-                    actor: format!("client:{client_id}"),
-                    action: action.to_owned(),
+                    actor: format!("client:{}", self.client_id),
+                    action: self.action.to_owned(),
                     target: target.to_owned(),
                     detail,
                 })

@@ -148,15 +148,13 @@ pub async fn exchange(
     client: &Client,
     request: TokenExchangeRequest,
 ) -> Result<ExchangeResponse, OAuthError> {
-    let refusals = crate::audit::Refusals::default();
+    let refusals = crate::audit::Refusals::new(client.id.as_str(), "exchange.refused");
     let target = match &request.requested {
         Requested::AccessToken { target, .. } => target.to_string(),
         Requested::IdJag(_) => String::new(),
     };
     let result = exchange_for(state, client, request, &refusals).await;
-    refusals
-        .flush(state, client.id.as_str(), "exchange.refused", &target)
-        .await;
+    refusals.flush(state, &target).await;
     result
 }
 
@@ -166,11 +164,7 @@ async fn exchange_for(
     request: TokenExchangeRequest,
     refusals: &crate::audit::Refusals,
 ) -> Result<ExchangeResponse, OAuthError> {
-    let refuse = |reason: &dyn std::fmt::Display, error: OAuthError| {
-        tracing::info!(target: "audit", client_id = %client.id, reason = %reason, "token exchange refused");
-        refusals.note(reason, &error);
-        error
-    };
+    let refuse = |reason: &dyn std::fmt::Display, error: OAuthError| refusals.refuse(reason, error);
     let (target, scope, details) = match request.requested {
         Requested::AccessToken {
             target,

@@ -333,12 +333,10 @@ pub async fn redeem(
     client: &Client,
     request: IdJagRequest,
 ) -> Result<IdJagResponse, OAuthError> {
-    let refusals = crate::audit::Refusals::default();
+    let refusals = crate::audit::Refusals::new(client.id.as_str(), "id_jag_redeem.refused");
     let target = request.resource.clone().unwrap_or_else(|| "-".into());
     let result = redeem_for(state, client, request, &refusals).await;
-    refusals
-        .flush(state, client.id.as_str(), "id_jag_redeem.refused", &target)
-        .await;
+    refusals.flush(state, &target).await;
     result
 }
 
@@ -348,11 +346,7 @@ async fn redeem_for(
     request: IdJagRequest,
     refusals: &crate::audit::Refusals,
 ) -> Result<IdJagResponse, OAuthError> {
-    let refuse = |reason: &dyn std::fmt::Display, error: OAuthError| {
-        tracing::info!(target: "audit", client_id = %client.id, reason = %reason, "ID-JAG redemption refused");
-        refusals.note(reason, &error);
-        error
-    };
+    let refuse = |reason: &dyn std::fmt::Display, error: OAuthError| refusals.refuse(reason, error);
     let jag = verify_id_jag(state, &request.assertion, client)
         .await
         .map_err(|e| refuse(&e, e.to_oauth()))?;

@@ -163,12 +163,10 @@ pub async fn issue(
     subject_token: &str,
     request: IdJagIssueRequest,
 ) -> Result<IssuedIdJag, OAuthError> {
-    let refusals = crate::audit::Refusals::default();
+    let refusals = crate::audit::Refusals::new(client.id.as_str(), "id_jag_issue.refused");
     let target = request.audience.clone();
     let result = issue_for(state, client, subject_token, request, &refusals).await;
-    refusals
-        .flush(state, client.id.as_str(), "id_jag_issue.refused", &target)
-        .await;
+    refusals.flush(state, &target).await;
     result
 }
 
@@ -179,11 +177,7 @@ async fn issue_for(
     request: IdJagIssueRequest,
     refusals: &crate::audit::Refusals,
 ) -> Result<IssuedIdJag, OAuthError> {
-    let refuse = |reason: &dyn std::fmt::Display, error: OAuthError| {
-        tracing::info!(target: "audit", client_id = %client.id, reason = %reason, "ID-JAG issuance refused");
-        refusals.note(reason, &error);
-        error
-    };
+    let refuse = |reason: &dyn std::fmt::Display, error: OAuthError| refusals.refuse(reason, error);
     // Not advertised in discovery either: without a resource AS, the requested type is unknown.
     if state.settings.id_jag.resource_servers.is_empty() {
         return Err(refuse(

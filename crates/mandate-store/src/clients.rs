@@ -237,8 +237,7 @@ pub trait ClientRegistry: Send + Sync + std::fmt::Debug {
     async fn clients(&self) -> Result<Vec<Arc<Client>>, StoreError>;
 
     /// Whether a registered resource server owns `audience` (the token exchange's target
-    /// check). Backends that would build every client to answer (importing their keys) answer
-    /// from the stored records instead.
+    /// check).
     async fn audience_owned(&self, audience: &Audience) -> Result<bool, StoreError> {
         Ok(self
             .clients()

@@ -97,7 +97,7 @@ async fn a_cluster_meets_the_registry_and_policy_contracts() {
 }
 
 #[tokio::test]
-async fn nothing_is_cached_and_a_cut_short_insert_is_completed() {
+async fn every_read_sees_the_store_and_a_cut_short_insert_is_completed() {
     let server = RedisServer::start().await.unwrap();
     let node_a = mandate_store::connect(&server.url()).await.unwrap();
     let node_b = mandate_store::connect(&server.url()).await.unwrap();
@@ -145,6 +145,37 @@ async fn nothing_is_cached_and_a_cut_short_insert_is_completed() {
     assert!(clients_a.insert_if_absent(client).await.unwrap());
     let seen = clients_b.client(&id("assistant")).await.unwrap().unwrap();
     assert_eq!(seen.to_stored(), stored);
+
+    // A client is built once per record: an unchanged record gives the same built client...
+    let again = clients_b.client(&id("assistant")).await.unwrap().unwrap();
+    assert!(
+        Arc::ptr_eq(&seen, &again),
+        "an unchanged record is not rebuilt"
+    );
+    // ...and any change to the record, even one written behind the registry's back without a
+    // new revision, is what the next read returns; so is a record that no longer parses, or none.
+    let json = server.cli(&["GET", "mandate:client:assistant"]).unwrap();
+    let suspended = json
+        .trim()
+        .replace("\"state\":\"active\"", "\"state\":\"suspended\"");
+    assert_ne!(suspended, json.trim());
+    server
+        .cli(&["SET", "mandate:client:assistant", &suspended])
+        .unwrap();
+    let changed = clients_b.client(&id("assistant")).await.unwrap().unwrap();
+    assert_eq!(changed.state, mandate_model::ClientState::Suspended);
+    server
+        .cli(&["SET", "mandate:client:assistant", "{not json"])
+        .unwrap();
+    assert!(matches!(
+        clients_b.client(&id("assistant")).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    server.cli(&["DEL", "mandate:client:assistant"]).unwrap();
+    assert!(clients_b.client(&id("assistant")).await.unwrap().is_none());
+    server
+        .cli(&["SET", "mandate:client:assistant", json.trim()])
+        .unwrap();
 
     // A crash between writing the client and adding its id: the client authenticates but is
     // not listed, until the next insert of that id (the next start-up's seeding) completes it.

@@ -1,8 +1,9 @@
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
-use mandate_model::{Audience, ClientId, ClientKind};
+use mandate_model::ClientId;
 
 use redis::Script;
 
@@ -15,8 +16,10 @@ const IDS_KEY: &str = "mandate:clients";
 /// The client registry in Redis: each client as JSON ([`StoredClient`]) at
 /// `mandate:client:<id>`, and the set of ids at `mandate:clients` for listing.
 ///
-/// Nothing is cached: every call reads Redis, so that an admin's change made through any node
-/// is seen by every node at once. A client's keys are rebuilt from its stored JWKS on each read.
+/// Every call reads Redis, so that an admin's change made through any node is seen by every node
+/// at once. What is built from a record (the client's keys, imported into OpenSSL from its stored
+/// JWKS) is reused for as long as the record read is byte for byte the one it was built from:
+/// rebuilding it cost a `private_key_jwt` exchange more than its own signature work.
 ///
 /// The client key and the id set live on different shards of a cluster, so registering is two
 /// commands: the client first (`SET NX`, which decides who wins), then its id. A crash between
@@ -29,6 +32,8 @@ const IDS_KEY: &str = "mandate:clients";
 pub struct RedisClientRegistry<C> {
     connection: C,
     replace: Script,
+    /// Per client: the record last read and the client built from it.
+    built: Mutex<HashMap<ClientId, (String, Arc<Client>)>>,
 }
 
 /// KEYS[1] the client key; ARGV[1] the expected revision, ARGV[2] the new record (whose
@@ -55,6 +60,7 @@ impl<C: RedisConnection> RedisClientRegistry<C> {
         Self {
             connection,
             replace: Script::new(REPLACE),
+            built: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -79,8 +85,23 @@ fn parse(id: &ClientId, json: &str) -> Result<Client, StoreError> {
 
 impl<C: RedisConnection> RedisClientRegistry<C> {
     async fn read(&self, id: &ClientId) -> Result<Option<Arc<Client>>, StoreError> {
-        let json = self.read_json(id).await?;
-        json.map(|json| parse(id, &json).map(Arc::new)).transpose()
+        let Some(json) = self.read_json(id).await? else {
+            return Ok(None);
+        };
+        let reusable = self.built.lock().ok().and_then(|built| {
+            built
+                .get(id)
+                .filter(|(record, _)| *record == json)
+                .map(|(_, client)| Arc::clone(client))
+        });
+        if let Some(client) = reusable {
+            return Ok(Some(client));
+        }
+        let client = Arc::new(parse(id, &json)?);
+        if let Ok(mut built) = self.built.lock() {
+            built.insert(id.clone(), (json, Arc::clone(&client)));
+        }
+        Ok(Some(client))
     }
 
     async fn read_json(&self, id: &ClientId) -> Result<Option<String>, StoreError> {
@@ -123,30 +144,6 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
         let ids = self.ids().await?;
         let clients = try_join_all(ids.iter().map(|id| self.read(id))).await?;
         Ok(clients.into_iter().flatten().collect())
-    }
-
-    /// The stored records, checked as [`clients`](Self::clients) checks them, but no client is
-    /// built: building imports every keyed client's JWKS into OpenSSL, which cost more than the
-    /// exchange's own signature work when done for each registered client on each exchange.
-    async fn audience_owned(&self, audience: &Audience) -> Result<bool, StoreError> {
-        let ids = self.ids().await?;
-        let records = try_join_all(ids.iter().map(|id| self.read_json(id))).await?;
-        for (id, json) in ids.iter().zip(records) {
-            let Some(json) = json else { continue };
-            let stored: StoredClient = serde_json::from_str(&json)
-                .map_err(|e| StoreError::Corrupt(format!("unreadable client {id}: {e}")))?;
-            if &stored.id != id {
-                return Err(StoreError::Corrupt(format!(
-                    "the record at {} is for client {}",
-                    client_key(id),
-                    stored.id
-                )));
-            }
-            if stored.kind == ClientKind::ResourceServer && stored.audiences.contains(audience) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 
     async fn insert_if_absent(&self, client: Client) -> Result<bool, StoreError> {
