@@ -14,6 +14,7 @@
 pub mod ceiling;
 pub mod load;
 pub mod target;
+pub mod wire;
 pub mod world;
 
 use std::sync::atomic::AtomicU64;
@@ -25,7 +26,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use mandate_testkit::redis::RedisServer;
 use mandate_token::{Algorithm, SigningAlgorithm, SigningKey, VerifyingKeySet};
-use reqwest::header::HeaderValue;
 
 use crate::ceiling::{Ceiling, CryptoInputs};
 use crate::load::{Expect, Sample, Workload};
@@ -226,8 +226,10 @@ async fn run_store(
     let (listen, admin) = world::free_addresses()?;
     let config = world.write_config(name, store, listen, admin)?;
     let base = format!("http://{listen}");
-    let http = load::client(options.concurrency)?;
+    let http = reqwest::Client::new();
     let target = Target::start(&options.launch, &config, &base, &http).await?;
+    let host = listen.to_string();
+    let pool = Arc::new(wire::Pool::new(listen));
     let mut report = StoreReport {
         store: name.into(),
         ..StoreReport::default()
@@ -239,8 +241,9 @@ async fn run_store(
     let counter = Arc::new(AtomicU64::new(0));
     let kept = Arc::new(Mutex::new(Vec::new()));
     let basic = Workload {
-        url: format!("{base}/token"),
-        auth: Some(HeaderValue::from_str(&world.basic_agent_auth())?),
+        host: host.clone(),
+        path: "/token".into(),
+        auth: Some(world.basic_agent_auth()),
         bodies: basic_subjects.clone(),
         fresh: None,
         expect: Expect::Token,
@@ -249,7 +252,7 @@ async fn run_store(
     };
     // Warm-up (connections, allocator, caches); it also yields the tokens to introspect.
     let warm = load::saturate(
-        &http,
+        listen,
         &basic,
         options.concurrency,
         options.phase / 5,
@@ -279,7 +282,7 @@ async fn run_store(
         pid.and_then(|pid| target::rss_kib(&format!("/proc/{pid}/status")))
     });
     report.exchange_basic = measured(&target, async {
-        load::saturate(&http, &basic, options.concurrency, length, counter.clone()).await
+        load::saturate(listen, &basic, options.concurrency, length, counter.clone()).await
     })
     .await;
     if is_redis {
@@ -306,7 +309,8 @@ async fn run_store(
     let fresh_world = world.clone();
     let fresh_subjects = pk_subjects.clone();
     let pkjwt = Workload {
-        url: format!("{base}/token"),
+        host: host.clone(),
+        path: "/token".into(),
         auth: None,
         bodies: Arc::new(pk_bodies),
         fresh: Some(Arc::new(move |i| {
@@ -322,7 +326,7 @@ async fn run_store(
     };
     report.exchange_pkjwt = measured(&target, async {
         load::saturate(
-            &http,
+            listen,
             &pkjwt,
             options.concurrency,
             options.phase,
@@ -335,7 +339,7 @@ async fn run_store(
     // Half load, open loop.
     let half = report.exchange_basic.sample.rate() / 2.0;
     report.exchange_half = load::paced(
-        &http,
+        &pool,
         &basic,
         half,
         options.phase,
@@ -349,8 +353,9 @@ async fn run_store(
     let tokens = kept.lock().map(|k| k.clone()).unwrap_or_default();
     anyhow::ensure!(!tokens.is_empty(), "no access token was kept to introspect");
     let introspect = Workload {
-        url: format!("{base}/introspect"),
-        auth: Some(HeaderValue::from_str(&world.resource_server_auth())?),
+        host: host.clone(),
+        path: "/introspect".into(),
+        auth: Some(world.resource_server_auth()),
         bodies: Arc::new(tokens.iter().map(|t| world::introspect_body(t)).collect()),
         fresh: None,
         expect: Expect::Active,
@@ -359,7 +364,7 @@ async fn run_store(
     };
     report.introspect = measured(&target, async {
         load::saturate(
-            &http,
+            listen,
             &introspect,
             options.concurrency,
             options.phase,
@@ -369,7 +374,7 @@ async fn run_store(
     })
     .await;
     report.introspect_half = load::paced(
-        &http,
+        &pool,
         &introspect,
         report.introspect.sample.rate() / 2.0,
         options.phase,

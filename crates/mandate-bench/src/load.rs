@@ -5,9 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use std::net::SocketAddr;
+
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+use crate::wire::{self, Connection, Pool};
 
 /// Makes a request body that was not prepared in advance (for request `i`).
 pub type BodyMaker = Arc<dyn Fn(u64) -> anyhow::Result<String> + Send + Sync>;
@@ -24,10 +27,12 @@ pub enum Expect {
 /// One kind of request, sent over and over.
 #[derive(Clone)]
 pub struct Workload {
-    /// The URL.
-    pub url: String,
-    /// The `Authorization` header, if any.
-    pub auth: Option<HeaderValue>,
+    /// The server's `host:port` (the `Host` header).
+    pub host: String,
+    /// The path posted to.
+    pub path: String,
+    /// The `Authorization` header's value, if any.
+    pub auth: Option<String>,
     /// Bodies prepared in advance, used in turn (`i % len`) when `fresh` is `None`; with
     /// `fresh`, each is used once, then `fresh` makes more.
     pub bodies: Arc<Vec<String>>,
@@ -44,7 +49,7 @@ pub struct Workload {
 impl std::fmt::Debug for Workload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workload")
-            .field("url", &self.url)
+            .field("path", &self.path)
             .field("bodies", &self.bodies.len())
             .field("expect", &self.expect)
             .finish_non_exhaustive()
@@ -62,26 +67,19 @@ impl Workload {
         }
     }
 
-    async fn send(&self, http: &reqwest::Client, i: u64) -> Result<(), String> {
+    async fn send(&self, connection: &mut Connection, i: u64) -> Result<(), String> {
         let body = self.body(i).map_err(|e| e.to_string())?;
-        let mut request = http
-            .post(&self.url)
-            .header(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-www-form-urlencoded"),
-            )
-            .body(body);
-        if let Some(auth) = &self.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
-        let response = request.send().await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
+        let request = wire::form_post(&self.host, &self.path, self.auth.as_deref(), &body);
+        let answer = connection
+            .round_trip(&request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (status, bytes) = (answer.status, answer.body);
+        if status != 200 {
             // Error bodies are RFC 6749 codes and fixed descriptions: never a token.
             return Err(format!(
                 "{status} {}",
-                String::from_utf8_lossy(&bytes)
+                String::from_utf8_lossy(bytes)
                     .chars()
                     .take(200)
                     .collect::<String>()
@@ -101,7 +99,7 @@ impl Workload {
                 });
                 if let Some(kept) = keep {
                     let value: serde_json::Value =
-                        serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+                        serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
                     let token = value["access_token"]
                         .as_str()
                         .ok_or("no access_token in the answer")?;
@@ -187,21 +185,11 @@ impl Part {
     }
 }
 
-/// A client with up to `connections` keep-alive connections to one host.
-pub fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()?)
-}
-
-/// Closed loop: `concurrency` tasks, each sending its next request as soon as the previous one
-/// is answered, for `duration`. Request numbers start at `first` (so single-use bodies are not
+/// Closed loop: `concurrency` tasks, each with its own connection, sending its next request as
+/// soon as the previous one is answered, for `duration` (a connection that failed is replaced). Request numbers start at `first` (so single-use bodies are not
 /// reused across runs).
 pub async fn saturate(
-    http: &reqwest::Client,
+    address: SocketAddr,
     workload: &Workload,
     concurrency: usize,
     duration: Duration,
@@ -211,15 +199,28 @@ pub async fn saturate(
     let deadline = started + duration;
     let mut tasks = JoinSet::new();
     for _ in 0..concurrency {
-        let http = http.clone();
         let workload = workload.clone();
         let counter = counter.clone();
         tasks.spawn(async move {
             let mut part = Part::default();
+            let mut connection = None;
             while Instant::now() < deadline {
                 let i = counter.fetch_add(1, Ordering::Relaxed);
                 let sent = Instant::now();
-                let outcome = workload.send(&http, i).await;
+                let open = match connection.take() {
+                    Some(open) => Ok(open),
+                    None => Connection::open(address).await.map_err(|e| e.to_string()),
+                };
+                let outcome = match open {
+                    Ok(mut open) => {
+                        let outcome = workload.send(&mut open, i).await;
+                        if outcome.is_ok() {
+                            connection = Some(open);
+                        }
+                        outcome
+                    }
+                    Err(error) => Err(error),
+                };
                 part.record(sent, outcome);
             }
             part
@@ -233,7 +234,7 @@ pub async fn saturate(
 /// more than 2 ms behind schedule are counted (tokio's timer has 1 ms granularity, so requests
 /// leave in small bursts each millisecond).
 pub async fn paced(
-    http: &reqwest::Client,
+    pool: &Arc<Pool>,
     workload: &Workload,
     rate: f64,
     duration: Duration,
@@ -256,13 +257,22 @@ pub async fn paced(
         if scheduled.elapsed() > Duration::from_millis(2) {
             late += 1;
         }
-        let http = http.clone();
+        let pool = pool.clone();
         let workload = workload.clone();
         let i = counter.fetch_add(1, Ordering::Relaxed);
         tasks.spawn(async move {
             let mut part = Part::default();
             let sent = Instant::now();
-            let outcome = workload.send(&http, i).await;
+            let outcome = match pool.take().await {
+                Ok(mut connection) => {
+                    let outcome = workload.send(&mut connection, i).await;
+                    if outcome.is_ok() {
+                        pool.put(connection);
+                    }
+                    outcome
+                }
+                Err(error) => Err(error.to_string()),
+            };
             part.record(sent, outcome);
             drop(permit);
             part

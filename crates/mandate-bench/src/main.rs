@@ -79,7 +79,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread drives every connection: the load takes at most one core, and requests never
+    // hop between threads (the ceiling measurement starts its own threads).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
