@@ -54,13 +54,15 @@ return 1
 
 /// The hop ledger in Redis, sharded by chain (see the module documentation for the layout).
 ///
-/// Recording is two steps, because a hop's chain keys and its index keys live on different
-/// shards: first the hop and its chain list, atomically and refusing an id already in the
-/// chain; then the index entries (hop id → chain, consent id → chains), which also refuse an id
-/// already recorded in another chain (the hop is then taken back). The hop is written first so
-/// that a crash between the steps leaves a hop findable through its chain, never an index entry
-/// pointing at nothing; such a hop's token was never handed out (`record` returns `Ok` only when
-/// both steps are done), so nothing needs to find it by id.
+/// Recording writes to several shards, because a hop's chain keys and its index keys live on
+/// different ones: the hop and its chain list, atomically and refusing an id already in the
+/// chain; the hop id → chain entry, refusing an id already recorded in another chain (the hop
+/// is then taken back); the consent id → chains sets; and, for a root, the chain's place in the
+/// start-time index. They are sent together and `record` returns `Ok` only when every one has
+/// succeeded, so no token rests on a partial record. A crash or a refusal part-way can leave
+/// an index entry whose hop was never kept: a lookup through it finds no hop (as for a record
+/// past its retention) and the chain listing skips a chain without hops; nothing was issued
+/// from it.
 ///
 /// Each hop record and its index entry expire `ledger_retention_secs` after the hop was
 /// recorded; a chain's hop list and consent set, and a consent's set of chains, after the last
@@ -167,51 +169,28 @@ impl<C: RedisConnection> Ledger for RedisLedger<C> {
         let json = serde_json::to_string(hop)
             .map_err(|e| StoreFailure(format!("hop record not serializable: {e}")))?;
         let ttl = self.retention_secs;
-        let mut connection = self.connection.clone();
-
         let consents = rooted_consents(hop);
-        let recorded: Option<i64> = self
-            .record
+        // The writes touch keys on up to four shards and none needs another's answer, so they
+        // go out together: on one Redis server they arrive in one batch and share one append to
+        // the AOF (and one fsync with `appendfsync always`) instead of one each in turn.
+        let mut record = self.record.prepare_invoke();
+        record
             .key(hop_key(chain, id))
             .key(hops_key(chain))
             .key(chain_consents_key(chain))
             .arg(json)
             .arg(id)
             .arg(ttl)
-            .arg(&consents)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(fail)?;
-        if recorded.is_none() {
-            return Err(StoreFailure(format!("hop {id} already recorded")));
-        }
-
-        let claimed: bool = self
-            .claim_index
-            .key(hop_chain_key(id))
-            .arg(chain)
-            .arg(ttl)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(fail)?;
-        if !claimed {
-            let _: () = self
-                .undo
-                .key(hop_key(chain, id))
-                .key(hops_key(chain))
-                .arg(id)
-                .invoke_async(&mut connection)
-                .await
-                .map_err(fail)?;
-            return Err(StoreFailure(format!(
-                "hop {id} already recorded in another chain"
-            )));
-        }
-
+            .arg(&consents);
+        let mut claim = self.claim_index.prepare_invoke();
+        claim.key(hop_chain_key(id)).arg(chain).arg(ttl);
+        let (mut for_record, mut for_claim) = (self.connection.clone(), self.connection.clone());
+        let recording = record.invoke_async::<Option<i64>>(&mut for_record);
+        let claiming = claim.invoke_async::<bool>(&mut for_claim);
         // The grants this root rests on point at its chain. One command per key, because the
-        // keys are on different shards; they run concurrently over the multiplexed connection.
-        let consent_sets = consents.iter().map(|consent| {
-            let mut connection = connection.clone();
+        // keys are on different shards.
+        let consent_sets = try_join_all(consents.iter().map(|consent| {
+            let mut connection = self.connection.clone();
             async move {
                 let key = consent_chains_key(consent);
                 redis::pipe()
@@ -226,17 +205,19 @@ impl<C: RedisConnection> Ledger for RedisLedger<C> {
                     .query_async::<()>(&mut connection)
                     .await
             }
-        });
-        try_join_all(consent_sets).await.map_err(fail)?;
-
+        }));
         // A root places its chain in the index by start time (LT: an earlier root of the same
         // chain moves it back, a later one leaves it). Entries older than the retention are
         // trimmed here, measured on the hop's own clock (the store's), so the index never
         // outgrows the records it points at.
-        if hop.parent.is_none() {
+        let indexing = async {
+            if hop.parent.is_some() {
+                return Ok(());
+            }
             let oldest_kept = hop
                 .issued_at
                 .saturating_sub(i64::try_from(ttl).unwrap_or(i64::MAX));
+            let mut connection = self.connection.clone();
             redis::pipe()
                 .cmd("ZADD")
                 .arg(CHAINS_KEY)
@@ -251,7 +232,30 @@ impl<C: RedisConnection> Ledger for RedisLedger<C> {
                 .ignore()
                 .query_async::<()>(&mut connection)
                 .await
+        };
+        let (recorded, claimed, consented, indexed) =
+            tokio::join!(recording, claiming, consent_sets, indexing);
+        let recorded = recorded.map_err(fail)?;
+        let claimed = claimed.map_err(fail)?;
+        consented.map_err(fail)?;
+        indexed.map_err(fail)?;
+        if recorded.is_none() {
+            // The id is taken in this chain; the claim only refreshed its own pointer.
+            return Err(StoreFailure(format!("hop {id} already recorded")));
+        }
+        if !claimed {
+            let mut connection = self.connection.clone();
+            let _: () = self
+                .undo
+                .key(hop_key(chain, id))
+                .key(hops_key(chain))
+                .arg(id)
+                .invoke_async(&mut connection)
+                .await
                 .map_err(fail)?;
+            return Err(StoreFailure(format!(
+                "hop {id} already recorded in another chain"
+            )));
         }
         Ok(())
     }
