@@ -24,6 +24,12 @@ pub const STREAM_KEY: &str = "{mandate:rev}:stream";
 /// and the stream's first and last ids); mandate's feed runs one reader per node, so that is at
 /// most ten pipelines a second per node, and a record reaches the reader within this interval.
 pub const FEED_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a revocation waits for a replica to acknowledge it (`WAIT 1 <ms>`) when the
+/// deployment has replicas. Shorter than the connections' 2 s response timeout, so that a replica
+/// that does not answer gives this store's own error, not a timeout of the shared connection.
+/// The wait holds up the commands queued behind it on that connection; with a healthy replica it
+/// lasts one round trip to it.
+pub const REPLICA_ACK_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The revocation list in Redis (a single server or Redis Cluster, through any async
 /// connection that reconnects by itself, such as `ConnectionManager`).
@@ -49,24 +55,30 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisRevocations<C> {
         }
     }
 
-    /// Reads `INFO replication`: with replicas connected, every revocation returns only after one
-    /// of them has acknowledged it (`WAIT 1`), so a failover cannot lose it (DESIGN.md section 6).
-    /// Returns the number of replicas seen.
+    /// Reads `INFO replication` of the node holding the revocation keys: with replicas connected,
+    /// every revocation returns only after one of them has acknowledged it (`WAIT 1`), so a
+    /// failover cannot lose it (DESIGN.md section 6). Called at start-up; each heartbeat reads it
+    /// again, so replicas attached or gone later are noticed within a second. Returns the number
+    /// of replicas seen.
     pub async fn detect_replicas(&self) -> Result<u32, RevocationStoreError> {
         let mut connection = self.connection.clone();
-        let info: String = redis::cmd("INFO")
+        // The keyed command routes the pipeline to the stream's node on a cluster.
+        let (_, info): (Value, String) = redis::pipe()
+            .cmd("EXISTS")
+            .arg(STREAM_KEY)
+            .cmd("INFO")
             .arg("replication")
             .query_async(&mut connection)
             .await
             .map_err(fail)?;
-        let replicas = info
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
-            .and_then(|n| n.trim().parse::<u32>().ok())
-            .unwrap_or(0);
+        Ok(self.note_replicas(&info))
+    }
+
+    fn note_replicas(&self, info: &str) -> u32 {
+        let replicas = connected_replicas(info);
         self.replicas
             .store(replicas > 0, std::sync::atomic::Ordering::Relaxed);
-        Ok(replicas)
+        replicas
     }
 
     fn key(kind: RevocationKind, id: &str) -> String {
@@ -163,6 +175,32 @@ fn covered(
     }
 }
 
+/// Whether an `EXEC` reply is a committed transaction in which every command succeeded.
+fn committed(executed: &Value) -> Result<(), RevocationStoreError> {
+    match executed {
+        Value::Array(replies) => match replies.iter().find_map(|r| match r {
+            Value::ServerError(error) => Some(error),
+            _ => None,
+        }) {
+            Some(error) => Err(RevocationStoreError(format!(
+                "revocation not written: {error:?}"
+            ))),
+            None => Ok(()),
+        },
+        other => Err(RevocationStoreError(format!(
+            "revocation not written: EXEC answered {other:?}"
+        ))),
+    }
+}
+
+/// `connected_slaves` of an `INFO replication` answer (0 when absent).
+fn connected_replicas(info: &str) -> u32 {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("connected_slaves:"))
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
 fn parse_records(values: Vec<Option<String>>) -> Vec<Option<RevocationRecord>> {
     values
         .into_iter()
@@ -191,8 +229,11 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
             .map_err(fail)?;
         let now = time_ms(&time)?;
         let existing = parse_records(existing);
+        // MULTI … EXEC written out rather than an atomic pipeline, so that `WAIT` can follow the
+        // transaction in the same pipeline: on the same connection (WAIT counts the replicas
+        // that have this connection's writes) and, on a cluster, to the same node.
         let mut transaction = redis::pipe();
-        transaction.atomic();
+        transaction.cmd("MULTI").ignore();
         let mut written = Vec::with_capacity(entries.len());
         for ((entry, key), previous) in entries.into_iter().zip(&keys).zip(existing) {
             let previous = previous.filter(|p| p.until > now);
@@ -235,10 +276,30 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
                 .ignore();
             written.push(record);
         }
-        let _: () = transaction
-            .query_async(&mut connection)
-            .await
-            .map_err(fail)?;
+        transaction.cmd("EXEC");
+        if self.replicas.load(std::sync::atomic::Ordering::Relaxed) {
+            let wait_ms = u64::try_from(REPLICA_ACK_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+            transaction.cmd("WAIT").arg(1).arg(wait_ms);
+            let (executed, acknowledged): (Value, u32) = transaction
+                .query_async(&mut connection)
+                .await
+                .map_err(fail)?;
+            committed(&executed)?;
+            if acknowledged == 0 {
+                // Written on the primary (and in force there), but a failover now could lose
+                // it: the caller is told to retry, which is harmless (T only grows).
+                return Err(RevocationStoreError(format!(
+                    "no replica acknowledged the revocation within {} ms",
+                    REPLICA_ACK_TIMEOUT.as_millis()
+                )));
+            }
+        } else {
+            let (executed,): (Value,) = transaction
+                .query_async(&mut connection)
+                .await
+                .map_err(fail)?;
+            committed(&executed)?;
+        }
         Ok(written)
     }
 
@@ -332,7 +393,9 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
     async fn heartbeat(&self, node: &str, keep_ms: i64) -> Result<(), RevocationStoreError> {
         let mut connection = self.connection.clone();
         let now = self.now_ms().await?;
-        let result: RedisResult<String> = redis::cmd("XADD")
+        // The replication state is read again with each heartbeat (same node as the stream).
+        let result: RedisResult<(String, String)> = redis::pipe()
+            .cmd("XADD")
             .arg(STREAM_KEY)
             .arg("MINID")
             .arg("~")
@@ -344,9 +407,13 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
             .arg(node)
             .arg("at")
             .arg(now)
+            .cmd("INFO")
+            .arg("replication")
             .query_async(&mut connection)
             .await;
-        result.map(|_| ()).map_err(fail)
+        let (_, info) = result.map_err(fail)?;
+        self.note_replicas(&info);
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), RevocationStoreError> {

@@ -79,3 +79,78 @@ async fn revocations_survive_a_crash_and_the_store_fails_closed_meanwhile() {
         "{verdict:?}"
     );
 }
+
+/// Polls `INFO replication` on `node` until `wanted` is in it (10 s at most).
+async fn until_info(node: &RedisServer, wanted: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let info = node.cli(&["INFO", "replication"]).unwrap();
+        if info.contains(wanted) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {wanted:?} in {info}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_a_replica_a_revocation_is_acknowledged_by_it_or_refused() {
+    use mandate_revocation::{Revocation, RevocationKind, RevocationStore};
+    let primary = RedisServer::start().await.unwrap();
+    let mut replica = RedisServer::start().await.unwrap();
+    let store = RedisRevocations::new(manager(&primary.url()).await);
+    assert_eq!(store.detect_replicas().await.unwrap(), 0);
+
+    replica
+        .cli(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()])
+        .unwrap();
+    until_info(&replica, "master_link_status:up").await;
+    until_info(&primary, "connected_slaves:1").await;
+    // A heartbeat notices the replica (as it would one attached after start-up).
+    store.heartbeat("node-a", 60_000).await.unwrap();
+
+    let revocation = |id: &str, now: i64| Revocation {
+        kind: RevocationKind::Hop,
+        id: id.into(),
+        until_ms: now + 600_000,
+        reason: "test".into(),
+        by: "test".into(),
+    };
+    let now = store.now_ms().await.unwrap();
+    store
+        .revoke(vec![revocation("hop_replicated", now)])
+        .await
+        .unwrap();
+    // Acknowledged means the replica holds it when the call returns.
+    let on_replica = replica
+        .cli(&["GET", "{mandate:rev}:hop:hop_replicated"])
+        .unwrap();
+    assert!(on_replica.contains("hop_replicated"), "{on_replica}");
+
+    // The replica dies: the primary still takes the write, but no replica acknowledges it, so
+    // the call fails (the caller retries) instead of claiming a durability it does not have.
+    replica.kill();
+    let refused = store
+        .revoke(vec![revocation("hop_unacknowledged", now)])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("no replica acknowledged"),
+        "{refused}"
+    );
+    let on_primary = primary
+        .cli(&["GET", "{mandate:rev}:hop:hop_unacknowledged"])
+        .unwrap();
+    assert!(on_primary.contains("hop_unacknowledged"), "{on_primary}");
+
+    // Once the primary sees no replica (the next heartbeat), revocations no longer wait.
+    until_info(&primary, "connected_slaves:0").await;
+    store.heartbeat("node-a", 60_000).await.unwrap();
+    store
+        .revoke(vec![revocation("hop_alone", now)])
+        .await
+        .unwrap();
+}
