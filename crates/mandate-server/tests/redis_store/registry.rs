@@ -602,3 +602,106 @@ async fn a_record_stored_before_the_lifecycle_fields_is_read_and_changed() {
     assert_eq!(stored["description"], "changed");
     assert!(authenticates(&server, "legacy-agent", "legacy-secret").await);
 }
+
+fn resource_server_owning(id_: &str, audiences: &[&str]) -> mandate_store::Client {
+    use mandate_model::{AuthMethod, ClientKind, ClientState, SecretHash};
+    mandate_store::Client {
+        id: id(id_),
+        kind: ClientKind::ResourceServer,
+        owners: vec!["apps@example.com".into()],
+        description: format!("{id_}, a resource server"),
+        state: ClientState::Active,
+        expires_at: None,
+        auth_method: AuthMethod::ClientSecretBasic,
+        secret_hash: Some(SecretHash::of("a secret")),
+        keys: None,
+        jwks: None,
+        upstream_ids: vec![],
+        audiences: audiences
+            .iter()
+            .map(|a| Audience::parse(a).unwrap())
+            .collect(),
+        previous_secret: None,
+        secret_rotated_at: None,
+        created_at: None,
+        created_by: None,
+        updated_at: None,
+        updated_by: None,
+        revision: 0,
+    }
+}
+
+/// The registry remembers which client owned an audience, so that an exchange does not read
+/// every client; the answer must still come from the records as they are now, whatever the hint
+/// says.
+#[tokio::test]
+async fn the_audience_owner_hint_never_decides_an_answer() {
+    let server = RedisServer::start().await.unwrap();
+    let connection = mandate_store::connect(&server.url()).await.unwrap();
+    let registry = RedisClientRegistry::new(connection);
+    let calendar = Audience::parse("https://calendar.example.com").unwrap();
+    let mail = Audience::parse("https://mail.example.com").unwrap();
+    let hint = |audience: &Audience| {
+        server
+            .cli(&["GET", &format!("mandate:audience-owner:{audience}")])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    for client in [
+        resource_server_owning("cal-api", &["https://calendar.example.com"]),
+        resource_server_owning("mail-api", &["https://mail.example.com"]),
+    ] {
+        assert!(registry.insert_if_absent(client).await.unwrap());
+    }
+
+    // Found by reading the clients; the owner is remembered.
+    assert!(registry.audience_owned(&calendar).await.unwrap());
+    assert_eq!(hint(&calendar), "cal-api");
+    assert!(registry.audience_owned(&calendar).await.unwrap());
+
+    // A hint naming a client that does not own the audience (written by anyone with access to
+    // the store) is checked, not believed: the answer comes from the records and the hint is
+    // corrected.
+    server
+        .cli(&[
+            "SET",
+            "mandate:audience-owner:https://mail.example.com",
+            "cal-api",
+        ])
+        .unwrap();
+    assert!(registry.audience_owned(&mail).await.unwrap());
+    assert_eq!(hint(&mail), "mail-api");
+    server
+        .cli(&[
+            "SET",
+            "mandate:audience-owner:https://other.example.com",
+            "cal-api",
+        ])
+        .unwrap();
+    let other = Audience::parse("https://other.example.com").unwrap();
+    assert!(!registry.audience_owned(&other).await.unwrap());
+    assert_eq!(
+        hint(&other),
+        "",
+        "a hint for an unowned audience is removed"
+    );
+
+    // The owner gives the audience up: the next exchange sees it at once.
+    let mut cal = resource_server_owning("cal-api", &["https://tasks.example.com"]);
+    cal.revision = registry
+        .client(&id("cal-api"))
+        .await
+        .unwrap()
+        .unwrap()
+        .revision;
+    assert!(matches!(
+        registry.replace(cal).await.unwrap(),
+        mandate_store::ReplaceOutcome::Replaced { .. }
+    ));
+    assert!(!registry.audience_owned(&calendar).await.unwrap());
+    assert!(registry
+        .audience_owned(&Audience::parse("https://tasks.example.com").unwrap())
+        .await
+        .unwrap());
+}

@@ -3,7 +3,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
-use mandate_model::ClientId;
+use mandate_model::{Audience, ClientId, ClientKind};
 
 use redis::Script;
 
@@ -12,6 +12,15 @@ use crate::{Client, ClientRegistry, ReplaceOutcome, StoreError, StoredClient};
 
 /// The set of registered client ids.
 const IDS_KEY: &str = "mandate:clients";
+
+/// A hint: the id of the client last found owning an audience.
+fn owner_hint_key(audience: &Audience) -> String {
+    format!("mandate:audience-owner:{audience}")
+}
+
+fn owns(client: &Client, audience: &Audience) -> bool {
+    client.kind == ClientKind::ResourceServer && client.audiences.contains(audience)
+}
 
 /// The client registry in Redis: each client as JSON ([`StoredClient`]) at
 /// `mandate:client:<id>`, and the set of ids at `mandate:clients` for listing.
@@ -144,6 +153,46 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
         let ids = self.ids().await?;
         let clients = try_join_all(ids.iter().map(|id| self.read(id))).await?;
         Ok(clients.into_iter().flatten().collect())
+    }
+
+    /// Every exchange asks this, so it must not read every client: the owner found last time is
+    /// kept as a hint (`mandate:audience-owner:<audience>`) and checked against its current
+    /// record; only when there is no hint, or the hinted client no longer owns the audience, are
+    /// all clients read, and the hint set (or removed) from what they say. The answer always
+    /// comes from a client record read now, so a stale or forged hint changes nothing but the
+    /// cost; a registry change needs no index upkeep.
+    async fn audience_owned(&self, audience: &Audience) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let key = owner_hint_key(audience);
+        let hint: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if let Some(id) = hint.and_then(|id| ClientId::parse(&id).ok()) {
+            if self
+                .read(&id)
+                .await?
+                .is_some_and(|client| owns(&client, audience))
+            {
+                return Ok(true);
+            }
+        }
+        let owner = self
+            .clients()
+            .await?
+            .into_iter()
+            .find(|client| owns(client, audience));
+        let mut update = redis::cmd(if owner.is_some() { "SET" } else { "DEL" });
+        update.arg(&key);
+        if let Some(owner) = &owner {
+            update.arg(owner.id.as_str());
+        }
+        let _: () = update
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(owner.is_some())
     }
 
     async fn insert_if_absent(&self, client: Client) -> Result<bool, StoreError> {
