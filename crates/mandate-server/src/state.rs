@@ -517,7 +517,9 @@ impl Backends {
 
 /// mandate needs a Redis that neither evicts (a dropped revocation entry would un-revoke) nor
 /// forgets on restart (AOF). Managed services may forbid CONFIG: then nothing is said.
-async fn warn_about_redis_settings(mut connection: mandate_store::redis_store::ConnectionManager) {
+async fn warn_about_redis_settings(
+    mut connection: mandate_store::redis_store::PerThreadConnection,
+) {
     let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")

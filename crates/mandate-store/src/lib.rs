@@ -32,9 +32,9 @@ pub use policy::MemoryPolicyStore;
 pub use rate_limit::{MemoryRateLimiter, RateDecision, RateLimiter};
 #[cfg(feature = "redis")]
 pub use redis_store::{
-    connect, connect_cluster, ClusterConnection, ConnectionManager, RedisClientRegistry,
-    RedisConnection, RedisConsentStore, RedisLedger, RedisPolicyStore, RedisRateLimiter,
-    RedisReplayCache, CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
+    connect, connect_cluster, ClusterConnection, ConnectionManager, PerThreadConnection,
+    RedisClientRegistry, RedisConnection, RedisConsentStore, RedisLedger, RedisPolicyStore,
+    RedisRateLimiter, RedisReplayCache, CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
 };
 pub use replay::{MemoryReplayCache, ReplayCache};
 

@@ -14,6 +14,7 @@ mod chain_index;
 mod cluster;
 mod durability;
 mod fail_closed;
+mod per_thread;
 mod registry;
 mod single;
 

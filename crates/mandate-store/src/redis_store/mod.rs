@@ -1,7 +1,7 @@
 //! Redis backends for the client registry, the policy, the hop ledger, consent grants, replay
 //! cache and rate limiter, so that every mandate node of a deployment shares them (DESIGN.md section 6). They work on a single server
 //! and on Redis Cluster alike, through any async connection that reconnects by itself
-//! ([`ConnectionManager`] from [`connect`], [`ClusterConnection`] from [`connect_cluster`]).
+//! ([`PerThreadConnection`] from [`connect`], [`ClusterConnection`] from [`connect_cluster`]).
 //!
 //! # Key layout
 //!
@@ -36,6 +36,7 @@
 mod clients;
 mod consent;
 mod ledger;
+mod per_thread;
 mod policy;
 mod rate_limit;
 mod replay;
@@ -45,6 +46,7 @@ use std::time::Duration;
 pub use clients::RedisClientRegistry;
 pub use consent::RedisConsentStore;
 pub use ledger::RedisLedger;
+pub use per_thread::PerThreadConnection;
 pub use policy::RedisPolicyStore;
 pub use rate_limit::RedisRateLimiter;
 pub use redis::aio::ConnectionManager;
@@ -64,11 +66,12 @@ const RECONNECT_RETRIES: usize = 2;
 /// The longest pause between reconnection attempts.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 
-/// Connects to one Redis server (`redis://` or `rediss://` URL) through a [`ConnectionManager`],
-/// which reconnects by itself after the server goes away and comes back. Commands time out after
-/// [`RESPONSE_TIMEOUT`] and connection attempts after [`CONNECT_TIMEOUT`], so that an
-/// unreachable store fails requests within seconds.
-pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+/// Connects to one Redis server (`redis://` or `rediss://` URL): one [`ConnectionManager`] per
+/// thread that uses it ([`PerThreadConnection`]), each reconnecting by itself after the server
+/// goes away and comes back. Commands time out after [`RESPONSE_TIMEOUT`] and connection
+/// attempts after [`CONNECT_TIMEOUT`], so that an unreachable store fails requests within
+/// seconds. This thread's connection is opened before it returns.
+pub async fn connect(url: &str) -> Result<PerThreadConnection, StoreError> {
     let client = redis::Client::open(url)
         .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
     let config = redis::aio::ConnectionManagerConfig::new()
@@ -76,7 +79,7 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(RECONNECT_RETRIES)
         .set_max_delay(RECONNECT_MAX_DELAY);
-    ConnectionManager::new_with_config(client, config)
+    PerThreadConnection::open(client, config)
         .await
         .map_err(unavailable)
 }
