@@ -67,7 +67,7 @@ impl Options {
             phase: Duration::from_secs(10),
             soak: Duration::from_secs(60),
             ceiling_phase: Duration::from_secs(2),
-            concurrency: 32,
+            concurrency: 128,
             subjects: 1000,
             memory: true,
             redis: true,

@@ -32,8 +32,9 @@ struct Args {
     /// Seconds of the Redis saturation run (RSS read after 10 s and at its end).
     #[arg(long, default_value_t = 60)]
     soak_secs: u64,
-    /// Concurrent keep-alive connections.
-    #[arg(long, default_value_t = 32)]
+    /// Concurrent keep-alive connections (at saturation). Enough that a Redis run is limited by
+    /// the server, not by how many requests wait on one AOF fsync at a time.
+    #[arg(long, default_value_t = 128)]
     concurrency: usize,
     /// Distinct subject tokens (users) per agent.
     #[arg(long, default_value_t = 1000)]
