@@ -25,8 +25,8 @@ use tokio::sync::watch;
 
 use crate::redis_store::stream_event;
 use crate::{
-    RevocationRecord, RevocationSet, StreamEvent, StreamPosition as StreamPos, TokenFacts, Verdict,
-    STREAM_KEY,
+    FollowedCopy, FollowerError, RevocationRecord, StreamEvent, StreamPosition as StreamPos,
+    TokenFacts, Verdict, STREAM_KEY,
 };
 
 /// The first wait after a Redis error; it doubles up to [`RETRY_MAX`] while errors go on.
@@ -56,21 +56,6 @@ impl Default for FollowerConfig {
             block: Duration::from_secs(1),
         }
     }
-}
-
-/// Why a follower cannot decide.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FollowerError {
-    /// No heartbeat seen within the bound: fail closed.
-    #[error("revocation stream stale: no heartbeat for {since_ms} ms")]
-    Stale {
-        /// Milliseconds since the newest heartbeat seen (since the follower started when none
-        /// has been seen).
-        since_ms: u64,
-    },
-    /// Not yet synchronised: the first snapshot is not loaded.
-    #[error("revocation follower not ready: no snapshot loaded yet")]
-    NotReady,
 }
 
 /// What a follower holds (for tests and metrics).
@@ -120,9 +105,13 @@ impl RevocationFollower {
         let (ready, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             config,
-            started: Instant::now(),
             ready,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                copy: FollowedCopy::new(config.staleness_bound),
+                position: StreamPos::default(),
+                snapshots: 0,
+                errors: 0,
+            }),
         });
         let task = Task {
             connection,
@@ -135,24 +124,11 @@ impl RevocationFollower {
         }
     }
 
-    /// Decides for `facts` from the in-process copy, no I/O: `Err(Stale)` when the newest
-    /// heartbeat received is older than the bound (by the local monotonic clock),
-    /// `Err(NotReady)` before the first snapshot. Otherwise the same decision as the store's
-    /// check: [`verdict`](crate::verdict) over the unexpired entries for `facts.keys()`, expiry
-    /// judged by the Redis clock (the latest `TIME` read plus the local time elapsed since).
+    /// Decides for `facts` from the in-process copy, no I/O ([`FollowedCopy::check`]):
+    /// `Err(NotReady)` before the first snapshot, `Err(Stale)` when the newest heartbeat received
+    /// is older than the bound, otherwise the same decision as the store's check.
     pub fn check(&self, facts: &TokenFacts) -> Result<Verdict, FollowerError> {
-        let now = Instant::now();
-        let state = self.shared.lock();
-        if !state.loaded {
-            return Err(FollowerError::NotReady);
-        }
-        let since = now.saturating_duration_since(state.heartbeat.unwrap_or(self.shared.started));
-        if state.heartbeat.is_none() || since > self.shared.config.staleness_bound {
-            return Err(FollowerError::Stale {
-                since_ms: duration_ms(since),
-            });
-        }
-        Ok(state.entries.verdict(facts, state.redis_now_ms(now)))
+        self.shared.lock().copy.check(facts, Instant::now())
     }
 
     /// Waits until the first snapshot is loaded (bounded by `timeout`); whether it is.
@@ -167,7 +143,7 @@ impl RevocationFollower {
     pub fn stats(&self) -> FollowerStats {
         let state = self.shared.lock();
         FollowerStats {
-            entries: state.entries.len(),
+            entries: state.copy.len(),
             position: state.position.to_string(),
             snapshots: state.snapshots,
             errors: state.errors,
@@ -193,7 +169,6 @@ impl Drop for TaskGuard {
 /// What the handles and the task share.
 struct Shared {
     config: FollowerConfig,
-    started: Instant,
     /// Flips to `true` with the first snapshot.
     ready: watch::Sender<bool>,
     state: Mutex<State>,
@@ -207,50 +182,24 @@ impl Shared {
     }
 }
 
-/// The copy.
-#[derive(Default)]
+/// The copy and where the follower is.
 struct State {
-    /// Live entries.
-    entries: RevocationSet,
-    /// Whether a snapshot has been loaded.
-    loaded: bool,
-    /// When (local clock) the newest heartbeat seen was written.
-    heartbeat: Option<Instant>,
-    /// The latest Redis `TIME` (ms) and when (local clock) it was read.
-    clock: Option<(i64, Instant)>,
+    copy: FollowedCopy,
     position: StreamPos,
     snapshots: u64,
     errors: u64,
 }
 
 impl State {
-    /// The Redis clock now, estimated from the latest `TIME` read and the local time since.
-    fn redis_now_ms(&self, now: Instant) -> i64 {
-        match self.clock {
-            Some((ms, at)) => {
-                let elapsed = i64::try_from(duration_ms(now.saturating_duration_since(at)))
-                    .unwrap_or(i64::MAX);
-                ms.saturating_add(elapsed)
-            }
-            None => i64::MIN,
-        }
-    }
-
-    /// Takes in what one read brought: entries (merged), heartbeats (freshness), the clock.
+    /// Takes in what one read brought: the clock, heartbeats (freshness), entries (merged).
     fn absorb(&mut self, batch: Batch) {
+        self.copy.observe_clock(batch.now_ms, batch.received);
+        if let Some(at) = batch.newest_heartbeat_ms {
+            self.copy.heard_heartbeat(at, batch.received);
+        }
         for record in batch.entries {
-            self.entries.insert(record);
+            self.copy.insert(record);
         }
-        if batch.heartbeat > self.heartbeat {
-            self.heartbeat = batch.heartbeat;
-        }
-        self.clock = Some((batch.now_ms, batch.received));
-    }
-
-    /// Drops the entries whose `until` has passed.
-    fn prune(&mut self, now: Instant) {
-        let now_ms = self.redis_now_ms(now);
-        self.entries.prune(now_ms);
     }
 }
 
@@ -267,8 +216,8 @@ struct Position {
 /// The records of one read, parsed.
 struct Batch {
     entries: Vec<RevocationRecord>,
-    /// When (local clock) the newest heartbeat in the batch was written.
-    heartbeat: Option<Instant>,
+    /// The newest heartbeat's `at` (ms, the store's clock).
+    newest_heartbeat_ms: Option<i64>,
     /// Redis `TIME` (ms), read in the same pipeline.
     now_ms: i64,
     /// When (local clock) the reply arrived.
@@ -281,16 +230,15 @@ impl Batch {
     fn new(now_ms: i64, received: Instant) -> Self {
         Self {
             entries: Vec::new(),
-            heartbeat: None,
+            newest_heartbeat_ms: None,
             now_ms,
             received,
             last: None,
         }
     }
 
-    /// Adds one stream record. A heartbeat's freshness is its arrival less its age by the Redis
-    /// clock (`TIME` − its `at`), so an old heartbeat (a backlog, or a snapshot of a stream no
-    /// node writes to any more) does not make the follower fresh. Entries already expired are
+    /// Adds one stream record. Of the heartbeats only the newest matters (the copy counts it as
+    /// written at its arrival less its age by the store's clock). Entries already expired are
     /// dropped.
     fn push(&mut self, record: &StreamId) {
         let pos = record.id.parse::<StreamPos>().ok();
@@ -299,11 +247,7 @@ impl Batch {
         }
         match stream_event(record) {
             Some(StreamEvent::Heartbeat { at, .. }) => {
-                let age = u64::try_from(self.now_ms.saturating_sub(at)).unwrap_or(0);
-                let written = self.received.checked_sub(Duration::from_millis(age));
-                if written > self.heartbeat {
-                    self.heartbeat = written;
-                }
+                self.newest_heartbeat_ms = self.newest_heartbeat_ms.max(Some(at));
             }
             Some(StreamEvent::Revocation { record, .. }) if record.until > self.now_ms => {
                 self.entries.push(record);
@@ -357,7 +301,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Task<C> {
             }
             if pruned.elapsed() >= PRUNE_EVERY {
                 pruned = Instant::now();
-                self.shared.lock().prune(pruned);
+                self.shared.lock().copy.prune(pruned);
             }
         }
     }
@@ -389,10 +333,10 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Task<C> {
         {
             let mut state = self.shared.lock();
             state.absorb(batch);
-            state.prune(received);
+            state.copy.prune(received);
             state.position = position.id;
             state.snapshots += 1;
-            state.loaded = true;
+            state.copy.mark_loaded();
         }
         self.shared.ready.send_replace(true);
         Ok(position)
@@ -458,7 +402,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn heartbeat_freshness_is_its_arrival_less_its_age() {
+    fn a_batch_keeps_the_newest_heartbeat_and_its_last_position() {
         let received = Instant::now();
         let mut batch = Batch::new(10_000, received);
         let heartbeat = |id: &str, at: &str| StreamId {
@@ -472,20 +416,22 @@ mod tests {
             .collect(),
             ..StreamId::default()
         };
-        batch.push(&heartbeat("9000-0", "9000"));
-        assert_eq!(
-            batch.heartbeat,
-            received.checked_sub(Duration::from_millis(1000))
-        );
         batch.push(&heartbeat("9990-0", "9990"));
-        assert_eq!(
-            batch.heartbeat,
-            received.checked_sub(Duration::from_millis(10))
-        );
-        // A heartbeat stamped after the read's clock counts as just arrived.
+        batch.push(&heartbeat("9000-0", "9000"));
+        assert_eq!(batch.newest_heartbeat_ms, Some(9990));
         batch.push(&heartbeat("10005-0", "10005"));
-        assert_eq!(batch.heartbeat, Some(received));
+        assert_eq!(batch.newest_heartbeat_ms, Some(10_005));
         assert_eq!(batch.last, Some(StreamPos { ms: 10_005, seq: 0 }));
         assert!(batch.entries.is_empty());
+
+        // Absorbed, the newest heartbeat is fresh as of its arrival.
+        let mut state = State {
+            copy: FollowedCopy::new(Duration::from_secs(3)),
+            position: StreamPos::default(),
+            snapshots: 0,
+            errors: 0,
+        };
+        state.absorb(batch);
+        assert_eq!(state.copy.newest_heartbeat(), Some(received));
     }
 }

@@ -11,6 +11,7 @@
 #[cfg(any(test, feature = "contract-tests"))]
 #[allow(clippy::expect_used, reason = "contract assertions fail loudly")]
 pub mod contract;
+mod copy;
 mod entry;
 #[cfg(feature = "redis")]
 mod follower;
@@ -20,12 +21,13 @@ mod redis_store;
 mod set;
 mod stream;
 
+pub use copy::{FollowedCopy, FollowerError};
 pub use entry::{
     verdict, Checked, Revocation, RevocationKind, RevocationRecord, TokenFacts, Verdict,
     HEARTBEAT_KIND,
 };
 #[cfg(feature = "redis")]
-pub use follower::{FollowerConfig, FollowerError, FollowerStats, RevocationFollower};
+pub use follower::{FollowerConfig, FollowerStats, RevocationFollower};
 pub use memory::{MemoryRevocations, MEMORY_STREAM_CAPACITY};
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisRevocations, FEED_POLL_INTERVAL, KEY_PREFIX, STREAM_KEY};

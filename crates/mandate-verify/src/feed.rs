@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mandate_revocation::{RevocationRecord, RevocationSet, TokenFacts, Verdict};
+use mandate_revocation::{FollowedCopy, RevocationRecord, TokenFacts, Verdict};
 use serde_json::Value;
 use tokio::sync::watch;
 use url::Url;
@@ -159,9 +159,8 @@ impl Feed {
         let shared = Arc::new(Shared {
             url,
             config,
-            started: Instant::now(),
             ready,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new(FollowedCopy::new(config.staleness_bound))),
         });
         let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
         let task = Task {
@@ -185,33 +184,25 @@ impl Feed {
         matches!(waited, Ok(Ok(_)))
     }
 
-    /// Decides for `facts` from the in-process copy, no I/O:
+    /// Decides for `facts` from the in-process copy, no I/O ([`FollowedCopy::check`]):
     /// [`VerifyError::RevocationUnavailable`] before the first snapshot and whenever the newest
-    /// heartbeat received is older than the bound; otherwise the store's decision
-    /// ([`RevocationSet::verdict`]) with expiry judged by the store's clock as estimated.
+    /// heartbeat received is older than the bound; otherwise the store's decision with expiry
+    /// judged by the store's clock as estimated.
     pub fn check(&self, facts: &TokenFacts) -> Result<Verdict, VerifyError> {
-        let now = Instant::now();
-        let state = self.shared.lock();
-        if !state.loaded {
-            return Err(VerifyError::RevocationUnavailable(
-                "revocation feed not ready: no snapshot received yet".into(),
-            ));
-        }
-        let since = now.saturating_duration_since(state.heartbeat.unwrap_or(self.shared.started));
-        if state.heartbeat.is_none() || since > self.shared.config.staleness_bound {
-            return Err(VerifyError::RevocationUnavailable(format!(
-                "revocation feed stale: no heartbeat for {} ms",
-                since.as_millis()
-            )));
-        }
-        Ok(state.entries.verdict(facts, state.store_now_ms(now)))
+        self.shared
+            .lock()
+            .copy
+            .check(facts, Instant::now())
+            .map_err(|error| {
+                VerifyError::RevocationUnavailable(format!("revocation feed: {error}"))
+            })
     }
 
     /// What the feed holds, where it is, how many snapshots, connections and errors it has seen.
     pub fn stats(&self) -> FeedStats {
         let state = self.shared.lock();
         FeedStats {
-            entries: state.entries.len(),
+            entries: state.copy.len(),
             position: state.position.clone(),
             snapshots: state.snapshots,
             connections: state.connections,
@@ -246,7 +237,6 @@ impl Drop for TaskGuard {
 struct Shared {
     url: Url,
     config: FeedConfig,
-    started: Instant,
     /// Flips to `true` with the first snapshot.
     ready: watch::Sender<bool>,
     state: Mutex<State>,
@@ -260,16 +250,9 @@ impl Shared {
     }
 }
 
-/// The copy and what the feed has learnt.
-#[derive(Default)]
+/// The copy and where the feed is.
 struct State {
-    entries: RevocationSet,
-    /// Whether a snapshot has been loaded.
-    loaded: bool,
-    /// When (local clock) the newest heartbeat received was written.
-    heartbeat: Option<Instant>,
-    /// The store's clock: a reading (ms) and when (local clock) it held.
-    clock: Option<(i64, Instant)>,
+    copy: FollowedCopy,
     position: Option<String>,
     pruned: Option<Instant>,
     snapshots: u64,
@@ -278,25 +261,14 @@ struct State {
 }
 
 impl State {
-    /// The store's clock at `now`, from the reading that puts it latest (`i64::MIN` before any:
-    /// nothing counts as expired then).
-    fn store_now_ms(&self, now: Instant) -> i64 {
-        match self.clock {
-            Some((ms, at)) => {
-                let elapsed = i64::try_from(now.saturating_duration_since(at).as_millis())
-                    .unwrap_or(i64::MAX);
-                ms.saturating_add(elapsed)
-            }
-            None => i64::MIN,
-        }
-    }
-
-    /// A time read from the store (`ms`), received at `received`. The estimate keeps the reading
-    /// that puts the clock latest: a time that arrived late (an old heartbeat replayed, a slow
-    /// delivery) can only be behind the store's clock, never ahead of it.
-    fn observe_clock(&mut self, ms: i64, received: Instant) {
-        if ms > self.store_now_ms(received) {
-            self.clock = Some((ms, received));
+    fn new(copy: FollowedCopy) -> Self {
+        Self {
+            copy,
+            position: None,
+            pruned: None,
+            snapshots: 0,
+            connections: 0,
+            errors: 0,
         }
     }
 
@@ -311,18 +283,18 @@ impl State {
                     serde_json::from_value(data.get("entries").cloned().unwrap_or(Value::Null))
                         .map_err(|_| "a snapshot without a list of entries".to_owned())?;
                 if let Some(now) = data.get("now").and_then(Value::as_i64) {
-                    self.observe_clock(now, received);
+                    self.copy.observe_clock(now, received);
                 }
                 for record in entries {
-                    self.entries.insert(record);
+                    self.copy.insert(record);
                 }
-                self.loaded = true;
+                self.copy.mark_loaded();
                 self.snapshots += 1;
             }
             "revocation" => {
                 let record: RevocationRecord = serde_json::from_str(&event.data)
                     .map_err(|_| "a revocation event that is not an entry".to_owned())?;
-                self.entries.insert(record);
+                self.copy.insert(record);
             }
             "heartbeat" => {
                 let data: Value = serde_json::from_str(&event.data)
@@ -331,14 +303,7 @@ impl State {
                     .get("at")
                     .and_then(Value::as_i64)
                     .ok_or_else(|| "a heartbeat without its time".to_owned())?;
-                self.observe_clock(at, received);
-                // Its age by the store's clock, taken off its arrival.
-                let age =
-                    u64::try_from(self.store_now_ms(received).saturating_sub(at)).unwrap_or(0);
-                let written = received.checked_sub(Duration::from_millis(age));
-                if written > self.heartbeat {
-                    self.heartbeat = written;
-                }
+                self.copy.heard_heartbeat(at, received);
             }
             // Events of later versions are skipped.
             _ => {}
@@ -358,8 +323,7 @@ impl State {
             return;
         }
         self.pruned = Some(now);
-        let now_ms = self.store_now_ms(now);
-        self.entries.prune(now_ms);
+        self.copy.prune(now);
     }
 }
 
@@ -474,7 +438,7 @@ impl Task {
                     delivered = true;
                 }
                 state.prune(received);
-                state.loaded
+                state.copy.is_loaded()
             };
             if loaded {
                 self.shared
@@ -659,11 +623,10 @@ mod tests {
     }
 
     fn state_with_clock(ms: i64, at: Instant) -> State {
-        State {
-            clock: Some((ms, at)),
-            loaded: true,
-            ..State::default()
-        }
+        let mut copy = FollowedCopy::new(Duration::from_secs(3));
+        copy.observe_clock(ms, at);
+        copy.mark_loaded();
+        State::new(copy)
     }
 
     #[test]
@@ -677,7 +640,10 @@ mod tests {
                 now,
             )
             .unwrap();
-        assert_eq!(state.heartbeat, now.checked_sub(Duration::from_secs(10)));
+        assert_eq!(
+            state.copy.newest_heartbeat(),
+            now.checked_sub(Duration::from_secs(10))
+        );
         assert_eq!(state.position.as_deref(), Some("90000-0"));
         // A live one.
         state
@@ -686,9 +652,9 @@ mod tests {
                 now,
             )
             .unwrap();
-        assert_eq!(state.heartbeat, Some(now));
+        assert_eq!(state.copy.newest_heartbeat(), Some(now));
         // The clock estimate never moves back.
-        assert_eq!(state.store_now_ms(now), 100_000);
+        assert_eq!(state.copy.store_now_ms(now), 100_000);
     }
 
     #[test]
