@@ -136,6 +136,30 @@ fn invalid_configuration_exits_2_naming_the_key() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no_such_key"));
+    // Lists come from the file only: a variable cannot add a manage credential, an issuer with
+    // keys of its choosing or a client, in any spelling figment would take.
+    for (name, value) in [
+        (
+            "MANDATE__ADMIN__CREDENTIALS",
+            r#"[{name="intruder",role="manage",secret_hash="sha256:00"}]"#,
+        ),
+        (
+            "MANDATE__TRUSTED_ISSUERS",
+            r#"[{issuer="https://evil.example"}]"#,
+        ),
+        ("MANDATE__ADMIN", r#"{credentials=[]}"#),
+        ("MANDATE__CLIENTS__0__CLIENT_ID", "intruder"),
+    ] {
+        let output = mandate()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(name), "{name}: {stderr}");
+    }
     // A missing file.
     let output = mandate()
         .args(["serve", "--config", "/nonexistent/mandate.toml"])

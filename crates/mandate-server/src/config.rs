@@ -481,8 +481,48 @@ pub enum ConfigError {
     },
 }
 
+/// Refuses `MANDATE__…` variables that are not a scalar key: more than `SECTION__KEY` deep, or
+/// holding a table or an array of tables (an array of scalars, such as a cluster's URLs, is a
+/// value). The environment may tune a value; lists (admin credentials,
+/// clients, trusted issuers, policies) come from the file only (DESIGN.md section 10), or a
+/// variable could add a `manage` credential or an issuer with keys of its own choosing. Values
+/// are read the way the environment provider reads them, so what passes here is what it takes.
+fn only_scalar_overrides(
+    variables: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, value) in variables {
+        let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let refuse = |why: &str| {
+            Err(ConfigError::Load(format!(
+                "environment variable {name}: {why}; lists and tables can only be set in the configuration file"
+            )))
+        };
+        if key.split("__").count() > 2 {
+            return refuse("only MANDATE__<KEY> and MANDATE__<SECTION>__<KEY> override the file");
+        }
+        use figment::value::Value;
+        let holds_a_table = |values: &[Value]| {
+            values
+                .iter()
+                .any(|v| matches!(v, Value::Dict(..) | Value::Array(..)))
+        };
+        match value.parse::<Value>() {
+            Ok(Value::Dict(..)) => return refuse("a table is not a scalar value"),
+            // A list of scalars (a cluster's URLs) is a value; a list of tables is a list.
+            Ok(Value::Array(_, values)) if holds_a_table(&values) => {
+                return refuse("an array of tables is not a scalar value");
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl Settings {
-    /// Reads `path` and the `MANDATE__…` environment overrides. Nothing else is read.
+    /// Reads `path` and the `MANDATE__…` environment overrides (scalars only). Nothing else is
+    /// read.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         if !path.is_file() {
             return Err(ConfigError::Load(format!(
@@ -490,6 +530,7 @@ impl Settings {
                 path.display()
             )));
         }
+        only_scalar_overrides(std::env::vars())?;
         Figment::new()
             .merge(Toml::file_exact(path))
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
@@ -940,4 +981,38 @@ fn check_issuer_url(value: &str) -> Result<(), String> {
         return Err(format!("'{value}' must have no query or fragment"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_environment_overrides_scalars_only() {
+        // Scalars of every kind pass, and variables without the prefix are not looked at.
+        assert!(only_scalar_overrides(vars(&[
+            ("MANDATE__ISSUER", "https://id.example.com"),
+            ("MANDATE__TOKENS__ACCESS_TOKEN_TTL_SECS", "600"),
+            ("MANDATE__LIMITS__RATE_LIMIT", "false"),
+            ("MANDATE__STORE__URL", "[\"redis://a\", \"redis://b\"]"),
+            ("MANDATE_ADMIN_SECRET", "[not configuration]"),
+            ("PATH", "/usr/bin"),
+        ]))
+        .is_ok());
+        for refused in [
+            ("MANDATE__ADMIN__CREDENTIALS", "[{name=\"x\"}]"),
+            ("MANDATE__ADMIN", "{credentials=[]}"),
+            ("MANDATE__CLIENTS__0__CLIENT_ID", "x"),
+        ] {
+            let error = only_scalar_overrides(vars(&[refused])).unwrap_err();
+            assert!(error.to_string().contains(refused.0), "{error}");
+        }
+    }
 }

@@ -303,8 +303,15 @@ impl AppState {
         })
     }
 
-    /// Withdraws a consent grant: `consent:<id>` stops new roots on it, and in the same write every
-    /// chain already rooted on it is revoked.
+    /// Withdraws a consent grant: `consent:<id>` stops new roots on it, then every chain already
+    /// rooted on it is revoked.
+    ///
+    /// The consent entry is written before the ledger is asked which chains rest on the grant.
+    /// An exchange rooting a new chain on it records its hop and only then checks the list again
+    /// (with the grant among its facts): either its hop was recorded before the ledger was asked,
+    /// and its chain is revoked with the others, or its check comes after the consent entry and
+    /// refuses it. Asking first would let a root recorded between the question and the write
+    /// slip through both.
     pub async fn withdraw_consent(
         &self,
         consent_id: &str,
@@ -312,24 +319,27 @@ impl AppState {
         reason: &str,
         by: &str,
     ) -> Result<RevocationOutcome, RevokeError> {
+        let mut entries = self
+            .write(vec![Revocation {
+                kind: RevocationKind::Consent,
+                id: consent_id.to_owned(),
+                until_ms: grant_expires_at * 1000 + self.skew_ms(),
+                reason: reason.to_owned(),
+                by: by.to_owned(),
+            }])
+            .await?;
         let chains = self
             .ledger
             .chains_rooted_on_consent(consent_id)
             .await
             .map_err(|e| RevokeError::Unavailable(e.to_string()))?;
-        let mut entries = vec![Revocation {
-            kind: RevocationKind::Consent,
-            id: consent_id.to_owned(),
-            until_ms: grant_expires_at * 1000 + self.skew_ms(),
-            reason: reason.to_owned(),
-            by: by.to_owned(),
-        }];
+        let mut chain_entries = Vec::with_capacity(chains.len());
         let mut hops_revoked = Vec::new();
         for chain in &chains {
             let hops = self.chain_hops(chain).await?;
             let until = self.chain_entry_until(&hops, grant_expires_at);
             hops_revoked.extend(hops.iter().map(|h| h.id.to_string()));
-            entries.push(Revocation {
+            chain_entries.push(Revocation {
                 kind: RevocationKind::Chain,
                 id: chain.to_string(),
                 until_ms: until,
@@ -337,7 +347,9 @@ impl AppState {
                 by: by.to_owned(),
             });
         }
-        let entries = self.write(entries).await?;
+        if !chain_entries.is_empty() {
+            entries.extend(self.write(chain_entries).await?);
+        }
         Ok(RevocationOutcome {
             entries,
             hops_revoked,
