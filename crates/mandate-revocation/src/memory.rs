@@ -168,7 +168,7 @@ impl RevocationStore for MemoryRevocations {
                 by: entry.by,
             };
             map.insert(key, record.clone());
-            // The entry and its stream record are written together, as Redis does in one MULTI.
+            // The entry and its stream record are written together, as Redis does in one script.
             stream.push(StreamEvent::Revocation {
                 id: stream.next_id(now),
                 record: record.clone(),

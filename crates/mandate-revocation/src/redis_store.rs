@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Every revocation key starts with this hash tag, so that an entry and its stream record are
-/// written in one MULTI and one check reads them all on one shard (DESIGN.md section 6).
+/// written in one script and one check reads them all on one shard (DESIGN.md section 6).
 pub const KEY_PREFIX: &str = "{mandate:rev}";
 /// The revocation stream.
 pub const STREAM_KEY: &str = "{mandate:rev}:stream";
@@ -24,6 +24,40 @@ pub const STREAM_KEY: &str = "{mandate:rev}:stream";
 /// and the stream's first and last ids); mandate's feed runs one reader per node, so that is at
 /// most ten pipelines a second per node, and a record reaches the reader within this interval.
 pub const FEED_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Writes revocation entries and their stream records, T read from the server's clock inside the
+/// script (T only grows: an entry still live keeps its later `at` and `until`). Answers `at`,
+/// `until` of each entry, in order.
+const REVOKE: &str = r#"
+-- KEYS: the entry keys, then the stream; ARGV: kind, id, until (ms), reason, by for each entry
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local stream = KEYS[#KEYS]
+local answer = {}
+for i = 1, #KEYS - 1 do
+  local base = (i - 1) * 5
+  local kind, id, reason, by = ARGV[base + 1], ARGV[base + 2], ARGV[base + 4], ARGV[base + 5]
+  local at, untl = now, tonumber(ARGV[base + 3])
+  local stored = redis.call('GET', KEYS[i])
+  if stored then
+    local ok, previous = pcall(cjson.decode, stored)
+    if ok and type(previous) == 'table' and tonumber(previous['until'])
+        and tonumber(previous['until']) > now then
+      at = math.max(at, tonumber(previous['at']) or at)
+      untl = math.max(untl, tonumber(previous['until']))
+    end
+  end
+  local record = '{"kind":' .. cjson.encode(kind) .. ',"id":' .. cjson.encode(id)
+    .. ',"at":' .. string.format('%d', at) .. ',"until":' .. string.format('%d', untl)
+    .. ',"reason":' .. cjson.encode(reason) .. ',"by":' .. cjson.encode(by) .. '}'
+  redis.call('SET', KEYS[i], record, 'PX', math.max(untl - now, 1))
+  redis.call('XADD', stream, '*', 'kind', kind, 'id', id, 'at', string.format('%d', at),
+    'until', string.format('%d', untl), 'reason', reason, 'by', by)
+  answer[#answer + 1] = at
+  answer[#answer + 1] = untl
+end
+return answer
+"#;
+
 /// How long a revocation waits for a replica to acknowledge it (`WAIT 1 <ms>`) when the
 /// deployment has replicas. Shorter than the connections' 2 s response timeout, so that a replica
 /// that does not answer gives this store's own error, not a timeout of the shared connection.
@@ -175,24 +209,6 @@ fn covered(
     }
 }
 
-/// Whether an `EXEC` reply is a committed transaction in which every command succeeded.
-fn committed(executed: &Value) -> Result<(), RevocationStoreError> {
-    match executed {
-        Value::Array(replies) => match replies.iter().find_map(|r| match r {
-            Value::ServerError(error) => Some(error),
-            _ => None,
-        }) {
-            Some(error) => Err(RevocationStoreError(format!(
-                "revocation not written: {error:?}"
-            ))),
-            None => Ok(()),
-        },
-        other => Err(RevocationStoreError(format!(
-            "revocation not written: EXEC answered {other:?}"
-        ))),
-    }
-}
-
 /// `connected_slaves` of an `INFO replication` answer (0 when absent).
 fn connected_replicas(info: &str) -> u32 {
     info.lines()
@@ -219,72 +235,39 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
         }
         let mut connection = self.connection.clone();
         let keys: Vec<String> = entries.iter().map(|e| Self::key(e.kind, &e.id)).collect();
-        // The clock and the existing entries (T only grows), in one round trip.
-        let (time, existing): (Value, Vec<Option<String>>) = redis::pipe()
-            .cmd("TIME")
-            .cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut connection)
-            .await
-            .map_err(fail)?;
-        let now = time_ms(&time)?;
-        let existing = parse_records(existing);
-        // MULTI … EXEC written out rather than an atomic pipeline, so that `WAIT` can follow the
-        // transaction in the same pipeline: on the same connection (WAIT counts the replicas
-        // that have this connection's writes) and, on a cluster, to the same node.
-        let mut transaction = redis::pipe();
-        transaction.cmd("MULTI").ignore();
-        let mut written = Vec::with_capacity(entries.len());
-        for ((entry, key), previous) in entries.into_iter().zip(&keys).zip(existing) {
-            let previous = previous.filter(|p| p.until > now);
-            let record = RevocationRecord {
-                kind: entry.kind,
-                id: entry.id,
-                at: previous.as_ref().map_or(now, |p| p.at.max(now)),
-                until: previous
-                    .as_ref()
-                    .map_or(entry.until_ms, |p| p.until.max(entry.until_ms)),
-                reason: entry.reason,
-                by: entry.by,
-            };
-            let ttl = (record.until - now).max(1);
-            let json =
-                serde_json::to_string(&record).map_err(|e| RevocationStoreError(e.to_string()))?;
-            transaction
-                .cmd("SET")
-                .arg(key)
-                .arg(json)
-                .arg("PX")
-                .arg(ttl)
-                .ignore();
-            transaction
-                .cmd("XADD")
-                .arg(STREAM_KEY)
-                .arg("*")
-                .arg("kind")
-                .arg(record.kind.as_str())
-                .arg("id")
-                .arg(&record.id)
-                .arg("at")
-                .arg(record.at)
-                .arg("until")
-                .arg(record.until)
-                .arg("reason")
-                .arg(&record.reason)
-                .arg("by")
-                .arg(&record.by)
-                .ignore();
-            written.push(record);
+        // One script reads the clock and the existing entries and writes the new ones with their
+        // stream records, so that nothing runs between the reading of T and the write: an
+        // exchange that reads the clock before it issues a token covered by T, one that reads it
+        // after finds the entry in its check (its clock read and check are one pipeline, after
+        // this script or before it). Two nodes revoking the same id cannot interleave either,
+        // so T only grows. All keys carry the `{mandate:rev}` hash tag: one shard.
+        let mut argv: Vec<String> = Vec::with_capacity(entries.len() * 5);
+        for entry in &entries {
+            argv.extend([
+                entry.kind.as_str().to_owned(),
+                entry.id.clone(),
+                entry.until_ms.to_string(),
+                entry.reason.clone(),
+                entry.by.clone(),
+            ]);
         }
-        transaction.cmd("EXEC");
-        if self.replicas.load(std::sync::atomic::Ordering::Relaxed) {
+        // Sent with EVAL rather than EVALSHA: revocations are rare, and the script is then in the
+        // same pipeline as the WAIT that follows it.
+        let mut transaction = redis::pipe();
+        transaction
+            .cmd("EVAL")
+            .arg(REVOKE)
+            .arg(keys.len() + 1)
+            .arg(&keys)
+            .arg(STREAM_KEY)
+            .arg(&argv);
+        let times: Vec<i64> = if self.replicas.load(std::sync::atomic::Ordering::Relaxed) {
             let wait_ms = u64::try_from(REPLICA_ACK_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
             transaction.cmd("WAIT").arg(1).arg(wait_ms);
-            let (executed, acknowledged): (Value, u32) = transaction
+            let (times, acknowledged): (Vec<i64>, u32) = transaction
                 .query_async(&mut connection)
                 .await
                 .map_err(fail)?;
-            committed(&executed)?;
             if acknowledged == 0 {
                 // Written on the primary (and in force there), but a failover now could lose
                 // it: the caller is told to retry, which is harmless (T only grows).
@@ -293,13 +276,33 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
                     REPLICA_ACK_TIMEOUT.as_millis()
                 )));
             }
+            times
         } else {
-            let (executed,): (Value,) = transaction
+            let (times,): (Vec<i64>,) = transaction
                 .query_async(&mut connection)
                 .await
                 .map_err(fail)?;
-            committed(&executed)?;
+            times
+        };
+        if times.len() != entries.len() * 2 {
+            return Err(RevocationStoreError(format!(
+                "the revocation script answered {} values for {} entries",
+                times.len(),
+                entries.len()
+            )));
         }
+        let written = entries
+            .into_iter()
+            .zip(times.chunks_exact(2))
+            .map(|(entry, at_until)| RevocationRecord {
+                kind: entry.kind,
+                id: entry.id,
+                at: at_until[0],
+                until: at_until[1],
+                reason: entry.reason,
+                by: entry.by,
+            })
+            .collect();
         Ok(written)
     }
 

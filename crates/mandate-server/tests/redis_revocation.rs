@@ -154,3 +154,58 @@ async fn with_a_replica_a_revocation_is_acknowledged_by_it_or_refused() {
         .await
         .unwrap();
 }
+
+/// The entry is written by a script that reads T from the server's clock: what it stores and
+/// what it appends to the stream must read back exactly, whatever the reason and id contain,
+/// and a later revocation of the same id keeps the later T and the later expiry.
+#[tokio::test]
+async fn the_revocation_script_writes_what_it_is_given() {
+    use mandate_revocation::{Revocation, RevocationKind, RevocationStore, StreamEvent};
+    let server = RedisServer::start().await.unwrap();
+    let store = RedisRevocations::new(manager(&server.url()).await);
+    let now = store.now_ms().await.unwrap();
+    let reason = "said \"stop\" / ünïcode \\ back\nslash";
+    let by = "admin:ops {team}";
+    // A heartbeat first, so that the position read is a record's id.
+    store.heartbeat("node-a", 60_000).await.unwrap();
+    let start = store.stream_position().await.unwrap();
+    let first = store
+        .revoke(vec![Revocation {
+            kind: RevocationKind::Agent,
+            id: "booking/agent".into(),
+            until_ms: now + 600_000,
+            reason: reason.into(),
+            by: by.into(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(first[0].at >= now && first[0].at < now + 5_000, "{first:?}");
+    assert_eq!(first[0].until, now + 600_000);
+    let stored = store.entries().await.unwrap();
+    assert_eq!(stored, first);
+    let (events, _) = store
+        .read_after(&start, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(events.iter().any(|event| matches!(
+        event,
+        StreamEvent::Revocation { record, .. } if *record == first[0]
+    )));
+
+    // Again, with a shorter lifetime: T moves on, the expiry stays the later one.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = store
+        .revoke(vec![Revocation {
+            kind: RevocationKind::Agent,
+            id: "booking/agent".into(),
+            until_ms: now + 60_000,
+            reason: "again".into(),
+            by: by.into(),
+        }])
+        .await
+        .unwrap();
+    assert!(second[0].at > first[0].at, "{second:?} after {first:?}");
+    assert_eq!(second[0].until, now + 600_000);
+    assert_eq!(store.entries().await.unwrap(), second);
+}
