@@ -548,7 +548,9 @@ pub async fn update(
 
 /// Moves the client through the state machine. Suspension and retirement write the
 /// `agent:<id> @ T` revocation entry first (DESIGN.md section 6): every live token in which the
-/// agent is the client or any actor dies even if the state change then fails. A transition the
+/// agent is the client or any actor dies even if the state change then fails. They write it
+/// again after the state change, so that it also covers tokens minted while the change was
+/// landing. A transition the
 /// state machine refuses writes nothing, not even the revocation.
 pub async fn transition(
     state: &AppState,
@@ -572,7 +574,17 @@ pub async fn transition(
     })
     .await;
     match changed {
-        Ok(client) => Ok((client, revocation)),
+        Ok(client) => {
+            // Once more, now that the state has changed: a token minted by an exchange that
+            // read the old state but the clock after the first T is covered by this one (the
+            // exchange re-reads the client after recording its hop, so nothing later gets
+            // through). T only grows; the answer carries the later entry.
+            let revocation = match revocation {
+                Some(_) => Some(state.revoke_agent(id.as_str(), reason, by).await?),
+                None => None,
+            };
+            Ok((client, revocation))
+        }
         Err(error) => {
             // The revocation is a change of its own: the audit stream keeps it even though the
             // state change failed (the request can be repeated).

@@ -23,7 +23,7 @@ pub enum IssueError {
 /// Signs `claims` as `typ`, records `hop` (nothing is issued unless its hop is recorded,
 /// DESIGN.md section 1.3), runs the test pause point, and checks the hop's facts again: a
 /// revocation written before this check is seen by it, one written after has T ≥ the hop's `iat`
-/// and covers it.
+/// and covers it. The client the token is for must still be allowed to authenticate.
 pub async fn sign_and_record<C: Serialize + ?Sized>(
     state: &AppState,
     typ: &str,
@@ -57,14 +57,27 @@ pub async fn sign_and_record<C: Serialize + ?Sized>(
     if let Some(pause) = &state.exchange_pause {
         pause.after_hop_recorded(state, hop).await;
     }
-    let second = state
-        .revocations
-        .check(&facts_of_hop(hop))
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "revocation list unavailable");
-            IssueError::Failed(OAuthError::unavailable())
-        })?;
+    // The client is read again with the second check. Suspending or retiring an agent writes
+    // `agent:<id> @ T`, changes its state, then writes the entry again: an exchange that read
+    // the state before the change and its clock after T would mint a token the first entry
+    // does not cover; here it either sees the new state, or its `iat` (read before this) is
+    // covered by the entry written after the change.
+    let facts = facts_of_hop(hop);
+    let (second, client) = tokio::join!(
+        state.revocations.check(&facts),
+        state.clients.client(&hop.client_id)
+    );
+    let second = second.map_err(|e| {
+        tracing::warn!(error = %e, "revocation list unavailable");
+        IssueError::Failed(OAuthError::unavailable())
+    })?;
+    let client = client.map_err(|e| {
+        tracing::warn!(error = %e, "client registry unavailable");
+        IssueError::Failed(OAuthError::unavailable())
+    })?;
+    if !client.is_some_and(|client| client.may_authenticate(state.clock.now())) {
+        return Err(IssueError::RevokedMidway(RevocationKind::Agent));
+    }
     match second.verdict {
         Verdict::Live => Ok(token),
         Verdict::Revoked { kind, .. } => Err(IssueError::RevokedMidway(kind)),

@@ -387,6 +387,77 @@ async fn a_revocation_landing_mid_exchange_leaves_no_usable_token() {
         .any(|e| e.kind == mandate_revocation::RevocationKind::Chain));
 }
 
+/// Suspends the exchanging agent between the hop write and the second check by changing its
+/// state alone, with no revocation entry: the moment, inside a suspension, after the first
+/// `agent` entry and the state change but before the entry is written again, seen by an exchange
+/// that authenticated earlier and read its clock after the first entry.
+#[derive(Debug)]
+struct SuspendStateOnlyMidway;
+
+#[async_trait::async_trait]
+impl ExchangePause for SuspendStateOnlyMidway {
+    async fn after_hop_recorded(&self, state: &AppState, hop: &mandate_chain::HopRecord) {
+        let current = state.clients.client(&hop.client_id).await.unwrap().unwrap();
+        let mut stored = current.to_stored();
+        stored.state = mandate_model::ClientState::Suspended;
+        let next = mandate_store::Client::from_stored(stored).unwrap();
+        assert!(matches!(
+            state.clients.replace(next).await.unwrap(),
+            mandate_store::ReplaceOutcome::Replaced { .. }
+        ));
+    }
+}
+
+#[tokio::test]
+async fn an_agent_suspended_mid_exchange_gets_no_token() {
+    let w = world_with(BuildOptions {
+        exchange_pause: Some(Arc::new(SuspendStateOnlyMidway)),
+        ..Default::default()
+    })
+    .await;
+    let (status, body) = exchange(&w.server, &id_token(&w), "id_token", CAL, "assistant").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.get("access_token").is_none(), "{body}");
+    // No revocation entry was involved: the re-read of the agent refused it.
+    assert!(w
+        .server
+        .state
+        .revocations
+        .entries()
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn suspending_an_agent_writes_its_entry_again_after_the_state_change() {
+    let w = world().await;
+    let (status, body) = admin_post(&w.server, "/admin/agents/assistant/suspend", OPS).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // One entry for the agent, its T from the write after the state change: at least the
+    // time the state change was stamped with.
+    let entries = w.server.state.revocations.entries().await.unwrap();
+    let agent: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == mandate_revocation::RevocationKind::Agent && e.id == "assistant")
+        .collect();
+    assert_eq!(agent.len(), 1, "{entries:?}");
+    let client = w
+        .server
+        .state
+        .clients
+        .client(&mandate_model::ClientId::parse("assistant").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let changed_ms = client.updated_at.unwrap().timestamp_millis();
+    assert!(
+        agent[0].at >= changed_ms,
+        "T {} before the state change {changed_ms}",
+        agent[0].at
+    );
+}
+
 #[tokio::test]
 async fn the_chain_view_shows_the_tree_with_status_and_evidence() {
     let w = world().await;
