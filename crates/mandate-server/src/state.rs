@@ -280,20 +280,48 @@ impl AppState {
             }
             None => ChainIdKey::generate(),
         };
+        // `[[consents]]` seed grants the store does not hold. A grant an admin withdrew is gone
+        // from the store but its `consent:<id>` entry lives until the grant's expiry: it is not
+        // seeded again (it would be listed as live, though no exchange could use it).
         let consents = backends.consents.clone();
         for (i, consent) in settings.consents.iter().enumerate() {
+            let id = consent_id(consent);
+            let withdrawn = backends
+                .revocations
+                .check(&mandate_revocation::TokenFacts {
+                    consents: vec![id.clone()],
+                    ..mandate_revocation::TokenFacts::default()
+                })
+                .await
+                .map_err(|e| invalid(format!("consents[{i}]"), e.to_string()))?;
+            if matches!(
+                withdrawn.verdict,
+                mandate_revocation::Verdict::Revoked { .. }
+            ) {
+                tracing::info!(
+                    consent = %id,
+                    "consents[{i}]: withdrawn by an admin; the configuration row is skipped"
+                );
+                continue;
+            }
             let grant = ConsentGrant {
-                id: consent_id(consent),
+                id: id.clone(),
                 subject: consent.subject.clone(),
                 actor: consent.actor.clone(),
                 audience: consent.audience.clone(),
                 scopes: consent.scopes.clone(),
                 expires_at: consent.expires_at.timestamp(),
             };
-            consents
+            let added = consents
                 .insert_if_absent(grant)
                 .await
                 .map_err(|e| invalid(format!("consents[{i}]"), e.to_string()))?;
+            if !added {
+                tracing::info!(
+                    consent = %id,
+                    "consents[{i}]: the store already holds this grant, which wins; the configuration row is skipped"
+                );
+            }
         }
         // `[[policies]]` seed a store that holds no policy; once it holds one (even one an
         // admin emptied), the store's wins and the rows of the file are skipped. A file

@@ -705,3 +705,35 @@ async fn the_audience_owner_hint_never_decides_an_answer() {
         .await
         .unwrap());
 }
+
+/// A grant seeded from `[[consents]]` and then withdrawn by an admin stays withdrawn when a
+/// node starts again from the same file.
+#[tokio::test]
+async fn a_withdrawn_configuration_consent_is_not_seeded_again() {
+    let redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let mut settings = delegation_settings(&corp);
+    on_redis(&mut settings, &redis);
+    settings.consents = vec![mandate_server::config::ConsentSettings {
+        subject: mandate_model::Subject::parse("corp|alice").unwrap(),
+        actor: id("assistant"),
+        audience: Audience::parse(CAL).unwrap(),
+        scopes: ScopeSet::parse("calendar.read").unwrap(),
+        expires_at: chrono::Utc::now() + chrono::Duration::days(30),
+    }];
+
+    let first = build(settings.clone()).await;
+    let seeded = first.consents.list(None, None).await.unwrap();
+    assert_eq!(seeded.len(), 1);
+    mandate_server::consents::withdraw(&first, &seeded[0].id, "no longer", "admin:ops")
+        .await
+        .unwrap();
+    assert!(first.consents.list(None, None).await.unwrap().is_empty());
+
+    let second = build(settings.clone()).await;
+    assert!(
+        second.consents.list(None, None).await.unwrap().is_empty(),
+        "the withdrawn grant came back"
+    );
+    assert!(first.consents.list(None, None).await.unwrap().is_empty());
+}
