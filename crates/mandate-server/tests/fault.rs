@@ -321,12 +321,25 @@ async fn redis_killed_under_load_loses_nothing_and_recovers_within_two_seconds()
         "fault: first exchange served {} ms after Redis accepted connections again",
         recovery.as_millis()
     );
+    println!(
+        "fault: {} tokens issued between the restart and Redis answering the test's PING",
+        record
+            .issued
+            .iter()
+            .filter(|i| i.at >= restarting && i.at < back)
+            .count()
+    );
 
     // --- While Redis was down: nothing issued (a second of grace for requests in flight at the
-    // kill), and every refusal, then and at any time, a 503.
+    // kill), and every refusal, then and at any time, a 503. Down means until the restart began:
+    // the new server accepts connections some milliseconds before `restart` has polled it
+    // ready, and a node that reconnects at once may serve in between.
     let grace = killed + Duration::from_secs(1);
     assert!(
-        !record.issued.iter().any(|i| i.at > grace && i.at < back),
+        !record
+            .issued
+            .iter()
+            .any(|i| i.at > grace && i.at < restarting),
         "a token was issued while Redis was down"
     );
     assert!(
