@@ -6,7 +6,10 @@
     reason = "tests fail loudly"
 )]
 
-use std::io::{BufRead, BufReader, Write};
+#[path = "support/serve.rs"]
+mod serve;
+
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -38,15 +41,7 @@ fn serve(config: &Path, env: &[(&str, &str)]) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let address = line
-        .split("listening on http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_owned();
+    let address = serve::listening_address(&mut child);
     (child, address)
 }
 

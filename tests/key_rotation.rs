@@ -11,6 +11,9 @@
     reason = "tests fail loudly"
 )]
 
+#[path = "support/serve.rs"]
+mod serve;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -518,17 +521,7 @@ impl Served {
                 }
             }
         });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        // Keep draining, so that the server never writes to a closed pipe.
-        std::thread::spawn(move || for _ in stdout.lines() {});
-        let address = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_owned();
+        let address = serve::listening_address(&mut child);
         Self {
             child,
             address,

@@ -517,7 +517,9 @@ pub async fn consents(store: &dyn ConsentStore) {
     assert_eq!(consents_of(store, alice, "assistant").await.len(), 2);
 }
 
-fn client(id: &str, kind: ClientKind, auth_method: AuthMethod) -> Client {
+/// An active client of `kind` with a secret (unless it authenticates by `private_key_jwt`), one
+/// owner and nothing optional set: the fixture the contract registers, for other tests too.
+pub fn client(id: &str, kind: ClientKind, auth_method: AuthMethod) -> Client {
     Client {
         id: ClientId::parse(id).expect("client id"),
         kind,

@@ -603,32 +603,17 @@ async fn a_record_stored_before_the_lifecycle_fields_is_read_and_changed() {
     assert!(authenticates(&server, "legacy-agent", "legacy-secret").await);
 }
 
-fn resource_server_owning(id_: &str, audiences: &[&str]) -> mandate_store::Client {
-    use mandate_model::{AuthMethod, ClientKind, ClientState, SecretHash};
-    mandate_store::Client {
-        id: id(id_),
-        kind: ClientKind::ResourceServer,
-        owners: vec!["apps@example.com".into()],
-        description: format!("{id_}, a resource server"),
-        state: ClientState::Active,
-        expires_at: None,
-        auth_method: AuthMethod::ClientSecretBasic,
-        secret_hash: Some(SecretHash::of("a secret")),
-        keys: None,
-        jwks: None,
-        upstream_ids: vec![],
-        audiences: audiences
-            .iter()
-            .map(|a| Audience::parse(a).unwrap())
-            .collect(),
-        previous_secret: None,
-        secret_rotated_at: None,
-        created_at: None,
-        created_by: None,
-        updated_at: None,
-        updated_by: None,
-        revision: 0,
-    }
+fn resource_server_owning(id: &str, audiences: &[&str]) -> mandate_store::Client {
+    let mut client = contract::client(
+        id,
+        mandate_model::ClientKind::ResourceServer,
+        mandate_model::AuthMethod::ClientSecretBasic,
+    );
+    client.audiences = audiences
+        .iter()
+        .map(|a| Audience::parse(a).unwrap())
+        .collect();
+    client
 }
 
 /// The registry remembers which client owned an audience, so that an exchange does not read
