@@ -65,8 +65,9 @@ impl FollowedCopy {
         }
         let since = now.saturating_duration_since(self.heartbeat.unwrap_or(self.started));
         if self.heartbeat.is_none() || since > self.staleness_bound {
+            // Rounded up, so that the figure is over the bound whenever the copy is stale.
             return Err(FollowerError::Stale {
-                since_ms: duration_ms(since),
+                since_ms: duration_ms(since.saturating_add(Duration::from_nanos(999_999))),
             });
         }
         Ok(self.entries.verdict(facts, self.store_now_ms(now)))
@@ -194,6 +195,11 @@ mod tests {
             Ok(Verdict::Revoked { .. })
         ));
         assert_eq!(copy.check(&facts("hop_b", 1), now), Ok(Verdict::Live));
+        // Just over the bound: stale, and the figure says more than the bound.
+        assert_eq!(
+            copy.check(&facts("hop_b", 1), now + Duration::from_micros(3_000_300)),
+            Err(FollowerError::Stale { since_ms: 3001 })
+        );
         // Four seconds without a heartbeat: stale again.
         let later = now + Duration::from_secs(4);
         assert_eq!(
