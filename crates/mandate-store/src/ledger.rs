@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
@@ -11,13 +11,16 @@ pub struct MemoryLedger {
     inner: RwLock<LedgerMaps>,
 }
 
+/// B-trees, not hash maps: a B-tree grows a node at a time, while a hash map doubles and rehashes
+/// every record at once, under the write lock every exchange needs. At 114,688 hops that took
+/// 140 ms, during which no exchange could finish (docs/BENCHMARKS.md, change 11).
 #[derive(Debug, Default)]
 struct LedgerMaps {
-    hops: HashMap<HopId, HopRecord>,
-    chains: HashMap<ChainId, Vec<HopId>>,
+    hops: BTreeMap<HopId, HopRecord>,
+    chains: BTreeMap<ChainId, Vec<HopId>>,
     /// Chains by the `issued_at` of their earliest root.
     starts: BTreeSet<ChainStart>,
-    started_at: HashMap<ChainId, i64>,
+    started_at: BTreeMap<ChainId, i64>,
 }
 
 impl MemoryLedger {

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -14,18 +14,34 @@ pub trait ReplayCache: Send + Sync + std::fmt::Debug {
     async fn first_use(&self, key: &str, until: i64, now: i64) -> Result<bool, StoreError>;
 }
 
-/// The in-memory replay cache. Expired entries are swept as the map grows, so memory stays
-/// bounded by the number of identifiers seen within their lifetimes.
+/// The in-memory replay cache. Every use first drops the identifiers that have expired, so memory
+/// stays bounded by the number of identifiers seen within their lifetimes.
 #[derive(Debug, Default)]
 pub struct MemoryReplayCache {
     seen: Mutex<Seen>,
 }
 
+/// Each use does work in proportion to what it inserts and what has expired, never to the size
+/// of the cache: the expired entries are the front of `by_expiry`, and B-trees grow a node at a
+/// time (a hash map doubles and rehashes everything at once, and a sweep visits everything, both
+/// under the lock every `private_key_jwt` authentication needs).
 #[derive(Debug, Default)]
 struct Seen {
-    until: HashMap<String, i64>,
-    sweep_at_len: usize,
-    sweep_after: i64,
+    until: BTreeMap<String, i64>,
+    by_expiry: BTreeSet<(i64, String)>,
+}
+
+impl Seen {
+    fn forget_expired(&mut self, now: i64) {
+        while let Some((expiry, _)) = self.by_expiry.first() {
+            if *expiry > now {
+                break;
+            }
+            if let Some((_, key)) = self.by_expiry.pop_first() {
+                self.until.remove(&key);
+            }
+        }
+    }
 }
 
 impl MemoryReplayCache {
@@ -52,19 +68,14 @@ impl ReplayCache for MemoryReplayCache {
             .seen
             .lock()
             .map_err(|_| StoreError::Corrupt("replay cache lock poisoned".into()))?;
-        // Sweep when the map has doubled since the last sweep, and at least once a minute.
-        if seen.until.len() >= seen.sweep_at_len || now >= seen.sweep_after {
-            seen.until.retain(|_, expiry| *expiry > now);
-            seen.sweep_at_len = (seen.until.len() * 2).max(1024);
-            seen.sweep_after = now + 60;
+        // Whatever is left afterwards expires after `now`: a key still held is a replay.
+        seen.forget_expired(now);
+        if seen.until.contains_key(key) {
+            return Ok(false);
         }
-        match seen.until.get(key) {
-            Some(expiry) if *expiry > now => Ok(false),
-            _ => {
-                seen.until.insert(key.to_owned(), until);
-                Ok(true)
-            }
-        }
+        seen.until.insert(key.to_owned(), until);
+        seen.by_expiry.insert((until, key.to_owned()));
+        Ok(true)
     }
 }
 
@@ -88,13 +99,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn expired_entries_are_swept() {
+    async fn expired_entries_are_forgotten_at_the_next_use() {
         let cache = MemoryReplayCache::new();
         for i in 0..2000 {
-            cache.first_use(&format!("k{i}"), 50, 10).await.unwrap();
+            cache.first_use(&format!("k{i}"), 50 + i, 10).await.unwrap();
         }
-        cache.first_use("late", 500, 100).await.unwrap();
-        assert_eq!(cache.len(), 1);
+        // At 1049, k0..=k999 (expiring at 50..=1049) are gone, k1000.. are held.
+        cache.first_use("late", 5000, 1049).await.unwrap();
+        assert_eq!(cache.len(), 1001);
+        assert!(!cache.first_use("k1000", 9000, 1049).await.unwrap());
+        assert!(cache.first_use("k999", 9000, 1049).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_key_used_again_after_expiry_is_held_until_its_new_expiry() {
+        let cache = MemoryReplayCache::new();
+        assert!(cache.first_use("k", 100, 10).await.unwrap());
+        assert!(cache.first_use("k", 300, 100).await.unwrap());
+        // The first expiry (100) passing must not forget the second use.
+        assert!(!cache.first_use("k", 400, 150).await.unwrap());
+        assert!(cache.first_use("k", 500, 300).await.unwrap());
     }
 
     #[tokio::test]
