@@ -336,8 +336,9 @@ async fn run_store(
     })
     .await;
 
-    // Half load, open loop.
+    // Half load, open loop, spread over as many connections as the closed loop used.
     let half = report.exchange_basic.sample.rate() / 2.0;
+    pool.fill(options.concurrency).await?;
     report.exchange_half = load::paced(
         &pool,
         &basic,
@@ -373,6 +374,7 @@ async fn run_store(
         .await
     })
     .await;
+    pool.fill(options.concurrency).await?;
     report.introspect_half = load::paced(
         &pool,
         &introspect,

@@ -8,6 +8,7 @@
 //! pool bookkeeping, no chunked answers (mandate sends a length with every answer on these
 //! endpoints; anything else is reported as a failed request).
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -127,10 +128,16 @@ pub fn form_post(host: &str, path: &str, authorization: Option<&str>, body: &str
 }
 
 /// Idle connections to one address, for requests that do not own one (the open loop).
+///
+/// Connections are taken oldest first, so requests rotate over every connection the pool holds
+/// (as they would from as many independent clients, and as `wrk2` spreads its rate over its
+/// connections). Taking the most recent one instead keeps the load on the few connections
+/// returned last, which the server may have accepted on one of its workers: at half load that
+/// worker saturates while the other idles.
 #[derive(Debug)]
 pub struct Pool {
     address: SocketAddr,
-    idle: Mutex<Vec<(Connection, Instant)>>,
+    idle: Mutex<VecDeque<(Connection, Instant)>>,
 }
 
 impl Pool {
@@ -138,18 +145,30 @@ impl Pool {
     pub fn new(address: SocketAddr) -> Self {
         Self {
             address,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
         }
     }
 
-    /// The most recently used idle connection, or a new one.
+    /// Opens connections until `count` are idle.
+    pub async fn fill(&self, count: usize) -> io::Result<()> {
+        loop {
+            let idle = self.idle.lock().map(|idle| idle.len()).unwrap_or(count);
+            if idle >= count {
+                return Ok(());
+            }
+            let connection = Connection::open(self.address).await?;
+            self.put(connection);
+        }
+    }
+
+    /// The idle connection that has waited longest, or a new one.
     pub async fn take(&self) -> io::Result<Connection> {
-        let recent = self.idle.lock().ok().and_then(|mut idle| {
-            // The most recent is last; anything idle too long is dropped.
+        let oldest = self.idle.lock().ok().and_then(|mut idle| {
+            // Anything idle too long may have been closed by the server: dropped.
             idle.retain(|(_, since)| since.elapsed() < MAX_IDLE);
-            idle.pop()
+            idle.pop_front()
         });
-        match recent {
+        match oldest {
             Some((connection, _)) => Ok(connection),
             None => Connection::open(self.address).await,
         }
@@ -158,7 +177,7 @@ impl Pool {
     /// Returns a connection that is still usable.
     pub fn put(&self, connection: Connection) {
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push((connection, Instant::now()));
+            idle.push_back((connection, Instant::now()));
         }
     }
 }
