@@ -201,17 +201,32 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Log lines go to standard error through a thread of their own: a request thread formats its
+/// line and queues it, and never waits on the terminal, pipe or disk behind standard error (a
+/// worker blocked in `write`, or waiting for another worker's write to finish, delays every
+/// request it serves). The writer thread writes what has queued up in one go. No line is dropped:
+/// if the queue (128,000 lines) is full, the request thread waits. Lines still queued are written
+/// when the returned guard is dropped.
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("mandate-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let filter = tracing_subscriber::EnvFilter::try_from_env("MANDATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: escape codes in a log file or a collector are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_writer(writer)
         .init();
+    guard
 }
 
 fn serve(config: Option<PathBuf>) -> ExitCode {
-    init_tracing();
+    // Declared first, so dropped last: after the runtime, with every line written.
+    let _log_writer = init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

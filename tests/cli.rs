@@ -99,6 +99,46 @@ async fn serve_with_a_file_answers_discovery_and_stops_on_sigterm() {
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
 }
 
+/// The log goes through a writer thread: every line queued before the process exits is written,
+/// and a log that is not a terminal holds no colour escape codes.
+#[tokio::test]
+async fn the_log_is_complete_at_exit_and_plain_when_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), LOOPBACK);
+    let log_path = dir.path().join("mandate.log");
+    let mut child = mandate()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let address = serve::listening_address(&mut child);
+    for _ in 0..20 {
+        let answer = reqwest::get(format!("http://{address}/jwks"))
+            .await
+            .unwrap();
+        assert!(answer.status().is_success());
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(20)).success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let access_lines = log
+        .lines()
+        .filter(|line| line.contains("request finished") && line.contains("/jwks"))
+        .count();
+    assert_eq!(access_lines, 20, "{log}");
+    assert!(
+        log.lines().last().unwrap_or("").contains("stopped"),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "escape codes in a log file: {log}");
+}
+
 #[test]
 fn invalid_configuration_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
