@@ -37,15 +37,21 @@ fn poisoned() -> StoreFailure {
 #[async_trait]
 impl Ledger for MemoryLedger {
     async fn record(&self, hop: &HopRecord) -> Result<(), StoreFailure> {
+        // Every copy is made before the lock is taken, so the lock every exchange needs is held
+        // for the map updates alone.
+        let record = hop.clone();
+        let (hop_key, listed) = (hop.id.clone(), hop.id.clone());
+        let (chain_key, start_key) = (hop.chain_id.clone(), hop.chain_id.clone());
+        let start = ChainStart {
+            started_at: hop.issued_at,
+            chain_id: hop.chain_id.clone(),
+        };
         let mut maps = self.inner.write().map_err(|_| poisoned())?;
         if maps.hops.contains_key(&hop.id) {
             return Err(StoreFailure(format!("hop {} already recorded", hop.id)));
         }
-        maps.chains
-            .entry(hop.chain_id.clone())
-            .or_default()
-            .push(hop.id.clone());
-        maps.hops.insert(hop.id.clone(), hop.clone());
+        maps.chains.entry(chain_key).or_default().push(listed);
+        maps.hops.insert(hop_key, record);
         // Only roots place a chain in the index: a chain starts when its grant is first used.
         if hop.parent.is_none() {
             let earlier = maps.started_at.get(&hop.chain_id).copied();
@@ -53,14 +59,11 @@ impl Ledger for MemoryLedger {
                 if let Some(at) = earlier {
                     maps.starts.remove(&ChainStart {
                         started_at: at,
-                        chain_id: hop.chain_id.clone(),
+                        chain_id: start.chain_id.clone(),
                     });
                 }
-                maps.starts.insert(ChainStart {
-                    started_at: hop.issued_at,
-                    chain_id: hop.chain_id.clone(),
-                });
-                maps.started_at.insert(hop.chain_id.clone(), hop.issued_at);
+                maps.starts.insert(start);
+                maps.started_at.insert(start_key, hop.issued_at);
             }
         }
         Ok(())
