@@ -205,11 +205,14 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 /// line and queues it, and never waits on the terminal, pipe or disk behind standard error (a
 /// worker blocked in `write`, or waiting for another worker's write to finish, delays every
 /// request it serves). The writer thread writes what has queued up in one go. No line is dropped:
-/// if the queue (128,000 lines) is full, the request thread waits. Lines still queued are written
-/// when the returned guard is dropped.
+/// if the queue is full, the request thread waits. Lines still queued are written when the
+/// returned guard is dropped.
 fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        // About a second of lines at saturation. The queue's slots are allocated up front: the
+        // default (128,000) added 4 MiB to the idle process.
+        .buffered_lines_limit(8_192)
         .thread_name("mandate-log")
         .finish(std::io::BufWriter::new(std::io::stderr()));
     let filter = tracing_subscriber::EnvFilter::try_from_env("MANDATE_LOG")
