@@ -50,7 +50,7 @@ impl MemoryReplayCache {
         Self::default()
     }
 
-    /// How many identifiers are held (expired ones not yet swept included).
+    /// How many identifiers are held (expired ones not yet forgotten included).
     pub fn len(&self) -> usize {
         self.seen.lock().map(|s| s.until.len()).unwrap_or(0)
     }
