@@ -14,8 +14,9 @@ pub trait ReplayCache: Send + Sync + std::fmt::Debug {
     async fn first_use(&self, key: &str, until: i64, now: i64) -> Result<bool, StoreError>;
 }
 
-/// The in-memory replay cache. Every use first drops the identifiers that have expired, so memory
-/// stays bounded by the number of identifiers seen within their lifetimes.
+/// The in-memory replay cache. Every use first drops the identifiers that expired more than a
+/// minute before, so memory stays bounded by the number of identifiers seen within their
+/// lifetimes (plus a minute).
 #[derive(Debug, Default)]
 pub struct MemoryReplayCache {
     seen: Mutex<Seen>,
@@ -31,10 +32,16 @@ struct Seen {
     by_expiry: BTreeSet<(i64, String)>,
 }
 
+/// How long past its expiry an identifier is still held. Callers pass their own clock reading,
+/// and two requests can reach the cache out of order (or after a clock step back): a use whose
+/// `now` is earlier than one already seen must still find every identifier that is live at its
+/// `now`. Forgetting only what expired this long before the `now` at hand keeps them.
+const FORGET_AFTER_SECS: i64 = 60;
+
 impl Seen {
-    fn forget_expired(&mut self, now: i64) {
+    fn forget_expired_before(&mut self, cutoff: i64) {
         while let Some((expiry, _)) = self.by_expiry.first() {
-            if *expiry > now {
+            if *expiry > cutoff {
                 break;
             }
             if let Some((_, key)) = self.by_expiry.pop_first() {
@@ -68,14 +75,18 @@ impl ReplayCache for MemoryReplayCache {
             .seen
             .lock()
             .map_err(|_| StoreError::Corrupt("replay cache lock poisoned".into()))?;
-        // Whatever is left afterwards expires after `now`: a key still held is a replay.
-        seen.forget_expired(now);
-        if seen.until.contains_key(key) {
-            return Ok(false);
+        seen.forget_expired_before(now.saturating_sub(FORGET_AFTER_SECS));
+        match seen.until.get(key).copied() {
+            Some(expiry) if expiry > now => Ok(false),
+            held => {
+                if let Some(expired) = held {
+                    seen.by_expiry.remove(&(expired, key.to_owned()));
+                }
+                seen.until.insert(key.to_owned(), until);
+                seen.by_expiry.insert((until, key.to_owned()));
+                Ok(true)
+            }
         }
-        seen.until.insert(key.to_owned(), until);
-        seen.by_expiry.insert((until, key.to_owned()));
-        Ok(true)
     }
 }
 
@@ -104,21 +115,34 @@ mod tests {
         for i in 0..2000 {
             cache.first_use(&format!("k{i}"), 50 + i, 10).await.unwrap();
         }
-        // At 1049, k0..=k999 (expiring at 50..=1049) are gone, k1000.. are held.
-        cache.first_use("late", 5000, 1049).await.unwrap();
+        // At 1109, what expired a minute or more before (k0..=k999, at 50..=1049) is gone;
+        // k1000.. are held.
+        cache.first_use("late", 5000, 1109).await.unwrap();
         assert_eq!(cache.len(), 1001);
-        assert!(!cache.first_use("k1000", 9000, 1049).await.unwrap());
-        assert!(cache.first_use("k999", 9000, 1049).await.unwrap());
+        assert!(!cache.first_use("k1999", 9000, 1109).await.unwrap());
     }
 
     #[tokio::test]
     async fn a_key_used_again_after_expiry_is_held_until_its_new_expiry() {
         let cache = MemoryReplayCache::new();
         assert!(cache.first_use("k", 100, 10).await.unwrap());
+        // Expired but not yet forgotten: usable again, and held until its new expiry.
         assert!(cache.first_use("k", 300, 100).await.unwrap());
-        // The first expiry (100) passing must not forget the second use.
         assert!(!cache.first_use("k", 400, 150).await.unwrap());
+        // Long after the first expiry, its index entry must not take the second use with it.
+        assert!(!cache.first_use("k", 400, 299).await.unwrap());
         assert!(cache.first_use("k", 500, 300).await.unwrap());
+        assert_eq!(cache.len(), 1);
+    }
+
+    /// Two requests read the clock in one order and reach the cache in the other: the later
+    /// reading must not make the earlier one forget an identifier that is live at its time.
+    #[tokio::test]
+    async fn a_use_with_an_earlier_clock_reading_still_sees_what_is_live_then() {
+        let cache = MemoryReplayCache::new();
+        assert!(cache.first_use("k", 100, 10).await.unwrap());
+        assert!(cache.first_use("other", 500, 130).await.unwrap());
+        assert!(!cache.first_use("k", 100, 99).await.unwrap());
     }
 
     #[tokio::test]
