@@ -33,16 +33,31 @@ fn config_file(dir: &Path, text: &str) -> std::path::PathBuf {
 /// Starts `mandate serve --config FILE` and returns the child and its public address, read from
 /// the line it prints once listening.
 fn serve(config: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    serve_logging_to(config, env, Stdio::null())
+}
+
+/// As [`serve`], with the server's log (its stderr) going to `log`.
+fn serve_logging_to(config: &Path, env: &[(&str, &str)], log: Stdio) -> (Child, String) {
     let mut child = mandate()
         .args(["serve", "--config"])
         .arg(config)
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let address = serve::listening_address(&mut child);
     (child, address)
+}
+
+/// Sends SIGTERM and waits for the server to exit; its exit status.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_with_timeout(child, Duration::from_secs(20))
 }
 
 fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
@@ -90,12 +105,7 @@ async fn serve_with_a_file_answers_discovery_and_stops_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = wait_with_timeout(&mut child, Duration::from_secs(20));
+    let exit = terminate(&mut child);
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
 }
 
@@ -106,26 +116,15 @@ async fn the_log_is_complete_at_exit_and_plain_when_not_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), LOOPBACK);
     let log_path = dir.path().join("mandate.log");
-    let mut child = mandate()
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let address = serve::listening_address(&mut child);
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (mut child, address) = serve_logging_to(&config, &[], log.into());
     for _ in 0..20 {
         let answer = reqwest::get(format!("http://{address}/jwks"))
             .await
             .unwrap();
         assert!(answer.status().is_success());
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(20)).success());
+    assert!(terminate(&mut child).success());
     let log = std::fs::read_to_string(&log_path).unwrap();
     let access_lines = log
         .lines()

@@ -37,33 +37,33 @@ fn poisoned() -> StoreFailure {
 #[async_trait]
 impl Ledger for MemoryLedger {
     async fn record(&self, hop: &HopRecord) -> Result<(), StoreFailure> {
-        // Every copy is made before the lock is taken, so the lock every exchange needs is held
-        // for the map updates alone.
+        // The copies are made before the lock is taken, so the lock every exchange needs is held
+        // for the map updates alone. Only roots place a chain in the start index: a chain starts
+        // when its grant is first used.
         let record = hop.clone();
-        let (hop_key, listed) = (hop.id.clone(), hop.id.clone());
-        let (chain_key, start_key) = (hop.chain_id.clone(), hop.chain_id.clone());
-        let start = ChainStart {
+        let (hop_key, listed, chain_key) = (hop.id.clone(), hop.id.clone(), hop.chain_id.clone());
+        let root_start = hop.parent.is_none().then(|| ChainStart {
             started_at: hop.issued_at,
             chain_id: hop.chain_id.clone(),
-        };
+        });
         let mut maps = self.inner.write().map_err(|_| poisoned())?;
         if maps.hops.contains_key(&hop.id) {
             return Err(StoreFailure(format!("hop {} already recorded", hop.id)));
         }
         maps.chains.entry(chain_key).or_default().push(listed);
         maps.hops.insert(hop_key, record);
-        // Only roots place a chain in the index: a chain starts when its grant is first used.
-        if hop.parent.is_none() {
-            let earlier = maps.started_at.get(&hop.chain_id).copied();
-            if earlier.is_none_or(|at| hop.issued_at < at) {
+        if let Some(start) = root_start {
+            let earlier = maps.started_at.get(&start.chain_id).copied();
+            if earlier.is_none_or(|at| start.started_at < at) {
                 if let Some(at) = earlier {
                     maps.starts.remove(&ChainStart {
                         started_at: at,
                         chain_id: start.chain_id.clone(),
                     });
                 }
+                maps.started_at
+                    .insert(start.chain_id.clone(), start.started_at);
                 maps.starts.insert(start);
-                maps.started_at.insert(start_key, hop.issued_at);
             }
         }
         Ok(())
