@@ -183,6 +183,11 @@ fn invalid_configuration_exits_2_naming_the_key() {
         ),
         ("MANDATE__ADMIN", r#"{credentials=[]}"#),
         ("MANDATE__CLIENTS__0__CLIENT_ID", "intruder"),
+        ("MANDATE__ADMIN__CREDENTIALS", "[]"),
+        (
+            "mandate__admin__credentials",
+            r#"[{name="intruder",role="manage",secret_hash="sha256:00"}]"#,
+        ),
     ] {
         let output = mandate()
             .args(["serve", "--config"])

@@ -481,19 +481,38 @@ pub enum ConfigError {
     },
 }
 
+/// The settings that are lists of tables, as `SECTION__KEY` below the prefix.
+const TABLE_LISTS: [&str; 6] = [
+    "TRUSTED_ISSUERS",
+    "CLIENTS",
+    "POLICIES",
+    "CONSENTS",
+    "ADMIN__CREDENTIALS",
+    "ID_JAG__RESOURCE_SERVERS",
+];
+
 /// Refuses `MANDATE__…` variables that are not a scalar key: more than `SECTION__KEY` deep, or
 /// holding a table or an array of tables (an array of scalars, such as a cluster's URLs, is a
 /// value). The environment may tune a value; lists (admin credentials,
 /// clients, trusted issuers, policies) come from the file only (DESIGN.md section 10), or a
 /// variable could add a `manage` credential or an issuer with keys of its own choosing. Values
 /// are read the way the environment provider reads them, so what passes here is what it takes.
+///
+/// figment matches the prefix and the keys without regard to case (`mandate__clients` is taken
+/// as `MANDATE__CLIENTS`), so this check does too. The lists of tables are refused by name as
+/// well as by value: `[]` holds no table, and would empty the list.
 fn only_scalar_overrides(
     variables: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
     for (name, value) in variables {
-        let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+        let Some(key) = name
+            .get(..ENV_PREFIX.len())
+            .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+            .and_then(|_| name.get(ENV_PREFIX.len()..))
+        else {
             continue;
         };
+        let key = key.to_ascii_uppercase();
         let refuse = |why: &str| {
             Err(ConfigError::Load(format!(
                 "environment variable {name}: {why}; lists and tables can only be set in the configuration file"
@@ -501,6 +520,9 @@ fn only_scalar_overrides(
         };
         if key.split("__").count() > 2 {
             return refuse("only MANDATE__<KEY> and MANDATE__<SECTION>__<KEY> override the file");
+        }
+        if TABLE_LISTS.contains(&key.as_str()) {
+            return refuse("this setting is a list of tables");
         }
         use figment::value::Value;
         let holds_a_table = |values: &[Value]| {
@@ -1002,6 +1024,7 @@ mod tests {
             ("MANDATE__TOKENS__ACCESS_TOKEN_TTL_SECS", "600"),
             ("MANDATE__LIMITS__RATE_LIMIT", "false"),
             ("MANDATE__STORE__URL", "[\"redis://a\", \"redis://b\"]"),
+            ("mandate__signing__retired_key_files", "[]"),
             ("MANDATE_ADMIN_SECRET", "[not configuration]"),
             ("PATH", "/usr/bin"),
         ]))
@@ -1010,6 +1033,13 @@ mod tests {
             ("MANDATE__ADMIN__CREDENTIALS", "[{name=\"x\"}]"),
             ("MANDATE__ADMIN", "{credentials=[]}"),
             ("MANDATE__CLIENTS__0__CLIENT_ID", "x"),
+            // An empty list holds no table but would empty the file's.
+            ("MANDATE__CLIENTS", "[]"),
+            ("MANDATE__ADMIN__CREDENTIALS", "[]"),
+            ("MANDATE__ID_JAG__RESOURCE_SERVERS", "[]"),
+            // figment takes the prefix and keys in any case.
+            ("mandate__admin__credentials", "[{name=\"x\"}]"),
+            ("Mandate__Trusted_Issuers", "[]"),
         ] {
             let error = only_scalar_overrides(vars(&[refused])).unwrap_err();
             assert!(error.to_string().contains(refused.0), "{error}");
