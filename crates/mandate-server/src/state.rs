@@ -480,7 +480,7 @@ impl Backends {
                 settings.limits.token_requests_per_client_per_sec,
                 clock.clone(),
             )),
-            ledger: Arc::new(MemoryLedger::new()),
+            ledger: Arc::new(MemoryLedger::new(settings.tokens.ledger_retention_secs)),
             consents: Arc::new(MemoryConsentStore::new()),
             revocations: Arc::new(MemoryRevocations::new(clock)),
             audit: Arc::new(crate::audit::MemoryAuditLog::new(

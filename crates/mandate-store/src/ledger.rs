@@ -1,14 +1,18 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
 use mandate_chain::{ChainId, ChainPage, ChainStart, HopId, HopRecord, Ledger, StoreFailure};
 
-/// The in-memory hop ledger (one process). Records are kept for the life of the process, so the
-/// index by start time is never trimmed either.
-#[derive(Debug, Default)]
+/// The in-memory hop ledger (one process). Like the Redis ledger, it keeps each hop for
+/// `ledger_retention_secs` after the hop was issued and a chain in the index by start time for
+/// as long after its first root; it forgets what is older whenever it records a hop, measured
+/// on that hop's `issued_at` (the store's clock), so a process that exchanges for months does not
+/// keep every hop it ever wrote.
+#[derive(Debug)]
 pub struct MemoryLedger {
     inner: RwLock<LedgerMaps>,
+    retention_secs: i64,
 }
 
 /// B-trees, not hash maps: a B-tree grows a node at a time, while a hash map doubles and rehashes
@@ -17,16 +21,56 @@ pub struct MemoryLedger {
 #[derive(Debug, Default)]
 struct LedgerMaps {
     hops: BTreeMap<HopId, HopRecord>,
-    chains: BTreeMap<ChainId, Vec<HopId>>,
+    /// Each chain's hops in record order, which is close to `issued_at` order, so the hop the
+    /// retention forgets is at or near the front.
+    chains: BTreeMap<ChainId, VecDeque<HopId>>,
     /// Chains by the `issued_at` of their earliest root.
     starts: BTreeSet<ChainStart>,
     started_at: BTreeMap<ChainId, i64>,
+    /// Hops by `issued_at`, the order the retention forgets them in.
+    issued: BTreeMap<i64, Vec<HopId>>,
+}
+
+impl LedgerMaps {
+    /// Forgets the hops issued, and the chain starts made, before `oldest_kept`.
+    fn forget_before(&mut self, oldest_kept: i64) {
+        while let Some(entry) = self.issued.first_entry() {
+            if *entry.key() >= oldest_kept {
+                break;
+            }
+            for id in entry.remove() {
+                let Some(hop) = self.hops.remove(&id) else {
+                    continue;
+                };
+                if let Some(listed) = self.chains.get_mut(&hop.chain_id) {
+                    if let Some(at) = listed.iter().position(|listed| *listed == id) {
+                        listed.remove(at);
+                    }
+                    if listed.is_empty() {
+                        self.chains.remove(&hop.chain_id);
+                    }
+                }
+            }
+        }
+        while let Some(start) = self.starts.first() {
+            if start.started_at >= oldest_kept {
+                break;
+            }
+            if let Some(start) = self.starts.pop_first() {
+                self.started_at.remove(&start.chain_id);
+            }
+        }
+    }
 }
 
 impl MemoryLedger {
-    /// An empty ledger.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty ledger whose hops are kept `ledger_retention_secs` (at least 1) after they were
+    /// issued.
+    pub fn new(ledger_retention_secs: u64) -> Self {
+        Self {
+            inner: RwLock::default(),
+            retention_secs: i64::try_from(ledger_retention_secs.max(1)).unwrap_or(i64::MAX),
+        }
     }
 }
 
@@ -41,17 +85,20 @@ impl Ledger for MemoryLedger {
         // for the map updates alone. Only roots place a chain in the start index: a chain starts
         // when its grant is first used.
         let record = hop.clone();
-        let (hop_key, listed, chain_key) = (hop.id.clone(), hop.id.clone(), hop.chain_id.clone());
+        let (hop_key, listed, by_issue) = (hop.id.clone(), hop.id.clone(), hop.id.clone());
+        let chain_key = hop.chain_id.clone();
         let root_start = hop.parent.is_none().then(|| ChainStart {
             started_at: hop.issued_at,
             chain_id: hop.chain_id.clone(),
         });
         let mut maps = self.inner.write().map_err(|_| poisoned())?;
+        maps.forget_before(hop.issued_at.saturating_sub(self.retention_secs));
         if maps.hops.contains_key(&hop.id) {
             return Err(StoreFailure(format!("hop {} already recorded", hop.id)));
         }
-        maps.chains.entry(chain_key).or_default().push(listed);
+        maps.chains.entry(chain_key).or_default().push_back(listed);
         maps.hops.insert(hop_key, record);
+        maps.issued.entry(hop.issued_at).or_default().push(by_issue);
         if let Some(start) = root_start {
             let earlier = maps.started_at.get(&start.chain_id).copied();
             if earlier.is_none_or(|at| start.started_at < at) {
@@ -131,6 +178,8 @@ mod tests {
     use mandate_chain::{Authority, Evidence, EvidenceKind};
     use mandate_model::{Audience, ClientId, Subject};
 
+    const RETENTION: u64 = 2_592_000;
+
     fn hop(id: &str, chain: &str) -> HopRecord {
         HopRecord {
             id: HopId(id.into()),
@@ -156,7 +205,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_are_found_by_id_and_chain_and_never_overwritten() {
-        let ledger = MemoryLedger::new();
+        let ledger = MemoryLedger::new(RETENTION);
         ledger.record(&hop("h1", "c1")).await.unwrap();
         ledger.record(&hop("h2", "c1")).await.unwrap();
         ledger.record(&hop("h3", "c2")).await.unwrap();
@@ -176,8 +225,105 @@ mod tests {
         assert_eq!(chain, ["h1", "h2"]);
     }
 
+    fn issued(id: &str, chain: &str, parent: Option<&str>, issued_at: i64) -> HopRecord {
+        HopRecord {
+            parent: parent.map(|p| HopId(p.into())),
+            issued_at,
+            expires_at: issued_at + 60,
+            ..hop(id, chain)
+        }
+    }
+
+    async fn ids_of(ledger: &MemoryLedger, chain: &str) -> Vec<String> {
+        let hops = ledger.chain(&ChainId(chain.into())).await.unwrap();
+        hops.into_iter().map(|h| h.id.0).collect()
+    }
+
+    async fn listed_chains(ledger: &MemoryLedger) -> Vec<(i64, String)> {
+        let starts = ledger
+            .chains_by_start(&ChainPage {
+                since: None,
+                until: None,
+                after: None,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        starts
+            .into_iter()
+            .map(|s| (s.started_at, s.chain_id.0))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_hop_is_kept_for_the_retention_and_forgotten_at_the_next_record_after_it() {
+        let ledger = MemoryLedger::new(100);
+        ledger.record(&issued("h1", "c1", None, 1)).await.unwrap();
+        ledger
+            .record(&issued("h2", "c1", Some("h1"), 50))
+            .await
+            .unwrap();
+        ledger.record(&issued("h3", "c2", None, 60)).await.unwrap();
+
+        // 101 is exactly the retention after h1: it is still kept, and its chain still listed.
+        ledger.record(&issued("h4", "c3", None, 101)).await.unwrap();
+        assert_eq!(ids_of(&ledger, "c1").await, ["h1", "h2"]);
+        assert!(listed_chains(&ledger).await.contains(&(1, "c1".into())));
+
+        // One second later h1 goes, and with it c1's place in the index by start time (as the
+        // Redis index is trimmed); its younger hop stays and is still found.
+        ledger
+            .record(&issued("h5", "c3", Some("h4"), 102))
+            .await
+            .unwrap();
+        assert!(ledger.hop(&HopId("h1".into())).await.unwrap().is_none());
+        assert_eq!(ids_of(&ledger, "c1").await, ["h2"]);
+        assert!(ledger.hop(&HopId("h2".into())).await.unwrap().is_some());
+        assert_eq!(
+            listed_chains(&ledger).await,
+            [(101, "c3".to_string()), (60, "c2".to_string())]
+        );
+
+        // Once its last hop is forgotten the chain is gone; h3 (issued at 60) is still kept.
+        ledger
+            .record(&issued("h6", "c3", Some("h5"), 160))
+            .await
+            .unwrap();
+        assert!(ids_of(&ledger, "c1").await.is_empty());
+        assert_eq!(ids_of(&ledger, "c2").await, ["h3"]);
+        assert_eq!(ids_of(&ledger, "c3").await, ["h4", "h5", "h6"]);
+    }
+
+    #[tokio::test]
+    async fn a_chain_whose_start_was_forgotten_is_listed_again_from_its_next_root() {
+        let ledger = MemoryLedger::new(100);
+        ledger.record(&issued("h1", "c1", None, 1)).await.unwrap();
+        ledger.record(&issued("h2", "c1", None, 150)).await.unwrap();
+        assert_eq!(listed_chains(&ledger).await, [(150, "c1".to_string())]);
+        assert_eq!(ids_of(&ledger, "c1").await, ["h2"]);
+    }
+
+    #[tokio::test]
+    async fn the_consents_a_forgotten_root_rested_on_no_longer_name_its_chain() {
+        let ledger = MemoryLedger::new(100);
+        let rooted = |id: &str, chain: &str, at: i64| HopRecord {
+            evidence: Evidence {
+                kind: EvidenceKind::ConsentGrant,
+                reference: "grant-1".into(),
+            },
+            ..issued(id, chain, None, at)
+        };
+        ledger.record(&rooted("h1", "c1", 1)).await.unwrap();
+        ledger.record(&rooted("h2", "c2", 90)).await.unwrap();
+        let on_grant = ledger.chains_rooted_on_consent("grant-1").await.unwrap();
+        assert_eq!(on_grant, [ChainId("c1".into()), ChainId("c2".into())]);
+        ledger.record(&issued("h3", "c3", None, 150)).await.unwrap();
+        let on_grant = ledger.chains_rooted_on_consent("grant-1").await.unwrap();
+        assert_eq!(on_grant, [ChainId("c2".into())]);
+    }
+
     #[tokio::test]
     async fn the_memory_ledger_meets_the_contract() {
-        crate::contract::ledger(&MemoryLedger::new()).await;
+        crate::contract::ledger(&MemoryLedger::new(RETENTION)).await;
     }
 }
