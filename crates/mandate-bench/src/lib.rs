@@ -48,6 +48,9 @@ pub struct Options {
     pub concurrency: usize,
     /// Distinct subject tokens (one user each) per agent.
     pub subjects: usize,
+    /// Policy rows for other agents and apps, configured before the benchmark's own (ten apps
+    /// per extra agent), as in a deployment with many agents.
+    pub policy_rows: usize,
     /// Run on the memory store.
     pub memory: bool,
     /// Run on a private Redis.
@@ -69,6 +72,7 @@ impl Options {
             ceiling_phase: Duration::from_secs(2),
             concurrency: 128,
             subjects: 1000,
+            policy_rows: 0,
             memory: true,
             redis: true,
             settle: Duration::from_secs(1),
@@ -85,6 +89,7 @@ impl Options {
             ceiling_phase: Duration::from_millis(100),
             concurrency: 8,
             subjects: 1000,
+            policy_rows: 100,
             memory: true,
             redis: true,
             settle: Duration::ZERO,
@@ -169,9 +174,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     );
     let pk_subjects = Arc::new(world.subject_tokens(world::PKJWT_AGENT, options.subjects)?);
     println!(
-        "mandate-bench: {} subject tokens per agent, {} connections, phases of {:?} (Redis saturation {:?}, appendfsync {}), server: {}",
+        "mandate-bench: {} subject tokens per agent, {} connections, {} other policy rows, phases of {:?} (Redis saturation {:?}, appendfsync {}), server: {}",
         options.subjects,
         options.concurrency,
+        options.policy_rows,
         options.phase,
         options.soak,
         options.appendfsync,
@@ -224,7 +230,7 @@ async fn run_store(
     ceiling: &mut Option<Ceiling>,
 ) -> anyhow::Result<StoreReport> {
     let (listen, admin) = world::free_addresses()?;
-    let config = world.write_config(name, store, listen, admin)?;
+    let config = world.write_config(name, store, listen, admin, options.policy_rows)?;
     let base = format!("http://{listen}");
     let http = reqwest::Client::new();
     let target = Target::start(&options.launch, &config, &base, &http).await?;

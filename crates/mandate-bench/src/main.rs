@@ -39,6 +39,10 @@ struct Args {
     /// Distinct subject tokens (users) per agent.
     #[arg(long, default_value_t = 1000)]
     subjects: usize,
+    /// Policy rows for other agents and apps, configured before the benchmark's own (ten apps per
+    /// extra agent).
+    #[arg(long, default_value_t = 0)]
+    policy_rows: usize,
     /// The private Redis's `appendfsync`: `always` (zero loss) or `everysec`.
     #[arg(long, default_value = "always")]
     appendfsync: String,
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         options.soak = Duration::from_secs(args.soak_secs);
         options.concurrency = args.concurrency;
         options.subjects = args.subjects;
+        options.policy_rows = args.policy_rows;
         options
     };
     options.appendfsync = args.appendfsync.clone();

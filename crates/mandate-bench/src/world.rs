@@ -91,7 +91,8 @@ impl World {
         self.dir.path()
     }
 
-    /// Writes `mandate-<name>.toml` for `store` listening on `listen` (admin on `admin`) and
+    /// Writes `mandate-<name>.toml` for `store` listening on `listen` (admin on `admin`), with
+    /// `extra_policy_rows` rows for other agents (ten apps each) before the benchmark's own, and
     /// returns its path. Rate limiting is off (0): the benchmark measures the exchange.
     pub fn write_config(
         &self,
@@ -99,6 +100,7 @@ impl World {
         store: &Store,
         listen: SocketAddr,
         admin: SocketAddr,
+        extra_policy_rows: usize,
     ) -> anyhow::Result<PathBuf> {
         let dir = self.dir.path();
         let store_section = match store {
@@ -106,6 +108,23 @@ impl World {
             Store::Redis(url) => format!("kind = \"redis\"\nurl = \"{url}\"\n"),
         };
         let hash = |secret: &str| String::from(SecretHash::of(secret));
+        let agent_jwks = dir.join("agent.jwks.json");
+        let mut others = String::new();
+        for agent in 0..extra_policy_rows.div_ceil(10) {
+            others.push_str(&format!(
+                "[[clients]]\nclient_id = \"other-agent-{agent}\"\nkind = \"agent\"\n\
+                 owners = [\"bench@example.com\"]\nauth_method = \"private_key_jwt\"\n\
+                 jwks_file = \"{}\"\n\n",
+                agent_jwks.display()
+            ));
+        }
+        for row in 0..extra_policy_rows {
+            let (agent, app) = (row / 10, row % 10);
+            others.push_str(&format!(
+                "[[policies]]\nactor = \"other-agent-{agent}\"\n\
+                 audience = \"https://app-{app}.other.example\"\nscopes = [\"read\", \"write\"]\n\n"
+            ));
+        }
         let config = format!(
             r#"# Written by mandate-bench.
 issuer = "{ISSUER}"
@@ -160,7 +179,7 @@ auth_method = "client_secret_basic"
 secret_hash = "{rs_hash}"
 audiences = ["{APP}"]
 
-[[policies]]
+{others}[[policies]]
 actor = "{BASIC_AGENT}"
 audience = "{APP}"
 scopes = ["calendar.read", "calendar.write"]
@@ -173,7 +192,7 @@ scopes = ["calendar.read", "calendar.write"]
             signing = dir.join("signing.pem").display(),
             chain = dir.join("chain-id.key").display(),
             idp_jwks = dir.join("idp.jwks.json").display(),
-            agent_jwks = dir.join("agent.jwks.json").display(),
+            agent_jwks = agent_jwks.display(),
             admin_hash = hash(&random_secret()),
             basic_hash = hash(&self.basic_secret),
             rs_hash = hash(&self.rs_secret),

@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use mandate_model::{Audience, ClientId, ScopeSet};
 use serde::{Deserialize, Serialize};
 
@@ -16,9 +18,23 @@ pub struct PolicyRow {
 }
 
 /// The policy: deny by default; every hop needs a row for (actor, audience).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Built once per version of the stored rows and then shared (the stores hand out an
+/// `Arc<Policy>`), so its lookups, not its construction, are on every exchange's path: by actor,
+/// then by audience, each a hash lookup, so a policy of thousands of rows costs an exchange no
+/// more than one of two.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
     rows: Vec<PolicyRow>,
+    by_actor: HashMap<ClientId, ActorRows>,
+}
+
+/// One actor's rows, as indexes into [`Policy::rows`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ActorRows {
+    /// In row order: a hand-off lists the apps in this order.
+    in_order: Vec<usize>,
+    by_audience: HashMap<Audience, usize>,
 }
 
 impl Policy {
@@ -26,12 +42,12 @@ impl Policy {
     /// the smallest `max_depth` wins.
     pub fn new(rows: Vec<PolicyRow>) -> Self {
         let mut merged: Vec<PolicyRow> = Vec::with_capacity(rows.len());
+        let mut by_actor: HashMap<ClientId, ActorRows> = HashMap::new();
         for row in rows {
-            match merged
-                .iter_mut()
-                .find(|r| r.actor == row.actor && r.audience == row.audience)
-            {
-                Some(existing) => {
+            let actor_rows = by_actor.entry(row.actor.clone()).or_default();
+            match actor_rows.by_audience.get(&row.audience) {
+                Some(&at) => {
+                    let existing = &mut merged[at];
                     existing.scopes =
                         ScopeSet::from_tokens(existing.scopes.iter().chain(row.scopes.iter()))
                             .unwrap_or_else(|_| existing.scopes.clone());
@@ -40,28 +56,132 @@ impl Policy {
                         (a, b) => a.or(b),
                     };
                 }
-                None => merged.push(row),
+                None => {
+                    actor_rows
+                        .by_audience
+                        .insert(row.audience.clone(), merged.len());
+                    actor_rows.in_order.push(merged.len());
+                    merged.push(row);
+                }
             }
         }
-        Self { rows: merged }
+        Self {
+            rows: merged,
+            by_actor,
+        }
     }
 
     /// The row for (actor, audience).
     pub fn row(&self, actor: &ClientId, audience: &Audience) -> Option<&PolicyRow> {
-        self.rows
-            .iter()
-            .find(|r| &r.actor == actor && &r.audience == audience)
+        let at = self.by_actor.get(actor)?.by_audience.get(audience)?;
+        self.rows.get(*at)
     }
 
-    /// The actor's rows for apps.
+    /// The actor's rows for apps, in row order.
     pub fn app_rows<'a>(&'a self, actor: &'a ClientId) -> impl Iterator<Item = &'a PolicyRow> + 'a {
-        self.rows
-            .iter()
-            .filter(move |r| &r.actor == actor && r.audience.agent().is_none())
+        self.by_actor
+            .get(actor)
+            .into_iter()
+            .flat_map(|actor_rows| actor_rows.in_order.iter())
+            .filter_map(|at| self.rows.get(*at))
+            .filter(|row| row.audience.agent().is_none())
     }
 
     /// Every row.
     pub fn rows(&self) -> &[PolicyRow] {
         &self.rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(actor: &str, audience: &str, scopes: &str, max_depth: Option<u32>) -> PolicyRow {
+        PolicyRow {
+            actor: ClientId::parse(actor).unwrap(),
+            audience: Audience::parse(audience).unwrap(),
+            scopes: ScopeSet::parse(scopes).unwrap(),
+            max_depth,
+        }
+    }
+
+    #[test]
+    fn rows_for_one_pair_merge_where_the_first_stood() {
+        let policy = Policy::new(vec![
+            row("assistant", "https://cal.example", "cal.read", Some(4)),
+            row("assistant", "agent:planner", "cal.read", None),
+            row("assistant", "https://cal.example", "cal.write", Some(2)),
+            row("planner", "https://cal.example", "cal.read", None),
+        ]);
+        assert_eq!(
+            policy.rows(),
+            [
+                row(
+                    "assistant",
+                    "https://cal.example",
+                    "cal.read cal.write",
+                    Some(2)
+                ),
+                row("assistant", "agent:planner", "cal.read", None),
+                row("planner", "https://cal.example", "cal.read", None),
+            ]
+        );
+        let assistant = ClientId::parse("assistant").unwrap();
+        let cal = Audience::parse("https://cal.example").unwrap();
+        assert_eq!(policy.row(&assistant, &cal), Some(&policy.rows()[0]));
+        let nobody = ClientId::parse("nobody").unwrap();
+        assert_eq!(policy.row(&nobody, &cal), None);
+        let mail = Audience::parse("https://mail.example").unwrap();
+        assert_eq!(policy.row(&assistant, &mail), None);
+    }
+
+    #[test]
+    fn an_actors_app_rows_come_in_row_order_without_its_hand_offs() {
+        let policy = Policy::new(vec![
+            row("assistant", "https://mail.example", "mail.read", None),
+            row("other", "https://cal.example", "cal.read", None),
+            row("assistant", "agent:planner", "cal.read", None),
+            row("assistant", "https://cal.example", "cal.read", None),
+            row("assistant", "https://mail.example", "mail.send", None),
+        ]);
+        let assistant = ClientId::parse("assistant").unwrap();
+        let apps: Vec<String> = policy
+            .app_rows(&assistant)
+            .map(|r| format!("{} {}", r.audience, r.scopes))
+            .collect();
+        assert_eq!(
+            apps,
+            [
+                "https://mail.example mail.read mail.send",
+                "https://cal.example cal.read"
+            ]
+        );
+        let nobody = ClientId::parse("nobody").unwrap();
+        assert_eq!(policy.app_rows(&nobody).count(), 0);
+    }
+
+    #[test]
+    fn every_row_of_a_large_policy_is_found_under_its_own_pair() {
+        let rows: Vec<PolicyRow> = (0..200)
+            .flat_map(|agent| {
+                (0..10).map(move |app| {
+                    row(
+                        &format!("agent-{agent}"),
+                        &format!("https://app{app}.example"),
+                        &format!("s{agent}.{app}"),
+                        None,
+                    )
+                })
+            })
+            .collect();
+        let policy = Policy::new(rows.clone());
+        assert_eq!(policy.rows(), rows.as_slice());
+        for expected in &rows {
+            assert_eq!(
+                policy.row(&expected.actor, &expected.audience),
+                Some(expected)
+            );
+        }
     }
 }

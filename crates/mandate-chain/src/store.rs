@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::{ChainId, HopId, HopRecord, Policy, PolicyRow};
@@ -63,12 +65,14 @@ impl ChainPage {
 ///
 /// The store holds one list of rows and its version. A store that was never written holds no
 /// policy at version 0; the first write (seeding from configuration, or a replace at version 0)
-/// makes version 1, and every replace adds one. The rows are kept as written; [`Policy::new`]
-/// merges rows for the same (actor, audience) when they are read.
+/// makes version 1, and every replace adds one. [`PolicyStore::policy`] answers the rows
+/// merged by [`Policy::new`] (rows for the same (actor, audience) become one), built once per
+/// write and shared, since every exchange reads it.
 #[async_trait]
 pub trait PolicyStore: Send + Sync + std::fmt::Debug {
-    /// The current policy and its version (an empty policy at version 0 when never written).
-    async fn policy(&self) -> Result<(Policy, u64), StoreFailure>;
+    /// The current policy and its version (an empty policy at version 0 when never written),
+    /// built once per version and shared.
+    async fn policy(&self) -> Result<(Arc<Policy>, u64), StoreFailure>;
     /// Stores `rows` at version 1 if the store holds no policy yet; returns whether it did. A
     /// store holding a policy keeps it, even an empty one an admin wrote: what the store holds
     /// wins over configuration.

@@ -349,7 +349,7 @@ impl AppState {
                     .await
                     .map_err(|e| invalid("policies".into(), e.to_string()))?;
                 let rows = settings.policies.len();
-                if stored == file_policy {
+                if *stored == file_policy {
                     tracing::info!(
                         "policies: the store already holds this policy (version {version}); the {rows} configuration rows are skipped"
                     );

@@ -6,6 +6,7 @@
 //! twice against the same store fails (ids are already taken), so give each run a fresh store.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use mandate_chain::{
     Authority, ChainId, ChainPage, ChainStart, ConsentGrant, ConsentStore, Evidence, EvidenceKind,
@@ -818,15 +819,12 @@ pub async fn policies(store: &dyn PolicyStore) {
         None,
     )];
 
-    assert_eq!(
-        store.policy().await.expect("policy"),
-        (Policy::default(), 0)
-    );
+    assert_eq!(store.policy().await.expect("policy"), (Arc::default(), 0));
 
     assert!(store.seed_if_empty(seeded.clone()).await.expect("seed"));
     let (policy, version) = store.policy().await.expect("policy");
     assert_eq!(version, 1);
-    assert_eq!(policy, Policy::new(seeded.clone()));
+    assert_eq!(*policy, Policy::new(seeded.clone()));
     assert_eq!(
         policy.rows().len(),
         2,
@@ -837,7 +835,7 @@ pub async fn policies(store: &dyn PolicyStore) {
     assert!(!store.seed_if_empty(changed.clone()).await.expect("seed"));
     assert_eq!(
         store.policy().await.expect("policy"),
-        (Policy::new(seeded.clone()), 1)
+        (Arc::new(Policy::new(seeded.clone())), 1)
     );
 
     // Replacing at the current version.
@@ -847,7 +845,7 @@ pub async fn policies(store: &dyn PolicyStore) {
     );
     assert_eq!(
         store.policy().await.expect("policy"),
-        (Policy::new(changed.clone()), 2)
+        (Arc::new(Policy::new(changed.clone())), 2)
     );
 
     // A stale or future version: the current one, nothing changed.
@@ -860,14 +858,11 @@ pub async fn policies(store: &dyn PolicyStore) {
     }
     assert_eq!(
         store.policy().await.expect("policy"),
-        (Policy::new(changed.clone()), 2)
+        (Arc::new(Policy::new(changed.clone())), 2)
     );
 
     // An emptied policy is still the store's: seeding does not refill it.
     assert_eq!(store.replace(vec![], 2).await.expect("replace"), Ok(3));
     assert!(!store.seed_if_empty(seeded).await.expect("seed"));
-    assert_eq!(
-        store.policy().await.expect("policy"),
-        (Policy::default(), 3)
-    );
+    assert_eq!(store.policy().await.expect("policy"), (Arc::default(), 3));
 }

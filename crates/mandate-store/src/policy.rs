@@ -1,4 +1,4 @@
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use mandate_chain::{Policy, PolicyRow, PolicyStore, StoreFailure};
@@ -6,8 +6,9 @@ use mandate_chain::{Policy, PolicyRow, PolicyStore, StoreFailure};
 /// The in-memory policy store (one process).
 #[derive(Debug, Default)]
 pub struct MemoryPolicyStore {
-    /// The rows as written and their version; `None` until the first write.
-    inner: RwLock<Option<(Vec<PolicyRow>, u64)>>,
+    /// The policy built from the rows last written, and its version; `None` until the first
+    /// write. It is built when written, not each time it is read.
+    inner: RwLock<Option<(Arc<Policy>, u64)>>,
 }
 
 impl MemoryPolicyStore {
@@ -23,10 +24,10 @@ fn poisoned() -> StoreFailure {
 
 #[async_trait]
 impl PolicyStore for MemoryPolicyStore {
-    async fn policy(&self) -> Result<(Policy, u64), StoreFailure> {
+    async fn policy(&self) -> Result<(Arc<Policy>, u64), StoreFailure> {
         Ok(match &*self.inner.read().map_err(|_| poisoned())? {
-            Some((rows, version)) => (Policy::new(rows.clone()), *version),
-            None => (Policy::default(), 0),
+            Some((policy, version)) => (Arc::clone(policy), *version),
+            None => (Arc::default(), 0),
         })
     }
 
@@ -35,7 +36,7 @@ impl PolicyStore for MemoryPolicyStore {
         if inner.is_some() {
             return Ok(false);
         }
-        *inner = Some((rows, 1));
+        *inner = Some((Arc::new(Policy::new(rows)), 1));
         Ok(true)
     }
 
@@ -44,13 +45,15 @@ impl PolicyStore for MemoryPolicyStore {
         rows: Vec<PolicyRow>,
         expected_version: u64,
     ) -> Result<Result<u64, u64>, StoreFailure> {
+        // Built before the lock is taken: readers wait for the swap only.
+        let policy = Arc::new(Policy::new(rows));
         let mut inner = self.inner.write().map_err(|_| poisoned())?;
         let current = inner.as_ref().map_or(0, |(_, version)| *version);
         if current != expected_version {
             return Ok(Err(current));
         }
         let next = current + 1;
-        *inner = Some((rows, next));
+        *inner = Some((policy, next));
         Ok(Ok(next))
     }
 }

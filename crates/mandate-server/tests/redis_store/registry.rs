@@ -107,16 +107,31 @@ async fn every_read_sees_the_store_and_a_cut_short_insert_is_completed() {
     );
     let (policies_a, policies_b) = (RedisPolicyStore::new(node_a), RedisPolicyStore::new(node_b));
 
-    // What one node writes, the other reads at once.
+    // What one node writes, the other reads at once, though each built the policy it read last.
     assert!(policies_b.seed_if_empty(vec![]).await.unwrap());
-    assert_eq!(policies_a.policy().await.unwrap(), (Policy::default(), 1));
+    assert_eq!(policies_a.policy().await.unwrap(), (Arc::default(), 1));
+    assert_eq!(policies_b.policy().await.unwrap(), (Arc::default(), 1));
     let rows = vec![row("assistant", CAL, "calendar.read")];
     assert_eq!(policies_a.replace(rows.clone(), 1).await.unwrap(), Ok(2));
-    assert_eq!(policies_b.policy().await.unwrap(), (Policy::new(rows), 2));
+    assert_eq!(
+        policies_b.policy().await.unwrap(),
+        (Arc::new(Policy::new(rows.clone())), 2)
+    );
     assert_eq!(
         policies_b.replace(vec![], 1).await.unwrap(),
         Err(2),
         "a node that read version 1 cannot overwrite version 2"
+    );
+
+    // A store that lost its policy (emptied, or failed over to a replica behind it) can reach a
+    // version again with other rows: a node goes by the write it built from, not the number.
+    server.cli(&["DEL", "mandate:policy"]).unwrap();
+    assert!(policies_a.seed_if_empty(vec![]).await.unwrap());
+    let other = vec![row("assistant", CAL, "calendar.write")];
+    assert_eq!(policies_a.replace(other.clone(), 1).await.unwrap(), Ok(2));
+    assert_eq!(
+        policies_b.policy().await.unwrap(),
+        (Arc::new(Policy::new(other)), 2)
     );
 
     assert!(clients_b.clients().await.unwrap().is_empty());
@@ -203,9 +218,14 @@ async fn every_read_sees_the_store_and_a_cut_short_insert_is_completed() {
         clients_a.client(&id("broken")).await,
         Err(StoreError::Corrupt(_))
     ));
+    // The rows are read and built once per write: rows changed by hand under the same
+    // `written` are not read again; without `written` they are read, and checked, every time.
+    let (built, _) = policies_a.policy().await.unwrap();
     server
         .cli(&["HSET", "mandate:policy", "rows", "{not json"])
         .unwrap();
+    assert_eq!(policies_a.policy().await.unwrap().0, built);
+    server.cli(&["HDEL", "mandate:policy", "written"]).unwrap();
     assert!(policies_a.policy().await.is_err());
 }
 
@@ -268,7 +288,7 @@ async fn start_up_seeds_an_empty_store_and_then_the_store_wins() {
     );
     assert_eq!(
         first.policies.policy().await.unwrap(),
-        (file_policy.clone(), 1)
+        (Arc::new(file_policy.clone()), 1)
     );
 
     // An admin narrows the policy; then a node starts from a file that changed a client,
@@ -299,7 +319,7 @@ async fn start_up_seeds_an_empty_store_and_then_the_store_wins() {
     assert_eq!(listed(&first.clients).await, expected);
     assert_eq!(
         second.policies.policy().await.unwrap(),
-        (Policy::new(narrowed), 2)
+        (Arc::new(Policy::new(narrowed)), 2)
     );
 
     // A node started from the original file again changes nothing either.

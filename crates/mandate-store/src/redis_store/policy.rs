@@ -1,11 +1,14 @@
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use mandate_chain::{Policy, PolicyRow, PolicyStore, StoreFailure};
 use redis::Script;
 
 use super::RedisConnection;
 
-/// The one key holding the policy: a hash with fields `rows` (JSON array of rows) and
-/// `version`.
+/// The one key holding the policy: a hash with fields `rows` (JSON array of rows), `version`
+/// and `written` (Redis's `TIME` at the write, `<seconds>.<microseconds>`: it names one write,
+/// even if a store that lost writes or was emptied reaches the same version number again).
 const POLICY_KEY: &str = "mandate:policy";
 
 /// Writes the rows at version 1 unless the policy key exists.
@@ -14,7 +17,8 @@ const SEED: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'rows', ARGV[1], 'version', 1)
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'rows', ARGV[1], 'version', 1, 'written', now[1] .. '.' .. now[2])
 return 1
 ";
 
@@ -27,7 +31,8 @@ if current ~= tonumber(ARGV[2]) then
   return {0, current}
 end
 local next = current + 1
-redis.call('HSET', KEYS[1], 'rows', ARGV[1], 'version', next)
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'rows', ARGV[1], 'version', next, 'written', now[1] .. '.' .. now[2])
 return {1, next}
 ";
 
@@ -35,12 +40,18 @@ return {1, next}
 /// hash `mandate:policy` (one key, so every read and write is one atomic command or script,
 /// on a cluster too).
 ///
-/// Nothing is cached: every [`PolicyStore::policy`] reads Redis (one `HMGET`), so that an
-/// admin's change is in force on every node at once.
+/// Every [`PolicyStore::policy`] reads which write the store holds (`version` and `written`, one
+/// `HMGET`), so that an admin's change is in force on every node at once; the rows are read,
+/// parsed and built into a [`Policy`] only when that write is not the one built last. The seed
+/// and replace scripts write the rows, the version and `written` in one step, so a policy built
+/// for a write is the policy of that write. A hash without `written` (written by hand) is read
+/// in full every time.
 pub struct RedisPolicyStore<C> {
     connection: C,
     seed: Script,
     replace: Script,
+    /// The last policy built: its `written`, its version, the policy.
+    built: Mutex<Option<(String, u64, Arc<Policy>)>>,
 }
 
 impl<C> std::fmt::Debug for RedisPolicyStore<C> {
@@ -56,7 +67,16 @@ impl<C: RedisConnection> RedisPolicyStore<C> {
             connection,
             seed: Script::new(SEED),
             replace: Script::new(REPLACE),
+            built: Mutex::default(),
         }
+    }
+
+    fn built_for(&self, written: &str, version: u64) -> Option<Arc<Policy>> {
+        let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        built
+            .as_ref()
+            .filter(|(at, of, _)| at == written && *of == version)
+            .map(|(_, _, policy)| Arc::clone(policy))
     }
 }
 
@@ -70,21 +90,40 @@ fn to_json(rows: &[PolicyRow]) -> Result<String, StoreFailure> {
 
 #[async_trait]
 impl<C: RedisConnection> PolicyStore for RedisPolicyStore<C> {
-    async fn policy(&self) -> Result<(Policy, u64), StoreFailure> {
+    async fn policy(&self) -> Result<(Arc<Policy>, u64), StoreFailure> {
         let mut connection = self.connection.clone();
-        let (rows, version): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+        let (version, written): (Option<u64>, Option<String>) = redis::cmd("HMGET")
             .arg(POLICY_KEY)
-            .arg("rows")
             .arg("version")
+            .arg("written")
             .query_async(&mut connection)
             .await
             .map_err(fail)?;
+        if let (Some(version), Some(written)) = (version, &written) {
+            if let Some(policy) = self.built_for(written, version) {
+                return Ok((policy, version));
+            }
+        }
+        let (rows, version, written): (Option<String>, Option<u64>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(POLICY_KEY)
+                .arg("rows")
+                .arg("version")
+                .arg("written")
+                .query_async(&mut connection)
+                .await
+                .map_err(fail)?;
         match (rows, version) {
-            (None, None) => Ok((Policy::default(), 0)),
+            (None, None) => Ok((Arc::default(), 0)),
             (Some(rows), Some(version)) => {
                 let rows: Vec<PolicyRow> = serde_json::from_str(&rows)
                     .map_err(|e| StoreFailure(format!("unreadable policy rows: {e}")))?;
-                Ok((Policy::new(rows), version))
+                let policy = Arc::new(Policy::new(rows));
+                if let Some(written) = written {
+                    *self.built.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((written, version, Arc::clone(&policy)));
+                }
+                Ok((policy, version))
             }
             _ => Err(StoreFailure(format!(
                 "{POLICY_KEY} lacks its rows or its version"
