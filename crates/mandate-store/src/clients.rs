@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -260,7 +260,43 @@ pub trait ClientRegistry: Send + Sync + std::fmt::Debug {
 /// The in-memory client registry.
 #[derive(Debug, Default)]
 pub struct MemoryClientRegistry {
-    clients: RwLock<BTreeMap<ClientId, Arc<Client>>>,
+    clients: RwLock<Registered>,
+}
+
+/// The clients, and how many resource servers own each audience: the exchange's target check
+/// asks on every request, and should not walk every client to answer.
+#[derive(Debug, Default)]
+struct Registered {
+    by_id: BTreeMap<ClientId, Arc<Client>>,
+    owners: HashMap<Audience, usize>,
+}
+
+impl Registered {
+    fn put(&mut self, client: Client) {
+        if let Some(previous) = self.by_id.remove(&client.id) {
+            for audience in owned(&previous) {
+                if let Some(count) = self.owners.get_mut(audience) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.owners.remove(audience);
+                    }
+                }
+            }
+        }
+        for audience in owned(&client) {
+            *self.owners.entry(audience.clone()).or_default() += 1;
+        }
+        self.by_id.insert(client.id.clone(), Arc::new(client));
+    }
+}
+
+/// The audiences `client` owns: a resource server's, none for an agent.
+fn owned(client: &Client) -> &[Audience] {
+    if client.kind == ClientKind::ResourceServer {
+        &client.audiences
+    } else {
+        &[]
+    }
 }
 
 impl MemoryClientRegistry {
@@ -269,11 +305,15 @@ impl MemoryClientRegistry {
         Self::default()
     }
 
-    fn read(
-        &self,
-    ) -> Result<std::sync::RwLockReadGuard<'_, BTreeMap<ClientId, Arc<Client>>>, StoreError> {
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Registered>, StoreError> {
         self.clients
             .read()
+            .map_err(|_| StoreError::Corrupt("client registry lock poisoned".into()))
+    }
+
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Registered>, StoreError> {
+        self.clients
+            .write()
             .map_err(|_| StoreError::Corrupt("client registry lock poisoned".into()))
     }
 }
@@ -281,31 +321,29 @@ impl MemoryClientRegistry {
 #[async_trait]
 impl ClientRegistry for MemoryClientRegistry {
     async fn client(&self, id: &ClientId) -> Result<Option<Arc<Client>>, StoreError> {
-        Ok(self.read()?.get(id).cloned())
+        Ok(self.read()?.by_id.get(id).cloned())
     }
 
     async fn clients(&self) -> Result<Vec<Arc<Client>>, StoreError> {
-        Ok(self.read()?.values().cloned().collect())
+        Ok(self.read()?.by_id.values().cloned().collect())
+    }
+
+    async fn audience_owned(&self, audience: &Audience) -> Result<bool, StoreError> {
+        Ok(self.read()?.owners.contains_key(audience))
     }
 
     async fn insert_if_absent(&self, client: Client) -> Result<bool, StoreError> {
-        let mut clients = self
-            .clients
-            .write()
-            .map_err(|_| StoreError::Corrupt("client registry lock poisoned".into()))?;
-        if clients.contains_key(&client.id) {
+        let mut clients = self.write()?;
+        if clients.by_id.contains_key(&client.id) {
             return Ok(false);
         }
-        clients.insert(client.id.clone(), Arc::new(client));
+        clients.put(client);
         Ok(true)
     }
 
     async fn replace(&self, mut client: Client) -> Result<ReplaceOutcome, StoreError> {
-        let mut clients = self
-            .clients
-            .write()
-            .map_err(|_| StoreError::Corrupt("client registry lock poisoned".into()))?;
-        let Some(current) = clients.get(&client.id) else {
+        let mut clients = self.write()?;
+        let Some(current) = clients.by_id.get(&client.id) else {
             return Ok(ReplaceOutcome::Missing);
         };
         if current.revision != client.revision {
@@ -313,7 +351,7 @@ impl ClientRegistry for MemoryClientRegistry {
         }
         client.revision += 1;
         let revision = client.revision;
-        clients.insert(client.id.clone(), Arc::new(client));
+        clients.put(client);
         Ok(ReplaceOutcome::Replaced { revision })
     }
 }

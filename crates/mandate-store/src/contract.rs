@@ -705,6 +705,10 @@ async fn client_changes(registry: &dyn ClientRegistry) {
     let mut changed = read.clone();
     changed.description = "changed by an admin".into();
     changed.owners = vec!["new-team@example.com".into()];
+    changed.audiences = vec![
+        Audience::parse("https://calendar.example.com").expect("audience"),
+        Audience::parse("https://tasks.example.com").expect("audience"),
+    ];
     assert_eq!(
         registry
             .replace(Client::from_stored(changed.clone()).expect("client"))
@@ -714,6 +718,23 @@ async fn client_changes(registry: &dyn ClientRegistry) {
     );
     changed.revision = 1;
     assert_eq!(current(registry, "contract-api").await, changed);
+
+    // Ownership follows the resource server's audiences as they are now.
+    for (audience, owned) in [
+        ("https://calendar.example.com", true),
+        ("https://tasks.example.com", true),
+        ("https://mail.example.com", false),
+    ] {
+        let audience = Audience::parse(audience).expect("audience");
+        assert_eq!(
+            registry
+                .audience_owned(&audience)
+                .await
+                .expect("audience_owned"),
+            owned,
+            "{audience} after the replace"
+        );
+    }
 
     // A writer who read revision 0 (or names one never stored) writes nothing.
     for revision in [0, 2, u64::MAX - 1] {
