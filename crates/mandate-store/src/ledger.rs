@@ -2,7 +2,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
-use mandate_chain::{ChainId, ChainPage, ChainStart, HopId, HopRecord, Ledger, StoreFailure};
+use mandate_chain::{
+    ChainId, ChainPage, ChainStart, EvidenceKind, HopId, HopRecord, Ledger, StoreFailure,
+};
 
 /// The in-memory hop ledger (one process). Like the Redis ledger, it keeps each hop for
 /// `ledger_retention_secs` after the hop was issued and a chain in the index by start time for
@@ -29,6 +31,20 @@ struct LedgerMaps {
     started_at: BTreeMap<ChainId, i64>,
     /// Hops by `issued_at`, the order the retention forgets them in.
     issued: BTreeMap<i64, Vec<HopId>>,
+    /// For each consent grant, the chains with a kept root resting on it, and how many such
+    /// roots each has: withdrawing a grant finds its chains without reading every hop (which
+    /// would hold the lock every exchange needs for as long).
+    consents: BTreeMap<String, BTreeMap<ChainId, usize>>,
+}
+
+/// The consent grants `hop` roots its chain on: only a root's `ConsentGrant` evidence counts,
+/// and its reference may name several grants, separated by spaces.
+fn rooted_consents(hop: &HopRecord) -> impl Iterator<Item = &str> {
+    let is_rooted = hop.parent.is_none() && hop.evidence.kind == EvidenceKind::ConsentGrant;
+    hop.evidence
+        .reference
+        .split(' ')
+        .filter(move |id| is_rooted && !id.is_empty())
 }
 
 impl LedgerMaps {
@@ -42,6 +58,19 @@ impl LedgerMaps {
                 let Some(hop) = self.hops.remove(&id) else {
                     continue;
                 };
+                for consent in rooted_consents(&hop) {
+                    if let Some(chains) = self.consents.get_mut(consent) {
+                        if let Some(roots) = chains.get_mut(&hop.chain_id) {
+                            *roots -= 1;
+                            if *roots == 0 {
+                                chains.remove(&hop.chain_id);
+                            }
+                        }
+                        if chains.is_empty() {
+                            self.consents.remove(consent);
+                        }
+                    }
+                }
                 if let Some(listed) = self.chains.get_mut(&hop.chain_id) {
                     if let Some(at) = listed.iter().position(|listed| *listed == id) {
                         listed.remove(at);
@@ -87,6 +116,9 @@ impl Ledger for MemoryLedger {
         let record = hop.clone();
         let (hop_key, listed, by_issue) = (hop.id.clone(), hop.id.clone(), hop.id.clone());
         let chain_key = hop.chain_id.clone();
+        let consents: Vec<(String, ChainId)> = rooted_consents(hop)
+            .map(|consent| (consent.to_owned(), hop.chain_id.clone()))
+            .collect();
         let root_start = hop.parent.is_none().then(|| ChainStart {
             started_at: hop.issued_at,
             chain_id: hop.chain_id.clone(),
@@ -99,6 +131,14 @@ impl Ledger for MemoryLedger {
         maps.chains.entry(chain_key).or_default().push_back(listed);
         maps.hops.insert(hop_key, record);
         maps.issued.entry(hop.issued_at).or_default().push(by_issue);
+        for (consent, chain) in consents {
+            *maps
+                .consents
+                .entry(consent)
+                .or_default()
+                .entry(chain)
+                .or_default() += 1;
+        }
         if let Some(start) = root_start {
             let earlier = maps.started_at.get(&start.chain_id).copied();
             if earlier.is_none_or(|at| start.started_at < at) {
@@ -156,19 +196,11 @@ impl Ledger for MemoryLedger {
         consent_id: &str,
     ) -> Result<Vec<ChainId>, StoreFailure> {
         let maps = self.inner.read().map_err(|_| poisoned())?;
-        let mut chains: Vec<ChainId> = maps
-            .hops
-            .values()
-            .filter(|h| {
-                h.parent.is_none()
-                    && h.evidence.kind == mandate_chain::EvidenceKind::ConsentGrant
-                    && h.evidence.reference.split(' ').any(|r| r == consent_id)
-            })
-            .map(|h| h.chain_id.clone())
-            .collect();
-        chains.sort();
-        chains.dedup();
-        Ok(chains)
+        Ok(maps
+            .consents
+            .get(consent_id)
+            .map(|chains| chains.keys().cloned().collect())
+            .unwrap_or_default())
     }
 }
 
@@ -315,11 +347,22 @@ mod tests {
         };
         ledger.record(&rooted("h1", "c1", 1)).await.unwrap();
         ledger.record(&rooted("h2", "c2", 90)).await.unwrap();
+        // A second root of c1 on the same grant keeps c1 on it after the first is forgotten.
+        ledger.record(&rooted("h3", "c1", 30)).await.unwrap();
         let on_grant = ledger.chains_rooted_on_consent("grant-1").await.unwrap();
         assert_eq!(on_grant, [ChainId("c1".into()), ChainId("c2".into())]);
-        ledger.record(&issued("h3", "c3", None, 150)).await.unwrap();
+        ledger.record(&issued("h4", "c3", None, 110)).await.unwrap();
+        let on_grant = ledger.chains_rooted_on_consent("grant-1").await.unwrap();
+        assert_eq!(on_grant, [ChainId("c1".into()), ChainId("c2".into())]);
+        ledger.record(&issued("h5", "c3", None, 150)).await.unwrap();
         let on_grant = ledger.chains_rooted_on_consent("grant-1").await.unwrap();
         assert_eq!(on_grant, [ChainId("c2".into())]);
+        ledger.record(&issued("h6", "c3", None, 200)).await.unwrap();
+        assert!(ledger
+            .chains_rooted_on_consent("grant-1")
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]
