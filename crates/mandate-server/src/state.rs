@@ -521,8 +521,15 @@ impl Backends {
             ),
             Err(error) => tracing::warn!(%error, "could not read Redis replication info"),
         }
+        let clients = RedisClientRegistry::new(connection.clone());
+        // Resource servers registered before the audience-owner sets existed are added to them;
+        // until they are, an exchange for their apps is refused (the target looks unowned).
+        match clients.index_audience_owners().await {
+            Ok(owners) => tracing::debug!(owners, "audience owners indexed"),
+            Err(error) => tracing::warn!(%error, "could not index the audience owners"),
+        }
         Self {
-            clients: Arc::new(RedisClientRegistry::new(connection.clone())),
+            clients: Arc::new(clients),
             policies: Arc::new(RedisPolicyStore::new(connection.clone())),
             replay: Arc::new(RedisReplayCache::new(connection.clone())),
             rate_limiter: Arc::new(RedisRateLimiter::new(

@@ -711,6 +711,96 @@ async fn the_audience_owner_hint_never_decides_an_answer() {
         .unwrap());
 }
 
+/// Client records read (`GET`s) since the last `CONFIG RESETSTAT`.
+fn gets_since_reset(server: &RedisServer) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+/// An exchange names its target app, and any authenticated agent can name one no resource
+/// server owns: that answer must cost the reads of the few clients that ever owned the app, not
+/// one read per registered client.
+#[tokio::test]
+async fn an_unowned_audience_is_answered_without_reading_every_client() {
+    let server = RedisServer::start().await.unwrap();
+    let connection = mandate_store::connect(&server.url()).await.unwrap();
+    let registry = RedisClientRegistry::new(connection);
+    for i in 0..40 {
+        let agent = contract::client(
+            &format!("agent-{i}"),
+            mandate_model::ClientKind::Agent,
+            mandate_model::AuthMethod::ClientSecretBasic,
+        );
+        assert!(registry.insert_if_absent(agent).await.unwrap());
+    }
+    let cal = resource_server_owning("cal-api", &["https://calendar.example.com"]);
+    assert!(registry.insert_if_absent(cal).await.unwrap());
+    let calendar = Audience::parse("https://calendar.example.com").unwrap();
+    let unowned = Audience::parse("https://nobody.example.com").unwrap();
+
+    server.cli(&["CONFIG", "RESETSTAT"]).unwrap();
+    assert!(!registry.audience_owned(&unowned).await.unwrap());
+    assert!(!registry.audience_owned(&unowned).await.unwrap());
+    assert_eq!(gets_since_reset(&server), 2, "one hint read per check");
+
+    // No hint yet for the calendar: its one former owner is read, not the 41 clients.
+    server.cli(&["CONFIG", "RESETSTAT"]).unwrap();
+    assert!(registry.audience_owned(&calendar).await.unwrap());
+    assert_eq!(gets_since_reset(&server), 2, "the hint, then cal-api");
+
+    // An owner that moves to another app stays in the calendar's set and is read, and found
+    // not to own it any more.
+    let mut moved = resource_server_owning("cal-api", &["https://tasks.example.com"]);
+    moved.revision = 0;
+    assert!(matches!(
+        registry.replace(moved).await.unwrap(),
+        mandate_store::ReplaceOutcome::Replaced { .. }
+    ));
+    assert!(!registry.audience_owned(&calendar).await.unwrap());
+}
+
+/// Resource servers written before the audience-owner sets existed (or by hand) are not in them
+/// until start-up indexes the registry; then their apps are found.
+#[tokio::test]
+async fn start_up_indexes_the_owners_of_records_written_without_the_sets() {
+    let server = RedisServer::start().await.unwrap();
+    let connection = mandate_store::connect(&server.url()).await.unwrap();
+    let registry = RedisClientRegistry::new(connection.clone());
+    let legacy = resource_server_owning("legacy-api", &["https://legacy.example.com"]);
+    let record = serde_json::to_string(&legacy.to_stored()).unwrap();
+    server
+        .cli(&["SET", "mandate:client:legacy-api", &record])
+        .unwrap();
+    server
+        .cli(&["SADD", "mandate:clients", "legacy-api"])
+        .unwrap();
+    let app = Audience::parse("https://legacy.example.com").unwrap();
+    assert!(
+        !registry.audience_owned(&app).await.unwrap(),
+        "not indexed yet: the app looks unowned, and exchanges for it are refused"
+    );
+
+    assert_eq!(registry.index_audience_owners().await.unwrap(), 1);
+    assert!(registry.audience_owned(&app).await.unwrap());
+
+    // A node's start-up does it.
+    server
+        .cli(&[
+            "DEL",
+            "mandate:audience-owners:https://legacy.example.com",
+            "mandate:audience-owner:https://legacy.example.com",
+        ])
+        .unwrap();
+    let mut settings = mandate_testkit::empty_settings();
+    on_redis(&mut settings, &server);
+    let state = build(settings).await;
+    assert!(state.clients.audience_owned(&app).await.unwrap());
+}
+
 /// A grant seeded from `[[consents]]` and then withdrawn by an admin stays withdrawn when a
 /// node starts again from the same file.
 #[tokio::test]

@@ -18,6 +18,13 @@ fn owner_hint_key(audience: &Audience) -> String {
     format!("mandate:audience-owner:{audience}")
 }
 
+/// Every client ever written as a resource server owning the audience. Ids are added before the
+/// record that names the audience is written and never removed, so the set holds at least every
+/// current owner: when none of its members owns the audience, no client does.
+fn ever_owners_key(audience: &Audience) -> String {
+    format!("mandate:audience-owners:{audience}")
+}
+
 fn owns(client: &Client, audience: &Audience) -> bool {
     client.kind == ClientKind::ResourceServer && client.audiences.contains(audience)
 }
@@ -34,6 +41,12 @@ fn owns(client: &Client, audience: &Audience) -> bool {
 /// commands: the client first (`SET NX`, which decides who wins), then its id. A crash between
 /// them leaves a client that can authenticate but is not listed; the next `insert_if_absent`
 /// of that id (the next start-up seeding it from configuration) adds the missing id.
+///
+/// Before a resource server's record is written (registered or changed), its id is added to the
+/// set of each audience it owns (`mandate:audience-owners:<audience>`), so that the target check
+/// of an exchange reads the few clients that ever owned an audience, never every client, even
+/// for an audience no one owns. [`RedisClientRegistry::index_audience_owners`] adds the records
+/// written before these sets existed.
 ///
 /// A change ([`ClientRegistry::replace`]) is one script on the client's key, which compares the
 /// stored `revision` and writes only over the expected one: atomic on a single server and on a
@@ -113,6 +126,42 @@ impl<C: RedisConnection> RedisClientRegistry<C> {
         Ok(Some(client))
     }
 
+    /// Adds `client` to the set of every audience it owns; before its record is written.
+    async fn index_owner(&self, client: &Client) -> Result<(), StoreError> {
+        if client.kind != ClientKind::ResourceServer {
+            return Ok(());
+        }
+        // One command per audience: the sets are on different shards of a cluster.
+        try_join_all(client.audiences.iter().map(|audience| {
+            let mut connection = self.connection.clone();
+            async move {
+                redis::cmd("SADD")
+                    .arg(ever_owners_key(audience))
+                    .arg(client.id.as_str())
+                    .query_async::<i64>(&mut connection)
+                    .await
+            }
+        }))
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Adds every registered resource server to the sets of the audiences it owns: for records
+    /// written before the sets existed. Run at start-up; answers how many clients were indexed.
+    pub async fn index_audience_owners(&self) -> Result<usize, StoreError> {
+        let owners: Vec<Arc<Client>> = self
+            .clients()
+            .await?
+            .into_iter()
+            .filter(|client| client.kind == ClientKind::ResourceServer)
+            .collect();
+        for owner in &owners {
+            self.index_owner(owner).await?;
+        }
+        Ok(owners.len())
+    }
+
     async fn read_json(&self, id: &ClientId) -> Result<Option<String>, StoreError> {
         let mut connection = self.connection.clone();
         redis::cmd("GET")
@@ -158,9 +207,9 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
     /// Every exchange asks this, so it must not read every client: the owner found last time is
     /// kept as a hint (`mandate:audience-owner:<audience>`) and checked against its current
     /// record; only when there is no hint, or the hinted client no longer owns the audience, are
-    /// all clients read, and the hint set (or removed) from what they say. The answer always
-    /// comes from a client record read now, so a stale or forged hint changes nothing but the
-    /// cost; a registry change needs no index upkeep.
+    /// the clients that ever owned it read (its `audience-owners` set, which holds every current
+    /// owner), and the hint set (or removed) from what they say. A yes always comes from a client
+    /// record read now, so a stale or forged hint changes nothing but the cost.
     async fn audience_owned(&self, audience: &Audience) -> Result<bool, StoreError> {
         let mut connection = self.connection.clone();
         let key = owner_hint_key(audience);
@@ -178,11 +227,19 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
                 return Ok(true);
             }
         }
-        let owner = self
-            .clients()
-            .await?
-            .into_iter()
-            .find(|client| owns(client, audience));
+        let mut candidates: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(ever_owners_key(audience))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        candidates.sort();
+        let mut owner = None;
+        for id in candidates.iter().filter_map(|id| ClientId::parse(id).ok()) {
+            if let Some(client) = self.read(&id).await?.filter(|c| owns(c, audience)) {
+                owner = Some(client);
+                break;
+            }
+        }
         let mut update = redis::cmd(if owner.is_some() { "SET" } else { "DEL" });
         update.arg(&key);
         if let Some(owner) = &owner {
@@ -198,6 +255,7 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
     async fn insert_if_absent(&self, client: Client) -> Result<bool, StoreError> {
         let json = serde_json::to_string(&client.to_stored())
             .map_err(|e| StoreError::Corrupt(format!("client not serializable: {e}")))?;
+        self.index_owner(&client).await?;
         let mut connection = self.connection.clone();
         let set: Option<String> = redis::cmd("SET")
             .arg(client_key(&client.id))
@@ -225,6 +283,7 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
             .ok_or_else(|| StoreError::Corrupt(format!("client {}: revision overflow", next.id)))?;
         let json = serde_json::to_string(&next)
             .map_err(|e| StoreError::Corrupt(format!("client not serializable: {e}")))?;
+        self.index_owner(&client).await?;
         let mut connection = self.connection.clone();
         let written: i64 = self
             .replace

@@ -19,6 +19,7 @@
 //! | `mandate:client:<client_id>` | string | the client ([`crate::StoredClient`]), JSON | never |
 //! | `mandate:clients` | set | every registered client id | never |
 //! | `mandate:audience-owner:<audience>` | string | the client last found owning the audience: a hint, always checked against that client's record | never; corrected or removed when found wrong |
+//! | `mandate:audience-owners:<audience>` | set | every client ever written as a resource server owning the audience (added before the record is written, never removed): a superset of its owners | never |
 //! | `mandate:policy` | hash | `rows` (the policy rows, one JSON array), `version`, `written` (Redis `TIME` of the write) | never |
 //! | `mandate:replay:<key>` | string | `1` | at the identifier's own expiry (`PXAT`) |
 //! | `mandate:rate:<key>` | hash | `tokens`, `updated_ms` | 2 s after the last request |
