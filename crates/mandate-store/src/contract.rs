@@ -623,22 +623,17 @@ pub async fn clients(registry: &dyn ClientRegistry) {
     );
 
     // An audience is owned when a resource server lists it; an agent's id is not an audience.
-    for (audience, owned) in [
-        ("https://calendar.example.com", true),
-        ("https://mail.example.com", true),
-        ("https://other.example.com", false),
-        ("agent:contract-agent", false),
-    ] {
-        let audience = Audience::parse(audience).expect("audience");
-        assert_eq!(
-            registry
-                .audience_owned(&audience)
-                .await
-                .expect("audience_owned"),
-            owned,
-            "{audience}"
-        );
-    }
+    assert_owned(
+        registry,
+        &[
+            ("https://calendar.example.com", true),
+            ("https://mail.example.com", true),
+            ("https://other.example.com", false),
+            ("agent:contract-agent", false),
+        ],
+        "as registered",
+    )
+    .await;
 
     // A second registration of a taken id changes nothing.
     let mut again = client(
@@ -689,6 +684,21 @@ pub async fn clients(registry: &dyn ClientRegistry) {
     client_changes(registry).await;
 }
 
+/// Checks [`ClientRegistry::audience_owned`] for each (audience, owned) pair.
+async fn assert_owned(registry: &dyn ClientRegistry, cases: &[(&str, bool)], when: &str) {
+    for (audience, owned) in cases {
+        let audience = Audience::parse(audience).expect("audience");
+        assert_eq!(
+            registry
+                .audience_owned(&audience)
+                .await
+                .expect("audience_owned"),
+            *owned,
+            "{audience} {when}"
+        );
+    }
+}
+
 async fn current(registry: &dyn ClientRegistry, id: &str) -> crate::StoredClient {
     stored(registry, id)
         .await
@@ -720,21 +730,16 @@ async fn client_changes(registry: &dyn ClientRegistry) {
     assert_eq!(current(registry, "contract-api").await, changed);
 
     // Ownership follows the resource server's audiences as they are now.
-    for (audience, owned) in [
-        ("https://calendar.example.com", true),
-        ("https://tasks.example.com", true),
-        ("https://mail.example.com", false),
-    ] {
-        let audience = Audience::parse(audience).expect("audience");
-        assert_eq!(
-            registry
-                .audience_owned(&audience)
-                .await
-                .expect("audience_owned"),
-            owned,
-            "{audience} after the replace"
-        );
-    }
+    assert_owned(
+        registry,
+        &[
+            ("https://calendar.example.com", true),
+            ("https://tasks.example.com", true),
+            ("https://mail.example.com", false),
+        ],
+        "after the replace",
+    )
+    .await;
 
     // A writer who read revision 0 (or names one never stored) writes nothing.
     for revision in [0, 2, u64::MAX - 1] {
