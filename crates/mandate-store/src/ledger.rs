@@ -47,46 +47,67 @@ fn rooted_consents(hop: &HopRecord) -> impl Iterator<Item = &str> {
         .filter(move |id| is_rooted && !id.is_empty())
 }
 
+/// How many hops one record forgets at most. Steady traffic forgets about one hop per record;
+/// after a quiet spell many may be due at once, and forgetting them all under the lock would
+/// stall every exchange, so they go a few hundred per record.
+const FORGET_PER_RECORD: usize = 256;
+
 impl LedgerMaps {
-    /// Forgets the hops issued, and the chain starts made, before `oldest_kept`.
-    fn forget_before(&mut self, oldest_kept: i64) {
-        while let Some(entry) = self.issued.first_entry() {
-            if *entry.key() >= oldest_kept {
+    /// Forgets up to `budget` of the hops issued, and of the chain starts made, before
+    /// `oldest_kept`.
+    fn forget_before(&mut self, oldest_kept: i64, mut budget: usize) {
+        while budget > 0 {
+            let Some(mut second) = self.issued.first_entry() else {
+                break;
+            };
+            if *second.key() >= oldest_kept {
                 break;
             }
-            for id in entry.remove() {
-                let Some(hop) = self.hops.remove(&id) else {
-                    continue;
-                };
-                for consent in rooted_consents(&hop) {
-                    if let Some(chains) = self.consents.get_mut(consent) {
-                        if let Some(roots) = chains.get_mut(&hop.chain_id) {
-                            *roots -= 1;
-                            if *roots == 0 {
-                                chains.remove(&hop.chain_id);
-                            }
-                        }
-                        if chains.is_empty() {
-                            self.consents.remove(consent);
-                        }
-                    }
-                }
-                if let Some(listed) = self.chains.get_mut(&hop.chain_id) {
-                    if let Some(at) = listed.iter().position(|listed| *listed == id) {
-                        listed.remove(at);
-                    }
-                    if listed.is_empty() {
-                        self.chains.remove(&hop.chain_id);
-                    }
-                }
+            let id = second.get_mut().pop();
+            if second.get().is_empty() {
+                second.remove();
+            }
+            if let Some(id) = id {
+                self.forget_hop(&id);
+                budget -= 1;
             }
         }
-        while let Some(start) = self.starts.first() {
-            if start.started_at >= oldest_kept {
-                break;
+        while budget > 0 {
+            match self.starts.first() {
+                Some(start) if start.started_at < oldest_kept => {}
+                _ => break,
             }
             if let Some(start) = self.starts.pop_first() {
                 self.started_at.remove(&start.chain_id);
+            }
+            budget -= 1;
+        }
+    }
+
+    /// Removes the hop and its places in its chain's list and in the consent index.
+    fn forget_hop(&mut self, id: &HopId) {
+        let Some(hop) = self.hops.remove(id) else {
+            return;
+        };
+        for consent in rooted_consents(&hop) {
+            if let Some(chains) = self.consents.get_mut(consent) {
+                if let Some(roots) = chains.get_mut(&hop.chain_id) {
+                    *roots -= 1;
+                    if *roots == 0 {
+                        chains.remove(&hop.chain_id);
+                    }
+                }
+                if chains.is_empty() {
+                    self.consents.remove(consent);
+                }
+            }
+        }
+        if let Some(listed) = self.chains.get_mut(&hop.chain_id) {
+            if let Some(at) = listed.iter().position(|listed| listed == id) {
+                listed.remove(at);
+            }
+            if listed.is_empty() {
+                self.chains.remove(&hop.chain_id);
             }
         }
     }
@@ -124,7 +145,10 @@ impl Ledger for MemoryLedger {
             chain_id: hop.chain_id.clone(),
         });
         let mut maps = self.inner.write().map_err(|_| poisoned())?;
-        maps.forget_before(hop.issued_at.saturating_sub(self.retention_secs));
+        maps.forget_before(
+            hop.issued_at.saturating_sub(self.retention_secs),
+            FORGET_PER_RECORD,
+        );
         if maps.hops.contains_key(&hop.id) {
             return Err(StoreFailure(format!("hop {} already recorded", hop.id)));
         }
@@ -324,6 +348,38 @@ mod tests {
         assert!(ids_of(&ledger, "c1").await.is_empty());
         assert_eq!(ids_of(&ledger, "c2").await, ["h3"]);
         assert_eq!(ids_of(&ledger, "c3").await, ["h4", "h5", "h6"]);
+    }
+
+    #[tokio::test]
+    async fn one_record_forgets_a_bounded_number_of_hops_and_the_rest_follow() {
+        let ledger = MemoryLedger::new(100);
+        let old = 600;
+        for i in 0..old {
+            let (id, chain) = (format!("old-{i}"), format!("c-{i}"));
+            ledger.record(&issued(&id, &chain, None, 1)).await.unwrap();
+        }
+        let kept = |ledger: &MemoryLedger| {
+            let maps = ledger.inner.read().unwrap();
+            (maps.hops.len(), maps.starts.len())
+        };
+        ledger
+            .record(&issued("new-0", "n", None, 200))
+            .await
+            .unwrap();
+        assert_eq!(kept(&ledger), (old - FORGET_PER_RECORD + 1, old + 1));
+        for i in 1..6 {
+            let id = format!("new-{i}");
+            ledger
+                .record(&issued(&id, "n", Some("new-0"), 200))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            kept(&ledger),
+            (6, 1),
+            "only the new chain and its hops are left"
+        );
+        assert_eq!(listed_chains(&ledger).await, [(200, "n".to_string())]);
     }
 
     #[tokio::test]
