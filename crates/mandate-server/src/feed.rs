@@ -40,7 +40,7 @@
 //! catches up from its own position by reading the store itself, then takes the shared reads,
 //! skipping what it already sent; when it falls behind the fan-out, or the reader restarts, it
 //! catches up again. A feed ends when the client goes away: its body stream is dropped, which
-//! releases its connection slot.
+//! releases its connection slot. A node that begins a graceful shutdown ends every feed at once.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -51,6 +51,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt as _;
 use mandate_model::ClientKind;
 use mandate_revocation::{RevocationRecord, RevocationStore, StreamEvent, StreamPosition};
 use serde::Serialize;
@@ -144,6 +145,15 @@ pub async fn revocations(
     let body = futures_util::stream::unfold(feed, |mut feed| async move {
         let chunk = feed.next_chunk().await?;
         Some((Ok::<_, Infallible>(chunk), feed))
+    });
+    // A stopping node ends its feeds at once (readers reconnect to another node with their
+    // last event id) instead of holding its graceful shutdown open until the timeout.
+    let stopping = request.app_data::<crate::server::Stopping>().cloned();
+    let body = body.take_until(async move {
+        match stopping {
+            Some(stopping) => stopping.0.notified().await,
+            None => std::future::pending().await,
+        }
     });
     let mut response = HttpResponse::Ok();
     no_store(&mut response);

@@ -328,6 +328,7 @@ where
     builder.listen(format!("mandate-{name}-{addr}"), listener, move || {
         let shutdown = shutdown.clone();
         let app = app()
+            .app_data(Stopping(shutdown.clone()))
             .into_factory()
             .map_err(|error: actix_web::Error| error.error_response());
         let http = HttpService::build()
@@ -352,6 +353,11 @@ where
         .and_then(http)
     })
 }
+
+/// Resolves when the listener starts a graceful shutdown: responses that would otherwise never
+/// end (the revocation feed) end then, so a stop does not wait out its timeout for them.
+#[derive(Clone, Debug)]
+pub(crate) struct Stopping(pub(crate) actix_server::GracefulShutdownSignal);
 
 /// How much longer than `request_timeout_secs` a connection may take to deliver one request
 /// before it is dropped (see [`RequestDeadline`]): the head timeout and the middleware answer

@@ -1,6 +1,6 @@
 //! `GET /revocations`, the revocation feed for apps that cannot reach Redis, over real HTTP on the
 //! memory store: who may read it, the snapshot, revocations and heartbeats as they happen,
-//! resuming from a position, and the bound on open feeds.
+//! resuming from a position, the bound on open feeds, and feeds ended by a stopping node.
 
 use std::time::Duration;
 
@@ -28,17 +28,6 @@ async fn open(
 }
 
 const CALENDAR: Option<(&str, &str)> = Some(("calendar-api", "calendar-secret"));
-
-/// Stops the server once it has seen every feed go. It notices a client gone at its next write
-/// to it (a heartbeat, each second); stopping ends the heartbeats, and a feed still open then
-/// holds the graceful shutdown for its whole timeout.
-async fn stop(server: TestServer) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while open_feeds(&server.state) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    server.stop().await;
-}
 
 async fn revoke_subject(server: &TestServer, subject: &str) {
     let response = server
@@ -218,7 +207,7 @@ async fn a_snapshot_then_revocations_and_heartbeats_as_they_happen() {
         .await;
     assert!(position(&second.id) > position(&heartbeat.id));
     drop(feed);
-    stop(server).await;
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -281,7 +270,7 @@ async fn a_feed_resumes_from_a_position_without_a_snapshot() {
         "{entries:?}"
     );
     drop(foreign);
-    stop(server).await;
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -316,5 +305,23 @@ async fn the_number_of_open_feeds_is_bounded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(feeds);
-    stop(server).await;
+    server.stop().await;
+}
+
+/// A node that stops ends its open feeds at once, and cleanly (the chunked body ends; readers
+/// reconnect elsewhere with their last event id), instead of holding its graceful shutdown open
+/// for its whole timeout (10 s).
+#[tokio::test]
+async fn stopping_ends_open_feeds_at_once() {
+    let server = world().await;
+    let mut events = Events::of(open(&server, "", CALENDAR).await).await;
+    events.next(Duration::from_secs(5)).await;
+    let drained = async {
+        while let Some(_heartbeat) = events.response.chunk().await.expect("a clean end") {}
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(server.stop(), drained)
+    })
+    .await
+    .expect("the stop and the feed's end came well before the shutdown timeout");
 }
