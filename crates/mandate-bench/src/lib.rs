@@ -138,6 +138,12 @@ pub struct StoreReport {
     pub introspect: Phase,
     /// Introspections at half that rate.
     pub introspect_half: Sample,
+    /// `GET`s of the discovery document at saturation: the server's cost per request for HTTP,
+    /// routing and logging with no work of its own.
+    pub floor: Phase,
+    /// The same at the rate `exchange_basic` reached (open loop): what a request costs at that
+    /// rate, when the loopback peers sleep between requests and each answer must wake one.
+    pub floor_paced: Phase,
 }
 
 impl StoreReport {
@@ -149,6 +155,8 @@ impl StoreReport {
             ("exchange basic, half load", &self.exchange_half),
             ("introspect", &self.introspect.sample),
             ("introspect, half load", &self.introspect_half),
+            ("floor: GET discovery", &self.floor.sample),
+            ("floor at the exchange rate", &self.floor_paced.sample),
         ]
     }
 }
@@ -390,6 +398,41 @@ async fn run_store(
         counter.clone(),
     )
     .await;
+    // The floor: a static document over the same connections, logged like any request.
+    let floor = Workload {
+        host: host.clone(),
+        path: "/.well-known/oauth-authorization-server".into(),
+        auth: None,
+        bodies: Arc::new(Vec::new()),
+        fresh: None,
+        expect: Expect::Document,
+        keep_tokens: None,
+        keep_limit: 0,
+    };
+    report.floor = measured(&target, async {
+        load::saturate(
+            listen,
+            &floor,
+            options.concurrency,
+            options.phase,
+            counter.clone(),
+        )
+        .await
+    })
+    .await;
+    pool.fill(options.concurrency).await?;
+    report.floor_paced = measured(&target, async {
+        load::paced(
+            &pool,
+            &floor,
+            report.exchange_basic.sample.rate(),
+            options.phase,
+            options.concurrency * 8,
+            counter.clone(),
+        )
+        .await
+    })
+    .await;
     target.stop().await;
     print_store(&report, &ceiling, tokens.len());
     Ok(report)
@@ -532,11 +575,37 @@ fn print_store(report: &StoreReport, ceiling: &Ceiling, tokens: usize) {
     open("exchange basic, half load", &report.exchange_half);
     closed("introspect", &report.introspect, ceiling.introspect);
     open("introspect, half load", &report.introspect_half);
-    if let Some(server_us) = report.exchange_basic.server_us_per_request() {
+    let floor_row = |name: &str, phase: &Phase| {
+        let s = &phase.sample;
+        let client_us = phase
+            .client_cpu
+            .filter(|_| s.ok > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / s.ok as f64);
+        let us = |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"));
         println!(
-            "  server CPU per basic exchange {server_us:.0} µs, of which verify + sign {:.0} µs ({:.0}%)",
-            ceiling.verify_us + ceiling.sign_us,
-            100.0 * (ceiling.verify_us + ceiling.sign_us) / server_us
+            "  {:<28} {:>9.0} {:>8.2} {:>8.2} {:>9} {:>7} {:>11} {:>10} {:>7}",
+            name,
+            s.rate(),
+            s.quantile_ms(0.5),
+            s.quantile_ms(0.99),
+            "",
+            "",
+            us(phase.server_us_per_request()),
+            us(client_us),
+            s.failed
+        );
+    };
+    floor_row("floor: GET discovery", &report.floor);
+    floor_row("floor at the exchange rate", &report.floor_paced);
+    if let Some(server_us) = report.exchange_basic.server_us_per_request() {
+        let crypto = ceiling.verify_us + ceiling.sign_us;
+        let floor_us = report.floor_paced.server_us_per_request().unwrap_or(0.0);
+        println!(
+            "  server CPU per basic exchange {server_us:.0} µs: verify + sign {crypto:.0} µs ({:.0}%), \
+             a bare request at that rate {floor_us:.0} µs ({:.0}%), the rest {:.0} µs",
+            100.0 * crypto / server_us,
+            100.0 * floor_us / server_us,
+            server_us - crypto - floor_us
         );
     }
     if report.rss_early_kib.is_some() || report.rss_late_kib.is_some() {

@@ -22,6 +22,9 @@ pub enum Expect {
     Token,
     /// 200 with `"active":true`.
     Active,
+    /// 200 to a `GET` of the path (no body, no credentials): what HTTP, routing and logging cost
+    /// on their own.
+    Document,
 }
 
 /// One kind of request, sent over and over.
@@ -68,8 +71,12 @@ impl Workload {
     }
 
     async fn send(&self, connection: &mut Connection, i: u64) -> Result<(), String> {
-        let body = self.body(i).map_err(|e| e.to_string())?;
-        let request = wire::form_post(&self.host, &self.path, self.auth.as_deref(), &body);
+        let request = if self.expect == Expect::Document {
+            wire::get(&self.host, &self.path)
+        } else {
+            let body = self.body(i).map_err(|e| e.to_string())?;
+            wire::form_post(&self.host, &self.path, self.auth.as_deref(), &body)
+        };
         let answer = connection
             .round_trip(&request)
             .await
@@ -108,6 +115,11 @@ impl Workload {
                     }
                 } else if !bytes.starts_with(br#"{"access_token":""#) {
                     return Err("no access_token in the answer".into());
+                }
+            }
+            Expect::Document => {
+                if !bytes.starts_with(b"{") {
+                    return Err("the document is not a JSON object".into());
                 }
             }
         }

@@ -127,6 +127,11 @@ pub fn form_post(host: &str, path: &str, authorization: Option<&str>, body: &str
     .into_bytes()
 }
 
+/// A `GET` without a body, as bytes.
+pub fn get(host: &str, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+}
+
 /// Idle connections to one address, for requests that do not own one (the open loop).
 ///
 /// Connections are taken oldest first, so requests rotate over every connection the pool holds
@@ -201,6 +206,11 @@ mod tests {
     fn an_answer_without_a_length_is_refused() {
         let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
         assert!(parse_head(chunked).is_err());
+    }
+
+    #[test]
+    fn a_get_has_no_body() {
+        assert_eq!(get("h:1", "/x"), b"GET /x HTTP/1.1\r\nHost: h:1\r\n\r\n");
     }
 
     #[test]
