@@ -103,4 +103,14 @@ impl HopRecord {
     pub fn remaining_depth(&self) -> u32 {
         self.depth_limit.saturating_sub(self.depth)
     }
+
+    /// The consent grants this hop roots its chain on: only a root's `ConsentGrant` evidence
+    /// counts, and its reference may name several grants, separated by spaces.
+    pub fn rooted_consents(&self) -> impl Iterator<Item = &str> {
+        let is_rooted = self.parent.is_none() && self.evidence.kind == EvidenceKind::ConsentGrant;
+        self.evidence
+            .reference
+            .split(' ')
+            .filter(move |id| is_rooted && !id.is_empty())
+    }
 }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use mandate_chain::{decide_id_jag, ExchangeContext, ExchangeRequest, IdJagGrant, RefusalCode};
-use mandate_model::{Audience, ClientKind, ScopeSet, Subject};
+use mandate_model::{Audience, ScopeSet, Subject};
 use mandate_revocation::{TokenFacts, Verdict};
 use mandate_store::Client;
 use mandate_token::{
@@ -463,15 +463,14 @@ async fn redeem_for(
     })
 }
 
-/// An app is known when a registered resource server owns it.
+/// An app is known when a registered resource server owns it (the registry's owner check, as
+/// for an exchange; not a listing of every client).
 async fn app_is_registered(state: &AppState, target: &Audience) -> Result<bool, OAuthError> {
-    Ok(state
+    state
         .clients
-        .clients()
+        .audience_owned(target)
         .await
-        .map_err(|e| store_down(&e))?
-        .iter()
-        .any(|c| c.kind == ClientKind::ResourceServer && c.audiences.contains(target)))
+        .map_err(|e| store_down(&e))
 }
 
 /// The issuer's keys and configured `algorithms` only; an unknown `kid` refreshes a remote JWKS

@@ -76,6 +76,20 @@ pub struct Client {
 }
 
 impl Client {
+    /// The audiences this client owns: a resource server's, none for an agent.
+    pub fn owned_audiences(&self) -> &[Audience] {
+        if self.kind == ClientKind::ResourceServer {
+            &self.audiences
+        } else {
+            &[]
+        }
+    }
+
+    /// Whether this client is a resource server owning `audience`.
+    pub fn owns(&self, audience: &Audience) -> bool {
+        self.owned_audiences().contains(audience)
+    }
+
     /// Whether the client may authenticate at `now`: active and not past its expiry.
     pub fn may_authenticate(&self, now: DateTime<Utc>) -> bool {
         self.state == ClientState::Active && self.expires_at.is_none_or(|expiry| now < expiry)
@@ -239,11 +253,7 @@ pub trait ClientRegistry: Send + Sync + std::fmt::Debug {
     /// Whether a registered resource server owns `audience` (the token exchange's target
     /// check).
     async fn audience_owned(&self, audience: &Audience) -> Result<bool, StoreError> {
-        Ok(self
-            .clients()
-            .await?
-            .iter()
-            .any(|c| c.kind == ClientKind::ResourceServer && c.audiences.contains(audience)))
+        Ok(self.clients().await?.iter().any(|c| c.owns(audience)))
     }
 
     /// Registers `client` unless its id is taken; returns whether it was added. Used to seed an
@@ -274,7 +284,7 @@ struct Registered {
 impl Registered {
     fn put(&mut self, client: Client) {
         if let Some(previous) = self.by_id.remove(&client.id) {
-            for audience in owned(&previous) {
+            for audience in previous.owned_audiences() {
                 if let Some(count) = self.owners.get_mut(audience) {
                     *count -= 1;
                     if *count == 0 {
@@ -283,19 +293,10 @@ impl Registered {
                 }
             }
         }
-        for audience in owned(&client) {
+        for audience in client.owned_audiences() {
             *self.owners.entry(audience.clone()).or_default() += 1;
         }
         self.by_id.insert(client.id.clone(), Arc::new(client));
-    }
-}
-
-/// The audiences `client` owns: a resource server's, none for an agent.
-fn owned(client: &Client) -> &[Audience] {
-    if client.kind == ClientKind::ResourceServer {
-        &client.audiences
-    } else {
-        &[]
     }
 }
 

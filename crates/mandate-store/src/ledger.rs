@@ -2,9 +2,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::RwLock;
 
 use async_trait::async_trait;
-use mandate_chain::{
-    ChainId, ChainPage, ChainStart, EvidenceKind, HopId, HopRecord, Ledger, StoreFailure,
-};
+use mandate_chain::{ChainId, ChainPage, ChainStart, HopId, HopRecord, Ledger, StoreFailure};
 
 /// The in-memory hop ledger (one process). Like the Redis ledger, it keeps each hop for
 /// `ledger_retention_secs` after the hop was issued and a chain in the index by start time for
@@ -35,16 +33,6 @@ struct LedgerMaps {
     /// roots each has: withdrawing a grant finds its chains without reading every hop (which
     /// would hold the lock every exchange needs for as long).
     consents: BTreeMap<String, BTreeMap<ChainId, usize>>,
-}
-
-/// The consent grants `hop` roots its chain on: only a root's `ConsentGrant` evidence counts,
-/// and its reference may name several grants, separated by spaces.
-fn rooted_consents(hop: &HopRecord) -> impl Iterator<Item = &str> {
-    let is_rooted = hop.parent.is_none() && hop.evidence.kind == EvidenceKind::ConsentGrant;
-    hop.evidence
-        .reference
-        .split(' ')
-        .filter(move |id| is_rooted && !id.is_empty())
 }
 
 /// How many hops one record forgets at most. Steady traffic forgets about one hop per record;
@@ -89,7 +77,7 @@ impl LedgerMaps {
         let Some(hop) = self.hops.remove(id) else {
             return;
         };
-        for consent in rooted_consents(&hop) {
+        for consent in hop.rooted_consents() {
             if let Some(chains) = self.consents.get_mut(consent) {
                 if let Some(roots) = chains.get_mut(&hop.chain_id) {
                     *roots -= 1;
@@ -137,7 +125,8 @@ impl Ledger for MemoryLedger {
         let record = hop.clone();
         let (hop_key, listed, by_issue) = (hop.id.clone(), hop.id.clone(), hop.id.clone());
         let chain_key = hop.chain_id.clone();
-        let consents: Vec<(String, ChainId)> = rooted_consents(hop)
+        let consents: Vec<(String, ChainId)> = hop
+            .rooted_consents()
             .map(|consent| (consent.to_owned(), hop.chain_id.clone()))
             .collect();
         let root_start = hop.parent.is_none().then(|| ChainStart {

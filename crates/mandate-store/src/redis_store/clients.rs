@@ -25,10 +25,6 @@ fn ever_owners_key(audience: &Audience) -> String {
     format!("mandate:audience-owners:{audience}")
 }
 
-fn owns(client: &Client, audience: &Audience) -> bool {
-    client.kind == ClientKind::ResourceServer && client.audiences.contains(audience)
-}
-
 /// The client registry in Redis: each client as JSON ([`StoredClient`]) at
 /// `mandate:client:<id>`, and the set of ids at `mandate:clients` for listing.
 ///
@@ -128,11 +124,8 @@ impl<C: RedisConnection> RedisClientRegistry<C> {
 
     /// Adds `client` to the set of every audience it owns; before its record is written.
     async fn index_owner(&self, client: &Client) -> Result<(), StoreError> {
-        if client.kind != ClientKind::ResourceServer {
-            return Ok(());
-        }
         // One command per audience: the sets are on different shards of a cluster.
-        try_join_all(client.audiences.iter().map(|audience| {
+        try_join_all(client.owned_audiences().iter().map(|audience| {
             let mut connection = self.connection.clone();
             async move {
                 redis::cmd("SADD")
@@ -222,7 +215,7 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
             if self
                 .read(&id)
                 .await?
-                .is_some_and(|client| owns(&client, audience))
+                .is_some_and(|client| client.owns(audience))
             {
                 return Ok(true);
             }
@@ -235,7 +228,7 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
         candidates.sort();
         let mut owner = None;
         for id in candidates.iter().filter_map(|id| ClientId::parse(id).ok()) {
-            if let Some(client) = self.read(&id).await?.filter(|c| owns(c, audience)) {
+            if let Some(client) = self.read(&id).await?.filter(|c| c.owns(audience)) {
                 owner = Some(client);
                 break;
             }

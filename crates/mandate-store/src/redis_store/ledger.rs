@@ -1,8 +1,6 @@
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
-use mandate_chain::{
-    ChainId, ChainPage, ChainStart, EvidenceKind, HopId, HopRecord, Ledger, StoreFailure,
-};
+use mandate_chain::{ChainId, ChainPage, ChainStart, HopId, HopRecord, Ledger, StoreFailure};
 use redis::Script;
 
 use super::RedisConnection;
@@ -140,19 +138,6 @@ fn tag(chain: &str) -> Result<&str, StoreFailure> {
     }
 }
 
-/// The consent grants a hop roots its chain on: only a root's `ConsentGrant` evidence counts,
-/// and its reference may name several grants, separated by spaces.
-fn rooted_consents(hop: &HopRecord) -> Vec<&str> {
-    if hop.parent.is_some() || hop.evidence.kind != EvidenceKind::ConsentGrant {
-        return vec![];
-    }
-    hop.evidence
-        .reference
-        .split(' ')
-        .filter(|id| !id.is_empty())
-        .collect()
-}
-
 fn fail(error: redis::RedisError) -> StoreFailure {
     StoreFailure(format!("ledger store unavailable: {error}"))
 }
@@ -169,7 +154,7 @@ impl<C: RedisConnection> Ledger for RedisLedger<C> {
         let json = serde_json::to_string(hop)
             .map_err(|e| StoreFailure(format!("hop record not serializable: {e}")))?;
         let ttl = self.retention_secs;
-        let consents = rooted_consents(hop);
+        let consents: Vec<&str> = hop.rooted_consents().collect();
         // The writes touch keys on up to four shards and none needs another's answer, so they
         // go out together: on one Redis server they arrive in one batch and share one append to
         // the AOF (and one fsync with `appendfsync always`) instead of one each in turn.
