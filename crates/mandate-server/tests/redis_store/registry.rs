@@ -752,6 +752,18 @@ async fn an_unowned_audience_is_answered_without_reading_every_client() {
     assert!(registry.audience_owned(&calendar).await.unwrap());
     assert_eq!(gets_since_reset(&server), 2, "the hint, then cal-api");
 
+    // A member of the set is checked, not believed: an agent's id, or one no client has,
+    // written there by anyone with access to the store, owns nothing.
+    server
+        .cli(&[
+            "SADD",
+            "mandate:audience-owners:https://nobody.example.com",
+            "agent-0",
+            "ghost",
+        ])
+        .unwrap();
+    assert!(!registry.audience_owned(&unowned).await.unwrap());
+
     // An owner that moves to another app stays in the calendar's set and is read, and found
     // not to own it any more.
     let mut moved = resource_server_owning("cal-api", &["https://tasks.example.com"]);

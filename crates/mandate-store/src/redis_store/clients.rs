@@ -122,15 +122,19 @@ impl<C: RedisConnection> RedisClientRegistry<C> {
         Ok(Some(client))
     }
 
-    /// Adds `client` to the set of every audience it owns; before its record is written.
-    async fn index_owner(&self, client: &Client) -> Result<(), StoreError> {
+    /// Adds `owner` to the set of each of `audiences`; before the record naming them is written.
+    async fn index_owner(
+        &self,
+        owner: &ClientId,
+        audiences: &[Audience],
+    ) -> Result<(), StoreError> {
         // One command per audience: the sets are on different shards of a cluster.
-        try_join_all(client.owned_audiences().iter().map(|audience| {
+        try_join_all(audiences.iter().map(|audience| {
             let mut connection = self.connection.clone();
             async move {
                 redis::cmd("SADD")
                     .arg(ever_owners_key(audience))
-                    .arg(client.id.as_str())
+                    .arg(owner.as_str())
                     .query_async::<i64>(&mut connection)
                     .await
             }
@@ -142,16 +146,26 @@ impl<C: RedisConnection> RedisClientRegistry<C> {
 
     /// Adds every registered resource server to the sets of the audiences it owns: for records
     /// written before the sets existed. Run at start-up; answers how many clients were indexed.
+    /// Only the records' kind and audiences are read: no client is built (which would import
+    /// every keyed client's JWKS) and the reads and writes go out together.
     pub async fn index_audience_owners(&self) -> Result<usize, StoreError> {
-        let owners: Vec<Arc<Client>> = self
-            .clients()
-            .await?
-            .into_iter()
-            .filter(|client| client.kind == ClientKind::ResourceServer)
-            .collect();
-        for owner in &owners {
-            self.index_owner(owner).await?;
+        let ids = self.ids().await?;
+        let records = try_join_all(ids.iter().map(|id| self.read_json(id))).await?;
+        let mut owners = Vec::new();
+        for (id, json) in ids.iter().zip(records) {
+            let Some(json) = json else { continue };
+            let stored: StoredClient = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("unreadable client {id}: {e}")))?;
+            if stored.kind == ClientKind::ResourceServer {
+                owners.push(stored);
+            }
         }
+        try_join_all(
+            owners
+                .iter()
+                .map(|owner| self.index_owner(&owner.id, &owner.audiences)),
+        )
+        .await?;
         Ok(owners.len())
     }
 
@@ -248,7 +262,8 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
     async fn insert_if_absent(&self, client: Client) -> Result<bool, StoreError> {
         let json = serde_json::to_string(&client.to_stored())
             .map_err(|e| StoreError::Corrupt(format!("client not serializable: {e}")))?;
-        self.index_owner(&client).await?;
+        self.index_owner(&client.id, client.owned_audiences())
+            .await?;
         let mut connection = self.connection.clone();
         let set: Option<String> = redis::cmd("SET")
             .arg(client_key(&client.id))
@@ -276,7 +291,8 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
             .ok_or_else(|| StoreError::Corrupt(format!("client {}: revision overflow", next.id)))?;
         let json = serde_json::to_string(&next)
             .map_err(|e| StoreError::Corrupt(format!("client not serializable: {e}")))?;
-        self.index_owner(&client).await?;
+        self.index_owner(&client.id, client.owned_audiences())
+            .await?;
         let mut connection = self.connection.clone();
         let written: i64 = self
             .replace
