@@ -295,10 +295,13 @@ async fn run_store(
         tokio::time::sleep(early_at).await;
         pid.and_then(|pid| target::rss_kib(&format!("/proc/{pid}/status")))
     });
-    report.exchange_basic = measured(&target, async {
-        load::saturate(listen, &basic, options.concurrency, length, counter.clone()).await
-    })
-    .await;
+    let phases = Phases {
+        target: &target,
+        listen,
+        pool: &pool,
+        options,
+    };
+    report.exchange_basic = phases.saturated(&basic, length, counter.clone()).await;
     if is_redis {
         report.rss_early_kib = early.await.ok().flatten();
         report.rss_late_kib = target.rss_kib();
@@ -338,30 +341,13 @@ async fn run_store(
         keep_tokens: None,
         keep_limit: 0,
     };
-    report.exchange_pkjwt = measured(&target, async {
-        load::saturate(
-            listen,
-            &pkjwt,
-            options.concurrency,
-            options.phase,
-            Arc::new(AtomicU64::new(0)),
-        )
-        .await
-    })
-    .await;
+    report.exchange_pkjwt = phases
+        .saturated(&pkjwt, options.phase, Arc::new(AtomicU64::new(0)))
+        .await;
 
     // Half load, open loop, spread over as many connections as the closed loop used.
     let half = report.exchange_basic.sample.rate() / 2.0;
-    pool.fill(options.concurrency).await?;
-    report.exchange_half = load::paced(
-        &pool,
-        &basic,
-        half,
-        options.phase,
-        options.concurrency * 8,
-        counter.clone(),
-    )
-    .await;
+    report.exchange_half = phases.paced(&basic, half, counter.clone()).await?.sample;
 
     // Introspection of tokens issued above (one per user), by the resource server that owns
     // their audience.
@@ -377,27 +363,14 @@ async fn run_store(
         keep_tokens: None,
         keep_limit: 0,
     };
-    report.introspect = measured(&target, async {
-        load::saturate(
-            listen,
-            &introspect,
-            options.concurrency,
-            options.phase,
-            counter.clone(),
-        )
-        .await
-    })
-    .await;
-    pool.fill(options.concurrency).await?;
-    report.introspect_half = load::paced(
-        &pool,
-        &introspect,
-        report.introspect.sample.rate() / 2.0,
-        options.phase,
-        options.concurrency * 8,
-        counter.clone(),
-    )
-    .await;
+    report.introspect = phases
+        .saturated(&introspect, options.phase, counter.clone())
+        .await;
+    let half = report.introspect.sample.rate() / 2.0;
+    report.introspect_half = phases
+        .paced(&introspect, half, counter.clone())
+        .await?
+        .sample;
     // The floor: a static document over the same connections, logged like any request.
     let floor = Workload {
         host: host.clone(),
@@ -409,33 +382,52 @@ async fn run_store(
         keep_tokens: None,
         keep_limit: 0,
     };
-    report.floor = measured(&target, async {
-        load::saturate(
-            listen,
-            &floor,
-            options.concurrency,
-            options.phase,
-            counter.clone(),
-        )
-        .await
-    })
-    .await;
-    pool.fill(options.concurrency).await?;
-    report.floor_paced = measured(&target, async {
-        load::paced(
-            &pool,
-            &floor,
-            report.exchange_basic.sample.rate(),
-            options.phase,
-            options.concurrency * 8,
-            counter.clone(),
-        )
-        .await
-    })
-    .await;
+    report.floor = phases
+        .saturated(&floor, options.phase, counter.clone())
+        .await;
+    let exchange_rate = report.exchange_basic.sample.rate();
+    report.floor_paced = phases.paced(&floor, exchange_rate, counter).await?;
     target.stop().await;
     print_store(&report, &ceiling, tokens.len());
     Ok(report)
+}
+
+/// What a store's measured phases share: the server, its address, the open loop's connections.
+struct Phases<'a> {
+    target: &'a Target,
+    listen: std::net::SocketAddr,
+    pool: &'a Arc<wire::Pool>,
+    options: &'a Options,
+}
+
+impl Phases<'_> {
+    /// A closed loop over `concurrency` connections for `length`, with the CPU it cost.
+    async fn saturated(
+        &self,
+        workload: &Workload,
+        length: Duration,
+        counter: Arc<AtomicU64>,
+    ) -> Phase {
+        let concurrency = self.options.concurrency;
+        let run = load::saturate(self.listen, workload, concurrency, length, counter);
+        measured(self.target, run).await
+    }
+
+    /// An open loop at `rate` for a phase, spread over as many connections as the closed loops
+    /// use, with the CPU it cost.
+    async fn paced(
+        &self,
+        workload: &Workload,
+        rate: f64,
+        counter: Arc<AtomicU64>,
+    ) -> anyhow::Result<Phase> {
+        let Options {
+            concurrency, phase, ..
+        } = *self.options;
+        self.pool.fill(concurrency).await?;
+        let run = load::paced(self.pool, workload, rate, phase, concurrency * 8, counter);
+        Ok(measured(self.target, run).await)
+    }
 }
 
 async fn measured(target: &Target, run: impl std::future::Future<Output = Sample>) -> Phase {
@@ -526,7 +518,8 @@ fn print_store(report: &StoreReport, ceiling: &Ceiling, tokens: usize) {
         "gen µs/req",
         "errors"
     );
-    let closed = |name: &str, phase: &Phase, ceiling_rate: f64| {
+    // A phase with its CPU per request, and its ratio to a ceiling when it has one.
+    let closed = |name: &str, phase: &Phase, ceiling_rate: Option<f64>| {
         let s = &phase.sample;
         let per = |cpu: Option<Duration>| {
             cpu.filter(|_| s.ok > 0).map_or_else(
@@ -534,14 +527,21 @@ fn print_store(report: &StoreReport, ceiling: &Ceiling, tokens: usize) {
                 |c| format!("{:.0}", c.as_secs_f64() * 1e6 / s.ok as f64),
             )
         };
+        let (ceiling, ratio) = ceiling_rate.map_or_else(
+            || (String::new(), String::new()),
+            |c| {
+                let ratio = 100.0 * s.rate() / c.max(1e-9);
+                (format!("{c:.0}"), format!("{ratio:.0}%"))
+            },
+        );
         println!(
-            "  {:<28} {:>9.0} {:>8.2} {:>8.2} {:>9.0} {:>6.0}% {:>11} {:>10} {:>7}",
+            "  {:<28} {:>9.0} {:>8.2} {:>8.2} {:>9} {:>7} {:>11} {:>10} {:>7}",
             name,
             s.rate(),
             s.quantile_ms(0.5),
             s.quantile_ms(0.99),
-            ceiling_rate,
-            100.0 * s.rate() / ceiling_rate.max(1e-9),
+            ceiling,
+            ratio,
             per(phase.server_cpu),
             per(phase.client_cpu),
             s.failed
@@ -565,38 +565,18 @@ fn print_store(report: &StoreReport, ceiling: &Ceiling, tokens: usize) {
     closed(
         "exchange basic",
         &report.exchange_basic,
-        ceiling.exchange_basic,
+        Some(ceiling.exchange_basic),
     );
     closed(
         "exchange private_key_jwt",
         &report.exchange_pkjwt,
-        ceiling.exchange_pkjwt,
+        Some(ceiling.exchange_pkjwt),
     );
     open("exchange basic, half load", &report.exchange_half);
-    closed("introspect", &report.introspect, ceiling.introspect);
+    closed("introspect", &report.introspect, Some(ceiling.introspect));
     open("introspect, half load", &report.introspect_half);
-    let floor_row = |name: &str, phase: &Phase| {
-        let s = &phase.sample;
-        let client_us = phase
-            .client_cpu
-            .filter(|_| s.ok > 0)
-            .map(|c| c.as_secs_f64() * 1e6 / s.ok as f64);
-        let us = |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"));
-        println!(
-            "  {:<28} {:>9.0} {:>8.2} {:>8.2} {:>9} {:>7} {:>11} {:>10} {:>7}",
-            name,
-            s.rate(),
-            s.quantile_ms(0.5),
-            s.quantile_ms(0.99),
-            "",
-            "",
-            us(phase.server_us_per_request()),
-            us(client_us),
-            s.failed
-        );
-    };
-    floor_row("floor: GET discovery", &report.floor);
-    floor_row("floor at the exchange rate", &report.floor_paced);
+    closed("floor: GET discovery", &report.floor, None);
+    closed("floor at the exchange rate", &report.floor_paced, None);
     if let Some(server_us) = report.exchange_basic.server_us_per_request() {
         let crypto = ceiling.verify_us + ceiling.sign_us;
         let floor_us = report.floor_paced.server_us_per_request().unwrap_or(0.0);
