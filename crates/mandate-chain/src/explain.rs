@@ -270,19 +270,11 @@ mod tests {
     use mandate_model::Audience;
 
     use super::*;
+    use crate::policy::row;
 
     const ISSUER: &str = "https://mandate.example.com";
     const CAL: &str = "https://calendar.example.com";
     const NOW: i64 = 1_800_000_000;
-
-    fn row(actor: &str, audience: &str, scopes: &str, max_depth: Option<u32>) -> PolicyRow {
-        PolicyRow {
-            actor: ClientId::parse(actor).unwrap(),
-            audience: Audience::parse(audience).unwrap(),
-            scopes: ScopeSet::parse(scopes).unwrap(),
-            max_depth,
-        }
-    }
 
     fn input<'a>(
         actor: &'a ClientId,

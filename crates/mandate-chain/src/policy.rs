@@ -93,18 +93,21 @@ impl Policy {
     }
 }
 
+/// A row from the text of its parts, for the crate's tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn row(actor: &str, audience: &str, scopes: &str, max_depth: Option<u32>) -> PolicyRow {
+    PolicyRow {
+        actor: ClientId::parse(actor).unwrap(),
+        audience: Audience::parse(audience).unwrap(),
+        scopes: ScopeSet::parse(scopes).unwrap(),
+        max_depth,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(actor: &str, audience: &str, scopes: &str, max_depth: Option<u32>) -> PolicyRow {
-        PolicyRow {
-            actor: ClientId::parse(actor).unwrap(),
-            audience: Audience::parse(audience).unwrap(),
-            scopes: ScopeSet::parse(scopes).unwrap(),
-            max_depth,
-        }
-    }
 
     #[test]
     fn rows_for_one_pair_merge_where_the_first_stood() {

@@ -1,6 +1,7 @@
 //! `decide_id_jag`: the root hop of an ID-JAG redemption (DESIGN.md section 7).
 
 use super::*;
+use crate::policy::row;
 
 const ISSUER: &str = "https://mandate.example.com";
 const IDP: &str = "https://idp.example.com";
@@ -14,15 +15,6 @@ fn id(s: &str) -> ClientId {
 
 fn scopes(s: &str) -> ScopeSet {
     ScopeSet::parse(s).unwrap()
-}
-
-fn row(actor: &str, audience: &str, s: &str, max_depth: Option<u32>) -> PolicyRow {
-    PolicyRow {
-        actor: id(actor),
-        audience: Audience::parse(audience).unwrap(),
-        scopes: scopes(s),
-        max_depth,
-    }
 }
 
 fn policy() -> Policy {

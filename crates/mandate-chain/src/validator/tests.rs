@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::policy::row;
 
 const ISSUER: &str = "https://mandate.example.com";
 const CORP: &str = "https://corp.example.com";
@@ -18,15 +19,6 @@ fn aud(s: &str) -> Audience {
 
 fn scopes(s: &str) -> ScopeSet {
     ScopeSet::parse(s).unwrap()
-}
-
-fn row(actor: &str, audience: &str, s: &str, max_depth: Option<u32>) -> PolicyRow {
-    PolicyRow {
-        actor: id(actor),
-        audience: aud(audience),
-        scopes: scopes(s),
-        max_depth,
-    }
 }
 
 fn policy() -> Policy {
