@@ -14,9 +14,9 @@ pub trait ReplayCache: Send + Sync + std::fmt::Debug {
     async fn first_use(&self, key: &str, until: i64, now: i64) -> Result<bool, StoreError>;
 }
 
-/// The in-memory replay cache. Every use first drops the identifiers that expired more than a
-/// minute before, so memory stays bounded by the number of identifiers seen within their
-/// lifetimes (plus a minute).
+/// The in-memory replay cache. Every use first drops identifiers that expired more than a
+/// minute before (a few hundred at most), so memory stays bounded by the number of identifiers
+/// seen within their lifetimes (plus a minute).
 #[derive(Debug, Default)]
 pub struct MemoryReplayCache {
     seen: Mutex<Seen>,
@@ -38,11 +38,19 @@ struct Seen {
 /// `now`. Forgetting only what expired this long before the `now` at hand keeps them.
 const FORGET_AFTER_SECS: i64 = 60;
 
+/// How many identifiers one use forgets at most. A use inserts at most one, so steady traffic
+/// keeps up; after a quiet spell many may have expired at once, and forgetting them all under
+/// the lock would stall every `private_key_jwt` authentication, so they go a few hundred per use
+/// (as the memory ledger forgets hops).
+const FORGET_PER_USE: usize = 256;
+
 impl Seen {
-    fn forget_expired_before(&mut self, cutoff: i64) {
-        while let Some((expiry, _)) = self.by_expiry.first() {
-            if *expiry > cutoff {
-                break;
+    /// Forgets up to `budget` of the identifiers that expired at or before `cutoff`.
+    fn forget_expired_before(&mut self, cutoff: i64, budget: usize) {
+        for _ in 0..budget {
+            match self.by_expiry.first() {
+                Some((expiry, _)) if *expiry <= cutoff => {}
+                _ => break,
             }
             if let Some((_, key)) = self.by_expiry.pop_first() {
                 self.until.remove(&key);
@@ -75,7 +83,7 @@ impl ReplayCache for MemoryReplayCache {
             .seen
             .lock()
             .map_err(|_| StoreError::Corrupt("replay cache lock poisoned".into()))?;
-        seen.forget_expired_before(now.saturating_sub(FORGET_AFTER_SECS));
+        seen.forget_expired_before(now.saturating_sub(FORGET_AFTER_SECS), FORGET_PER_USE);
         match seen.until.get(key).copied() {
             Some(expiry) if expiry > now => Ok(false),
             held => {
@@ -110,15 +118,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn expired_entries_are_forgotten_at_the_next_use() {
+    async fn expired_entries_are_forgotten_a_bounded_number_per_use() {
         let cache = MemoryReplayCache::new();
         for i in 0..2000 {
             cache.first_use(&format!("k{i}"), 50 + i, 10).await.unwrap();
         }
-        // At 1109, what expired a minute or more before (k0..=k999, at 50..=1049) is gone;
-        // k1000.. are held.
-        cache.first_use("late", 5000, 1109).await.unwrap();
-        assert_eq!(cache.len(), 1001);
+        // At 1109, what expired a minute or more before (k0..=k999, at 50..=1049) is due: one
+        // use forgets a bounded part of it, the next uses the rest; k1000.. are held.
+        cache.first_use("late-0", 5000, 1109).await.unwrap();
+        assert_eq!(cache.len(), 2000 - FORGET_PER_USE + 1);
+        for i in 1..4 {
+            let key = format!("late-{i}");
+            cache.first_use(&key, 5000, 1109).await.unwrap();
+        }
+        assert_eq!(cache.len(), 1000 + 4);
         assert!(!cache.first_use("k1999", 9000, 1109).await.unwrap());
     }
 
