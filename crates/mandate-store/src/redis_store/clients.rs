@@ -18,9 +18,10 @@ fn owner_hint_key(audience: &Audience) -> String {
     format!("mandate:audience-owner:{audience}")
 }
 
-/// Every client ever written as a resource server owning the audience. Ids are added before the
-/// record that names the audience is written and never removed, so the set holds at least every
-/// current owner: when none of its members owns the audience, no client does.
+/// Every client ever written (or offered for registration) as a resource server owning the
+/// audience. Ids are added before the record that names the audience is written and never
+/// removed, so the set holds at least every current owner: when none of its members owns the
+/// audience, no client does. A member is only a candidate; its record decides.
 fn ever_owners_key(audience: &Audience) -> String {
     format!("mandate:audience-owners:{audience}")
 }
