@@ -57,7 +57,7 @@ pub struct Evidence {
 pub struct UpstreamGrant {
     /// The upstream issuer.
     pub issuer: String,
-    /// Its `jti`, or `sha256:<hex>` of the token when it has none.
+    /// Its `jti`, or `sha256:<hex>` of what its issuer signed (`header.payload`) when it has none.
     pub grant_id: String,
     /// When the upstream grant expires.
     pub expires_at: i64,

@@ -63,7 +63,7 @@ pub enum VerifiedSubject {
         claims: UpstreamClaims,
         /// The namespaced user.
         subject: Subject,
-        /// `jti`, or `sha256:<hex>` of the token.
+        /// `jti`, or `sha256:<hex>` of what its issuer signed (`header.payload`).
         grant_id: String,
         /// `aud` values.
         aud: Vec<String>,
@@ -236,7 +236,9 @@ pub async fn verify_subject(
     }
     let grant_id = match claims.jti.as_deref() {
         Some(jti) if !jti.is_empty() && jti.len() <= 256 => jti.to_owned(),
-        _ => format!("sha256:{}", hex_digest(token)),
+        // Never the signature's bytes: those can be re-spelled by the holder (ECDSA malleability),
+        // which would make a fresh grant, and a fresh chain, of a revoked one.
+        _ => format!("sha256:{}", hex_digest(jws.signing_input())),
     };
     Ok(VerifiedSubject::Upstream {
         issuer,
@@ -278,8 +280,8 @@ async fn verify_with_issuer(
     }
 }
 
-fn hex_digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
+fn hex_digest(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

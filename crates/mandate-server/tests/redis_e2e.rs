@@ -140,6 +140,17 @@ async fn revocation_follows_the_chain_on_redis() {
 }
 
 #[tokio::test]
+async fn a_re_signed_grant_without_jti_cannot_restart_a_revoked_chain_on_redis() {
+    let redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let server = node(&redis, &corp, 100).await;
+    mandate_testkit::assert_signature_twin_is_the_same_grant(&server, &corp)
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn redis_down_means_503_and_recovery_needs_no_restart() {
     let mut redis = RedisServer::start().await.unwrap();
     let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();

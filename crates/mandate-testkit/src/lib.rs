@@ -364,6 +364,36 @@ impl TestKey {
     }
 }
 
+/// The order n of the P-256 group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// The malleability attack on ECDSA: the same ES256 token with its signature `(r, s)` replaced
+/// by `(r, n - s)`, which verifies under the same key, made without the key. The signing input is
+/// untouched; only the token's spelling changes.
+pub fn es256_signature_twin(token: &str) -> anyhow::Result<String> {
+    let (input, signature) = token
+        .rsplit_once('.')
+        .ok_or_else(|| anyhow::anyhow!("not a compact JWS"))?;
+    let signature = URL_SAFE_NO_PAD.decode(signature)?;
+    anyhow::ensure!(signature.len() == 64, "not an ES256 signature");
+    let mut twin = signature.clone();
+    // n - s, byte by byte from the least significant end; s < n, so nothing is borrowed at the top.
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut digit = i16::from(P256_ORDER[i]) - i16::from(signature[32 + i]) - borrow;
+        borrow = i16::from(digit < 0);
+        if digit < 0 {
+            digit += 256;
+        }
+        twin[32 + i] = u8::try_from(digit)?;
+    }
+    anyhow::ensure!(twin != signature, "s = n/2 has no distinct twin");
+    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(twin)))
+}
+
 /// An unsigned token with `alg: none`.
 pub fn alg_none(claims: &Value) -> String {
     format!(
@@ -599,4 +629,55 @@ pub async fn delegation_issue(
         Some(token) if status == reqwest::StatusCode::OK => Ok(token.to_owned()),
         _ => anyhow::bail!("exchange refused: {status} {body}"),
     }
+}
+
+/// Security finding 1 (SECURITY.md), against any store: an ID token without `jti`, re-spelled
+/// with its ECDSA signature twin, is the same grant — it joins the same chain while the chain
+/// lives, and starts nothing once an admin revoked the chain. `server` runs
+/// [`delegation_settings`] with `corp` as the corporate issuer's key.
+pub async fn assert_signature_twin_is_the_same_grant(
+    server: &TestServer,
+    corp: &TestKey,
+) -> anyhow::Result<()> {
+    let mut claims = id_token_claims(CORP, "alice", "assistant");
+    claims
+        .as_object_mut()
+        .ok_or_else(|| anyhow::anyhow!("claims are an object"))?
+        .remove("jti");
+    let grant = corp.sign(None, &claims)?;
+    let twin = es256_signature_twin(&grant)?;
+    anyhow::ensure!(twin != grant, "the twin is another spelling");
+    let first = delegation_issue(server, &grant, "id_token", CAL, "assistant").await?;
+    // The twin verifies (so a server keyed on the token's bytes would see a new grant) ...
+    let second = delegation_issue(server, &twin, "id_token", MAIL, "assistant").await?;
+    let chain = claims_of(&first)["chain_id"].clone();
+    anyhow::ensure!(
+        claims_of(&second)["chain_id"] == chain,
+        "the twin started another chain: {chain} vs {}",
+        claims_of(&second)["chain_id"]
+    );
+    let chain = chain
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the token has a chain_id"))?;
+    let response = server
+        .http
+        .post(server.admin_url(&format!("/admin/chains/{chain}/revoke")))
+        .bearer_auth(ADMIN_OPS)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "revoke: {}",
+        response.status()
+    );
+    // ... and once the chain is revoked neither spelling, nor the twin of the twin, starts one.
+    for token in [&grant, &twin, &es256_signature_twin(&twin)?] {
+        let (status, body) =
+            delegation_exchange(server, token, "id_token", CAL, "assistant").await?;
+        anyhow::ensure!(
+            status == reqwest::StatusCode::BAD_REQUEST && body["error"] == "invalid_request",
+            "a spelling of the revoked grant was exchanged: {status} {body}"
+        );
+    }
+    Ok(())
 }

@@ -129,6 +129,13 @@ impl<'a> UnverifiedJws<'a> {
         &self.header
     }
 
+    /// `header.payload` as sent: exactly what the issuer signed. This, not the whole compact
+    /// token, is a token's identity: an ECDSA signature `(r, s)` has a twin `(r, n - s)` that
+    /// verifies as well, so whoever holds a token can make another spelling of it without the key.
+    pub fn signing_input(&self) -> &'a str {
+        self.signing_input
+    }
+
     /// Verifies the signature with `keys`, accepting only algorithms in `allowed`.
     ///
     /// The header's `alg` must name an algorithm in `allowed` (so `none` and HMAC never pass);

@@ -456,6 +456,58 @@ async fn discovery_lists_the_id_jag_type_only_with_a_resource_as() {
 }
 
 #[tokio::test]
+async fn a_re_signed_id_token_without_jti_gets_no_id_jag_from_a_revoked_chain() {
+    let env = env().await;
+    let mut claims = id_token_claims(CORP, "alice", "assistant");
+    claims.as_object_mut().unwrap().remove("jti");
+    let token = env.corp.sign(None, &claims).unwrap();
+    let twin = mandate_testkit::es256_signature_twin(&token).unwrap();
+    assert_ne!(twin, token);
+    let chain_of = |body: &Value| {
+        let jag = body["access_token"].as_str().unwrap().to_owned();
+        let state = env.idp.state.clone();
+        async move {
+            let hop = claims_of(&jag)["jti"].as_str().unwrap().to_owned();
+            state
+                .ledger
+                .hop(&HopId(hop))
+                .await
+                .unwrap()
+                .unwrap()
+                .chain_id
+        }
+    };
+    let (status, first) = request(&env, &token, "id_token", &env.ras_issuer, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    // The twin verifies and is the same grant: same chain.
+    let (status, second) = request(&env, &twin, "id_token", &env.ras_issuer, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let chain = chain_of(&first).await;
+    assert_eq!(chain_of(&second).await, chain);
+    let response = env
+        .idp
+        .http
+        .post(env.idp.admin_url(&format!("/admin/chains/{chain}/revoke")))
+        .bearer_auth(mandate_testkit::ADMIN_OPS)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    for spelling in [&token, &twin] {
+        refused(
+            &env,
+            spelling,
+            "id_token",
+            &env.ras_issuer,
+            &[],
+            "invalid_request",
+        )
+        .await;
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn a_revoked_chain_or_subject_gets_no_id_jag() {
     let env = env().await;
     let (token, id_claims) = id_token(&env, "assistant");

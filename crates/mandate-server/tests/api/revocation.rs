@@ -189,6 +189,14 @@ async fn revoking_a_chain_kills_it_and_its_upstream_grant() {
 }
 
 #[tokio::test]
+async fn a_re_signed_grant_without_jti_cannot_restart_a_revoked_chain() {
+    let w = world().await;
+    mandate_testkit::assert_signature_twin_is_the_same_grant(&w.server, &w.corp)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn revoking_a_subject_covers_what_was_issued_before() {
     let w = world().await;
     let before_grant = id_token(&w);
