@@ -111,6 +111,22 @@ pub struct TokenFacts {
 }
 
 impl TokenFacts {
+    /// The agents a token names, for [`TokenFacts::agents`]: every actor, the client, and the
+    /// recipient of a hand-off (`aud` = `agent:<id>`), who is about to act with it. Without the
+    /// recipient, a hand-off made to an agent before its suspension would survive it (DESIGN.md
+    /// section 8: suspension revokes every live token the agent appears in; SECURITY.md,
+    /// finding 5).
+    pub fn agents_named(actors: &[String], client_id: &str, audience: &str) -> Vec<String> {
+        let mut agents = actors.to_vec();
+        let recipient = audience.strip_prefix("agent:");
+        for agent in std::iter::once(client_id).chain(recipient) {
+            if !agents.iter().any(|a| a == agent) {
+                agents.push(agent.to_owned());
+            }
+        }
+        agents
+    }
+
     /// The (kind, id) pairs the check must look up.
     pub fn keys(&self) -> Vec<(RevocationKind, &str)> {
         let mut keys = Vec::with_capacity(self.ancestors.len() + self.agents.len() + 4);
@@ -183,6 +199,23 @@ pub fn verdict(facts: &TokenFacts, found: &[Option<RevocationRecord>]) -> Verdic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agents_of_a_token_are_its_actors_its_client_and_a_hand_off_recipient() {
+        let actors = vec!["booking-tool".to_owned(), "assistant".to_owned()];
+        assert_eq!(
+            TokenFacts::agents_named(&actors, "booking-tool", "https://cal.example.com"),
+            actors
+        );
+        assert_eq!(
+            TokenFacts::agents_named(&actors, "booking-tool", "agent:helper"),
+            ["booking-tool", "assistant", "helper"]
+        );
+        assert_eq!(
+            TokenFacts::agents_named(&[], "assistant", "agent:booking-tool"),
+            ["assistant", "booking-tool"]
+        );
+    }
 
     fn record(kind: RevocationKind, id: &str, at: i64) -> Option<RevocationRecord> {
         Some(RevocationRecord {

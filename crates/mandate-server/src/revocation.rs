@@ -33,15 +33,13 @@ pub struct RevocationOutcome {
 
 /// The facts of a mandate access token.
 pub fn facts_of_token(claims: &AccessTokenClaims, depth_limit: usize) -> TokenFacts {
-    let mut agents: Vec<String> = claims
+    let actors: Vec<String> = claims
         .act
         .actors(depth_limit)
         .into_iter()
         .map(str::to_owned)
         .collect();
-    if !agents.iter().any(|a| a == &claims.client_id) {
-        agents.push(claims.client_id.clone());
-    }
+    let agents = TokenFacts::agents_named(&actors, &claims.client_id, &claims.aud);
     TokenFacts {
         hop: Some(claims.jti.clone()),
         ancestors: claims.ancestors.clone(),
@@ -70,7 +68,14 @@ pub fn facts_of_hop(hop: &HopRecord) -> TokenFacts {
         ancestors: hop.ancestors.iter().map(ToString::to_string).collect(),
         chain: Some(hop.chain_id.to_string()),
         consents,
-        agents: hop.actors.iter().map(ToString::to_string).collect(),
+        agents: TokenFacts::agents_named(
+            &hop.actors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            hop.client_id.as_str(),
+            &hop.audience.to_string(),
+        ),
         subject: Some(hop.subject.to_string()),
         issued_at: hop.issued_at,
     }

@@ -317,10 +317,7 @@ impl Verifier {
 /// The facts the revocation list is checked by (DESIGN.md section 6): the hop, its ancestors,
 /// the chain, every actor and the client, the subject, and `iat` for the timed entries.
 fn facts_of(claims: &AccessTokenClaims, actors: &[String]) -> TokenFacts {
-    let mut agents = actors.to_vec();
-    if !agents.contains(&claims.client_id) {
-        agents.push(claims.client_id.clone());
-    }
+    let agents = TokenFacts::agents_named(actors, &claims.client_id, &claims.aud);
     TokenFacts {
         hop: Some(claims.jti.clone()),
         ancestors: claims.ancestors.clone(),

@@ -866,6 +866,51 @@ async fn suspension_kills_live_tokens_and_reactivation_does_not_revive_them() {
     assert!(!active_at_calendar(&env.server, &derived).await);
 }
 
+/// Security finding 5 (SECURITY.md): a hand-off names its recipient only as its audience, and
+/// the recipient's suspension kills it too.
+#[tokio::test]
+async fn suspending_the_recipient_of_a_hand_off_kills_the_hand_off() {
+    let env = env().await;
+    let handoff = delegation_issue(
+        &env.server,
+        &id_token(&env, "alice"),
+        "id_token",
+        "agent:booking-tool",
+        "assistant",
+    )
+    .await
+    .unwrap();
+    let (status, body) = transition(&env, "booking-tool", "suspend").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    env.clock.advance(1);
+    let (status, body) = transition(&env, "booking-tool", "activate").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(authenticates(&env.server, &delegation_auth("booking-tool")).await);
+    // The hand-off made before the suspension is dead ...
+    let (status, body) =
+        delegation_exchange(&env.server, &handoff, "access_token", CAL, "booking-tool")
+            .await
+            .unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
+        "{body}"
+    );
+    // ... and one made after the reactivation is not.
+    let fresh = delegation_issue(
+        &env.server,
+        &id_token(&env, "alice"),
+        "id_token",
+        "agent:booking-tool",
+        "assistant",
+    )
+    .await
+    .unwrap();
+    delegation_issue(&env.server, &fresh, "access_token", CAL, "booking-tool")
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn retirement_kills_live_tokens_and_is_final() {
     let env = env().await;
