@@ -16,6 +16,12 @@ use crate::{
 pub const KEY_PREFIX: &str = "{mandate:rev}";
 /// The revocation stream.
 pub const STREAM_KEY: &str = "{mandate:rev}:stream";
+/// The index of the entries: a sorted set of `<kind>:<id>`, scored by the entry's `until` (ms).
+/// A snapshot reads it and the entries it names, never the stream, whose heartbeats make it far
+/// longer than the list (ten nodes for an hour: 36,000 records).
+pub const INDEX_KEY: &str = "{mandate:rev}:index";
+/// Entries read by one `MGET` of a snapshot.
+const SNAPSHOT_BATCH: usize = 500;
 /// How often [`RevocationStore::read_after`] looks at the stream again while it waits.
 ///
 /// It never blocks in Redis (`XREAD` without `BLOCK`): the store's connection is multiplexed and
@@ -28,12 +34,14 @@ pub const FEED_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// script (T only grows: an entry still live keeps its later `at` and `until`). Answers `at`,
 /// `until` of each entry, in order.
 const REVOKE: &str = r#"
--- KEYS: the entry keys, then the stream; ARGV: kind, id, until (ms), reason, by for each entry
+-- KEYS: the entry keys, then the index, then the stream; ARGV: kind, id, until (ms), reason, by
+-- for each entry
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local stream = KEYS[#KEYS]
+local index = KEYS[#KEYS - 1]
 local answer = {}
-for i = 1, #KEYS - 1 do
+for i = 1, #KEYS - 2 do
   local base = (i - 1) * 5
   local kind, id, reason, by = ARGV[base + 1], ARGV[base + 2], ARGV[base + 4], ARGV[base + 5]
   local at, untl = now, tonumber(ARGV[base + 3])
@@ -50,11 +58,13 @@ for i = 1, #KEYS - 1 do
     .. ',"at":' .. string.format('%d', at) .. ',"until":' .. string.format('%d', untl)
     .. ',"reason":' .. cjson.encode(reason) .. ',"by":' .. cjson.encode(by) .. '}'
   redis.call('SET', KEYS[i], record, 'PX', math.max(untl - now, 1))
+  redis.call('ZADD', index, untl, kind .. ':' .. id)
   redis.call('XADD', stream, '*', 'kind', kind, 'id', id, 'at', string.format('%d', at),
     'until', string.format('%d', untl), 'reason', reason, 'by', by)
   answer[#answer + 1] = at
   answer[#answer + 1] = untl
 end
+redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
 return answer
 "#;
 
@@ -106,6 +116,53 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisRevocations<C> {
             .await
             .map_err(fail)?;
         Ok(self.note_replicas(&info))
+    }
+
+    /// Adds to the index every live entry the stream holds, for entries written before the index
+    /// existed (or by a node of an older version during a rolling upgrade). Idempotent (an
+    /// entry's score only grows), run at every start-up; reads the stream in pages. Returns the
+    /// number of records looked at.
+    pub async fn index_entries(&self) -> Result<usize, RevocationStoreError> {
+        let mut connection = self.connection.clone();
+        let now = self.now_ms().await?;
+        let mut start = "-".to_owned();
+        let mut seen = 0;
+        loop {
+            let page: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(STREAM_KEY)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(SNAPSHOT_BATCH)
+                .query_async(&mut connection)
+                .await
+                .map_err(fail)?;
+            let Some(last) = page.ids.last() else {
+                return Ok(seen);
+            };
+            start = format!("({}", last.id);
+            seen += page.ids.len();
+            let mut pipe = redis::pipe();
+            let mut live = 0;
+            for record in &page.ids {
+                if let Some(StreamEvent::Revocation { record, .. }) = stream_event(record) {
+                    if record.until > now {
+                        pipe.cmd("ZADD")
+                            .arg(INDEX_KEY)
+                            .arg("GT")
+                            .arg(record.until)
+                            .arg(format!("{}:{}", record.kind.as_str(), record.id))
+                            .ignore();
+                        live += 1;
+                    }
+                }
+            }
+            if live > 0 {
+                pipe.query_async::<()>(&mut connection)
+                    .await
+                    .map_err(fail)?;
+            }
+        }
     }
 
     fn note_replicas(&self, info: &str) -> u32 {
@@ -217,10 +274,23 @@ fn connected_replicas(info: &str) -> u32 {
         .unwrap_or(0)
 }
 
-fn parse_records(values: Vec<Option<String>>) -> Vec<Option<RevocationRecord>> {
-    values
-        .into_iter()
-        .map(|v| v.and_then(|json| serde_json::from_str(&json).ok()))
+/// A stored entry. One that does not parse is an error, never an absence: a revocation list that
+/// cannot be read must refuse tokens, not let them through (SECURITY.md, finding 6).
+fn parse_record(key: &str, json: &str) -> Result<RevocationRecord, RevocationStoreError> {
+    serde_json::from_str(json).map_err(|error| {
+        RevocationStoreError(format!(
+            "the revocation entry {key} cannot be read ({error}); refusing what it may cover"
+        ))
+    })
+}
+
+fn parse_records(
+    keys: &[String],
+    values: Vec<Option<String>>,
+) -> Result<Vec<Option<RevocationRecord>>, RevocationStoreError> {
+    keys.iter()
+        .zip(values)
+        .map(|(key, value)| value.map(|json| parse_record(key, &json)).transpose())
         .collect()
 }
 
@@ -257,8 +327,9 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
         transaction
             .cmd("EVAL")
             .arg(REVOKE)
-            .arg(keys.len() + 1)
+            .arg(keys.len() + 2)
             .arg(&keys)
+            .arg(INDEX_KEY)
             .arg(STREAM_KEY)
             .arg(&argv);
         let times: Vec<i64> = if self.replicas.load(std::sync::atomic::Ordering::Relaxed) {
@@ -328,7 +399,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
             Some(value) => {
                 let raw: Vec<Option<String>> = redis::from_redis_value_ref(value)
                     .map_err(|e| RevocationStoreError(e.to_string()))?;
-                parse_records(raw)
+                parse_records(&keys, raw)?
                     .into_iter()
                     .map(|r| r.filter(|r| r.until > now))
                     .collect()
@@ -351,44 +422,40 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
     }
 
     async fn entries(&self) -> Result<Vec<RevocationRecord>, RevocationStoreError> {
-        // The stream holds every entry still alive (it is trimmed no tighter than the longest
-        // lifetime); reading it avoids SCAN, which Redis Cluster cannot route to one shard.
+        // The index names every live entry (and some just expired, until the next revocation
+        // prunes them); the entry keys hold the records. All share one hash tag, so on a cluster
+        // every command here goes to one shard, which SCAN could not.
         let mut connection = self.connection.clone();
-        let (time, records): (Value, Vec<(String, Vec<(String, String)>)>) = redis::pipe()
+        let (time, members): (Value, Vec<String>) = redis::pipe()
             .cmd("TIME")
-            .cmd("XRANGE")
-            .arg(STREAM_KEY)
-            .arg("-")
-            .arg("+")
+            .cmd("ZRANGE")
+            .arg(INDEX_KEY)
+            .arg(0)
+            .arg(-1)
             .query_async(&mut connection)
             .await
             .map_err(fail)?;
         let now = time_ms(&time)?;
-        let mut latest: std::collections::BTreeMap<(RevocationKind, String), RevocationRecord> =
-            std::collections::BTreeMap::new();
-        for (_, fields) in records {
-            let field = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-            };
-            let Some(kind) = field("kind").and_then(RevocationKind::parse) else {
-                continue;
-            };
-            let number = |name: &str| field(name).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-            let record = RevocationRecord {
-                kind,
-                id: field("id").unwrap_or_default().to_owned(),
-                at: number("at"),
-                until: number("until"),
-                reason: field("reason").unwrap_or_default().to_owned(),
-                by: field("by").unwrap_or_default().to_owned(),
-            };
-            latest.insert((kind, record.id.clone()), record);
+        let mut entries = Vec::with_capacity(members.len());
+        for batch in members.chunks(SNAPSHOT_BATCH) {
+            let keys: Vec<String> = batch
+                .iter()
+                .map(|member| format!("{KEY_PREFIX}:{member}"))
+                .collect();
+            let values: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(&keys)
+                .query_async(&mut connection)
+                .await
+                .map_err(fail)?;
+            for (key, value) in keys.iter().zip(values) {
+                // Gone: it expired after the index was read.
+                let Some(json) = value else { continue };
+                let record = parse_record(key, &json)?;
+                if record.until > now {
+                    entries.push(record);
+                }
+            }
         }
-        let mut entries: Vec<RevocationRecord> =
-            latest.into_values().filter(|r| r.until > now).collect();
         entries.sort_by(|a, b| (a.at, a.kind, &a.id).cmp(&(b.at, b.kind, &b.id)));
         Ok(entries)
     }

@@ -33,7 +33,10 @@
 //! what the store keeps: a reader merges it into what it holds. Each `revocation` and `heartbeat`
 //! carries its stream id, which is the position to resume from. A `: keep-alive` comment goes
 //! out whenever nothing else was sent for [`KEEP_ALIVE`]. At most [`MAX_FEED_CONNECTIONS`]
-//! feeds are open at once per node; beyond that the answer is 503 with `Retry-After`.
+//! feeds are open at once per node; beyond that the answer is 503 with `Retry-After`. One
+//! resource server holds at most [`MAX_FEEDS_PER_CLIENT`] of them, so that one credential cannot
+//! take every slot and leave other apps' followers to fail closed; beyond that it is 429
+//! `slow_down` with `Retry-After`.
 //!
 //! One task per node reads the store ([`RevocationStore::read_after`]) and fans what it reads out
 //! to every open feed, so the store sees one reader whatever the number of feeds. Each feed first
@@ -42,6 +45,7 @@
 //! catches up again. A feed ends when the client goes away: its body stream is dropped, which
 //! releases its connection slot. A node that begins a graceful shutdown ends every feed at once.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -66,6 +70,10 @@ use crate::state::AppState;
 
 /// The most feeds one node serves at once; one more is refused with 503.
 pub const MAX_FEED_CONNECTIONS: usize = 64;
+/// The most feeds one resource server holds open on one node; one more is refused with 429.
+/// An app needs one per process it runs (each follows the list on its own); eight apps at their
+/// cap fill a node.
+pub const MAX_FEEDS_PER_CLIENT: usize = 8;
 /// A `: keep-alive` comment is sent whenever nothing else was for this long (proxies and load
 /// balancers close idle connections; readers tell a live connection from a dead one).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -140,7 +148,13 @@ pub async fn revocations(
     }
     state.charge_rate_limit(client.id.as_str()).await?;
     let requested = requested_position(&request)?;
-    let feed = Feed::open(&state.feed_hubs, &state.revocations, requested).await?;
+    let feed = Feed::open(
+        &state.feed_hubs,
+        &state.revocations,
+        client.id.as_str(),
+        requested,
+    )
+    .await?;
     tracing::info!(target: "audit", client_id = %client.id, resumed = requested.is_some(), "revocation feed opened");
     let body = futures_util::stream::unfold(feed, |mut feed| async move {
         let chunk = feed.next_chunk().await?;
@@ -213,7 +227,46 @@ struct Hub {
     store: Arc<dyn RevocationStore>,
     batches: broadcast::Sender<Arc<Batch>>,
     slots: Arc<Semaphore>,
+    /// Open feeds per client id (only clients with at least one).
+    per_client: Arc<Mutex<HashMap<String, usize>>>,
     reader: tokio::task::AbortHandle,
+}
+
+/// One of a client's [`MAX_FEEDS_PER_CLIENT`] feeds on this node; given back when dropped.
+#[derive(Debug)]
+struct ClientSlot {
+    per_client: Arc<Mutex<HashMap<String, usize>>>,
+    client: String,
+}
+
+impl ClientSlot {
+    fn take(per_client: &Arc<Mutex<HashMap<String, usize>>>, client: &str) -> Option<Self> {
+        let mut counts = per_client.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(client.to_owned()).or_insert(0);
+        if *count >= MAX_FEEDS_PER_CLIENT {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            per_client: Arc::clone(per_client),
+            client: client.to_owned(),
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .per_client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl Drop for Hub {
@@ -257,6 +310,7 @@ impl Hub {
             store: store.clone(),
             batches,
             slots: Arc::new(Semaphore::new(MAX_FEED_CONNECTIONS)),
+            per_client: Arc::default(),
             reader,
         });
         *slot = Arc::downgrade(&hub);
@@ -332,6 +386,7 @@ enum Phase {
 struct Feed {
     hub: Arc<Hub>,
     _slot: OwnedSemaphorePermit,
+    _client_slot: ClientSlot,
     batches: broadcast::Receiver<Arc<Batch>>,
     /// The id of the last record sent (or of the snapshot, or the position resumed from).
     position: StreamPosition,
@@ -359,9 +414,17 @@ impl Feed {
     async fn open(
         hubs: &FeedHubs,
         store: &Arc<dyn RevocationStore>,
+        client: &str,
         requested: Option<StreamPosition>,
     ) -> Result<Self, OAuthError> {
         let hub = Hub::of(hubs, store);
+        let client_slot = ClientSlot::take(&hub.per_client, client).ok_or_else(|| {
+            OAuthError::new(
+                ErrorCode::SlowDown,
+                "this client has as many revocation feeds open on this node as it may",
+            )
+            .with_retry_after(5)
+        })?;
         let slot = hub.slots.clone().try_acquire_owned().map_err(|_| {
             OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
@@ -375,6 +438,7 @@ impl Feed {
         let mut feed = Self {
             hub,
             _slot: slot,
+            _client_slot: client_slot,
             batches,
             position: StreamPosition::START,
             phase: Phase::CatchingUp,

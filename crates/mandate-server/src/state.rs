@@ -521,6 +521,12 @@ impl Backends {
             ),
             Err(error) => tracing::warn!(%error, "could not read Redis replication info"),
         }
+        // Entries written before the revocation index existed are added to it, so that feed
+        // snapshots (which read the index, not the stream) include them.
+        match revocations.index_entries().await {
+            Ok(records) => tracing::debug!(records, "revocation entries indexed"),
+            Err(error) => tracing::warn!(%error, "could not index the revocation entries"),
+        }
         let clients = RedisClientRegistry::new(connection.clone());
         // Resource servers registered before the audience-owner sets existed are added to them;
         // until they are, an exchange for their apps is refused (the target looks unowned).

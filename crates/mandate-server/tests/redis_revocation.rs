@@ -209,3 +209,173 @@ async fn the_revocation_script_writes_what_it_is_given() {
     assert_eq!(second[0].until, now + 600_000);
     assert_eq!(store.entries().await.unwrap(), second);
 }
+
+/// Calls of one Redis command since the statistics were last reset.
+fn calls_of(server: &RedisServer, command: &str) -> u64 {
+    let stats = server.cli(&["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+fn agent_entry(id: &str, until_ms: i64) -> mandate_revocation::Revocation {
+    mandate_revocation::Revocation {
+        kind: mandate_revocation::RevocationKind::Agent,
+        id: id.into(),
+        until_ms,
+        reason: "test".into(),
+        by: "test".into(),
+    }
+}
+
+/// Security finding 2 (SECURITY.md): a snapshot (every feed opened without a position) reads the
+/// entries through their index, not the stream, whose heartbeats outnumber the entries by far.
+#[tokio::test]
+async fn a_snapshot_reads_the_entries_not_the_stream() {
+    use mandate_revocation::RevocationStore;
+    let server = RedisServer::start().await.unwrap();
+    let store = RedisRevocations::new(manager(&server.url()).await);
+    let now = store.now_ms().await.unwrap();
+    let mut connection = manager(&server.url()).await;
+    let mut heartbeats = redis::pipe();
+    for i in 0..5_000 {
+        heartbeats
+            .cmd("XADD")
+            .arg("{mandate:rev}:stream")
+            .arg("*")
+            .arg("kind")
+            .arg("heartbeat")
+            .arg("id")
+            .arg(format!("node-{}", i % 10))
+            .arg("at")
+            .arg(now)
+            .ignore();
+    }
+    heartbeats.query_async::<()>(&mut connection).await.unwrap();
+    let written = store
+        .revoke(
+            (0..3)
+                .map(|i| agent_entry(&format!("agent-{i}"), now + 60_000))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    // One that has expired is in the index until pruned, and not in the snapshot.
+    store
+        .revoke(vec![agent_entry("short-lived", now + 50)])
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    server.cli(&["CONFIG", "RESETSTAT"]).unwrap();
+    let mut entries = store.entries().await.unwrap();
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(entries, written);
+    assert_eq!(
+        calls_of(&server, "xrange"),
+        0,
+        "the snapshot read the stream"
+    );
+    assert_eq!(calls_of(&server, "zrange"), 1);
+    // The next revocation prunes what expired from the index.
+    store
+        .revoke(vec![agent_entry("agent-3", now + 60_000)])
+        .await
+        .unwrap();
+    let members = server
+        .cli(&["ZRANGE", "{mandate:rev}:index", "0", "-1"])
+        .unwrap();
+    assert!(!members.contains("short-lived"), "{members}");
+    assert_eq!(members.lines().count(), 4, "{members}");
+}
+
+/// Entries written before the index existed (an older node) are indexed at start-up, so that
+/// snapshots keep them.
+#[tokio::test]
+async fn entries_written_before_the_index_are_indexed_at_start_up() {
+    use mandate_revocation::RevocationStore;
+    let server = RedisServer::start().await.unwrap();
+    let store = RedisRevocations::new(manager(&server.url()).await);
+    let now = store.now_ms().await.unwrap();
+    for (id, until) in [("old-live", now + 60_000), ("old-expired", now - 1_000)] {
+        let record = format!(
+            r#"{{"kind":"agent","id":"{id}","at":{now},"until":{until},"reason":"r","by":"b"}}"#
+        );
+        if until > now {
+            server
+                .cli(&[
+                    "SET",
+                    &format!("{{mandate:rev}}:agent:{id}"),
+                    &record,
+                    "PX",
+                    "60000",
+                ])
+                .unwrap();
+        }
+        server
+            .cli(&[
+                "XADD",
+                "{mandate:rev}:stream",
+                "*",
+                "kind",
+                "agent",
+                "id",
+                id,
+                "at",
+                &now.to_string(),
+                "until",
+                &until.to_string(),
+                "reason",
+                "r",
+                "by",
+                "b",
+            ])
+            .unwrap();
+    }
+    assert!(store.entries().await.unwrap().is_empty());
+    assert_eq!(store.index_entries().await.unwrap(), 2);
+    let entries = store.entries().await.unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].id, "old-live");
+    // Indexing again changes nothing.
+    store.index_entries().await.unwrap();
+    assert_eq!(store.entries().await.unwrap(), entries);
+}
+
+/// Security finding 6 (SECURITY.md): an entry that cannot be read is a failure of the list, not
+/// the absence of an entry: the check refuses (the server answers 503), and so does a snapshot.
+#[tokio::test]
+async fn an_unreadable_entry_fails_closed() {
+    use mandate_revocation::{RevocationStore, TokenFacts};
+    let server = RedisServer::start().await.unwrap();
+    let store = RedisRevocations::new(manager(&server.url()).await);
+    server
+        .cli(&[
+            "SET",
+            "{mandate:rev}:hop:hop_garbled",
+            "{\"kind\":\"hop\",\"id\"",
+        ])
+        .unwrap();
+    let facts = TokenFacts {
+        hop: Some("hop_garbled".into()),
+        ..TokenFacts::default()
+    };
+    let error = store.check(&facts).await.unwrap_err();
+    assert!(error.to_string().contains("cannot be read"), "{error}");
+    // A token that does not name it is checked as usual.
+    let other = TokenFacts {
+        hop: Some("hop_other".into()),
+        ..TokenFacts::default()
+    };
+    assert!(store.check(&other).await.is_ok());
+    server
+        .cli(&[
+            "ZADD",
+            "{mandate:rev}:index",
+            "99999999999999",
+            "hop:hop_garbled",
+        ])
+        .unwrap();
+    assert!(store.entries().await.is_err());
+}

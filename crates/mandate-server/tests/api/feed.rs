@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mandate_server::feed::{open_feeds, MAX_FEED_CONNECTIONS};
+use mandate_server::feed::{open_feeds, MAX_FEEDS_PER_CLIENT, MAX_FEED_CONNECTIONS};
 use mandate_testkit::{body_json, delegation_settings, KeyKind, TestKey, TestServer, ADMIN_OPS};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -273,12 +273,72 @@ async fn a_feed_resumes_from_a_position_without_a_snapshot() {
     server.stop().await;
 }
 
+/// A world with `n` more resource servers, `feeder-<i>` with secret `feeder-<i>-secret`.
+async fn world_with_feeders(n: usize) -> TestServer {
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let mut settings = delegation_settings(&corp);
+    for i in 0..n {
+        settings.clients.push(
+            mandate_testkit::resource_server(
+                &format!("feeder-{i}"),
+                &format!("feeder-{i}-secret"),
+                &format!("https://feeder-{i}.example.com"),
+            )
+            .unwrap(),
+        );
+    }
+    TestServer::spawn(settings).await.unwrap()
+}
+
+async fn open_as_feeder(server: &TestServer, i: usize) -> reqwest::Response {
+    let (id, secret) = (format!("feeder-{i}"), format!("feeder-{i}-secret"));
+    open(server, "", Some((&id, &secret))).await
+}
+
+/// Security finding 2 (SECURITY.md): one resource server cannot take every slot of a node.
+#[tokio::test]
+async fn one_client_holds_at_most_its_share_of_the_feeds() {
+    let server = world().await;
+    let mut feeds = Vec::with_capacity(MAX_FEEDS_PER_CLIENT);
+    for _ in 0..MAX_FEEDS_PER_CLIENT {
+        let response = open(&server, "", CALENDAR).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        feeds.push(response);
+    }
+    let refused = open(&server, "", CALENDAR).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(body_json(refused).await["error"], "slow_down");
+    // Another app is not affected.
+    let other = open(&server, "", Some(("mail-api", "mail-secret"))).await;
+    assert_eq!(other.status(), StatusCode::OK);
+    assert_eq!(open_feeds(&server.state), MAX_FEEDS_PER_CLIENT + 1);
+    // A feed the client closes gives its share back.
+    drop(feeds.pop());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = open(&server, "", CALENDAR).await;
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the share was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop((feeds, other));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn the_number_of_open_feeds_is_bounded() {
-    let server = world().await;
+    let clients = MAX_FEED_CONNECTIONS.div_ceil(MAX_FEEDS_PER_CLIENT);
+    let server = world_with_feeders(clients).await;
     let mut feeds = Vec::with_capacity(MAX_FEED_CONNECTIONS);
-    for _ in 0..MAX_FEED_CONNECTIONS {
-        let response = open(&server, "", CALENDAR).await;
+    for n in 0..MAX_FEED_CONNECTIONS {
+        let response = open_as_feeder(&server, n % clients).await;
         assert_eq!(response.status(), StatusCode::OK);
         feeds.push(response);
     }
