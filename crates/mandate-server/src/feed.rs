@@ -684,7 +684,7 @@ mod tests {
     #[tokio::test]
     async fn a_feed_that_falls_behind_the_fan_out_catches_up_from_the_store() {
         let store = memory_store(10_000);
-        let mut feed = Feed::open(&FeedHubs::default(), &store, None)
+        let mut feed = Feed::open(&FeedHubs::default(), &store, "client-a", None)
             .await
             .unwrap();
         revoke_one_by_one(&store, 0..1).await;
@@ -705,7 +705,7 @@ mod tests {
     #[tokio::test]
     async fn a_feed_left_behind_by_the_store_gets_a_snapshot_in_the_middle() {
         let store = memory_store(10);
-        let mut feed = Feed::open(&FeedHubs::default(), &store, None)
+        let mut feed = Feed::open(&FeedHubs::default(), &store, "client-a", None)
             .await
             .unwrap();
         revoke_one_by_one(&store, 0..1).await;
