@@ -578,8 +578,8 @@ async fn subject_and_agent_revocations_make_tokens_inactive() {
         introspect(&w.server, &app, "calendar-api").await,
         inactive()
     );
-    // Agent @ T: the booking tool acts in the calendar token but not in the assistant's
-    // hand-off, which dies only when the assistant is revoked.
+    // Agent @ T: the booking tool acts in the calendar token and is the recipient of the
+    // assistant's hand-off (audience agent:booking-tool), so both die with it.
     let w = world().await;
     let (root, app) = hand_off_and_app(&w).await;
     w.server
@@ -591,6 +591,10 @@ async fn subject_and_agent_revocations_make_tokens_inactive() {
         introspect(&w.server, &app, "calendar-api").await,
         inactive()
     );
+    assert_eq!(introspect(&w.server, &root, "assistant").await, inactive());
+    // The assistant is the hand-off's client and an actor in the calendar token.
+    let w = world().await;
+    let (root, app) = hand_off_and_app(&w).await;
     assert_eq!(
         introspect(&w.server, &root, "assistant").await["active"],
         true
@@ -601,6 +605,10 @@ async fn subject_and_agent_revocations_make_tokens_inactive() {
         .await
         .unwrap();
     assert_eq!(introspect(&w.server, &root, "assistant").await, inactive());
+    assert_eq!(
+        introspect(&w.server, &app, "calendar-api").await,
+        inactive()
+    );
 }
 
 fn auth(client: &str) -> ClientAuth {

@@ -234,14 +234,29 @@ async fn an_agent_entry_kills_every_token_it_acts_in() {
     let t = tree(&w).await;
     w.server
         .state
+        .revoke_agent("helper", "suspended", "test")
+        .await
+        .unwrap();
+    // helper is the client of L and the recipient of M (audience agent:helper, DESIGN.md
+    // section 8: a hand-off addressed to an agent is a token it appears in); not in R or S.
+    assert!(is_revoked(&w.server, &t.middle).await);
+    assert!(is_revoked(&w.server, &t.leaf).await);
+    assert!(!is_revoked(&w.server, &t.sibling).await);
+    assert!(!is_revoked(&w.server, &t.root).await);
+    let (status, _) = exchange(&w.server, &t.middle, "access_token", CAL, "helper").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // booking-tool acts in M, L and S and receives R: the whole tree dies with it.
+    let w = world().await;
+    let t = tree(&w).await;
+    w.server
+        .state
         .revoke_agent("booking-tool", "suspended", "test")
         .await
         .unwrap();
-    // booking-tool acts in M, L and S, not in R.
-    assert!(is_revoked(&w.server, &t.middle).await);
-    assert!(is_revoked(&w.server, &t.leaf).await);
-    assert!(is_revoked(&w.server, &t.sibling).await);
-    assert!(!is_revoked(&w.server, &t.root).await);
+    for token in [&t.root, &t.middle, &t.leaf, &t.sibling] {
+        assert!(is_revoked(&w.server, token).await);
+    }
     let (status, _) = exchange(&w.server, &t.root, "access_token", CAL, "booking-tool").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
