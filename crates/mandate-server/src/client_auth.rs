@@ -11,7 +11,7 @@ use actix_web::http::header;
 use actix_web::HttpRequest;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use mandate_model::{AuthMethod, ClientId, Clock};
+use mandate_model::{log_safe, AuthMethod, ClientId, Clock};
 use mandate_store::{Client, ClientRegistry, ReplayCache, StoreError};
 use mandate_token::{urn, Algorithm, JwtError, OneOrMany, TimeError, TimeWindow, UnverifiedJws};
 use serde::Deserialize;
@@ -53,9 +53,14 @@ impl std::fmt::Debug for PresentedCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print secrets or assertions.
         match self {
-            Self::Basic { client_id, .. } => write!(f, "Basic({client_id})"),
-            Self::Post { client_id, .. } => write!(f, "Post({client_id})"),
-            Self::Assertion { client_id, .. } => write!(f, "Assertion({client_id:?})"),
+            // The ids are the client's own text, not yet checked: escaped, so that a newline in
+            // one cannot start a forged log line.
+            Self::Basic { client_id, .. } => write!(f, "Basic({})", log_safe(client_id)),
+            Self::Post { client_id, .. } => write!(f, "Post({})", log_safe(client_id)),
+            Self::Assertion { client_id, .. } => match client_id {
+                Some(id) => write!(f, "Assertion({})", log_safe(id)),
+                None => f.write_str("Assertion"),
+            },
         }
     }
 }
@@ -147,7 +152,9 @@ fn parse_basic(value: Option<&str>) -> Option<(String, String)> {
     };
     let id = unescape(id)?;
     let secret = unescape(secret)?;
-    (!id.is_empty() && !secret.is_empty()).then_some((id, secret))
+    // RFC 6749 Appendix A: both are VSCHAR; a decoded control character is no credential.
+    let printable = |s: &str| !s.is_empty() && !s.chars().any(char::is_control);
+    (printable(&id) && printable(&secret)).then_some((id, secret))
 }
 
 /// Why authentication failed. Only the server log sees the detail; the client sees
@@ -189,18 +196,12 @@ pub enum ClientAuthError {
 }
 
 impl ClientAuthError {
-    /// The response for this failure.
+    /// The response for this failure. Every failure but the store's reads the same, byte for
+    /// byte: a stranger's assertion for a `private_key_jwt` client must not answer differently
+    /// from a wrong secret or an unknown id, or the answer tells which ids use which method.
     pub fn into_oauth(self, used_basic: bool) -> OAuthError {
         let error = match self {
             ClientAuthError::Store(_) => return OAuthError::unavailable(),
-            ClientAuthError::Replayed => {
-                OAuthError::invalid_client("client assertion was already used")
-            }
-            ClientAuthError::AssertionJwt(_)
-            | ClientAuthError::AssertionClaims(_)
-            | ClientAuthError::AssertionTime(_) => {
-                OAuthError::invalid_client("client assertion is invalid")
-            }
             _ => OAuthError::invalid_client("client authentication failed"),
         };
         if used_basic {

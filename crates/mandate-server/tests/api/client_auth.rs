@@ -412,3 +412,37 @@ async fn two_methods_at_once_are_invalid_request() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     server.stop().await;
 }
+
+/// Review finding 4: an assertion signed with a stranger's key once answered "client assertion is
+/// invalid" for a `private_key_jwt` client and "client authentication failed" for anyone else, so
+/// the answer told which ids authenticate with keys. Every failure now reads the same.
+#[tokio::test]
+async fn failures_do_not_tell_which_ids_use_keys() {
+    let w = world();
+    let server = TestServer::spawn(w.settings).await.unwrap();
+    let stranger = TestKey::generate(KeyKind::Es256, Some("es-1")).unwrap();
+    let forged = |id: &str| {
+        assertion(
+            stranger
+                .sign(None, &assertion_claims(id, server.issuer()))
+                .unwrap(),
+        )
+    };
+    let mut bodies = Vec::new();
+    for auth in [
+        forged("jwt-agent"),
+        forged("basic-agent"),
+        forged("nobody"),
+        post("post-agent", "wrong-secret"),
+        post("nobody", POST_SECRET),
+    ] {
+        let response = server.token(PROBE, &auth).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        bodies.push((format!("{auth:?}"), response.bytes().await.unwrap()));
+    }
+    let (_, first) = &bodies[0];
+    for (auth, body) in &bodies {
+        assert_eq!(body, first, "{auth} answered differently");
+    }
+    server.stop().await;
+}
