@@ -138,6 +138,59 @@ async fn the_log_is_complete_at_exit_and_plain_when_not_a_terminal() {
     assert!(!log.contains('\u{1b}'), "escape codes in a log file: {log}");
 }
 
+/// Review finding 3, against the real binary and its real log: client-supplied text with a
+/// newline or an ANSI escape (a Basic client id, a posted client id, an audience) must not start
+/// a line of its own or colour the log.
+#[tokio::test]
+async fn client_supplied_text_cannot_forge_log_lines() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), LOOPBACK);
+    let log_path = dir.path().join("mandate.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (mut child, address) = serve_logging_to(&config, &[], log.into());
+    let http = reqwest::Client::new();
+    let token = format!("http://{address}/token");
+    let forged_id = "x\nFORGED audit: admin action\u{1b}[31m";
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:secret", forged_id.replace('\n', "%0A")));
+    let basic_raw = base64::engine::general_purpose::STANDARD.encode(format!("{forged_id}:secret"));
+    for header in [basic, basic_raw] {
+        let answer = http
+            .post(&token)
+            .header("authorization", format!("Basic {header}"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), reqwest::StatusCode::UNAUTHORIZED);
+    }
+    for form in [
+        vec![("client_id", forged_id), ("client_secret", "secret")],
+        vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("audience", "https://app.example.com/\nFORGED line"),
+        ],
+    ] {
+        let answer = http.post(&token).form(&form).send().await.unwrap();
+        assert!(answer.status().is_client_error());
+    }
+    assert!(terminate(&mut child).success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("/token"), "the requests were logged: {log}");
+    assert!(
+        !log.lines().any(|line| line.starts_with("FORGED")),
+        "a forged line: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "an escape code reached the log: {log}"
+    );
+}
+
 #[test]
 fn invalid_configuration_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

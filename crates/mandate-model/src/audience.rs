@@ -65,7 +65,15 @@ impl Audience {
 
 /// An absolute `https` URI (or `http` on a loopback host) with a host, no fragment and no
 /// user-info (RFC 8707 §2: resource indicators are absolute URIs without fragment).
+///
+/// The string itself is what mandate keeps, compares and logs, so it must be a URI as written,
+/// not merely something the URL parser can repair: the parser drops tabs and newlines and
+/// percent-encodes spaces, and an audience carrying them (or an ANSI escape) would forge lines
+/// in any log it is written to.
 pub fn is_app_uri(value: &str) -> bool {
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return false;
+    }
     let Ok(url) = Url::parse(value) else {
         return false;
     };
@@ -148,6 +156,12 @@ mod tests {
             "urn:example:calendar",
             "ftp://x.example.com",
             "",
+            // The URL parser would accept each of these, dropping or encoding the character.
+            "https://calendar.example.com/\nINFO forged line",
+            "https://calendar.exa\tmple.com/",
+            "https://calendar.example.com/\u{1b}[31mred",
+            "https://calendar.example.com/a b",
+            "https://calendar.example.com/\r",
         ] {
             assert!(Audience::parse(bad).is_err(), "{bad} should be refused");
         }

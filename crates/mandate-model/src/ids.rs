@@ -105,6 +105,23 @@ fn is_identifier(value: &str, max_len: usize, extra: impl Fn(char) -> bool) -> b
     value.len() <= max_len && plain(first) && chars.all(|c| plain(c) || extra(c))
 }
 
+/// `value` with its control characters written as escapes (`\n`, `\u{1b}`), for a log field: a
+/// client-supplied value must not end a log line and start a forged one, or colour a terminal.
+pub fn log_safe(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut escaped = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 /// Error messages quote the offending value; keep them short and free of control characters.
 pub(crate) fn printable(value: &str) -> String {
     let cleaned: String = value
@@ -122,6 +139,14 @@ pub(crate) fn printable(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_safe_values_hold_no_control_characters() {
+        assert_eq!(log_safe("travel-agent"), "travel-agent");
+        assert_eq!(log_safe("a\nINFO forged"), "a\\nINFO forged");
+        assert_eq!(log_safe("\u{1b}[31mred\r"), "\\u{1b}[31mred\\r");
+        assert_eq!(log_safe("café \"quoted\""), "café \"quoted\"");
+    }
 
     #[test]
     fn client_ids_follow_the_documented_syntax() {

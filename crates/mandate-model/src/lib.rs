@@ -17,7 +17,7 @@ pub use client::{
     AuthMethod, ClientKind, ClientState, InvalidTransition, Transition, UnknownVariant,
 };
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use ids::{ClientId, ClientIdError, IssuerAlias, IssuerAliasError};
+pub use ids::{log_safe, ClientId, ClientIdError, IssuerAlias, IssuerAliasError};
 pub use scope::{ScopeError, ScopeSet};
 pub use secret::{SecretHash, SecretHashError};
 pub use subject::{Subject, SubjectError};

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use mandate_model::log_safe;
 use serde::{Deserialize, Serialize};
 
 use crate::error::OAuthError;
@@ -89,7 +90,8 @@ impl Refusals {
     /// Logs and notes a refusal as `<oauth error code>: <reason>`, and gives `error` back.
     /// `reason` is mandate's own description (an error's display), never a token or a secret.
     pub(crate) fn refuse(&self, reason: &dyn std::fmt::Display, error: OAuthError) -> OAuthError {
-        tracing::info!(target: "audit", client_id = %self.client_id, action = self.action, reason = %reason, "refused");
+        let reason = reason.to_string();
+        tracing::info!(target: "audit", client_id = %self.client_id, action = self.action, reason = %log_safe(&reason), "refused");
         let code = serde_json::to_value(error.code())
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -138,7 +140,7 @@ impl MemoryAuditLog {
 #[async_trait]
 impl AuditLog for MemoryAuditLog {
     async fn record(&self, event: AuditEvent) {
-        tracing::info!(target: "audit", actor = %event.actor, action = %event.action, target_id = %event.target, detail = %event.detail, "audit");
+        tracing::info!(target: "audit", actor = %log_safe(&event.actor), action = %event.action, target_id = %log_safe(&event.target), detail = %log_safe(&event.detail), "audit");
         if let Ok(mut events) = self.events.lock() {
             if events.len() == self.cap {
                 events.pop_front();
@@ -194,7 +196,7 @@ impl<C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static> RedisAuditLo
 #[async_trait]
 impl<C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static> AuditLog for RedisAuditLog<C> {
     async fn record(&self, event: AuditEvent) {
-        tracing::info!(target: "audit", actor = %event.actor, action = %event.action, target_id = %event.target, detail = %event.detail, "audit");
+        tracing::info!(target: "audit", actor = %log_safe(&event.actor), action = %event.action, target_id = %log_safe(&event.target), detail = %log_safe(&event.detail), "audit");
         let mut connection = self.connection.clone();
         let json = serde_json::to_string(&event).unwrap_or_default();
         let written: redis::RedisResult<String> = redis::cmd("XADD")

@@ -74,6 +74,16 @@ impl Form {
             if value.is_empty() {
                 continue;
             }
+            // RFC 6749 Appendix A: no parameter of these endpoints admits a control character
+            // (ids and secrets are VSCHAR, scopes NQCHAR, audiences and resources URIs, tokens
+            // base64url). Refused here, none can reach a log line or a stored record.
+            if value.chars().any(char::is_control) {
+                return Err(OAuthError::invalid_request(if is_safe_name(&name) {
+                    format!("the parameter '{name}' holds a control character")
+                } else {
+                    "a parameter holds a control character".to_owned()
+                }));
+            }
             params
                 .entry(name.into_owned())
                 .or_default()
@@ -155,6 +165,19 @@ mod tests {
     fn percent_encoding_is_decoded() {
         let form = Form::parse(b"a=urn%3Aietf%3Ax+y").unwrap();
         assert_eq!(form.single("a").unwrap(), Some("urn:ietf:x y"));
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_any_value() {
+        for body in [
+            &b"audience=https%3A%2F%2Fapp.example.com%2F%0AINFO+forged"[..],
+            b"client_id=agent%0D%0Aforged",
+            b"resource=https%3A%2F%2Fapp.example.com%2F%1B%5B31m",
+            b"scope=read%09write",
+        ] {
+            let error = Form::parse(body).unwrap_err();
+            assert_eq!(error.code(), crate::error::ErrorCode::InvalidRequest);
+        }
     }
 
     #[test]

@@ -582,3 +582,58 @@ fn the_fuzz_seed_corpus_replays_through_the_harness() {
     // Some chain seeds are granted, so that the validator's invariants are checked at all.
     assert!(granted.len() >= 2, "{granted:?}");
 }
+
+/// Review finding 3: a newline or an ANSI escape in a client id, an audience or a resource once
+/// reached the log raw (the URL parser drops newlines, but the raw audience was kept). Each is
+/// refused before anything is looked up or recorded.
+#[tokio::test]
+async fn control_characters_are_refused_in_ids_audiences_and_resources() {
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let server = TestServer::spawn(delegation_settings(&corp)).await.unwrap();
+    let id_token = corp
+        .sign(None, &id_token_claims(CORP, "alice", "assistant"))
+        .unwrap();
+    let forged = format!("{CAL}\nINFO audit: token exchanged client_id=admin");
+    let coloured = format!("{CAL}\u{1b}[2K");
+    for (audience, extra) in [
+        (forged.as_str(), vec![]),
+        (coloured.as_str(), vec![]),
+        (CAL, vec![("resource", forged.as_str())]),
+    ] {
+        let (status, body) = exchange_with(&server, &id_token, audience, "assistant", &extra).await;
+        // exchange_with sends an access-token type; the refusal comes before the subject is read.
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{audience:?} {extra:?}: {body}"
+        );
+        assert_eq!(body["error"], "invalid_request", "{body}");
+    }
+    let probe = [("grant_type", "client_credentials")];
+    for auth in [
+        mandate_testkit::ClientAuth::Basic("assistant\nINFO forged".into(), "x".into()),
+        mandate_testkit::ClientAuth::Basic("\u{1b}[31massistant".into(), "x".into()),
+    ] {
+        let response = server.token(&probe, &auth).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(body_json(response).await["error"], "invalid_client");
+    }
+    let response = server
+        .token(
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "assistant\r\nINFO forged"),
+                ("client_secret", "assistant-secret"),
+            ],
+            &mandate_testkit::ClientAuth::None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body_json(response).await["error"], "invalid_request");
+    // Nothing was exchanged: the well-formed request still starts the chain.
+    delegation_issue(&server, &id_token, ID_TOKEN, CAL, "assistant")
+        .await
+        .unwrap();
+    server.stop().await;
+}
