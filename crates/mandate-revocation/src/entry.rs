@@ -18,6 +18,12 @@ pub enum RevocationKind {
     Subject,
 }
 
+/// The largest clock skew any verifier of mandate tokens may tolerate, in seconds: the server's
+/// `tokens.clock_skew_secs` and the verifier SDK's `clock_skew` are both capped at it, and every
+/// entry outlives what it covers by it. An entry that lived only `exp` + the server's skew would
+/// lapse while an app tolerating a larger skew still accepted the revoked token.
+pub const MAX_VERIFIER_CLOCK_SKEW_SECS: i64 = 300;
+
 /// The stream record kind of node heartbeats.
 pub const HEARTBEAT_KIND: &str = "heartbeat";
 

@@ -24,7 +24,7 @@ mod stream;
 pub use copy::{FollowedCopy, FollowerError};
 pub use entry::{
     verdict, Checked, Revocation, RevocationKind, RevocationRecord, TokenFacts, Verdict,
-    HEARTBEAT_KIND,
+    HEARTBEAT_KIND, MAX_VERIFIER_CLOCK_SKEW_SECS,
 };
 #[cfg(feature = "redis")]
 pub use follower::{FollowerConfig, FollowerStats, RevocationFollower};

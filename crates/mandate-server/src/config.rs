@@ -909,7 +909,7 @@ impl Settings {
                 "must be between 1 and 32",
             ));
         }
-        if t.clock_skew_secs > 300 {
+        if i64::from(t.clock_skew_secs) > mandate_revocation::MAX_VERIFIER_CLOCK_SKEW_SECS {
             return Err(invalid("tokens.clock_skew_secs", "must be at most 300"));
         }
         // A hop record must outlive every token it can be the parent of: the Redis ledger

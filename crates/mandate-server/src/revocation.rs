@@ -82,8 +82,11 @@ pub fn facts_of_hop(hop: &HopRecord) -> TokenFacts {
 }
 
 impl AppState {
+    /// How long an entry outlives what it covers: the largest skew any verifier may tolerate,
+    /// not this server's own (an app's verifier may be set more lenient than the server).
     fn skew_ms(&self) -> i64 {
-        i64::from(self.settings.tokens.clock_skew_secs) * 1000
+        let server = i64::from(self.settings.tokens.clock_skew_secs);
+        server.max(mandate_revocation::MAX_VERIFIER_CLOCK_SKEW_SECS) * 1000
     }
 
     /// The longest any mandate token lives (an agent entry must outlive all of them).

@@ -80,8 +80,10 @@ use keys::{KeySource, RemoteJwks};
 pub const DEFAULT_ALGORITHMS: [Algorithm; 2] = [Algorithm::Es256, Algorithm::EdDsa];
 /// The default clock skew, in seconds (RFC 8725 practice; PROTOCOLS.md 6.1).
 pub const DEFAULT_CLOCK_SKEW_SECS: i64 = 60;
-/// The largest clock skew accepted: a larger one is clamped to this.
-pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+/// The largest clock skew accepted: a larger one is clamped to this. Revocation entries outlive
+/// the tokens they cover by exactly this much, so no skew a verifier may set lets a revoked
+/// token through after its entry has lapsed.
+pub const MAX_CLOCK_SKEW_SECS: i64 = mandate_revocation::MAX_VERIFIER_CLOCK_SKEW_SECS;
 /// The default refresh floor: at most one JWKS re-fetch per this interval on unknown `kid`s.
 pub const DEFAULT_REFRESH_FLOOR: Duration = Duration::from_secs(30);
 /// The default age after which a fetched JWKS is re-fetched in the background (mandate serves

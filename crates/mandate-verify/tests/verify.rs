@@ -1319,3 +1319,73 @@ async fn issue(
         .await
         .unwrap()
 }
+
+/// The server's own revocation store as a verifier's source, as `Direct` over Redis would be.
+#[derive(Debug)]
+struct ServerStore(Arc<dyn RevocationStore>);
+
+#[async_trait::async_trait]
+impl RevocationSource for ServerStore {
+    async fn verdict(
+        &self,
+        facts: &mandate_revocation::TokenFacts,
+    ) -> Result<mandate_revocation::Verdict, VerifyError> {
+        self.0
+            .check(facts)
+            .await
+            .map(|checked| checked.verdict)
+            .map_err(|e| VerifyError::RevocationUnavailable(e.0))
+    }
+}
+
+/// Review finding 6: the verifier accepts a skew of up to 300 s, while revocation entries lived
+/// for a hop's `exp` plus the server's skew (60 s): past that, a verifier set to the largest skew
+/// took the revoked token again. Entries now outlive their tokens by the largest skew allowed.
+#[tokio::test]
+async fn a_revoked_token_stays_refused_for_as_long_as_any_skew_accepts_it() {
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let clock = Arc::new(FixedClock::at(now()));
+    let server = TestServer::spawn_with(
+        delegation_settings(&corp),
+        BuildOptions {
+            clock: Some(clock.clone()),
+            ..BuildOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let calendar = issue(&server, &id_token(&corp), "id_token", CAL, "assistant").await;
+    let claims = claims_of(&calendar);
+    let response = server
+        .http
+        .post(server.admin_url(&format!(
+            "/admin/hops/{}/revoke",
+            claims["jti"].as_str().unwrap()
+        )))
+        .bearer_auth(mandate_testkit::ADMIN_OPS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let verifier = Verifier::builder(server.issuer(), CAL)
+        .jwks(server.get_json("/jwks").await.unwrap())
+        .clock(clock.clone())
+        .clock_skew(mandate_verify::MAX_CLOCK_SKEW_SECS)
+        .revocation(Arc::new(ServerStore(server.state.revocations.clone())))
+        .build()
+        .await
+        .unwrap();
+    let exp = claims["exp"].as_i64().unwrap();
+    // Just short of the largest skew past `exp`: the signature and times still pass.
+    let late = exp + mandate_verify::MAX_CLOCK_SKEW_SECS - 1;
+    clock.advance(late - mandate_model::Clock::now_secs(clock.as_ref()));
+    assert!(
+        matches!(
+            verifier.verify(&calendar).await,
+            Err(VerifyError::Revoked { .. })
+        ),
+        "a revoked token {}s past exp",
+        late - exp
+    );
+    server.stop().await;
+}
