@@ -117,6 +117,28 @@ pub struct TokenFacts {
 }
 
 impl TokenFacts {
+    /// The facts of a verified mandate access token (DESIGN.md section 6): its hop (`jti`), its
+    /// ancestors, its chain, every agent it names (actors read to at most `actor_depth` levels,
+    /// the client, a hand-off's recipient), its subject and `iat`. The one mapping from claims to
+    /// facts: the server's exchange and introspection and the verifier SDK all check these.
+    pub fn of_access_token(claims: &mandate_token::AccessTokenClaims, actor_depth: usize) -> Self {
+        let actors: Vec<String> = claims
+            .act
+            .actors(actor_depth)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        Self {
+            hop: Some(claims.jti.clone()),
+            ancestors: claims.ancestors.clone(),
+            chain: Some(claims.chain_id.clone()),
+            consents: Vec::new(),
+            agents: Self::agents_named(&actors, &claims.client_id, &claims.aud),
+            subject: Some(claims.sub.clone()),
+            issued_at: claims.iat,
+        }
+    }
+
     /// The agents a token names, for [`TokenFacts::agents`]: every actor, the client, and the
     /// recipient of a hand-off (`aud` = `agent:<id>`), who is about to act with it. Without the
     /// recipient, a hand-off made to an agent before its suspension would survive it (DESIGN.md
@@ -205,6 +227,34 @@ pub fn verdict(facts: &TokenFacts, found: &[Option<RevocationRecord>]) -> Verdic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_access_token_names_its_hop_ancestors_chain_agents_and_subject() {
+        let claims: mandate_token::AccessTokenClaims = serde_json::from_value(serde_json::json!({
+            "iss": "https://mandate.example.com", "sub": "corp|alice",
+            "aud": "agent:helper", "client_id": "booking-tool",
+            "iat": 1_700_000_000, "nbf": 1_700_000_000, "exp": 1_700_000_300,
+            "jti": "hop_3", "chain_id": "chn_1", "ancestors": ["hop_1", "hop_2"],
+            "act": {"sub": "booking-tool", "act": {"sub": "assistant"}}
+        }))
+        .unwrap();
+        let facts = TokenFacts::of_access_token(&claims, 8);
+        assert_eq!(
+            facts,
+            TokenFacts {
+                hop: Some("hop_3".into()),
+                ancestors: vec!["hop_1".into(), "hop_2".into()],
+                chain: Some("chn_1".into()),
+                consents: vec![],
+                agents: vec!["booking-tool".into(), "assistant".into(), "helper".into()],
+                subject: Some("corp|alice".into()),
+                issued_at: 1_700_000_000,
+            }
+        );
+        // A nesting deeper than the bound is read no further: the client still counts.
+        let shallow = TokenFacts::of_access_token(&claims, 1);
+        assert_eq!(shallow.agents, ["booking-tool", "helper"]);
+    }
 
     #[test]
     fn the_agents_of_a_token_are_its_actors_its_client_and_a_hand_off_recipient() {

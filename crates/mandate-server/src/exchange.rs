@@ -15,7 +15,6 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
 use crate::id_jag_issue::{issue as issue_id_jag, IdJagIssueRequest};
 use crate::issue::{sign_and_record, IssueError};
-use crate::revocation::facts_of_token;
 use crate::state::AppState;
 use crate::subject::{verify_subject, SubjectTokenType, VerifiedSubject};
 use mandate_revocation::{TokenFacts, Verdict};
@@ -192,7 +191,7 @@ async fn exchange_for(
     // DESIGN.md section 6: read the store's clock and check the subject token's chain; decide;
     // write the hop; check again; only then return the token.
     let first_facts = match &subject {
-        VerifiedSubject::Mandate(claims) => facts_of_token(claims, depth_bound),
+        VerifiedSubject::Mandate(claims) => TokenFacts::of_access_token(claims, depth_bound),
         VerifiedSubject::Upstream {
             issuer,
             claims,

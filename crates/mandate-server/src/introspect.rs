@@ -8,14 +8,13 @@
 //! caller may not see. A store failure is an error, never a guess either way.
 
 use mandate_model::ClientKind;
-use mandate_revocation::Verdict;
+use mandate_revocation::{TokenFacts, Verdict};
 use mandate_store::Client;
 use mandate_token::{AccessTokenClaims, Act, DelegationDetail};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::error::OAuthError;
-use crate::revocation::facts_of_token;
 use crate::state::AppState;
 
 /// The answer to an introspection request.
@@ -159,7 +158,7 @@ pub async fn introspect(
     let depth_bound = state.settings.tokens.max_chain_depth as usize + 1;
     let checked = state
         .revocations
-        .check(&facts_of_token(&claims, depth_bound))
+        .check(&TokenFacts::of_access_token(&claims, depth_bound))
         .await
         .map_err(|e| IntrospectError::Unavailable(e.to_string()))?;
     if let Verdict::Revoked { .. } = checked.verdict {

@@ -3,7 +3,6 @@
 
 use mandate_chain::{ChainId, EvidenceKind, HopId, HopRecord};
 use mandate_revocation::{Revocation, RevocationKind, RevocationRecord, TokenFacts};
-use mandate_token::AccessTokenClaims;
 use serde::Serialize;
 
 use crate::state::AppState;
@@ -29,26 +28,6 @@ pub struct RevocationOutcome {
     pub entries: Vec<RevocationRecord>,
     /// The hops now dead because of them (those the ledger knows).
     pub hops_revoked: Vec<String>,
-}
-
-/// The facts of a mandate access token.
-pub fn facts_of_token(claims: &AccessTokenClaims, depth_limit: usize) -> TokenFacts {
-    let actors: Vec<String> = claims
-        .act
-        .actors(depth_limit)
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    let agents = TokenFacts::agents_named(&actors, &claims.client_id, &claims.aud);
-    TokenFacts {
-        hop: Some(claims.jti.clone()),
-        ancestors: claims.ancestors.clone(),
-        chain: Some(claims.chain_id.clone()),
-        consents: vec![],
-        agents,
-        subject: Some(claims.sub.clone()),
-        issued_at: claims.iat,
-    }
 }
 
 /// The facts of a hop just recorded: everything its token depends on.

@@ -94,7 +94,7 @@ async fn revocation_follows_the_chain_on_redis() {
     );
     issue(&server, &root, "access_token", CAL, "booking-tool").await;
     let revoked = |token: &str| {
-        let facts = mandate_server::revocation::facts_of_token(
+        let facts = mandate_revocation::TokenFacts::of_access_token(
             &serde_json::from_value(claims_of(token)).unwrap(),
             8,
         );
@@ -220,7 +220,7 @@ async fn redis_down_means_503_and_recovery_needs_no_restart() {
         claims_of(&handoff)["jti"],
         "the parent hop survived in the ledger"
     );
-    let facts = mandate_server::revocation::facts_of_token(
+    let facts = mandate_revocation::TokenFacts::of_access_token(
         &serde_json::from_value(claims_of(&revoked_app)).unwrap(),
         8,
     );

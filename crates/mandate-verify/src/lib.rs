@@ -204,7 +204,7 @@ impl Verifier {
         let verified = self.verify_signature(&jws).await?;
         let (claims, scopes, actors) = self.check_claims(&verified)?;
         if let Some(source) = &inner.revocation {
-            let facts = facts_of(&claims, &actors);
+            let facts = TokenFacts::of_access_token(&claims, MAX_ACT_DEPTH);
             let verdict = tokio::time::timeout(inner.revocation_timeout, source.verdict(&facts))
                 .await
                 .map_err(|_| VerifyError::RevocationUnavailable("timed out".into()))
@@ -313,21 +313,6 @@ impl Verifier {
             .map(str::to_owned)
             .collect();
         Ok((claims, scopes, actors))
-    }
-}
-
-/// The facts the revocation list is checked by (DESIGN.md section 6): the hop, its ancestors,
-/// the chain, every actor and the client, the subject, and `iat` for the timed entries.
-fn facts_of(claims: &AccessTokenClaims, actors: &[String]) -> TokenFacts {
-    let agents = TokenFacts::agents_named(actors, &claims.client_id, &claims.aud);
-    TokenFacts {
-        hop: Some(claims.jti.clone()),
-        ancestors: claims.ancestors.clone(),
-        chain: Some(claims.chain_id.clone()),
-        consents: Vec::new(),
-        agents,
-        subject: Some(claims.sub.clone()),
-        issued_at: claims.iat,
     }
 }
 

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use mandate_model::{Clock, FixedClock};
-use mandate_revocation::Verdict;
-use mandate_server::revocation::facts_of_token;
+use mandate_revocation::{TokenFacts, Verdict};
 use mandate_server::state::ExchangePause;
 use mandate_server::{AppState, BuildOptions};
 use mandate_testkit::{
@@ -68,7 +67,7 @@ fn id_token(w: &World) -> String {
 }
 
 async fn is_revoked(server: &TestServer, token: &str) -> bool {
-    let facts = facts_of_token(&mandate_token_claims(token), 8);
+    let facts = TokenFacts::of_access_token(&mandate_token_claims(token), 8);
     matches!(
         server
             .state
