@@ -1,7 +1,7 @@
 //! Revocation as the admin API and RFC 7009 use it (DESIGN.md section 6): what each grain covers,
 //! how long its entry must live, and the facts a token is checked by.
 
-use mandate_chain::{ChainId, EvidenceKind, HopId, HopRecord};
+use mandate_chain::{ChainId, HopId, HopRecord};
 use mandate_revocation::{Revocation, RevocationKind, RevocationRecord, TokenFacts};
 use serde::Serialize;
 
@@ -32,21 +32,11 @@ pub struct RevocationOutcome {
 
 /// The facts of a hop just recorded: everything its token depends on.
 pub fn facts_of_hop(hop: &HopRecord) -> TokenFacts {
-    let consents = if hop.evidence.kind == EvidenceKind::ConsentGrant {
-        hop.evidence
-            .reference
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    } else {
-        vec![]
-    };
     TokenFacts {
         hop: Some(hop.id.to_string()),
         ancestors: hop.ancestors.iter().map(ToString::to_string).collect(),
         chain: Some(hop.chain_id.to_string()),
-        consents,
+        consents: hop.rooted_consents().map(str::to_owned).collect(),
         agents: TokenFacts::agents_named(
             &hop.actors
                 .iter()
