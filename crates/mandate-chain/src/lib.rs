@@ -22,7 +22,7 @@ pub use explain::{
     error_code, explain, id_jag_error_code, Allowed, ExplainInput, ExplainSubject, Explanation,
 };
 pub use hop::{ChainId, Evidence, EvidenceKind, HopId, HopRecord, UpstreamGrant};
-pub use policy::{Policy, PolicyRow};
+pub use policy::{Policy, PolicyRow, PolicyRowError};
 pub use store::{ChainPage, ChainStart, Ledger, PolicyStore, StoreFailure};
 pub use validator::{
     decide, decide_id_jag, Decision, ExchangeContext, ExchangeRequest, IdJagGrant, MandateSubject,

@@ -17,6 +17,71 @@ pub struct PolicyRow {
     pub max_depth: Option<u32>,
 }
 
+/// Why a policy row cannot be stored. The configuration file and the admin API both check rows
+/// with [`PolicyRow::check`], so a row one accepts the other accepts too.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyRowError {
+    /// The row allows nothing.
+    #[error("scopes must name at least one scope")]
+    NoScopes,
+    /// A path of no hops.
+    #[error("max_depth must be at least 1")]
+    ZeroDepth,
+    /// The actor, or the agent a hand-off row targets, is not a registered agent.
+    #[error("{role} names '{}{agent}', which is not a registered agent", if *role == "audience" { "agent:" } else { "" })]
+    UnknownAgent {
+        /// `actor` or `audience`.
+        role: &'static str,
+        /// The agent named.
+        agent: ClientId,
+    },
+}
+
+impl PolicyRowError {
+    /// The row's field the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::NoScopes => "scopes",
+            Self::ZeroDepth => "max_depth",
+            Self::UnknownAgent { role, .. } => role,
+        }
+    }
+}
+
+impl PolicyRow {
+    /// The rules every stored row obeys, checked in this order: at least one scope, a depth bound
+    /// of at least 1, and an actor (and hand-off target) that `is_agent` knows as a registered
+    /// agent.
+    pub fn check(&self, is_agent: impl Fn(&ClientId) -> bool) -> Result<(), PolicyRowError> {
+        if self.scopes.is_empty() {
+            return Err(PolicyRowError::NoScopes);
+        }
+        if self.max_depth == Some(0) {
+            return Err(PolicyRowError::ZeroDepth);
+        }
+        for (role, agent) in [
+            ("actor", Some(&self.actor)),
+            ("audience", self.audience.agent()),
+        ] {
+            match agent {
+                Some(agent) if !is_agent(agent) => {
+                    return Err(PolicyRowError::UnknownAgent {
+                        role,
+                        agent: agent.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The agents the row names: its actor, and the target of a hand-off row.
+    pub fn agents(&self) -> impl Iterator<Item = &ClientId> {
+        std::iter::once(&self.actor).chain(self.audience.agent())
+    }
+}
+
 /// The policy: deny by default; every hop needs a row for (actor, audience).
 ///
 /// Built once per version of the stored rows and then shared (the stores hand out an
@@ -102,6 +167,39 @@ pub(crate) fn row(actor: &str, audience: &str, scopes: &str, max_depth: Option<u
         audience: Audience::parse(audience).unwrap(),
         scopes: ScopeSet::parse(scopes).unwrap(),
         max_depth,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod row_rules {
+    use super::*;
+
+    #[test]
+    fn a_row_needs_scopes_a_positive_depth_and_registered_agents() {
+        let known = |id: &ClientId| id.as_str() == "assistant";
+        assert_eq!(
+            row("assistant", "https://cal.example.com", "read", Some(2)).check(known),
+            Ok(())
+        );
+        assert_eq!(
+            row("assistant", "https://cal.example.com", "", None).check(known),
+            Err(PolicyRowError::NoScopes)
+        );
+        assert_eq!(
+            row("assistant", "https://cal.example.com", "read", Some(0)).check(known),
+            Err(PolicyRowError::ZeroDepth)
+        );
+        let ghost = row("ghost", "https://cal.example.com", "read", None).check(known);
+        assert_eq!(ghost.as_ref().unwrap_err().field(), "actor");
+        let hand_off = row("assistant", "agent:ghost", "read", None)
+            .check(known)
+            .unwrap_err();
+        assert_eq!(hand_off.field(), "audience");
+        assert_eq!(
+            hand_off.to_string(),
+            "audience names 'agent:ghost', which is not a registered agent"
+        );
     }
 }
 

@@ -255,33 +255,55 @@ pub fn check_audiences(
     kind: ClientKind,
     audiences: &[String],
 ) -> Result<Vec<Audience>, AgentError> {
-    match kind {
-        ClientKind::Agent if audiences.is_empty() => Ok(vec![]),
-        ClientKind::Agent => Err(invalid("audiences are only for resource servers")),
-        ClientKind::ResourceServer => {
-            if audiences.is_empty() {
-                return Err(invalid("a resource server owns at least one audience"));
-            }
-            if audiences.len() > MAX_AUDIENCES {
-                return Err(invalid(format!("at most {MAX_AUDIENCES} audiences")));
-            }
-            let mut parsed: Vec<Audience> = Vec::with_capacity(audiences.len());
-            for (i, audience) in audiences.iter().enumerate() {
-                let audience = Audience::parse(audience)
-                    .map_err(|e| invalid(format!("audiences[{i}]: {e}")))?;
-                if audience.agent().is_some() {
-                    return Err(invalid(format!(
-                        "audiences[{i}]: a resource server owns app URIs, not agent: audiences"
-                    )));
-                }
-                if parsed.contains(&audience) {
-                    return Err(invalid(format!("audiences[{i}] is listed twice")));
-                }
-                parsed.push(audience);
-            }
-            Ok(parsed)
-        }
+    check_audience_count(kind, audiences.len())?;
+    let mut parsed: Vec<Audience> = Vec::with_capacity(audiences.len());
+    for (i, audience) in audiences.iter().enumerate() {
+        let audience =
+            Audience::parse(audience).map_err(|e| invalid(format!("audiences[{i}]: {e}")))?;
+        check_owned_audience(i, &audience, &parsed)?;
+        parsed.push(audience);
     }
+    Ok(parsed)
+}
+
+/// [`check_audiences`] for audiences already parsed (the configuration file's): the same rules.
+pub fn check_owned_audiences(kind: ClientKind, audiences: &[Audience]) -> Result<(), AgentError> {
+    check_audience_count(kind, audiences.len())?;
+    for (i, audience) in audiences.iter().enumerate() {
+        check_owned_audience(i, audience, &audiences[..i])?;
+    }
+    Ok(())
+}
+
+fn check_audience_count(kind: ClientKind, count: usize) -> Result<(), AgentError> {
+    match kind {
+        ClientKind::Agent if count > 0 => Err(invalid("audiences are only for resource servers")),
+        ClientKind::Agent => Ok(()),
+        ClientKind::ResourceServer if count == 0 => {
+            Err(invalid("a resource server owns at least one audience"))
+        }
+        ClientKind::ResourceServer if count > MAX_AUDIENCES => {
+            Err(invalid(format!("at most {MAX_AUDIENCES} audiences")))
+        }
+        ClientKind::ResourceServer => Ok(()),
+    }
+}
+
+/// The `i`th audience of a resource server, after those `before` it.
+fn check_owned_audience(
+    i: usize,
+    audience: &Audience,
+    before: &[Audience],
+) -> Result<(), AgentError> {
+    if audience.agent().is_some() {
+        return Err(invalid(format!(
+            "audiences[{i}]: a resource server owns app URIs, not agent: audiences"
+        )));
+    }
+    if before.contains(audience) {
+        return Err(invalid(format!("audiences[{i}] is listed twice")));
+    }
+    Ok(())
 }
 
 /// Upstream identities for agents only, each naming a trusted issuer.

@@ -370,6 +370,18 @@ pub struct ClientSettings {
     pub audiences: Vec<Audience>,
 }
 
+impl PolicySettings {
+    /// The row this entry stands for.
+    pub fn row(&self) -> mandate_chain::PolicyRow {
+        mandate_chain::PolicyRow {
+            actor: self.actor.clone(),
+            audience: self.audience.clone(),
+            scopes: self.scopes.clone(),
+            max_depth: self.max_depth,
+        }
+    }
+}
+
 fn default_state() -> ClientState {
     ClientState::Active
 }
@@ -696,12 +708,18 @@ impl Settings {
                     format!("'{}' is registered twice", client.client_id),
                 ));
             }
-            if client.owners.iter().all(|o| o.trim().is_empty()) {
-                return Err(invalid(
-                    key("owners"),
-                    "at least one owner is required".into(),
-                ));
-            }
+            // The registration rules the admin API applies, from the one place they are written.
+            let rule = |field: &str| {
+                let key = key(field);
+                move |e: crate::agents::AgentError| invalid(key, e.to_string())
+            };
+            crate::agents::check_owners(&client.owners).map_err(rule("owners"))?;
+            crate::agents::check_description(&client.description).map_err(rule("description"))?;
+            crate::agents::check_owned_audiences(client.kind, &client.audiences)
+                .map_err(rule("audiences"))?;
+            let trusted: Vec<&str> = issuers.iter().copied().collect();
+            crate::agents::check_upstream_ids(client.kind, &client.upstream_ids, &trusted)
+                .map_err(rule("upstream_ids"))?;
             match client.auth_method {
                 AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => {
                     if client.secret_hash.is_none() {
@@ -732,72 +750,14 @@ impl Settings {
                     }
                 }
             }
-            for (j, upstream) in client.upstream_ids.iter().enumerate() {
-                if !issuers.contains(upstream.issuer.as_str()) {
-                    return Err(invalid(
-                        key(&format!("upstream_ids[{j}].issuer")),
-                        format!("'{}' is not a trusted issuer", upstream.issuer),
-                    ));
-                }
-            }
-            match client.kind {
-                ClientKind::ResourceServer => {
-                    if client.audiences.is_empty() {
-                        return Err(invalid(
-                            key("audiences"),
-                            "a resource server owns at least one audience".into(),
-                        ));
-                    }
-                    if !client.upstream_ids.is_empty() {
-                        return Err(invalid(
-                            key("upstream_ids"),
-                            "only agents have upstream identities".into(),
-                        ));
-                    }
-                    if client.audiences.iter().any(|a| a.agent().is_some()) {
-                        return Err(invalid(
-                            key("audiences"),
-                            "a resource server owns app URIs, not agent: audiences".into(),
-                        ));
-                    }
-                }
-                ClientKind::Agent => {
-                    if !client.audiences.is_empty() {
-                        return Err(invalid(
-                            key("audiences"),
-                            "only resource servers own audiences".into(),
-                        ));
-                    }
-                }
-            }
         }
         let is_agent = |id: &ClientId| client_ids.get(id) == Some(&ClientKind::Agent);
 
         for (i, policy) in self.policies.iter().enumerate() {
-            let key = |k: &str| format!("policies[{i}].{k}");
-            if !is_agent(&policy.actor) {
-                return Err(invalid(
-                    key("actor"),
-                    format!("'{}' is not a registered agent", policy.actor),
-                ));
-            }
-            if let Some(target) = policy.audience.agent() {
-                if !is_agent(target) {
-                    return Err(invalid(
-                        key("audience"),
-                        format!("'agent:{target}' names no registered agent"),
-                    ));
-                }
-            }
-            if policy.scopes.is_empty() {
-                return Err(invalid(
-                    key("scopes"),
-                    "a policy row allows at least one scope".into(),
-                ));
-            }
-            if policy.max_depth == Some(0) {
-                return Err(invalid(key("max_depth"), "must be at least 1".into()));
-            }
+            policy
+                .row()
+                .check(is_agent)
+                .map_err(|e| invalid(format!("policies[{i}].{}", e.field()), e.to_string()))?;
         }
         for (i, consent) in self.consents.iter().enumerate() {
             let key = |k: &str| format!("consents[{i}].{k}");

@@ -169,7 +169,9 @@ impl AppState {
             configured_clients.push(Client {
                 id: client.client_id.clone(),
                 kind: client.kind,
-                owners: client.owners.clone(),
+                // Trimmed as the admin API stores them (validation has passed them already).
+                owners: crate::agents::check_owners(&client.owners)
+                    .map_err(|e| invalid(format!("clients[{i}].owners"), e.to_string()))?,
                 description: client.description.clone(),
                 state: client.state,
                 expires_at: client.expires_at,
@@ -330,12 +332,7 @@ impl AppState {
         let rows: Vec<PolicyRow> = settings
             .policies
             .iter()
-            .map(|p| PolicyRow {
-                actor: p.actor.clone(),
-                audience: p.audience.clone(),
-                scopes: p.scopes.clone(),
-                max_depth: p.max_depth,
-            })
+            .map(crate::config::PolicySettings::row)
             .collect();
         if !rows.is_empty() {
             let file_policy = Policy::new(rows.clone());

@@ -1,6 +1,8 @@
 //! `/admin/policies`: the policy rows and their version (the `ETag`), replaced only by a caller
 //! that read the current version (`If-Match`, RFC 9110 §13.1.1), and explain.
 
+use std::collections::HashSet;
+
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use mandate_chain::{
@@ -117,32 +119,27 @@ async fn parse_rows(state: &AppState, body: &[u8]) -> Result<Vec<PolicyRow>, Adm
         let actor = ClientId::parse(&view.actor).map_err(|e| bad(e.to_string()))?;
         let audience = Audience::parse(&view.audience).map_err(|e| bad(e.to_string()))?;
         let scopes = ScopeSet::from_tokens(&view.scopes).map_err(|e| bad(e.to_string()))?;
-        if scopes.is_empty() {
-            return Err(bad("scopes must name at least one scope".into()));
-        }
-        if view.max_depth == Some(0) {
-            return Err(bad("max_depth must be at least 1".into()));
-        }
-        for (role, agent) in [("actor", Some(&actor)), ("audience", audience.agent())] {
-            let Some(agent) = agent else { continue };
-            let known = state
+        let row = PolicyRow {
+            actor,
+            audience,
+            scopes,
+            max_depth: view.max_depth,
+        };
+        let mut agents = HashSet::new();
+        for agent in row.agents() {
+            let registered = state
                 .clients
                 .client(agent)
                 .await
                 .map_err(|e| store_down(&e))?
                 .is_some_and(|c| c.kind == ClientKind::Agent);
-            if !known {
-                return Err(bad(format!(
-                    "{role} names '{agent}', which is not a registered agent"
-                )));
+            if registered {
+                agents.insert(agent.clone());
             }
         }
-        rows.push(PolicyRow {
-            actor,
-            audience,
-            scopes,
-            max_depth: view.max_depth,
-        });
+        row.check(|agent| agents.contains(agent))
+            .map_err(|e| bad(e.to_string()))?;
+        rows.push(row);
     }
     Ok(rows)
 }

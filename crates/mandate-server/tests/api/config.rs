@@ -134,6 +134,53 @@ async fn bad_values_name_their_key() {
     .await;
 }
 
+/// A registration in the file obeys the rules the admin API applies (one set of rules): each
+/// owner named, none twice; audiences only for resource servers, none twice.
+#[tokio::test]
+async fn file_clients_obey_the_admin_registration_rules() {
+    let owners = |list: &str| AGENT.replace(r#"["alice@example.com"]"#, list);
+    refused(
+        &owners(r#"["alice@example.com", " "]"#),
+        &["clients[0].owners", "owners[1] is empty"],
+    )
+    .await;
+    refused(
+        &owners(r#"["alice@example.com", "alice@example.com"]"#),
+        &["clients[0].owners", "listed twice"],
+    )
+    .await;
+    refused(&owners("[]"), &["clients[0].owners", "at least one"]).await;
+    let agent_with_audience = format!("{AGENT}audiences = [\"https://calendar.example.com\"]\n");
+    refused(
+        &agent_with_audience,
+        &["clients[0].audiences", "only for resource servers"],
+    )
+    .await;
+    let twice = r#"
+[[clients]]
+client_id = "calendar-api"
+kind = "resource_server"
+owners = ["calendar-team@example.com"]
+auth_method = "client_secret_basic"
+secret_hash = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+audiences = ["https://calendar.example.com", "https://calendar.example.com"]
+"#;
+    refused(
+        twice,
+        &["clients[0].audiences", "audiences[1] is listed twice"],
+    )
+    .await;
+    // Owners are stored trimmed, as the admin API stores them.
+    let state = build(&owners(r#"[" alice@example.com "]"#)).await.unwrap();
+    let client = state
+        .clients
+        .client(&mandate_model::ClientId::parse("travel-agent").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(client.owners, ["alice@example.com"]);
+}
+
 #[tokio::test]
 async fn policies_must_name_known_agents_and_valid_audiences() {
     let unknown_actor = format!(
