@@ -156,6 +156,11 @@ async fn kid_is_only_ever_a_lookup_key() {
                 .unwrap();
             assert_refused(status, &body, &format!("kid of {} bytes", kid.len()));
             let description = body["error_description"].as_str().unwrap_or_default();
+            // The kid itself, whole, must not come back (an empty one cannot be told apart).
+            assert!(
+                kid.is_empty() || !description.contains(kid.as_str()),
+                "the kid is echoed: {description}"
+            );
             assert!(
                 !description.contains("passwd") && !description.contains("SELECT"),
                 "the kid is not echoed: {description}"
