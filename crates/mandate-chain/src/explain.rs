@@ -10,8 +10,8 @@ use mandate_model::{ClientId, IssuerAlias, ScopeSet, Subject};
 use crate::validator::claims_for;
 use crate::{
     decide, decide_id_jag, Authority, ChainId, ConsentGrant, Evidence, ExchangeContext,
-    ExchangeRequest, HopId, HopRecord, IdJagGrant, MandateSubject, Policy, PolicyRow, Refusal,
-    RefusalCode, SubjectGrant, UpstreamSubject,
+    ExchangeRequest, GrantKind, HopId, HopRecord, IdJagGrant, MandateSubject, Policy, PolicyRow,
+    Refusal, SubjectGrant, UpstreamSubject,
 };
 
 /// The subject token of the exchange to explain.
@@ -172,19 +172,12 @@ fn refused(refusal: Refusal) -> Explanation {
 
 /// The OAuth error code `/token` answers a token-exchange refusal with (DESIGN.md section 5).
 pub fn error_code(refusal: &Refusal) -> &'static str {
-    match refusal.code() {
-        RefusalCode::InvalidRequest => "invalid_request",
-        RefusalCode::InvalidTarget => "invalid_target",
-        RefusalCode::InvalidScope => "invalid_scope",
-    }
+    refusal.code_for(GrantKind::TokenExchange).as_str()
 }
 
 /// The code for an ID-JAG redemption: a refused grant is `invalid_grant` (RFC 7523 §3.1).
 pub fn id_jag_error_code(refusal: &Refusal) -> &'static str {
-    match refusal.code() {
-        RefusalCode::InvalidRequest => "invalid_grant",
-        _ => error_code(refusal),
-    }
+    refusal.code_for(GrantKind::JwtBearer).as_str()
 }
 
 fn allowed(policy: &Policy, request: &ExchangeRequest<'_>, hops: Vec<HopRecord>) -> Explanation {

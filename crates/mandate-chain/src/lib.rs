@@ -25,6 +25,6 @@ pub use hop::{ChainId, Evidence, EvidenceKind, HopId, HopRecord, UpstreamGrant};
 pub use policy::{Policy, PolicyRow, PolicyRowError};
 pub use store::{ChainPage, ChainStart, Ledger, PolicyStore, StoreFailure};
 pub use validator::{
-    decide, decide_id_jag, Decision, ExchangeContext, ExchangeRequest, IdJagGrant, MandateSubject,
-    Refusal, RefusalCode, SubjectGrant, UpstreamSubject,
+    decide, decide_id_jag, Decision, ExchangeContext, ExchangeRequest, GrantKind, IdJagGrant,
+    MandateSubject, Refusal, RefusalCode, SubjectGrant, UpstreamSubject,
 };

@@ -71,6 +71,29 @@ pub enum RefusalCode {
     InvalidTarget,
     /// `invalid_scope`.
     InvalidScope,
+    /// `invalid_grant`: an ID-JAG redemption's refused grant (RFC 7523 §3.1).
+    InvalidGrant,
+}
+
+impl RefusalCode {
+    /// The code as it appears in an error response.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidTarget => "invalid_target",
+            Self::InvalidScope => "invalid_scope",
+            Self::InvalidGrant => "invalid_grant",
+        }
+    }
+}
+
+/// The grant a decision was asked for: the error codes differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    /// RFC 8693 token exchange (also the IdP half of ID-JAG, which is one).
+    TokenExchange,
+    /// RFC 7523 jwt-bearer: the redemption of an ID-JAG.
+    JwtBearer,
 }
 
 impl Refusal {
@@ -83,6 +106,16 @@ impl Refusal {
             | Refusal::IdJagForAgent => RefusalCode::InvalidTarget,
             Refusal::ScopeWidening | Refusal::EmptyAuthority => RefusalCode::InvalidScope,
             _ => RefusalCode::InvalidRequest,
+        }
+    }
+
+    /// The code for a refusal of `grant`: what [`code`](Self::code) assigns, except that a
+    /// jwt-bearer grant refused for any request-level reason is `invalid_grant` (RFC 7523 §3.1).
+    /// The one mapping from refusals to OAuth codes: `/token` and the explain endpoint use it.
+    pub fn code_for(&self, grant: GrantKind) -> RefusalCode {
+        match (grant, self.code()) {
+            (GrantKind::JwtBearer, RefusalCode::InvalidRequest) => RefusalCode::InvalidGrant,
+            (_, code) => code,
         }
     }
 }

@@ -91,6 +91,25 @@ impl OAuthError {
         .with_retry_after(1)
     }
 
+    /// `temporarily_unavailable` because the store failed during `operation`: the cause is
+    /// logged (it is never sent), the client is told to retry.
+    pub fn store_down(operation: &'static str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(%cause, operation, "store unavailable");
+        Self::unavailable()
+    }
+
+    /// The answer to a chain-validator refusal of `grant`: its code and its description.
+    pub fn refused(refusal: &mandate_chain::Refusal, grant: mandate_chain::GrantKind) -> Self {
+        use mandate_chain::RefusalCode;
+        let code = match refusal.code_for(grant) {
+            RefusalCode::InvalidRequest => ErrorCode::InvalidRequest,
+            RefusalCode::InvalidTarget => ErrorCode::InvalidTarget,
+            RefusalCode::InvalidScope => ErrorCode::InvalidScope,
+            RefusalCode::InvalidGrant => ErrorCode::InvalidGrant,
+        };
+        Self::new(code, refusal.to_string())
+    }
+
     /// The same error with another HTTP status (413, 405, 415 for request-shape refusals).
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;

@@ -2,8 +2,8 @@
 //! validator decide, sign, record the hop, answer (DESIGN.md section 5, PROTOCOLS.md 1.2–1.7).
 
 use mandate_chain::{
-    decide, Authority, ExchangeContext, ExchangeRequest, MandateSubject, Refusal, RefusalCode,
-    SubjectGrant, UpstreamSubject,
+    decide, Authority, ExchangeContext, ExchangeRequest, GrantKind, MandateSubject, SubjectGrant,
+    UpstreamSubject,
 };
 use mandate_model::{Audience, ClientKind, ScopeSet};
 use mandate_store::Client;
@@ -221,7 +221,7 @@ async fn exchange_for(
         state.policies.policy(),
     );
     let target_known = target_known?;
-    let checked = checked.map_err(|e| store_down(&e))?;
+    let checked = checked.map_err(|e| OAuthError::store_down("token exchange", &e))?;
     if let Verdict::Revoked { kind, .. } = &checked.verdict {
         return Err(refuse(
             &format!("subject token revoked ({kind})"),
@@ -229,7 +229,7 @@ async fn exchange_for(
         ));
     }
     let evidence = evidence?;
-    let (policy, _) = policy.map_err(|e| store_down(&e))?;
+    let (policy, _) = policy.map_err(|e| OAuthError::store_down("token exchange", &e))?;
     let now = checked.now_ms.div_euclid(1000);
     let new_hop_id = new_hop_id();
 
@@ -298,8 +298,12 @@ async fn exchange_for(
         new_hop_id,
         root_chain_id,
     };
-    let decision = decide(&policy, &exchange_request, &grant, &context)
-        .map_err(|refusal| refuse(&refusal, refusal_to_oauth(&refusal)))?;
+    let decision = decide(&policy, &exchange_request, &grant, &context).map_err(|refusal| {
+        refuse(
+            &refusal,
+            OAuthError::refused(&refusal, GrantKind::TokenExchange),
+        )
+    })?;
     let access_token = match sign_and_record(
         state,
         urn::TYP_ACCESS_TOKEN,
@@ -354,13 +358,13 @@ async fn read_evidence(
             .consents(subject, &client.id)
             .await
             .map(Evidence::Consents)
-            .map_err(|e| store_down(&e)),
+            .map_err(|e| OAuthError::store_down("token exchange", &e)),
         VerifiedSubject::Mandate(claims) => state
             .ledger
             .hop(&mandate_chain::HopId(claims.jti.clone()))
             .await
             .map(|hop| Evidence::ParentHop(hop.map(Box::new)))
-            .map_err(|e| store_down(&e)),
+            .map_err(|e| OAuthError::store_down("token exchange", &e)),
     }
 }
 
@@ -374,13 +378,13 @@ pub(crate) async fn target_is_registered(
             .clients
             .client(id)
             .await
-            .map_err(|e| store_down(&e))?
+            .map_err(|e| OAuthError::store_down("token exchange", &e))?
             .is_some_and(|c| c.kind == ClientKind::Agent)),
         Audience::App(_) => state
             .clients
             .audience_owned(target)
             .await
-            .map_err(|e| store_down(&e)),
+            .map_err(|e| OAuthError::store_down("token exchange", &e)),
     }
 }
 
@@ -397,18 +401,4 @@ pub(crate) fn client_upstream_ids(client: &Client, issuer: &str) -> Vec<String> 
     } else {
         mapped
     }
-}
-
-fn refusal_to_oauth(refusal: &Refusal) -> OAuthError {
-    let code = match refusal.code() {
-        RefusalCode::InvalidRequest => ErrorCode::InvalidRequest,
-        RefusalCode::InvalidTarget => ErrorCode::InvalidTarget,
-        RefusalCode::InvalidScope => ErrorCode::InvalidScope,
-    };
-    OAuthError::new(code, refusal.to_string())
-}
-
-fn store_down(error: &dyn std::fmt::Display) -> OAuthError {
-    tracing::warn!(%error, "store unavailable during token exchange");
-    OAuthError::unavailable()
 }

@@ -452,14 +452,17 @@ impl Feed {
                     .store
                     .stream_covers(&position.to_string())
                     .await
-                    .map_err(|error| unavailable(&error))?;
+                    .map_err(|error| OAuthError::store_down("revocation feed", &error))?;
                 covered.then_some(position)
             }
             None => None,
         };
         match resumable {
             Some(position) => feed.position = position,
-            None => feed.snapshot().await.map_err(|error| unavailable(&error))?,
+            None => feed
+                .snapshot()
+                .await
+                .map_err(|error| OAuthError::store_down("revocation feed", &error))?,
         }
         Ok(feed)
     }
@@ -581,11 +584,6 @@ impl Feed {
             self.position = id;
         }
     }
-}
-
-fn unavailable(error: &mandate_revocation::RevocationStoreError) -> OAuthError {
-    tracing::warn!(%error, "revocation feed: the store is unavailable");
-    OAuthError::unavailable()
 }
 
 /// One event; `data` is one line of JSON (serde_json escapes line breaks inside strings).

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use mandate_chain::{decide_id_jag, ExchangeContext, ExchangeRequest, IdJagGrant, RefusalCode};
+use mandate_chain::{decide_id_jag, ExchangeContext, ExchangeRequest, IdJagGrant};
 use mandate_model::{Audience, ScopeSet, Subject};
 use mandate_revocation::{TokenFacts, Verdict};
 use mandate_store::Client;
@@ -368,7 +368,7 @@ async fn redeem_for(
             ..TokenFacts::default()
         })
         .await
-        .map_err(|e| store_down(&e))?;
+        .map_err(|e| OAuthError::store_down("ID-JAG redemption", &e))?;
     if let Verdict::Revoked { kind, .. } = &first.verdict {
         return Err(refuse(
             &format!("ID-JAG revoked ({kind})"),
@@ -400,15 +400,17 @@ async fn redeem_for(
         new_hop_id: new_hop_id(),
         root_chain_id: chain_id,
     };
-    let (policy, _) = state.policies.policy().await.map_err(|e| store_down(&e))?;
+    let (policy, _) = state
+        .policies
+        .policy()
+        .await
+        .map_err(|e| OAuthError::store_down("ID-JAG redemption", &e))?;
     let decision =
         decide_id_jag(&policy, &exchange_request, &grant, &context).map_err(|refusal| {
-            let code = match refusal.code() {
-                RefusalCode::InvalidTarget => ErrorCode::InvalidTarget,
-                RefusalCode::InvalidScope => ErrorCode::InvalidScope,
-                RefusalCode::InvalidRequest => ErrorCode::InvalidGrant,
-            };
-            refuse(&refusal, OAuthError::new(code, refusal.to_string()))
+            refuse(
+                &refusal,
+                OAuthError::refused(&refusal, mandate_chain::GrantKind::JwtBearer),
+            )
         })?;
     // Decision D2. Strict (default): single use, remembered until exp + skew + 1 s, spent only
     // once everything else has passed, so a refused request does not burn the grant. Reuse: the
@@ -421,7 +423,7 @@ async fn redeem_for(
             .replay
             .first_use(&key, jag.expires_at + skew + 1, now)
             .await
-            .map_err(|e| store_down(&e))?;
+            .map_err(|e| OAuthError::store_down("ID-JAG redemption", &e))?;
         if !first_use {
             return Err(refuse(
                 &"ID-JAG replayed",
@@ -470,7 +472,7 @@ async fn app_is_registered(state: &AppState, target: &Audience) -> Result<bool, 
         .clients
         .audience_owned(target)
         .await
-        .map_err(|e| store_down(&e))
+        .map_err(|e| OAuthError::store_down("ID-JAG redemption", &e))
 }
 
 /// The issuer's keys and configured `algorithms` only; an unknown `kid` refreshes a remote JWKS
@@ -501,11 +503,6 @@ async fn verify_with_issuer(
         }
         other => other.map_err(IdJagError::Signature),
     }
-}
-
-fn store_down(error: &dyn std::fmt::Display) -> OAuthError {
-    tracing::warn!(%error, "store unavailable during ID-JAG redemption");
-    OAuthError::unavailable()
 }
 
 #[cfg(test)]

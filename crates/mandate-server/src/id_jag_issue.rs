@@ -243,7 +243,7 @@ async fn issue_for(
             ..TokenFacts::default()
         })
         .await
-        .map_err(|e| store_down(&e))?;
+        .map_err(|e| OAuthError::store_down("ID-JAG issuance", &e))?;
     if let Verdict::Revoked { kind, .. } = &first.verdict {
         return Err(refuse(
             &format!("subject token revoked ({kind})"),
@@ -342,11 +342,6 @@ async fn issue_for(
         expires_in: expires_at - now,
         scope: granted.scope.to_string(),
     })
-}
-
-fn store_down(error: &dyn std::fmt::Display) -> OAuthError {
-    tracing::warn!(%error, "store unavailable during ID-JAG issuance");
-    OAuthError::unavailable()
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ async fn show_chain(
         .ledger
         .chain(&mandate_chain::ChainId(id.to_string()))
         .await
-        .map_err(|_| AdminError::unavailable())?;
+        .map_err(|e| AdminError::store_down(&e))?;
     if hops.is_empty() {
         return Err(AdminError::not_found(format!("no chain {id}")));
     }
@@ -128,7 +128,7 @@ async fn hop_status(
         .revocations
         .check(&crate::revocation::facts_of_hop(hop))
         .await
-        .map_err(|_| AdminError::unavailable())?;
+        .map_err(|e| AdminError::store_down(&e))?;
     Ok(match checked.verdict {
         mandate_revocation::Verdict::Revoked { kind, id } => {
             (Status::Revoked, Some(json!({"kind": kind, "id": id})))
@@ -493,7 +493,7 @@ async fn agent_chains(
         .clients
         .client(&id)
         .await
-        .map_err(|_| AdminError::unavailable())?
+        .map_err(|e| AdminError::store_down(&e))?
         .ok_or_else(|| AdminError::not_found(format!("no client '{id}'")))?;
     listing.agent = Some(id);
     answer_listing(&state, &listing).await

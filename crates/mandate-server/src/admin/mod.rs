@@ -73,6 +73,12 @@ impl AdminError {
         Self::new(StatusCode::CONFLICT, "invalid_transition", message)
     }
 
+    /// 503 because the store failed: the cause is logged, never sent.
+    pub fn store_down(cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(%cause, "store unavailable for the admin API");
+        Self::unavailable()
+    }
+
     /// 503.
     pub fn unavailable() -> Self {
         Self::new(

@@ -49,11 +49,6 @@ fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
-fn store_down(error: &dyn std::fmt::Display) -> AdminError {
-    tracing::warn!(%error, "store unavailable for the admin API");
-    AdminError::unavailable()
-}
-
 fn policy_answer(status: StatusCode, policy: &Policy, version: u64) -> HttpResponse {
     let rows: Vec<RowView> = policy.rows().iter().map(RowView::from).collect();
     HttpResponse::build(status)
@@ -66,7 +61,11 @@ fn policy_answer(status: StatusCode, policy: &Policy, version: u64) -> HttpRespo
 /// enforced) and the version, also as the `ETag`.
 async fn show(caller: AdminCaller, state: web::Data<AppState>) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Read)?;
-    let (policy, version) = state.policies.policy().await.map_err(|e| store_down(&e))?;
+    let (policy, version) = state
+        .policies
+        .policy()
+        .await
+        .map_err(|e| AdminError::store_down(&e))?;
     Ok(policy_answer(StatusCode::OK, &policy, version))
 }
 
@@ -131,7 +130,7 @@ async fn parse_rows(state: &AppState, body: &[u8]) -> Result<Vec<PolicyRow>, Adm
                 .clients
                 .client(agent)
                 .await
-                .map_err(|e| store_down(&e))?
+                .map_err(|e| AdminError::store_down(&e))?
                 .is_some_and(|c| c.kind == ClientKind::Agent);
             if registered {
                 agents.insert(agent.clone());
@@ -160,7 +159,7 @@ async fn replace(
         .policies
         .replace(rows, expected)
         .await
-        .map_err(|e| store_down(&e))?
+        .map_err(|e| AdminError::store_down(&e))?
     {
         Ok(version) => version,
         Err(current) => {
@@ -291,7 +290,7 @@ async fn explain_request(
         .clients
         .client(&request.agent)
         .await
-        .map_err(|e| store_down(&e))?
+        .map_err(|e| AdminError::store_down(&e))?
         .ok_or_else(|| AdminError::not_found(format!("no client '{}'", request.agent)))?;
     if client.kind != ClientKind::Agent {
         return Err(AdminError::bad_request(format!(
@@ -303,7 +302,7 @@ async fn explain_request(
         .revocations
         .now_ms()
         .await
-        .map_err(|e| store_down(&e))?;
+        .map_err(|e| AdminError::store_down(&e))?;
     let now_instant = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
     if !client.may_authenticate(now_instant) {
         return Ok(refused(
@@ -319,13 +318,13 @@ async fn explain_request(
                 .ledger
                 .hop(id)
                 .await
-                .map_err(|e| store_down(&e))?
+                .map_err(|e| AdminError::store_down(&e))?
                 .ok_or_else(|| AdminError::not_found(format!("no hop {id}")))?;
             let checked = state
                 .revocations
                 .check(&crate::revocation::facts_of_hop(&hop))
                 .await
-                .map_err(|e| store_down(&e))?;
+                .map_err(|e| AdminError::store_down(&e))?;
             if let mandate_revocation::Verdict::Revoked { kind, .. } = checked.verdict {
                 return Ok(refused(
                     "invalid_request",
@@ -341,13 +340,17 @@ async fn explain_request(
             .consents
             .consents(subject, &request.agent)
             .await
-            .map_err(|e| store_down(&e))?,
+            .map_err(|e| AdminError::store_down(&e))?,
         None => vec![],
     };
     let target_known = crate::exchange::target_is_registered(state, &request.audience)
         .await
-        .map_err(|e| store_down(&e))?;
-    let (policy, _) = state.policies.policy().await.map_err(|e| store_down(&e))?;
+        .map_err(|e| AdminError::store_down(&e))?;
+    let (policy, _) = state
+        .policies
+        .policy()
+        .await
+        .map_err(|e| AdminError::store_down(&e))?;
     let subject = match (request.kind, &parent) {
         (TokenKind::AccessToken, Some(parent)) => ExplainSubject::Mandate { parent },
         (TokenKind::IdJag, _) => ExplainSubject::IdJag,
