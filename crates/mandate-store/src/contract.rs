@@ -17,7 +17,10 @@ use mandate_model::{
 };
 use mandate_token::{Algorithm, SigningAlgorithm, SigningKey, UnverifiedJws};
 
-use crate::{Client, ClientRegistry, RateDecision, RateLimiter, ReplayCache, UpstreamId};
+use crate::{
+    AuditEvent, AuditFilter, AuditLog, Client, ClientRegistry, RateDecision, RateLimiter,
+    ReplayCache, UpstreamId,
+};
 
 /// Runs every suite but [`rate_limit_refill`], which needs a second to pass.
 pub async fn run_all(
@@ -891,4 +894,65 @@ pub async fn policies(store: &dyn PolicyStore) {
     assert_eq!(store.replace(vec![], 2).await.expect("replace"), Ok(3));
     assert!(!store.seed_if_empty(seeded).await.expect("seed"));
     assert_eq!(store.policy().await.expect("policy"), (Arc::default(), 3));
+}
+
+/// The audit stream: events come back newest first; a filter matches `action` and `actor`
+/// exactly (no prefix), and the limit counts matching events. Expects an empty stream.
+pub async fn audit(log: &dyn AuditLog) {
+    let event = |at: i64, actor: &str, action: &str| AuditEvent {
+        at,
+        actor: actor.into(),
+        action: action.into(),
+        target: format!("target-{at}"),
+        detail: format!("detail\nwith a line break {at}"),
+    };
+    assert!(
+        log.recent(&AuditFilter::default(), 10)
+            .await
+            .expect("read")
+            .is_empty(),
+        "the stream starts empty"
+    );
+    for n in 0..6 {
+        if n % 2 == 0 {
+            log.record(event(n, "client:assistant", "exchange.refused"))
+                .await;
+        } else {
+            log.record(event(n, "ops", "revoke.hop")).await;
+        }
+    }
+    let all = log.recent(&AuditFilter::default(), 10).await.expect("read");
+    assert_eq!(
+        all.iter().map(|e| e.at).collect::<Vec<_>>(),
+        [5, 4, 3, 2, 1, 0],
+        "newest first"
+    );
+    assert_eq!(all[0], event(5, "ops", "revoke.hop"), "kept whole");
+    let newest_two = log.recent(&AuditFilter::default(), 2).await.expect("read");
+    assert_eq!(newest_two.iter().map(|e| e.at).collect::<Vec<_>>(), [5, 4]);
+    let refused = AuditFilter {
+        action: Some("exchange.refused".into()),
+        actor: None,
+    };
+    let found = log.recent(&refused, 2).await.expect("read");
+    assert_eq!(
+        found.iter().map(|e| e.at).collect::<Vec<_>>(),
+        [4, 2],
+        "the limit counts matches"
+    );
+    let prefix = AuditFilter {
+        action: Some("exchange".into()),
+        actor: None,
+    };
+    assert!(log.recent(&prefix, 10).await.expect("read").is_empty());
+    let by_ops = AuditFilter {
+        action: Some("revoke.hop".into()),
+        actor: Some("ops".into()),
+    };
+    assert_eq!(log.recent(&by_ops, 10).await.expect("read").len(), 3);
+    let nobody = AuditFilter {
+        action: Some("revoke.hop".into()),
+        actor: Some("client:assistant".into()),
+    };
+    assert!(log.recent(&nobody, 10).await.expect("read").is_empty());
 }

@@ -1,11 +1,12 @@
-//! mandate's storage seams: narrow async traits for the client registry, the replay cache and the
-//! rate limiter (and the hop ledger, consent grants and policy defined by mandate-chain), each
+//! mandate's storage seams: narrow async traits for the client registry, the replay cache, the
+//! rate limiter and the audit stream (and the hop ledger, consent grants and policy defined by mandate-chain), each
 //! with the in-memory backend that serves a single process (development mode and the default
 //! `serve`). The Redis backends (feature `redis`) implement the same traits for deployments of
 //! several nodes, and both pass the same contract suites (`contract`, feature `contract-tests`).
 //!
 //! This crate holds no HTTP code and makes no decision about tokens: it stores and answers.
 
+mod audit;
 mod clients;
 mod consent;
 #[cfg(any(test, feature = "contract-tests"))]
@@ -22,6 +23,9 @@ mod rate_limit;
 pub mod redis_store;
 mod replay;
 
+pub use audit::{
+    AuditEvent, AuditFilter, AuditLog, AuditUnavailable, MemoryAuditLog, FILTER_SCAN_MAX,
+};
 pub use clients::{
     Client, ClientRegistry, MemoryClientRegistry, PreviousSecret, ReplaceOutcome, StoredClient,
     UpstreamId,
@@ -33,8 +37,9 @@ pub use rate_limit::{MemoryRateLimiter, RateDecision, RateLimiter};
 #[cfg(feature = "redis")]
 pub use redis_store::{
     connect, connect_cluster, ClusterConnection, ConnectionManager, PerThreadConnection,
-    RedisClientRegistry, RedisConnection, RedisConsentStore, RedisLedger, RedisPolicyStore,
-    RedisRateLimiter, RedisReplayCache, CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
+    RedisAuditLog, RedisClientRegistry, RedisConnection, RedisConsentStore, RedisLedger,
+    RedisPolicyStore, RedisRateLimiter, RedisReplayCache, AUDIT_STREAM_KEY, CONNECT_TIMEOUT,
+    RESPONSE_TIMEOUT,
 };
 pub use replay::{MemoryReplayCache, ReplayCache};
 

@@ -41,6 +41,11 @@ async fn meets_every_contract<C: RedisConnection>(connection: C) {
         &RedisConsentStore::new(connection.clone()),
     )
     .await;
+    contract::audit(&mandate_store::RedisAuditLog::new(
+        connection.clone(),
+        1_000,
+    ))
+    .await;
     // Redis's clock cannot be moved, so a second really passes.
     contract::rate_limit_refill(
         &RedisRateLimiter::new(connection.clone(), PER_SECOND),

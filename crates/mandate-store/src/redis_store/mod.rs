@@ -23,6 +23,7 @@
 //! | `mandate:policy` | hash | `rows` (the policy rows, one JSON array), `version`, `written` (Redis `TIME` of the write) | never |
 //! | `mandate:replay:<key>` | string | `1` | at the identifier's own expiry (`PXAT`) |
 //! | `mandate:rate:<key>` | hash | `tokens`, `updated_ms` | 2 s after the last request |
+//! | `mandate:audit` | stream | audit events (`event`: JSON) | trimmed with `MAXLEN ~` to the configured cap |
 //!
 //! The ledger is sharded by chain: every key of one chain carries the hash tag `{<chain_id>}`,
 //! so recording a hop (the hop, its place in the chain, the chain's TTLs) is one atomic script on
@@ -34,6 +35,7 @@
 //!
 //! Every Redis error, refused connection or timeout surfaces as an error: callers fail closed.
 
+mod audit;
 mod clients;
 mod consent;
 mod ledger;
@@ -44,6 +46,7 @@ mod replay;
 
 use std::time::Duration;
 
+pub use audit::{RedisAuditLog, AUDIT_STREAM_KEY};
 pub use clients::RedisClientRegistry;
 pub use consent::RedisConsentStore;
 pub use ledger::RedisLedger;
