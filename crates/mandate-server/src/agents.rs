@@ -584,9 +584,12 @@ pub async fn transition(
     let current = show(state, id).await?;
     current.state.transition(transition)?;
     let revocation = match transition {
-        Transition::Suspend | Transition::Retire => {
-            Some(state.revoke_agent(id.as_str(), reason, by).await?)
-        }
+        Transition::Suspend | Transition::Retire => Some(
+            state
+                .revocation
+                .revoke_agent(id.as_str(), reason, by)
+                .await?,
+        ),
         Transition::Activate => None,
     };
     let changed = change(state, id, by, |current, _| {
@@ -602,7 +605,12 @@ pub async fn transition(
             // exchange re-reads the client after recording its hop, so nothing later gets
             // through). T only grows; the answer carries the later entry.
             let revocation = match revocation {
-                Some(_) => Some(state.revoke_agent(id.as_str(), reason, by).await?),
+                Some(_) => Some(
+                    state
+                        .revocation
+                        .revoke_agent(id.as_str(), reason, by)
+                        .await?,
+                ),
                 None => None,
             };
             Ok((client, revocation))

@@ -11,7 +11,6 @@ pub mod audit;
 pub mod chain_id;
 pub mod client_auth;
 pub mod config;
-pub mod consents;
 pub mod demo_idp;
 pub mod dev;
 pub mod error;

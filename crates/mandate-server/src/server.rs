@@ -571,7 +571,10 @@ async fn heartbeats(state: AppState) {
         interval.tick().await;
         match state
             .revocations
-            .heartbeat(&state.node_id, state.longest_entry_ms())
+            .heartbeat(
+                &state.node_id,
+                state.revocation.lifetimes().longest_entry_ms(),
+            )
             .await
         {
             Ok(()) if failing => {

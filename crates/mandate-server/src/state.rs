@@ -106,6 +106,10 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The RFC 8414 document, built once.
     pub discovery: Arc<Value>,
+    /// Revocation at every grain (mandate-core).
+    pub revocation: mandate_core::RevocationService,
+    /// Consent grants as administrators manage them (mandate-core).
+    pub consent_grants: mandate_core::ConsentService,
 }
 
 /// Optional replacements for what [`AppState::build`] would otherwise create.
@@ -360,6 +364,30 @@ impl AppState {
         }
         let audit = backends.audit.clone();
         let discovery = discovery_document(&settings);
+        let tokens = &settings.tokens;
+        let lifetimes = mandate_core::EntryLifetimes::new(
+            tokens.clock_skew_secs,
+            tokens.access_token_ttl_secs.max(tokens.id_jag_ttl_secs),
+            trusted_issuers
+                .iter()
+                .map(|ti: &Arc<TrustedIssuer>| ti.settings.max_token_age_secs)
+                .max()
+                .unwrap_or(0),
+        );
+        let revocation = mandate_core::RevocationService::new(
+            backends.revocations.clone(),
+            backends.ledger.clone(),
+            audit.clone(),
+            lifetimes,
+        );
+        let consent_grants = mandate_core::ConsentService::new(
+            consents.clone(),
+            clients.clone(),
+            revocation.clone(),
+            audit.clone(),
+            clock.clone(),
+            Arc::new(mandate_core::RandomIds),
+        );
         Ok(Self {
             settings: Arc::new(settings),
             source,
@@ -385,6 +413,8 @@ impl AppState {
             ),
             clock,
             discovery: Arc::new(discovery),
+            revocation,
+            consent_grants,
         })
     }
 

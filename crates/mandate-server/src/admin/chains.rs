@@ -7,7 +7,7 @@ use mandate_model::{Audience, ClientId, Subject};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{reason, record_action, AdminCaller, AdminError};
+use super::{reason, AdminCaller, AdminError};
 use crate::config::AdminRole;
 use crate::state::AppState;
 
@@ -28,8 +28,10 @@ async fn revoke_chain(
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Revoke)?;
     let reason = reason(&body, "revoked by an administrator")?;
-    let outcome = state.revoke_chain(&id, &reason, &caller.name).await?;
-    record_action(&state, &caller, "revoke.chain", &id, &outcome).await;
+    let outcome = state
+        .revocation
+        .revoke_chain(&id, &reason, &caller.name)
+        .await?;
     Ok(HttpResponse::Ok().json(outcome))
 }
 
@@ -41,8 +43,10 @@ async fn revoke_hop(
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Revoke)?;
     let reason = reason(&body, "revoked by an administrator")?;
-    let outcome = state.revoke_hop(&jti, &reason, &caller.name).await?;
-    record_action(&state, &caller, "revoke.hop", &jti, &outcome).await;
+    let outcome = state
+        .revocation
+        .revoke_hop(&jti, &reason, &caller.name)
+        .await?;
     Ok(HttpResponse::Ok().json(outcome))
 }
 
@@ -55,9 +59,9 @@ async fn revoke_subject(
     caller.require(AdminRole::Revoke)?;
     let reason = reason(&body, "revoked by an administrator")?;
     let outcome = state
+        .revocation
         .revoke_subject(&subject, &reason, &caller.name)
         .await?;
-    record_action(&state, &caller, "revoke.subject", &subject, &outcome).await;
     Ok(HttpResponse::Ok().json(outcome))
 }
 

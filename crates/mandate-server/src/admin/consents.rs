@@ -10,10 +10,10 @@ use serde_json::{json, Value};
 
 use super::agents::{answer, instant};
 use super::{json_body, reason};
-use super::{record_change, AdminCaller, AdminError};
+use super::{AdminCaller, AdminError};
 use crate::config::AdminRole;
-use crate::consents::{self, ConsentError, NewConsent};
 use crate::state::AppState;
+use mandate_core::{ConsentError, NewConsent};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/consents", web::get().to(list_consents))
@@ -73,7 +73,10 @@ async fn list_consents(
         .map(|a| ClientId::parse(&a))
         .transpose()
         .map_err(|e| AdminError::bad_request(format!("actor: {e}")))?;
-    let grants = consents::list(&state, subject.as_ref(), actor.as_ref()).await?;
+    let grants = state
+        .consent_grants
+        .list(subject.as_ref(), actor.as_ref())
+        .await?;
     let views: Vec<Value> = grants.iter().map(view).collect();
     Ok(answer(StatusCode::OK, json!({ "consents": views })))
 }
@@ -85,18 +88,7 @@ async fn create_consent(
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Manage)?;
     let request: NewConsent = json_body(&body)?;
-    let grant = consents::create(&state, request).await?;
-    record_change(
-        &state,
-        &caller,
-        "consent.create",
-        &grant.id,
-        format!(
-            "{} lets {} use {} ({})",
-            grant.subject, grant.actor, grant.audience, grant.scopes
-        ),
-    )
-    .await;
+    let grant = state.consent_grants.create(request, &caller.name).await?;
     Ok(answer(
         StatusCode::CREATED,
         json!({ "consent": view(&grant) }),
@@ -111,19 +103,10 @@ async fn withdraw_consent(
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Manage)?;
     let reason = reason(&body, "consent withdrawn by an administrator")?;
-    let outcome = consents::withdraw(&state, &id, &reason, &caller.name).await?;
-    record_change(
-        &state,
-        &caller,
-        "consent.withdraw",
-        &id,
-        format!(
-            "{} entries, {} hops: {reason}",
-            outcome.entries.len(),
-            outcome.hops_revoked.len()
-        ),
-    )
-    .await;
+    let outcome = state
+        .consent_grants
+        .withdraw(&id, &reason, &caller.name)
+        .await?;
     Ok(answer(
         StatusCode::OK,
         json!({ "withdrawn": id.as_str(), "revocation": outcome }),

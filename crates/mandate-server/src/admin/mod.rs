@@ -271,30 +271,6 @@ pub(crate) async fn record_change(
         .await;
 }
 
-/// Appends an admin action to the audit stream.
-pub(crate) async fn record_action(
-    state: &AppState,
-    caller: &AdminCaller,
-    action: &str,
-    target: &str,
-    outcome: &crate::revocation::RevocationOutcome,
-) {
-    state
-        .audit
-        .record(crate::audit::AuditEvent {
-            at: outcome.entries.first().map_or(0, |e| e.at),
-            actor: caller.name.clone(),
-            action: action.into(),
-            target: target.into(),
-            detail: format!(
-                "{} entries, {} hops",
-                outcome.entries.len(),
-                outcome.hops_revoked.len()
-            ),
-        })
-        .await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

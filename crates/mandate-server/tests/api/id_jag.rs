@@ -975,6 +975,7 @@ struct RevokeChainMidway;
 impl ExchangePause for RevokeChainMidway {
     async fn after_hop_recorded(&self, state: &AppState, hop: &mandate_chain::HopRecord) {
         state
+            .revocation
             .revoke_chain(&hop.chain_id.0, "race", "test")
             .await
             .unwrap();

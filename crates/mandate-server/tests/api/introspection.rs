@@ -584,6 +584,7 @@ async fn subject_and_agent_revocations_make_tokens_inactive() {
     let (root, app) = hand_off_and_app(&w).await;
     w.server
         .state
+        .revocation
         .revoke_agent("booking-tool", "suspended", "test")
         .await
         .unwrap();
@@ -601,6 +602,7 @@ async fn subject_and_agent_revocations_make_tokens_inactive() {
     );
     w.server
         .state
+        .revocation
         .revoke_agent("assistant", "suspended", "test")
         .await
         .unwrap();

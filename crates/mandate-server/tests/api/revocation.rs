@@ -233,6 +233,7 @@ async fn an_agent_entry_kills_every_token_it_acts_in() {
     let t = tree(&w).await;
     w.server
         .state
+        .revocation
         .revoke_agent("helper", "suspended", "test")
         .await
         .unwrap();
@@ -250,6 +251,7 @@ async fn an_agent_entry_kills_every_token_it_acts_in() {
     let t = tree(&w).await;
     w.server
         .state
+        .revocation
         .revoke_agent("booking-tool", "suspended", "test")
         .await
         .unwrap();
@@ -290,6 +292,7 @@ async fn withdrawing_a_consent_kills_the_chains_rooted_on_it() {
     let consent_id = hop.evidence.reference.clone();
     let outcome = server
         .state
+        .revocation
         .withdraw_consent(&consent_id, now() + 86_400, "user withdrew", "test")
         .await
         .unwrap();
@@ -385,6 +388,7 @@ struct RevokeChainMidway;
 impl ExchangePause for RevokeChainMidway {
     async fn after_hop_recorded(&self, state: &AppState, hop: &mandate_chain::HopRecord) {
         state
+            .revocation
             .revoke_chain(&hop.chain_id.0, "race", "test")
             .await
             .unwrap();

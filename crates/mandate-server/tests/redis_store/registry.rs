@@ -832,7 +832,9 @@ async fn a_withdrawn_configuration_consent_is_not_seeded_again() {
     let first = build(settings.clone()).await;
     let seeded = first.consents.list(None, None).await.unwrap();
     assert_eq!(seeded.len(), 1);
-    mandate_server::consents::withdraw(&first, &seeded[0].id, "no longer", "admin:ops")
+    first
+        .consent_grants
+        .withdraw(&seeded[0].id, "no longer", "admin:ops")
         .await
         .unwrap();
     assert!(first.consents.list(None, None).await.unwrap().is_empty());

@@ -1,17 +1,17 @@
 //! Stored consent grants as administrators manage them (consent evidence 3; docs/ADMIN-API.md,
-//! "Consent grants"): create, list, withdraw. Withdrawal revokes before it removes, so that a
-//! withdrawal cut short still leaves the grant unusable.
+//! "Consent grants"): create, list, withdraw, each change audited. Withdrawal revokes before it
+//! removes, so that a withdrawal cut short still leaves the grant unusable.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
-use mandate_chain::{ConsentGrant, StoreFailure};
-use mandate_model::{Audience, ClientId, ClientKind, ScopeSet, Subject};
-use rand::RngCore;
+use mandate_chain::{ConsentGrant, ConsentStore, StoreFailure};
+use mandate_model::{Audience, ClientId, ClientKind, Clock, ScopeSet, Subject};
+use mandate_store::{AuditEvent, AuditLog, ClientRegistry};
 use serde::Deserialize;
 
-use crate::revocation::{RevocationOutcome, RevokeError};
-use crate::state::AppState;
+use crate::ids::IdGenerator;
+use crate::revocation::{RevocationOutcome, RevocationService, RevokeError};
 
 /// Why a consent request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +69,6 @@ pub struct NewConsent {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A fresh grant id: `cns_` + 128 random bits, base64url.
-pub fn new_consent_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("cns_{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
 /// A grant id as the path names it: at most 128 characters of `[A-Za-z0-9_-]` (configured and
 /// generated ids both are), so that nothing else reaches the store's keys.
 pub fn check_id(id: &str) -> Result<&str, ConsentError> {
@@ -94,7 +87,7 @@ pub fn check_id(id: &str) -> Result<&str, ConsentError> {
 }
 
 /// The grant a request describes, checked; the actor's registration is checked by
-/// [`create`]. Pure.
+/// [`ConsentService::create`]. Pure.
 pub fn grant_from_request(
     request: NewConsent,
     id: String,
@@ -126,55 +119,119 @@ pub fn grant_from_request(
     })
 }
 
-/// Stores a new grant for a registered agent.
-pub async fn create(state: &AppState, request: NewConsent) -> Result<ConsentGrant, ConsentError> {
-    let grant = grant_from_request(request, new_consent_id(), state.clock.now())?;
-    let actor = state.clients.client(&grant.actor).await?;
-    if actor.is_none_or(|client| client.kind != ClientKind::Agent) {
-        return Err(ConsentError::Invalid(format!(
-            "actor: '{}' is not a registered agent",
-            grant.actor
-        )));
-    }
-    if !state.consents.insert_if_absent(grant.clone()).await? {
-        return Err(ConsentError::Exists(grant.id));
-    }
-    Ok(grant)
+/// Consent grants: the store, the registry (a grant's actor must be a registered agent), the
+/// revocation service (withdrawal revokes), the audit stream, the clock and the ids.
+#[derive(Debug, Clone)]
+pub struct ConsentService {
+    consents: Arc<dyn ConsentStore>,
+    clients: Arc<dyn ClientRegistry>,
+    revocation: RevocationService,
+    audit: Arc<dyn AuditLog>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
 }
 
-/// The grants, ordered by id, optionally of one subject and/or one actor.
-pub async fn list(
-    state: &AppState,
-    subject: Option<&Subject>,
-    actor: Option<&ClientId>,
-) -> Result<Vec<ConsentGrant>, ConsentError> {
-    Ok(state.consents.list(subject, actor).await?)
-}
+impl ConsentService {
+    /// A service over these ports.
+    pub fn new(
+        consents: Arc<dyn ConsentStore>,
+        clients: Arc<dyn ClientRegistry>,
+        revocation: RevocationService,
+        audit: Arc<dyn AuditLog>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+    ) -> Self {
+        Self {
+            consents,
+            clients,
+            revocation,
+            audit,
+            clock,
+            ids,
+        }
+    }
 
-/// Withdraws a grant: writes `consent:<id>` and `chain:` for every chain rooted on it
-/// ([`AppState::withdraw_consent`]) first, then removes the grant.
-pub async fn withdraw(
-    state: &AppState,
-    id: &str,
-    reason: &str,
-    by: &str,
-) -> Result<RevocationOutcome, ConsentError> {
-    let id = check_id(id)?;
-    let grant = state
-        .consents
-        .consent(id)
-        .await?
-        .ok_or_else(|| ConsentError::NotFound(id.to_owned()))?;
-    let outcome = state
-        .withdraw_consent(&grant.id, grant.expires_at, reason, by)
-        .await?;
-    state.consents.remove(&grant.id).await?;
-    Ok(outcome)
+    async fn record(&self, by: &str, action: &str, target: &str, detail: String) {
+        self.audit
+            .record(AuditEvent {
+                at: self.clock.now().timestamp_millis(),
+                actor: by.to_owned(),
+                action: action.to_owned(),
+                target: target.to_owned(),
+                detail,
+            })
+            .await;
+    }
+
+    /// Stores a new grant for a registered agent (audited as `consent.create` by `by`).
+    pub async fn create(
+        &self,
+        request: NewConsent,
+        by: &str,
+    ) -> Result<ConsentGrant, ConsentError> {
+        let grant = grant_from_request(request, self.ids.consent_id(), self.clock.now())?;
+        let actor = self.clients.client(&grant.actor).await?;
+        if actor.is_none_or(|client| client.kind != ClientKind::Agent) {
+            return Err(ConsentError::Invalid(format!(
+                "actor: '{}' is not a registered agent",
+                grant.actor
+            )));
+        }
+        if !self.consents.insert_if_absent(grant.clone()).await? {
+            return Err(ConsentError::Exists(grant.id));
+        }
+        let detail = format!(
+            "{} lets {} use {} ({})",
+            grant.subject, grant.actor, grant.audience, grant.scopes
+        );
+        self.record(by, "consent.create", &grant.id, detail).await;
+        Ok(grant)
+    }
+
+    /// The grants, ordered by id, optionally of one subject and/or one actor.
+    pub async fn list(
+        &self,
+        subject: Option<&Subject>,
+        actor: Option<&ClientId>,
+    ) -> Result<Vec<ConsentGrant>, ConsentError> {
+        Ok(self.consents.list(subject, actor).await?)
+    }
+
+    /// Withdraws a grant: writes `consent:<id>` and `chain:` for every chain rooted on it
+    /// ([`RevocationService::withdraw_consent`]) first, then removes the grant (audited as
+    /// `consent.withdraw`).
+    pub async fn withdraw(
+        &self,
+        id: &str,
+        reason: &str,
+        by: &str,
+    ) -> Result<RevocationOutcome, ConsentError> {
+        let id = check_id(id)?;
+        let grant = self
+            .consents
+            .consent(id)
+            .await?
+            .ok_or_else(|| ConsentError::NotFound(id.to_owned()))?;
+        let outcome = self
+            .revocation
+            .withdraw_consent(&grant.id, grant.expires_at, reason, by)
+            .await?;
+        self.consents.remove(&grant.id).await?;
+        let detail = format!(
+            "{} entries, {} hops: {reason}",
+            outcome.entries.len(),
+            outcome.hops_revoked.len()
+        );
+        self.record(by, "consent.withdraw", id, detail).await;
+        Ok(outcome)
+    }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::IdGenerator;
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
@@ -228,11 +285,8 @@ mod tests {
     }
 
     #[test]
-    fn ids_carry_128_bits_and_paths_are_checked() {
-        let id = new_consent_id();
-        let random = id.strip_prefix("cns_").unwrap();
-        assert_eq!(URL_SAFE_NO_PAD.decode(random).unwrap().len(), 16);
-        assert_ne!(new_consent_id(), id);
+    fn paths_are_checked() {
+        let id = crate::RandomIds.consent_id();
         assert!(check_id(&id).is_ok());
         assert!(check_id("cns_0123abcd").is_ok());
         for bad in ["", "a:b", "cns_ x", "a/b", &"x".repeat(129)] {

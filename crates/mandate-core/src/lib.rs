@@ -1,0 +1,17 @@
+//! mandate's use cases as services (docs/ARCHITECTURE.md). A service holds only the ports it
+//! needs (the storage traits of mandate-store, mandate-chain and mandate-revocation), a
+//! [`Clock`](mandate_model::Clock) and an [`IdGenerator`] where it makes ids, and records what it
+//! changes on the audit stream itself, so that no caller can change state without an audit
+//! event. Services return domain errors; the HTTP crate maps them to answers in one place.
+//!
+//! Nothing here knows HTTP: the CI dependency rules keep actix-web out of this crate.
+
+pub mod consents;
+pub mod ids;
+pub mod revocation;
+
+pub use consents::{ConsentError, ConsentService, NewConsent};
+pub use ids::{IdGenerator, RandomIds};
+pub use revocation::{
+    facts_of_hop, EntryLifetimes, RevocationOutcome, RevocationService, RevokeError,
+};

@@ -1,0 +1,345 @@
+//! The revocation and consent services over the in-memory ports, with a fixed clock and
+//! predictable ids: no HTTP, no sleeps. What each operation writes, what it kills, and the audit
+//! event it leaves (or, refused, that it leaves nothing).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use mandate_chain::{
+    Authority, ChainId, ConsentStore, Evidence, EvidenceKind, HopId, HopRecord, Ledger,
+};
+use mandate_core::{
+    ConsentError, ConsentService, EntryLifetimes, IdGenerator, NewConsent, RevocationService,
+    RevokeError,
+};
+use mandate_model::{
+    Audience, AuthMethod, ClientId, ClientKind, ClientState, FixedClock, ScopeSet, Subject,
+};
+use mandate_revocation::{MemoryRevocations, RevocationKind, RevocationStore, TokenFacts, Verdict};
+use mandate_store::{
+    AuditFilter, AuditLog, Client, ClientRegistry, MemoryAuditLog, MemoryClientRegistry,
+    MemoryConsentStore, MemoryLedger,
+};
+
+const NOW: i64 = 1_900_000_000;
+const CAL: &str = "https://calendar.example.com";
+
+#[derive(Debug, Default)]
+struct CountingIds(AtomicUsize);
+
+impl IdGenerator for CountingIds {
+    fn consent_id(&self) -> String {
+        format!("cns_{}", self.0.fetch_add(1, Ordering::SeqCst))
+    }
+}
+
+struct World {
+    clock: Arc<FixedClock>,
+    list: Arc<MemoryRevocations>,
+    ledger: Arc<MemoryLedger>,
+    audit: Arc<MemoryAuditLog>,
+    consents: Arc<MemoryConsentStore>,
+    clients: Arc<MemoryClientRegistry>,
+    revocation: RevocationService,
+    consent_grants: ConsentService,
+}
+
+fn world() -> World {
+    let clock = Arc::new(FixedClock::at(NOW));
+    let list = Arc::new(MemoryRevocations::new(clock.clone()));
+    let ledger = Arc::new(MemoryLedger::new(86_400));
+    let audit = Arc::new(MemoryAuditLog::new(100));
+    let consents = Arc::new(MemoryConsentStore::new());
+    let clients = Arc::new(MemoryClientRegistry::new());
+    // Server skew 60 s; tokens live at most 300 s; upstream tokens at most an hour.
+    let lifetimes = EntryLifetimes::new(60, 300, 3_600);
+    let revocation = RevocationService::new(list.clone(), ledger.clone(), audit.clone(), lifetimes);
+    let consent_grants = ConsentService::new(
+        consents.clone(),
+        clients.clone(),
+        revocation.clone(),
+        audit.clone(),
+        clock.clone(),
+        Arc::new(CountingIds::default()),
+    );
+    World {
+        clock,
+        list,
+        ledger,
+        audit,
+        consents,
+        clients,
+        revocation,
+        consent_grants,
+    }
+}
+
+fn hop(id: &str, chain: &str, parent: Option<&str>, evidence: (EvidenceKind, &str)) -> HopRecord {
+    let mut authority = Authority::new();
+    authority.insert(CAL, ScopeSet::parse("calendar.read").unwrap());
+    HopRecord {
+        id: HopId(id.into()),
+        parent: parent.map(|p| HopId(p.into())),
+        chain_id: ChainId(chain.into()),
+        ancestors: parent.iter().map(|p| HopId((*p).into())).collect(),
+        subject: Subject::parse("corp|alice").unwrap(),
+        actors: vec![ClientId::parse("assistant").unwrap()],
+        client_id: ClientId::parse("assistant").unwrap(),
+        audience: Audience::parse(CAL).unwrap(),
+        authority,
+        issued_at: NOW,
+        expires_at: NOW + 300,
+        depth: if parent.is_some() { 2 } else { 1 },
+        depth_limit: 5,
+        evidence: Evidence {
+            kind: evidence.0,
+            reference: evidence.1.into(),
+        },
+        upstream: None,
+    }
+}
+
+async fn events(audit: &MemoryAuditLog) -> Vec<(String, String, String, String)> {
+    audit
+        .recent(&AuditFilter::default(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.actor, e.action, e.target, e.detail))
+        .collect()
+}
+
+async fn verdict(list: &MemoryRevocations, hop: &HopRecord) -> Verdict {
+    list.check(&mandate_core::facts_of_hop(hop))
+        .await
+        .unwrap()
+        .verdict
+}
+
+#[tokio::test]
+async fn revoking_a_hop_kills_its_subtree_for_as_long_as_any_verifier_could_accept_it() {
+    let w = world();
+    let root = hop(
+        "hop_r",
+        "chn_1",
+        None,
+        (EvidenceKind::UpstreamAudience, "assistant"),
+    );
+    let child = hop(
+        "hop_c",
+        "chn_1",
+        Some("hop_r"),
+        (EvidenceKind::HandOff, "hop_r"),
+    );
+    let sibling_chain = hop(
+        "hop_s",
+        "chn_2",
+        None,
+        (EvidenceKind::UpstreamAudience, "assistant"),
+    );
+    for h in [&root, &child, &sibling_chain] {
+        w.ledger.record(h).await.unwrap();
+    }
+    let outcome = w
+        .revocation
+        .revoke_hop("hop_r", "stolen", "ops")
+        .await
+        .unwrap();
+    assert_eq!(outcome.hops_revoked, ["hop_r", "hop_c"]);
+    // exp + the largest verifier skew (300 s), not the server's 60 s.
+    assert_eq!(outcome.entries[0].until, (NOW + 300 + 300) * 1000);
+    assert!(matches!(
+        verdict(&w.list, &child).await,
+        Verdict::Revoked { .. }
+    ));
+    assert_eq!(verdict(&w.list, &sibling_chain).await, Verdict::Live);
+    // Just before the entry lapses it still holds; after, the token itself has long expired.
+    w.clock.advance(300 + 299);
+    assert!(matches!(
+        verdict(&w.list, &child).await,
+        Verdict::Revoked { .. }
+    ));
+    assert_eq!(
+        events(&w.audit).await,
+        [(
+            "ops".into(),
+            "revoke.hop".into(),
+            "hop_r".into(),
+            "1 entries, 2 hops".into()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn refused_revocations_write_and_audit_nothing() {
+    let w = world();
+    assert!(matches!(
+        w.revocation.revoke_hop("hop_unknown", "x", "ops").await,
+        Err(RevokeError::NotFound(_))
+    ));
+    assert!(matches!(
+        w.revocation.revoke_chain("chn_unknown", "x", "ops").await,
+        Err(RevokeError::NotFound(_))
+    ));
+    assert!(matches!(
+        w.revocation
+            .revoke_subject("not a subject|", "x", "ops")
+            .await,
+        Err(RevokeError::Invalid(_))
+    ));
+    // RFC 7009 on a hop the ledger does not know: no error, nothing written (decision D8).
+    w.revocation
+        .revoke_by_its_client("hop_unknown", "assistant")
+        .await
+        .unwrap();
+    assert!(w.list.entries().await.unwrap().is_empty());
+    assert!(events(&w.audit).await.is_empty());
+}
+
+#[tokio::test]
+async fn timed_entries_start_at_the_store_clock_and_outlive_every_token_they_cover() {
+    let w = world();
+    let agent = w
+        .revocation
+        .revoke_agent("booking-tool", "suspended", "ops")
+        .await
+        .unwrap();
+    assert_eq!(agent.entries[0].kind, RevocationKind::Agent);
+    assert_eq!(agent.entries[0].at, NOW * 1000);
+    assert_eq!(agent.entries[0].until, (NOW + 300 + 300) * 1000);
+    let subject = w
+        .revocation
+        .revoke_subject("corp|alice", "left", "ops")
+        .await
+        .unwrap();
+    assert_eq!(subject.entries[0].until, (NOW + 3_600 + 300) * 1000);
+    // A token of alice issued in the same second is covered; one issued later is not.
+    let facts = |issued_at| TokenFacts {
+        subject: Some("corp|alice".into()),
+        issued_at,
+        ..TokenFacts::default()
+    };
+    let check = |f: TokenFacts| {
+        let list = w.list.clone();
+        async move { list.check(&f).await.unwrap().verdict }
+    };
+    assert!(matches!(check(facts(NOW)).await, Verdict::Revoked { .. }));
+    assert_eq!(check(facts(NOW + 1)).await, Verdict::Live);
+    // The agent entry is the lifecycle's to audit; the subject's is audited here.
+    assert_eq!(
+        events(&w.audit).await,
+        [(
+            "ops".into(),
+            "revoke.subject".into(),
+            "corp|alice".into(),
+            "1 entries, 0 hops".into()
+        )]
+    );
+    assert_eq!(
+        w.revocation.lifetimes().longest_entry_ms(),
+        (3_600 + 300) * 1000
+    );
+}
+
+fn agent(id: &str) -> Client {
+    Client {
+        id: ClientId::parse(id).unwrap(),
+        kind: ClientKind::Agent,
+        owners: vec!["team@example.com".into()],
+        description: String::new(),
+        state: ClientState::Active,
+        expires_at: None,
+        auth_method: AuthMethod::ClientSecretBasic,
+        secret_hash: None,
+        keys: None,
+        jwks: None,
+        upstream_ids: vec![],
+        audiences: vec![],
+        previous_secret: None,
+        secret_rotated_at: None,
+        created_at: None,
+        created_by: None,
+        updated_at: None,
+        updated_by: None,
+        revision: 0,
+    }
+}
+
+fn new_consent(actor: &str) -> NewConsent {
+    serde_json::from_value(serde_json::json!({
+        "subject": "corp|alice", "actor": actor, "audience": CAL,
+        "scopes": ["calendar.read"], "expires_at": "2031-01-01T00:00:00Z"
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_consent_is_created_for_a_registered_agent_and_its_withdrawal_kills_its_chains() {
+    let w = world();
+    assert!(matches!(
+        w.consent_grants
+            .create(new_consent("assistant"), "ops")
+            .await,
+        Err(ConsentError::Invalid(_))
+    ));
+    assert!(
+        events(&w.audit).await.is_empty(),
+        "a refusal audits nothing"
+    );
+    w.clients
+        .insert_if_absent(agent("assistant"))
+        .await
+        .unwrap();
+    let grant = w
+        .consent_grants
+        .create(new_consent("assistant"), "ops")
+        .await
+        .unwrap();
+    assert_eq!(
+        grant.id, "cns_1",
+        "the second id made: the refused request took the first"
+    );
+    let root = hop(
+        "hop_r",
+        "chn_1",
+        None,
+        (EvidenceKind::ConsentGrant, &grant.id),
+    );
+    w.ledger.record(&root).await.unwrap();
+    assert_eq!(verdict(&w.list, &root).await, Verdict::Live);
+
+    let outcome = w
+        .consent_grants
+        .withdraw(&grant.id, "user withdrew", "ops")
+        .await
+        .unwrap();
+    let kinds: Vec<RevocationKind> = outcome.entries.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [RevocationKind::Consent, RevocationKind::Chain]);
+    assert_eq!(outcome.hops_revoked, ["hop_r"]);
+    assert!(matches!(
+        verdict(&w.list, &root).await,
+        Verdict::Revoked { .. }
+    ));
+    assert!(w.consents.consent(&grant.id).await.unwrap().is_none());
+    let audited = events(&w.audit).await;
+    assert_eq!(
+        audited[0],
+        (
+            "ops".into(),
+            "consent.withdraw".into(),
+            grant.id.clone(),
+            "2 entries, 1 hops: user withdrew".into()
+        )
+    );
+    assert_eq!(audited[1].1, "consent.create");
+    assert!(matches!(
+        w.consent_grants.withdraw(&grant.id, "again", "ops").await,
+        Err(ConsentError::NotFound(_))
+    ));
+}
