@@ -6,10 +6,12 @@
 //!
 //! Nothing here knows HTTP: the CI dependency rules keep actix-web out of this crate.
 
+pub mod agents;
 pub mod consents;
 pub mod ids;
 pub mod revocation;
 
+pub use agents::{AgentError, AgentPatch, AgentService, NewAgent};
 pub use consents::{ConsentError, ConsentService, NewConsent};
 pub use ids::{IdGenerator, RandomIds};
 pub use revocation::{

@@ -343,3 +343,67 @@ async fn a_consent_is_created_for_a_registered_agent_and_its_withdrawal_kills_it
         Err(ConsentError::NotFound(_))
     ));
 }
+
+fn agent_service(w: &World) -> mandate_core::AgentService {
+    mandate_core::AgentService::new(
+        w.clients.clone(),
+        w.revocation.clone(),
+        w.audit.clone(),
+        w.clock.clone(),
+        vec!["https://corp.example.com".into()],
+    )
+}
+
+#[tokio::test]
+async fn suspending_an_agent_revokes_before_and_after_the_change_and_audits_once() {
+    let w = world();
+    let agents = agent_service(&w);
+    let request: mandate_core::NewAgent = serde_json::from_value(serde_json::json!({
+        "client_id": "booking-tool", "kind": "agent", "owners": [" team@example.com "],
+        "auth_method": "client_secret_basic", "state": "active"
+    }))
+    .unwrap();
+    let created = agents.create(request, "ops").await.unwrap();
+    assert!(
+        created.secret.is_some(),
+        "a secret client gets its secret once"
+    );
+    assert_eq!(created.client.owners, ["team@example.com"]);
+    let id = ClientId::parse("booking-tool").unwrap();
+    let (client, revocation) = agents
+        .transition(
+            &id,
+            mandate_model::Transition::Suspend,
+            "lost laptop",
+            "ops",
+        )
+        .await
+        .unwrap();
+    assert_eq!(client.state, ClientState::Suspended);
+    let entry = &revocation.unwrap().entries[0];
+    assert_eq!(
+        (entry.kind, entry.id.as_str()),
+        (RevocationKind::Agent, "booking-tool")
+    );
+    // A hand-off addressed to the agent is covered: it is one of the tokens it appears in.
+    let hand_off = TokenFacts {
+        agents: TokenFacts::agents_named(&[], "assistant", "agent:booking-tool"),
+        issued_at: NOW,
+        ..TokenFacts::default()
+    };
+    assert!(matches!(
+        w.list.check(&hand_off).await.unwrap().verdict,
+        Verdict::Revoked { .. }
+    ));
+    // Suspending a suspended agent is refused and writes nothing more.
+    let before = w.list.entries().await.unwrap();
+    assert!(matches!(
+        agents
+            .transition(&id, mandate_model::Transition::Suspend, "again", "ops")
+            .await,
+        Err(mandate_core::AgentError::InvalidTransition(_))
+    ));
+    assert_eq!(w.list.entries().await.unwrap(), before);
+    let audited: Vec<String> = events(&w.audit).await.into_iter().map(|e| e.1).collect();
+    assert_eq!(audited, ["agent.suspend", "agent.create"]);
+}

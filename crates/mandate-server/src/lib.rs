@@ -6,8 +6,8 @@
 //! crate except the `mandate` binary and the test kit.
 
 pub mod admin;
-pub mod agents;
 pub mod audit;
+pub use mandate_core::agents;
 pub mod chain_id;
 pub mod client_auth;
 pub mod config;

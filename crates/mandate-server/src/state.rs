@@ -110,6 +110,8 @@ pub struct AppState {
     pub revocation: mandate_core::RevocationService,
     /// Consent grants as administrators manage them (mandate-core).
     pub consent_grants: mandate_core::ConsentService,
+    /// The agent registry and lifecycle (mandate-core).
+    pub agents: mandate_core::AgentService,
 }
 
 /// Optional replacements for what [`AppState::build`] would otherwise create.
@@ -388,6 +390,16 @@ impl AppState {
             clock.clone(),
             Arc::new(mandate_core::RandomIds),
         );
+        let agents = mandate_core::AgentService::new(
+            clients.clone(),
+            revocation.clone(),
+            audit.clone(),
+            clock.clone(),
+            trusted_issuers
+                .iter()
+                .map(|ti: &Arc<TrustedIssuer>| ti.settings.issuer.clone())
+                .collect(),
+        );
         Ok(Self {
             settings: Arc::new(settings),
             source,
@@ -415,6 +427,7 @@ impl AppState {
             discovery: Arc::new(discovery),
             revocation,
             consent_grants,
+            agents,
         })
     }
 

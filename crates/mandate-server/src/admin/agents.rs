@@ -9,10 +9,10 @@ use mandate_store::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{json_body, optional_body, reason, record_change, AdminCaller, AdminError};
-use crate::agents::{self, AgentError, AgentPatch, NewAgent};
+use super::{json_body, optional_body, reason, AdminCaller, AdminError};
 use crate::config::AdminRole;
 use crate::state::AppState;
+use mandate_core::{AgentError, AgentPatch, NewAgent};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/agents", web::get().to(list_agents))
@@ -144,7 +144,7 @@ async fn list_agents(
         .map(|s| s.parse::<ClientState>())
         .transpose()
         .map_err(|_| AdminError::bad_request("state is staged, active, suspended or retired"))?;
-    let clients = agents::list(&state, kind, client_state).await?;
+    let clients = state.agents.list(kind, client_state).await?;
     let views: Vec<AgentView<'_>> = clients
         .iter()
         .map(|c| AgentView::from(c.as_ref()))
@@ -159,19 +159,8 @@ async fn create_agent(
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Manage)?;
     let request: NewAgent = json_body(&body)?;
-    let created = agents::create(&state, request, &caller.name).await?;
+    let created = state.agents.create(request, &caller.name).await?;
     let client = &created.client;
-    record_change(
-        &state,
-        &caller,
-        "agent.create",
-        client.id.as_str(),
-        format!(
-            "{} {}, {}, {}",
-            client.state, client.kind, client.auth_method, client.description
-        ),
-    )
-    .await;
     let mut body = json!({ "agent": AgentView::from(client.as_ref()) });
     if let Some(secret) = &created.secret {
         body["client_secret"] = json!(secret.as_str());
@@ -185,7 +174,7 @@ async fn show_agent(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Read)?;
-    let client = agents::show(&state, &client_id(&id)?).await?;
+    let client = state.agents.show(&client_id(&id)?).await?;
     Ok(answer(StatusCode::OK, AgentView::from(client.as_ref())))
 }
 
@@ -198,15 +187,7 @@ async fn update_agent(
     caller.require(AdminRole::Manage)?;
     let id = client_id(&id)?;
     let patch: AgentPatch = json_body(&body)?;
-    let client = agents::update(&state, &id, &patch, &caller.name).await?;
-    record_change(
-        &state,
-        &caller,
-        "agent.update",
-        id.as_str(),
-        format!("changed {}", agents::patched_fields(&patch).join(", ")),
-    )
-    .await;
+    let client = state.agents.update(&id, &patch, &caller.name).await?;
     Ok(answer(StatusCode::OK, AgentView::from(client.as_ref())))
 }
 
@@ -226,20 +207,11 @@ async fn rotate_secret(
     caller.require(AdminRole::Manage)?;
     let id = client_id(&id)?;
     let request: RotateBody = optional_body(&body)?;
-    let (_, rotated) =
-        agents::rotate_secret(&state, &id, request.overlap_secs, &caller.name).await?;
+    let (_, rotated) = state
+        .agents
+        .rotate_secret(&id, request.overlap_secs, &caller.name)
+        .await?;
     let until = rotated.previous_valid_until.map(instant);
-    record_change(
-        &state,
-        &caller,
-        "agent.secret.rotate",
-        id.as_str(),
-        format!(
-            "previous secret valid until {}",
-            until.as_deref().unwrap_or("now")
-        ),
-    )
-    .await;
     Ok(answer(
         StatusCode::OK,
         json!({
@@ -262,21 +234,10 @@ async fn move_agent(
         Transition::Retire => reason(body, "agent retired by an administrator")?,
         Transition::Activate => reason(body, "agent activated by an administrator")?,
     };
-    let (client, revocation) =
-        agents::transition(state, &id, transition, &reason, &caller.name).await?;
-    let revoked = revocation
-        .as_ref()
-        .and_then(|r| r.entries.first())
-        .map(|entry| format!("; agent:{} revoked at {} ms", entry.id, entry.at))
-        .unwrap_or_default();
-    record_change(
-        state,
-        caller,
-        &format!("agent.{transition}"),
-        id.as_str(),
-        format!("now {}{revoked}: {reason}", client.state),
-    )
-    .await;
+    let (client, revocation) = state
+        .agents
+        .transition(&id, transition, &reason, &caller.name)
+        .await?;
     let mut body = json!({ "agent": AgentView::from(client.as_ref()) });
     if let Some(revocation) = revocation {
         body["revocation"] = json!(revocation);

@@ -250,27 +250,6 @@ async fn openapi(caller: AdminCaller) -> Result<HttpResponse, AdminError> {
         .body(OPENAPI))
 }
 
-/// Appends an admin change that revoked nothing (a registration, an update) to the audit
-/// stream, at the server's clock.
-pub(crate) async fn record_change(
-    state: &AppState,
-    caller: &AdminCaller,
-    action: &str,
-    target: &str,
-    detail: String,
-) {
-    state
-        .audit
-        .record(crate::audit::AuditEvent {
-            at: state.clock.now().timestamp_millis(),
-            actor: caller.name.clone(),
-            action: action.into(),
-            target: target.into(),
-            detail,
-        })
-        .await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

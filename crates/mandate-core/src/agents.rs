@@ -1,6 +1,6 @@
 //! The agent registry as administrators change it (docs/ADMIN-API.md, "Agents and resource
 //! servers"): registering agents and resource servers, changing what may change, the lifecycle
-//! state machine, and secret rotation with an overlap window.
+//! state machine, and secret rotation with an overlap window. Each change is audited here.
 //!
 //! Every change is a compare-and-set on the stored revision ([`ClientRegistry::replace`]),
 //! retried on a fresh read a few times, so that two admins changing one client never lose a
@@ -13,18 +13,20 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use mandate_model::{
-    Audience, AuthMethod, ClientId, ClientKind, ClientState, InvalidTransition, SecretHash,
+    Audience, AuthMethod, ClientId, ClientKind, ClientState, Clock, InvalidTransition, SecretHash,
     Transition,
 };
-use mandate_store::{Client, PreviousSecret, ReplaceOutcome, StoreError, StoredClient, UpstreamId};
+use mandate_store::{
+    AuditEvent, AuditLog, Client, ClientRegistry, PreviousSecret, ReplaceOutcome, StoreError,
+    StoredClient, UpstreamId,
+};
 use mandate_token::{Algorithm, VerifyingKeySet};
 use rand::RngCore;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::revocation::{RevocationOutcome, RevokeError};
-use crate::state::AppState;
+use crate::revocation::{RevocationOutcome, RevocationService, RevokeError};
 
 /// `created_by` of clients seeded from the configuration file.
 pub const CREATED_BY_CONFIG: &str = "config";
@@ -471,212 +473,275 @@ pub fn patched_fields(patch: &AgentPatch) -> Vec<&'static str> {
     .collect()
 }
 
-fn trusted_issuers(state: &AppState) -> Vec<&str> {
-    state
-        .trusted_issuers
-        .iter()
-        .map(|issuer| issuer.settings.issuer.as_str())
-        .collect()
+/// The agent registry and lifecycle: registration, changes, secret rotation and state
+/// transitions, each retried over concurrent changes and each audited (`agent.create`,
+/// `agent.update`, `agent.secret.rotate`, `agent.<transition>`).
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    clients: Arc<dyn ClientRegistry>,
+    revocation: RevocationService,
+    audit: Arc<dyn AuditLog>,
+    clock: Arc<dyn Clock>,
+    trusted_issuers: Arc<Vec<String>>,
 }
 
-/// The registered clients, ordered by id, optionally of one kind and/or in one state.
-pub async fn list(
-    state: &AppState,
-    kind: Option<ClientKind>,
-    client_state: Option<ClientState>,
-) -> Result<Vec<Arc<Client>>, AgentError> {
-    Ok(state
-        .clients
-        .clients()
-        .await?
-        .into_iter()
-        .filter(|c| kind.is_none_or(|k| c.kind == k))
-        .filter(|c| client_state.is_none_or(|s| c.state == s))
-        .collect())
-}
-
-/// The client with this id.
-pub async fn show(state: &AppState, id: &ClientId) -> Result<Arc<Client>, AgentError> {
-    state
-        .clients
-        .client(id)
-        .await?
-        .ok_or_else(|| AgentError::NotFound(id.clone()))
-}
-
-/// Registers a client; for the secret methods, generates its secret and stores only its hash.
-pub async fn create(state: &AppState, request: NewAgent, by: &str) -> Result<Created, AgentError> {
-    let mut client = client_from_request(request, &trusted_issuers(state), state.clock.now(), by)?;
-    let secret = match client.auth_method {
-        AuthMethod::PrivateKeyJwt => None,
-        AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => {
-            let secret = generate_secret();
-            client.secret_hash = Some(SecretHash::of(&secret));
-            Some(secret)
+impl AgentService {
+    /// A service over the registry; `trusted_issuers` are the issuers upstream ids may name.
+    pub fn new(
+        clients: Arc<dyn ClientRegistry>,
+        revocation: RevocationService,
+        audit: Arc<dyn AuditLog>,
+        clock: Arc<dyn Clock>,
+        trusted_issuers: Vec<String>,
+    ) -> Self {
+        Self {
+            clients,
+            revocation,
+            audit,
+            clock,
+            trusted_issuers: Arc::new(trusted_issuers),
         }
-    };
-    let answer = Client::from_stored(client.to_stored())?;
-    let id = client.id.clone();
-    if !state.clients.insert_if_absent(client).await? {
-        return Err(AgentError::Exists(id));
     }
-    Ok(Created {
-        client: Arc::new(answer),
-        secret,
-    })
-}
 
-/// Applies `change` to the stored client and writes it over the revision it was read at; on a
-/// concurrent change, reads again and applies `change` to that.
-async fn change(
-    state: &AppState,
-    id: &ClientId,
-    by: &str,
-    change: impl Fn(&StoredClient, DateTime<Utc>) -> Result<StoredClient, AgentError>,
-) -> Result<Arc<Client>, AgentError> {
-    for _ in 0..ATTEMPTS {
-        let current = show(state, id).await?;
-        let now = state.clock.now();
-        let mut next = change(&current.to_stored(), now)?;
-        next.revision = current.revision;
-        next.updated_at = Some(now);
-        next.updated_by = Some(by.to_owned());
-        let mut answer = Client::from_stored(next.clone())?;
-        match state.clients.replace(Client::from_stored(next)?).await? {
-            ReplaceOutcome::Replaced { revision } => {
-                answer.revision = revision;
-                return Ok(Arc::new(answer));
+    fn trusted_issuers(&self) -> Vec<&str> {
+        self.trusted_issuers.iter().map(String::as_str).collect()
+    }
+
+    async fn record(&self, at: i64, by: &str, action: &str, target: &ClientId, detail: String) {
+        self.audit
+            .record(AuditEvent {
+                at,
+                actor: by.to_owned(),
+                action: action.to_owned(),
+                target: target.to_string(),
+                detail,
+            })
+            .await;
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    /// The registered clients, ordered by id, optionally of one kind and/or in one state.
+    pub async fn list(
+        &self,
+        kind: Option<ClientKind>,
+        client_state: Option<ClientState>,
+    ) -> Result<Vec<Arc<Client>>, AgentError> {
+        Ok(self
+            .clients
+            .clients()
+            .await?
+            .into_iter()
+            .filter(|c| kind.is_none_or(|k| c.kind == k))
+            .filter(|c| client_state.is_none_or(|s| c.state == s))
+            .collect())
+    }
+
+    /// The client with this id.
+    pub async fn show(&self, id: &ClientId) -> Result<Arc<Client>, AgentError> {
+        self.clients
+            .client(id)
+            .await?
+            .ok_or_else(|| AgentError::NotFound(id.clone()))
+    }
+
+    /// Registers a client; for the secret methods, generates its secret and stores only its
+    /// hash.
+    pub async fn create(&self, request: NewAgent, by: &str) -> Result<Created, AgentError> {
+        let mut client =
+            client_from_request(request, &self.trusted_issuers(), self.clock.now(), by)?;
+        let secret = match client.auth_method {
+            AuthMethod::PrivateKeyJwt => None,
+            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => {
+                let secret = generate_secret();
+                client.secret_hash = Some(SecretHash::of(&secret));
+                Some(secret)
             }
-            ReplaceOutcome::Stale => continue,
-            ReplaceOutcome::Missing => return Err(AgentError::NotFound(id.clone())),
-        }
-    }
-    Err(AgentError::Contended(id.clone()))
-}
-
-/// Changes the fields `patch` names.
-pub async fn update(
-    state: &AppState,
-    id: &ClientId,
-    patch: &AgentPatch,
-    by: &str,
-) -> Result<Arc<Client>, AgentError> {
-    let trusted = trusted_issuers(state);
-    change(state, id, by, |current, now| {
-        apply_patch(current, patch, &trusted, now)
-    })
-    .await
-}
-
-/// Moves the client through the state machine. Suspension and retirement write the
-/// `agent:<id> @ T` revocation entry first (DESIGN.md section 6): every live token in which the
-/// agent is the client or any actor dies even if the state change then fails. They write it
-/// again after the state change, so that it also covers tokens minted while the change was
-/// landing. A transition the
-/// state machine refuses writes nothing, not even the revocation.
-pub async fn transition(
-    state: &AppState,
-    id: &ClientId,
-    transition: Transition,
-    reason: &str,
-    by: &str,
-) -> Result<(Arc<Client>, Option<RevocationOutcome>), AgentError> {
-    let current = show(state, id).await?;
-    current.state.transition(transition)?;
-    let revocation = match transition {
-        Transition::Suspend | Transition::Retire => Some(
-            state
-                .revocation
-                .revoke_agent(id.as_str(), reason, by)
-                .await?,
-        ),
-        Transition::Activate => None,
-    };
-    let changed = change(state, id, by, |current, _| {
-        let mut next = current.clone();
-        next.state = current.state.transition(transition)?;
-        Ok(next)
-    })
-    .await;
-    match changed {
-        Ok(client) => {
-            // Once more, now that the state has changed: a token minted by an exchange that
-            // read the old state but the clock after the first T is covered by this one (the
-            // exchange re-reads the client after recording its hop, so nothing later gets
-            // through). T only grows; the answer carries the later entry.
-            let revocation = match revocation {
-                Some(_) => Some(
-                    state
-                        .revocation
-                        .revoke_agent(id.as_str(), reason, by)
-                        .await?,
-                ),
-                None => None,
-            };
-            Ok((client, revocation))
-        }
-        Err(error) => {
-            // The revocation is a change of its own: the audit stream keeps it even though the
-            // state change failed (the request can be repeated).
-            if let Some(entry) = revocation.as_ref().and_then(|r| r.entries.first()) {
-                state
-                    .audit
-                    .record(crate::audit::AuditEvent {
-                        at: entry.at,
-                        actor: by.to_owned(),
-                        action: format!("agent.{transition}"),
-                        target: id.to_string(),
-                        detail: format!(
-                            "agent:{id} revoked at {} ms; the state change failed: {error}",
-                            entry.at
-                        ),
-                    })
-                    .await;
-            }
-            Err(error)
-        }
-    }
-}
-
-/// Gives the client a new secret. The old one keeps authenticating for `overlap_secs` (0: not
-/// at all); a secret rotated out earlier stops at once, so at most two secrets ever work.
-pub async fn rotate_secret(
-    state: &AppState,
-    id: &ClientId,
-    overlap_secs: Option<u64>,
-    by: &str,
-) -> Result<(Arc<Client>, Rotated), AgentError> {
-    let overlap = check_overlap(overlap_secs)?;
-    let overlap_delta = Duration::seconds(i64::try_from(overlap).unwrap_or(i64::MAX));
-    let secret = generate_secret();
-    let hash = SecretHash::of(&secret);
-    let client = change(state, id, by, |current, now| {
-        if current.auth_method == AuthMethod::PrivateKeyJwt {
-            return Err(invalid(
-                "a private_key_jwt client has no secret; change its keys with PATCH jwks",
-            ));
-        }
-        let mut next = current.clone();
-        next.previous_secret = match (&current.secret_hash, overlap) {
-            (Some(old), 1..) => Some(PreviousSecret {
-                hash: old.clone(),
-                valid_until: now + overlap_delta,
-            }),
-            _ => None,
         };
-        next.secret_hash = Some(hash.clone());
-        next.secret_rotated_at = Some(now);
-        Ok(next)
-    })
-    .await?;
-    let previous_valid_until = client.previous_secret.as_ref().map(|p| p.valid_until);
-    Ok((
-        client,
-        Rotated {
+        let answer = Client::from_stored(client.to_stored())?;
+        let id = client.id.clone();
+        if !self.clients.insert_if_absent(client).await? {
+            return Err(AgentError::Exists(id));
+        }
+        let detail = format!(
+            "{} {}, {}, {}",
+            answer.state, answer.kind, answer.auth_method, answer.description
+        );
+        self.record(self.now_ms(), by, "agent.create", &id, detail)
+            .await;
+        Ok(Created {
+            client: Arc::new(answer),
             secret,
-            previous_valid_until,
-        },
-    ))
+        })
+    }
+
+    /// Applies `change` to the stored client and writes it over the revision it was read at; on
+    /// a concurrent change, reads again and applies `change` to that.
+    async fn change(
+        &self,
+        id: &ClientId,
+        by: &str,
+        change: impl Fn(&StoredClient, DateTime<Utc>) -> Result<StoredClient, AgentError>,
+    ) -> Result<Arc<Client>, AgentError> {
+        for _ in 0..ATTEMPTS {
+            let current = self.show(id).await?;
+            let now = self.clock.now();
+            let mut next = change(&current.to_stored(), now)?;
+            next.revision = current.revision;
+            next.updated_at = Some(now);
+            next.updated_by = Some(by.to_owned());
+            let mut answer = Client::from_stored(next.clone())?;
+            match self.clients.replace(Client::from_stored(next)?).await? {
+                ReplaceOutcome::Replaced { revision } => {
+                    answer.revision = revision;
+                    return Ok(Arc::new(answer));
+                }
+                ReplaceOutcome::Stale => continue,
+                ReplaceOutcome::Missing => return Err(AgentError::NotFound(id.clone())),
+            }
+        }
+        Err(AgentError::Contended(id.clone()))
+    }
+
+    /// Changes the fields `patch` names.
+    pub async fn update(
+        &self,
+        id: &ClientId,
+        patch: &AgentPatch,
+        by: &str,
+    ) -> Result<Arc<Client>, AgentError> {
+        let trusted = self.trusted_issuers();
+        let client = self
+            .change(id, by, |current, now| {
+                apply_patch(current, patch, &trusted, now)
+            })
+            .await?;
+        let detail = format!("changed {}", patched_fields(patch).join(", "));
+        self.record(self.now_ms(), by, "agent.update", id, detail)
+            .await;
+        Ok(client)
+    }
+
+    /// Moves the client through the state machine. Suspension and retirement write the
+    /// `agent:<id> @ T` revocation entry first (DESIGN.md section 6): every live token in which
+    /// the agent is the client, any actor or a hand-off's recipient dies even if the state change
+    /// then fails. They write it again after the state change, so that it also covers tokens
+    /// minted while the change was landing. A transition the state machine refuses writes
+    /// nothing, not even the revocation.
+    pub async fn transition(
+        &self,
+        id: &ClientId,
+        transition: Transition,
+        reason: &str,
+        by: &str,
+    ) -> Result<(Arc<Client>, Option<RevocationOutcome>), AgentError> {
+        let current = self.show(id).await?;
+        current.state.transition(transition)?;
+        let action = format!("agent.{transition}");
+        let revocation = match transition {
+            Transition::Suspend | Transition::Retire => Some(
+                self.revocation
+                    .revoke_agent(id.as_str(), reason, by)
+                    .await?,
+            ),
+            Transition::Activate => None,
+        };
+        let changed = self
+            .change(id, by, |current, _| {
+                let mut next = current.clone();
+                next.state = current.state.transition(transition)?;
+                Ok(next)
+            })
+            .await;
+        match changed {
+            Ok(client) => {
+                // Once more, now that the state has changed: a token minted by an exchange that
+                // read the old state but the clock after the first T is covered by this one (the
+                // exchange re-reads the client after recording its hop, so nothing later gets
+                // through). T only grows; the answer carries the later entry.
+                let revocation = match revocation {
+                    Some(_) => Some(
+                        self.revocation
+                            .revoke_agent(id.as_str(), reason, by)
+                            .await?,
+                    ),
+                    None => None,
+                };
+                let revoked = revocation
+                    .as_ref()
+                    .and_then(|r| r.entries.first())
+                    .map(|entry| format!("; agent:{} revoked at {} ms", entry.id, entry.at))
+                    .unwrap_or_default();
+                let detail = format!("now {}{revoked}: {reason}", client.state);
+                self.record(self.now_ms(), by, &action, id, detail).await;
+                Ok((client, revocation))
+            }
+            Err(error) => {
+                // The revocation is a change of its own: the audit stream keeps it even though
+                // the state change failed (the request can be repeated).
+                if let Some(entry) = revocation.as_ref().and_then(|r| r.entries.first()) {
+                    let detail = format!(
+                        "agent:{id} revoked at {} ms; the state change failed: {error}",
+                        entry.at
+                    );
+                    self.record(entry.at, by, &action, id, detail).await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Gives the client a new secret. The old one keeps authenticating for `overlap_secs` (0:
+    /// not at all); a secret rotated out earlier stops at once, so at most two secrets ever
+    /// work.
+    pub async fn rotate_secret(
+        &self,
+        id: &ClientId,
+        overlap_secs: Option<u64>,
+        by: &str,
+    ) -> Result<(Arc<Client>, Rotated), AgentError> {
+        let overlap = check_overlap(overlap_secs)?;
+        let overlap_delta = Duration::seconds(i64::try_from(overlap).unwrap_or(i64::MAX));
+        let secret = generate_secret();
+        let hash = SecretHash::of(&secret);
+        let client = self
+            .change(id, by, |current, now| {
+                if current.auth_method == AuthMethod::PrivateKeyJwt {
+                    return Err(invalid(
+                        "a private_key_jwt client has no secret; change its keys with PATCH jwks",
+                    ));
+                }
+                let mut next = current.clone();
+                next.previous_secret = match (&current.secret_hash, overlap) {
+                    (Some(old), 1..) => Some(PreviousSecret {
+                        hash: old.clone(),
+                        valid_until: now + overlap_delta,
+                    }),
+                    _ => None,
+                };
+                next.secret_hash = Some(hash.clone());
+                next.secret_rotated_at = Some(now);
+                Ok(next)
+            })
+            .await?;
+        let previous_valid_until = client.previous_secret.as_ref().map(|p| p.valid_until);
+        let until = previous_valid_until.map_or_else(
+            || "now".to_owned(),
+            |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        let detail = format!("previous secret valid until {until}");
+        self.record(self.now_ms(), by, "agent.secret.rotate", id, detail)
+            .await;
+        Ok((
+            client,
+            Rotated {
+                secret,
+                previous_valid_until,
+            },
+        ))
+    }
 }
 
 #[cfg(test)]
