@@ -9,11 +9,16 @@
 pub mod agents;
 pub mod consents;
 pub mod ids;
+pub mod policies;
 pub mod revocation;
 
 pub use agents::{AgentError, AgentPatch, AgentService, NewAgent};
 pub use consents::{ConsentError, ConsentService, NewConsent};
 pub use ids::{IdGenerator, RandomIds};
+pub use policies::{
+    target_is_registered, ExplainAnswer, ExplainQuestion, ExplainSettings, ExplainedToken,
+    PolicyError, PolicyPorts, PolicyService,
+};
 pub use revocation::{
     facts_of_hop, EntryLifetimes, RevocationOutcome, RevocationService, RevokeError,
 };

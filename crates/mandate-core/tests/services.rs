@@ -407,3 +407,84 @@ async fn suspending_an_agent_revokes_before_and_after_the_change_and_audits_once
     let audited: Vec<String> = events(&w.audit).await.into_iter().map(|e| e.1).collect();
     assert_eq!(audited, ["agent.suspend", "agent.create"]);
 }
+
+fn policy_service(w: &World) -> mandate_core::PolicyService {
+    mandate_core::PolicyService::new(
+        mandate_core::PolicyPorts {
+            policies: Arc::new(mandate_store::MemoryPolicyStore::new()),
+            clients: w.clients.clone(),
+            consents: w.consents.clone(),
+            ledger: w.ledger.clone(),
+            revocations: w.list.clone(),
+            audit: w.audit.clone(),
+        },
+        w.clock.clone(),
+        mandate_core::ExplainSettings {
+            issuer: "https://mandate.example.com".into(),
+            ttl_secs: 300,
+            max_chain_depth: 5,
+        },
+    )
+}
+
+fn row(actor: &str, audience: &str) -> mandate_chain::PolicyRow {
+    mandate_chain::PolicyRow {
+        actor: ClientId::parse(actor).unwrap(),
+        audience: Audience::parse(audience).unwrap(),
+        scopes: ScopeSet::parse("calendar.read").unwrap(),
+        max_depth: None,
+    }
+}
+
+#[tokio::test]
+async fn policy_rows_are_replaced_over_the_version_read_and_explained_as_token_would() {
+    let w = world();
+    let policies = policy_service(&w);
+    let (_, version) = policies.current().await.unwrap();
+    // A row naming an unregistered agent is refused by index; nothing is stored or audited.
+    let refused = policies
+        .replace(vec![row("assistant", CAL)], version, "ops")
+        .await;
+    assert!(matches!(
+        refused,
+        Err(mandate_core::PolicyError::InvalidRow { index: 0, .. })
+    ));
+    assert!(events(&w.audit).await.is_empty());
+    w.clients
+        .insert_if_absent(agent("assistant"))
+        .await
+        .unwrap();
+    let next = policies
+        .replace(vec![row("assistant", CAL)], version, "ops")
+        .await
+        .unwrap();
+    assert!(next > version);
+    // Written against the old version again: stale, nothing changes.
+    assert!(matches!(
+        policies.replace(vec![], version, "ops").await,
+        Err(mandate_core::PolicyError::Stale { current, .. }) if current == next
+    ));
+    assert_eq!(policies.current().await.unwrap().0.rows().len(), 1);
+    assert_eq!(
+        events(&w.audit).await,
+        [(
+            "ops".into(),
+            "policies.replace".into(),
+            "policies".into(),
+            format!("version {next}, 1 rows")
+        )]
+    );
+    // Explain: the calendar is not owned by any resource server, so /token would refuse it.
+    let question = mandate_core::ExplainQuestion {
+        agent: ClientId::parse("assistant").unwrap(),
+        token: mandate_core::ExplainedToken::Upstream { subject: None },
+        audience: Audience::parse(CAL).unwrap(),
+        scope: None,
+    };
+    match policies.explain(&question).await.unwrap() {
+        mandate_core::ExplainAnswer::Decided(mandate_chain::Explanation::Refused {
+            error, ..
+        }) => assert_eq!(error, "invalid_target"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

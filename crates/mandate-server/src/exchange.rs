@@ -5,7 +5,7 @@ use mandate_chain::{
     decide, Authority, ExchangeContext, ExchangeRequest, GrantKind, MandateSubject, SubjectGrant,
     UpstreamSubject,
 };
-use mandate_model::{Audience, ClientKind, ScopeSet};
+use mandate_model::{Audience, ScopeSet};
 use mandate_store::Client;
 use mandate_token::{urn, DelegationDetail};
 use serde::Serialize;
@@ -215,12 +215,12 @@ async fn exchange_for(
     // before all of them are in, and their outcomes are judged in the order they used to be
     // made: the target, then the revocation list, then the evidence and the policy.
     let (target_known, checked, evidence, policy) = tokio::join!(
-        target_is_registered(state, &target),
+        mandate_core::target_is_registered(state.clients.as_ref(), &target),
         state.revocations.check(&first_facts),
         read_evidence(state, client, &subject),
         state.policies.policy(),
     );
-    let target_known = target_known?;
+    let target_known = target_known.map_err(|e| OAuthError::store_down("token exchange", &e))?;
     let checked = checked.map_err(|e| OAuthError::store_down("token exchange", &e))?;
     if let Verdict::Revoked { kind, .. } = &checked.verdict {
         return Err(refuse(
@@ -364,26 +364,6 @@ async fn read_evidence(
             .hop(&mandate_chain::HopId(claims.jti.clone()))
             .await
             .map(|hop| Evidence::ParentHop(hop.map(Box::new)))
-            .map_err(|e| OAuthError::store_down("token exchange", &e)),
-    }
-}
-
-/// An app is known when a registered resource server owns it; an agent when it is registered.
-pub(crate) async fn target_is_registered(
-    state: &AppState,
-    target: &Audience,
-) -> Result<bool, OAuthError> {
-    match target {
-        Audience::Agent(id) => Ok(state
-            .clients
-            .client(id)
-            .await
-            .map_err(|e| OAuthError::store_down("token exchange", &e))?
-            .is_some_and(|c| c.kind == ClientKind::Agent)),
-        Audience::App(_) => state
-            .clients
-            .audience_owned(target)
-            .await
             .map_err(|e| OAuthError::store_down("token exchange", &e)),
     }
 }

@@ -352,7 +352,9 @@ async fn redeem_for(
         .map_err(|e| refuse(&e, e.to_oauth()))?;
     let target = choose_target(jag.resources.as_deref(), request.resource.as_deref())
         .map_err(|e| refuse(&"resource not chosen", e))?;
-    let target_known = app_is_registered(state, &target).await?;
+    let target_known = mandate_core::target_is_registered(state.clients.as_ref(), &target)
+        .await
+        .map_err(|e| OAuthError::store_down("ID-JAG redemption", &e))?;
     let alias = jag.issuer.settings.alias.as_str();
     let chain_id = state.chain_key.derive(alias, &jag.jti);
 
@@ -463,16 +465,6 @@ async fn redeem_for(
         expires_in: decision.claims.exp - now,
         scope: decision.claims.scope.clone(),
     })
-}
-
-/// An app is known when a registered resource server owns it (the registry's owner check, as
-/// for an exchange; not a listing of every client).
-async fn app_is_registered(state: &AppState, target: &Audience) -> Result<bool, OAuthError> {
-    state
-        .clients
-        .audience_owned(target)
-        .await
-        .map_err(|e| OAuthError::store_down("ID-JAG redemption", &e))
 }
 
 /// The issuer's keys and configured `algorithms` only; an unknown `kid` refreshes a remote JWKS

@@ -112,6 +112,8 @@ pub struct AppState {
     pub consent_grants: mandate_core::ConsentService,
     /// The agent registry and lifecycle (mandate-core).
     pub agents: mandate_core::AgentService,
+    /// The policy rows as administrators change and question them (mandate-core).
+    pub policy_rows: mandate_core::PolicyService,
 }
 
 /// Optional replacements for what [`AppState::build`] would otherwise create.
@@ -400,6 +402,22 @@ impl AppState {
                 .map(|ti: &Arc<TrustedIssuer>| ti.settings.issuer.clone())
                 .collect(),
         );
+        let policy_rows = mandate_core::PolicyService::new(
+            mandate_core::PolicyPorts {
+                policies: policies.clone(),
+                clients: clients.clone(),
+                consents: consents.clone(),
+                ledger: backends.ledger.clone(),
+                revocations: backends.revocations.clone(),
+                audit: audit.clone(),
+            },
+            clock.clone(),
+            mandate_core::ExplainSettings {
+                issuer: settings.issuer.clone(),
+                ttl_secs: i64::from(settings.tokens.access_token_ttl_secs),
+                max_chain_depth: settings.tokens.max_chain_depth,
+            },
+        );
         Ok(Self {
             settings: Arc::new(settings),
             source,
@@ -428,6 +446,7 @@ impl AppState {
             revocation,
             consent_grants,
             agents,
+            policy_rows,
         })
     }
 

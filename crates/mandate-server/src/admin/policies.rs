@@ -1,19 +1,15 @@
 //! `/admin/policies`: the policy rows and their version (the `ETag`), replaced only by a caller
 //! that read the current version (`If-Match`, RFC 9110 §13.1.1), and explain.
 
-use std::collections::HashSet;
-
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use mandate_chain::{
-    explain, ExchangeRequest, ExplainInput, ExplainSubject, Explanation, HopId, Policy, PolicyRow,
-};
-use mandate_model::{Audience, ClientId, ClientKind, ScopeSet, Subject};
+use mandate_chain::{Explanation, HopId, Policy, PolicyRow};
+use mandate_core::{ExplainAnswer, ExplainQuestion, ExplainedToken, PolicyError};
+use mandate_model::{Audience, ClientId, ScopeSet, Subject};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{AdminCaller, AdminError};
-use crate::audit::AuditEvent;
 use crate::config::AdminRole;
 use crate::state::AppState;
 
@@ -61,11 +57,7 @@ fn policy_answer(status: StatusCode, policy: &Policy, version: u64) -> HttpRespo
 /// enforced) and the version, also as the `ETag`.
 async fn show(caller: AdminCaller, state: web::Data<AppState>) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Read)?;
-    let (policy, version) = state
-        .policies
-        .policy()
-        .await
-        .map_err(|e| AdminError::store_down(&e))?;
+    let (policy, version) = state.policy_rows.current().await?;
     Ok(policy_answer(StatusCode::OK, &policy, version))
 }
 
@@ -105,9 +97,9 @@ struct ReplaceBody {
     rows: Vec<serde_json::Value>,
 }
 
-/// Parses and checks every row: well-formed names, scopes and depth, and agents that exist.
-/// The first bad row is named by its index; nothing is stored unless every row passes.
-async fn parse_rows(state: &AppState, body: &[u8]) -> Result<Vec<PolicyRow>, AdminError> {
+/// Parses every row: well-formed names, scopes and depth. The first bad row is named by its
+/// index; the rules on rows (registered agents, scopes, depth) are the service's.
+fn parse_rows(body: &[u8]) -> Result<Vec<PolicyRow>, AdminError> {
     let body: ReplaceBody = serde_json::from_slice(body).map_err(|e| {
         AdminError::bad_request(format!("invalid body: {e}; expected {{\"rows\": [Row…]}}"))
     })?;
@@ -115,32 +107,33 @@ async fn parse_rows(state: &AppState, body: &[u8]) -> Result<Vec<PolicyRow>, Adm
     for (i, value) in body.rows.into_iter().enumerate() {
         let bad = |message: String| AdminError::bad_request(format!("rows[{i}]: {message}"));
         let view: RowView = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-        let actor = ClientId::parse(&view.actor).map_err(|e| bad(e.to_string()))?;
-        let audience = Audience::parse(&view.audience).map_err(|e| bad(e.to_string()))?;
-        let scopes = ScopeSet::from_tokens(&view.scopes).map_err(|e| bad(e.to_string()))?;
-        let row = PolicyRow {
-            actor,
-            audience,
-            scopes,
+        rows.push(PolicyRow {
+            actor: ClientId::parse(&view.actor).map_err(|e| bad(e.to_string()))?,
+            audience: Audience::parse(&view.audience).map_err(|e| bad(e.to_string()))?,
+            scopes: ScopeSet::from_tokens(&view.scopes).map_err(|e| bad(e.to_string()))?,
             max_depth: view.max_depth,
-        };
-        let mut agents = HashSet::new();
-        for agent in row.agents() {
-            let registered = state
-                .clients
-                .client(agent)
-                .await
-                .map_err(|e| AdminError::store_down(&e))?
-                .is_some_and(|c| c.kind == ClientKind::Agent);
-            if registered {
-                agents.insert(agent.clone());
-            }
-        }
-        row.check(|agent| agents.contains(agent))
-            .map_err(|e| bad(e.to_string()))?;
-        rows.push(row);
+        });
     }
     Ok(rows)
+}
+
+impl From<PolicyError> for AdminError {
+    fn from(error: PolicyError) -> Self {
+        match &error {
+            PolicyError::InvalidRow { .. } | PolicyError::NotAnAgent(_) => {
+                AdminError::bad_request(error.to_string())
+            }
+            PolicyError::Stale { .. } => AdminError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                error.to_string(),
+            ),
+            PolicyError::UnknownAgent(_) | PolicyError::UnknownHop(_) => {
+                AdminError::not_found(error.to_string())
+            }
+            PolicyError::Unavailable(cause) => AdminError::store_down(cause),
+        }
+    }
 }
 
 /// `PUT /admin/policies`: replaces every row if `If-Match` names the current version.
@@ -152,34 +145,12 @@ async fn replace(
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Manage)?;
     let expected = expected_version(&request)?;
-    let rows = parse_rows(&state, &body).await?;
-    let count = rows.len();
+    let rows = parse_rows(&body)?;
     let policy = Policy::new(rows.clone());
-    let version = match state
-        .policies
-        .replace(rows, expected)
-        .await
-        .map_err(|e| AdminError::store_down(&e))?
-    {
-        Ok(version) => version,
-        Err(current) => {
-            return Err(AdminError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                format!("the policy is at version {current}, not {expected}: read it again"),
-            ))
-        }
-    };
-    state
-        .audit
-        .record(AuditEvent {
-            at: state.clock.now().timestamp_millis(),
-            actor: caller.name.clone(),
-            action: "policies.replace".into(),
-            target: "policies".into(),
-            detail: format!("version {version}, {count} rows"),
-        })
-        .await;
+    let version = state
+        .policy_rows
+        .replace(rows, expected, &caller.name)
+        .await?;
     Ok(policy_answer(StatusCode::OK, &policy, version))
 }
 
@@ -275,107 +246,43 @@ impl TryFrom<ExplainBody> for ExplainRequest {
     }
 }
 
+impl From<ExplainRequest> for ExplainQuestion {
+    fn from(request: ExplainRequest) -> Self {
+        let token = match (request.kind, request.parent_hop) {
+            (TokenKind::AccessToken, Some(parent_hop)) => {
+                ExplainedToken::AccessToken { parent_hop }
+            }
+            (TokenKind::IdJag, _) => ExplainedToken::IdJag,
+            _ => ExplainedToken::Upstream {
+                subject: request.subject,
+            },
+        };
+        Self {
+            agent: request.agent,
+            token,
+            audience: request.audience,
+            scope: request.scope,
+        }
+    }
+}
+
 fn refused(error: &str, rule: &str, message: &str) -> serde_json::Value {
     json!({"allowed": false, "error": error, "rule": rule, "message": message})
 }
 
-/// Explains an exchange with the facts `/token` would see (the agent's registration and
-/// state, whether the target is registered, the parent hop and its revocation, the stored
-/// grants, the policy, the store's clock), then lets the validator decide.
+/// Explains an exchange through the policy service and renders its answer.
 async fn explain_request(
     state: &AppState,
     request: ExplainRequest,
 ) -> Result<serde_json::Value, AdminError> {
-    let client = state
-        .clients
-        .client(&request.agent)
-        .await
-        .map_err(|e| AdminError::store_down(&e))?
-        .ok_or_else(|| AdminError::not_found(format!("no client '{}'", request.agent)))?;
-    if client.kind != ClientKind::Agent {
-        return Err(AdminError::bad_request(format!(
-            "'{}' is a resource server, not an agent",
-            request.agent
-        )));
-    }
-    let now_ms = state
-        .revocations
-        .now_ms()
-        .await
-        .map_err(|e| AdminError::store_down(&e))?;
-    let now_instant = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
-    if !client.may_authenticate(now_instant) {
-        return Ok(refused(
-            "invalid_client",
-            "client_not_active",
-            "the agent is not active, or has expired",
-        ));
-    }
-    let parent = match &request.parent_hop {
-        None => None,
-        Some(id) => {
-            let hop = state
-                .ledger
-                .hop(id)
-                .await
-                .map_err(|e| AdminError::store_down(&e))?
-                .ok_or_else(|| AdminError::not_found(format!("no hop {id}")))?;
-            let checked = state
-                .revocations
-                .check(&crate::revocation::facts_of_hop(&hop))
-                .await
-                .map_err(|e| AdminError::store_down(&e))?;
-            if let mandate_revocation::Verdict::Revoked { kind, .. } = checked.verdict {
-                return Ok(refused(
-                    "invalid_request",
-                    "revoked",
-                    &format!("the subject token has been revoked ({kind})"),
-                ));
-            }
-            Some(hop)
-        }
-    };
-    let consents = match &request.subject {
-        Some(subject) => state
-            .consents
-            .consents(subject, &request.agent)
-            .await
-            .map_err(|e| AdminError::store_down(&e))?,
-        None => vec![],
-    };
-    let target_known = crate::exchange::target_is_registered(state, &request.audience)
-        .await
-        .map_err(|e| AdminError::store_down(&e))?;
-    let (policy, _) = state
-        .policies
-        .policy()
-        .await
-        .map_err(|e| AdminError::store_down(&e))?;
-    let subject = match (request.kind, &parent) {
-        (TokenKind::AccessToken, Some(parent)) => ExplainSubject::Mandate { parent },
-        (TokenKind::IdJag, _) => ExplainSubject::IdJag,
-        _ => ExplainSubject::Upstream {
-            subject: request.subject.clone(),
-            consents: &consents,
-        },
-    };
-    let tokens = &state.settings.tokens;
-    let input = ExplainInput {
-        request: ExchangeRequest {
-            actor: &request.agent,
-            target: &request.audience,
-            target_known,
-            scope: request.scope.as_ref(),
-            details: None,
-        },
-        subject,
-        issuer: &state.settings.issuer,
-        now: now_ms.div_euclid(1000),
-        ttl_secs: i64::from(tokens.access_token_ttl_secs),
-        max_chain_depth: tokens.max_chain_depth,
-    };
-    Ok(match explain(&policy, &input) {
-        Explanation::Allowed(allowed) => {
+    let question = ExplainQuestion::from(request);
+    Ok(match state.policy_rows.explain(&question).await? {
+        ExplainAnswer::Refused {
+            error,
+            rule,
+            message,
+        } => refused(error, rule, &message),
+        ExplainAnswer::Decided(Explanation::Allowed(allowed)) => {
             let evidence: Vec<String> = allowed
                 .evidence
                 .iter()
@@ -406,7 +313,7 @@ async fn explain_request(
                 "max_depth": allowed.max_depth,
             })
         }
-        Explanation::Refused { refusal, error } => {
+        ExplainAnswer::Decided(Explanation::Refused { refusal, error }) => {
             refused(error, refusal.rule(), &refusal.to_string())
         }
     })
