@@ -25,6 +25,7 @@ pub use hop::{ChainId, Evidence, EvidenceKind, HopId, HopRecord, UpstreamGrant};
 pub use policy::{Policy, PolicyRow, PolicyRowError};
 pub use store::{ChainPage, ChainStart, Ledger, PolicyStore, StoreFailure};
 pub use validator::{
-    decide, decide_id_jag, Decision, ExchangeContext, ExchangeRequest, GrantKind, IdJagGrant,
-    MandateSubject, Refusal, RefusalCode, SubjectGrant, UpstreamSubject,
+    decide, decide_id_jag, decide_id_jag_issuance, Decision, ExchangeContext, ExchangeRequest,
+    GrantKind, IdJagGrant, IdJagIssuance, MandateSubject, Refusal, RefusalCode, SubjectGrant,
+    UpstreamSubject,
 };

@@ -567,6 +567,67 @@ pub fn decide_id_jag(
     Ok(Decision { hop, claims })
 }
 
+/// The IdP half of cross-app access (DESIGN.md section 7): what an ID-JAG is issued on. The
+/// resource AS row has already bounded the scopes (the row is configuration, not policy rows).
+#[derive(Debug, Clone)]
+pub struct IdJagIssuance<'a> {
+    /// The agent the ID-JAG is for: the only actor.
+    pub actor: &'a ClientId,
+    /// The user.
+    pub subject: &'a Subject,
+    /// How the ID token names the agent (its `aud`/`azp`): the evidence.
+    pub issued_to: String,
+    /// What the ledger records the hop against: the resource AS (or its resource).
+    pub audience: &'a Audience,
+    /// The scopes the row grants.
+    pub scopes: &'a ScopeSet,
+    /// The ID token the chain is rooted on.
+    pub upstream: UpstreamGrant,
+}
+
+/// Decides the root hop of an ID-JAG issuance, like every other hop: evidence
+/// [`EvidenceKind::UpstreamAudience`], the agent as the only actor, depth 1 within
+/// `max_chain_depth`, and a lifetime of `min(now + ttl, the ID token's exp)`: an ID-JAG never
+/// outlives the ID token it was issued on, and one with nothing left is refused.
+pub fn decide_id_jag_issuance(
+    grant: &IdJagIssuance<'_>,
+    context: &ExchangeContext<'_>,
+) -> Result<HopRecord, Refusal> {
+    let Audience::App(uri) = grant.audience else {
+        return Err(Refusal::IdJagForAgent);
+    };
+    if grant.scopes.is_empty() {
+        return Err(Refusal::EmptyAuthority);
+    }
+    let depth = 1;
+    if depth > context.max_chain_depth {
+        return Err(Refusal::TooDeep);
+    }
+    let expires_at = lifetime(context, grant.upstream.expires_at)?;
+    let mut authority = Authority::new();
+    authority.insert(uri, grant.scopes.clone());
+    Ok(HopRecord {
+        id: context.new_hop_id.clone(),
+        parent: None,
+        chain_id: context.root_chain_id.clone(),
+        ancestors: vec![],
+        subject: grant.subject.clone(),
+        actors: vec![grant.actor.clone()],
+        client_id: grant.actor.clone(),
+        audience: grant.audience.clone(),
+        authority,
+        issued_at: context.now,
+        expires_at,
+        depth,
+        depth_limit: context.max_chain_depth,
+        evidence: Evidence {
+            kind: EvidenceKind::UpstreamAudience,
+            reference: grant.issued_to.clone(),
+        },
+        upstream: Some(grant.upstream.clone()),
+    })
+}
+
 /// The target must be registered, and a hand-off may not go to an agent already acting.
 fn check_target(request: &ExchangeRequest<'_>) -> Result<(), Refusal> {
     if !request.target_known {

@@ -7,7 +7,10 @@
 //! row (audience, resource, scope, client-id mapping); check the revocation list with the store's
 //! clock; sign; record the hop; check the list again; answer.
 
-use mandate_chain::{issued_to_actor, Authority, Evidence, EvidenceKind, HopRecord, UpstreamGrant};
+use mandate_chain::{
+    decide_id_jag_issuance, issued_to_actor, ExchangeContext, GrantKind, IdJagIssuance, Refusal,
+    UpstreamGrant,
+};
 use mandate_model::{Audience, ScopeSet};
 use mandate_revocation::{TokenFacts, Verdict};
 use mandate_store::Client;
@@ -252,14 +255,6 @@ async fn issue_for(
     }
     let now = first.now_ms.div_euclid(1000);
     let id_token_exp = claims.exp.unwrap_or(now);
-    let ttl = i64::from(state.settings.tokens.id_jag_ttl_secs);
-    let expires_at = (now + ttl).min(id_token_exp);
-    if expires_at <= now {
-        return Err(refuse(
-            &"ID token expires now",
-            OAuthError::invalid_request("subject_token has expired"),
-        ));
-    }
     // The ledger names the resource AS by its issuer when that is an app URI (it is, for any
     // issuer the configuration accepts), else by the resource.
     let hop_audience = Audience::parse(&row.issuer)
@@ -273,33 +268,37 @@ async fn issue_for(
         })
         .or_else(|| row.resources.first().cloned())
         .ok_or_else(|| OAuthError::new(ErrorCode::ServerError, "no audience to record"))?;
-    let mut authority = Authority::new();
-    authority.insert(&hop_audience.to_string(), granted.scope.clone());
-    let depth_limit = state.settings.tokens.max_chain_depth;
-    let hop = HopRecord {
-        id: new_hop_id(),
-        parent: None,
-        chain_id,
-        ancestors: vec![],
-        subject: subject.clone(),
-        actors: vec![client.id.clone()],
-        client_id: client.id.clone(),
-        audience: hop_audience,
-        authority,
-        issued_at: now,
-        expires_at,
-        depth: 1,
-        depth_limit,
-        evidence: Evidence {
-            kind: EvidenceKind::UpstreamAudience,
-            reference: upstream_id,
-        },
-        upstream: Some(UpstreamGrant {
+    let context = ExchangeContext {
+        issuer: &state.settings.issuer,
+        now,
+        ttl_secs: i64::from(state.settings.tokens.id_jag_ttl_secs),
+        max_chain_depth: state.settings.tokens.max_chain_depth,
+        new_hop_id: new_hop_id(),
+        root_chain_id: chain_id,
+    };
+    let issuance = IdJagIssuance {
+        actor: &client.id,
+        subject: &subject,
+        issued_to: upstream_id,
+        audience: &hop_audience,
+        scopes: &granted.scope,
+        upstream: UpstreamGrant {
             issuer: issuer.settings.issuer.clone(),
             grant_id,
             expires_at: id_token_exp,
-        }),
+        },
     };
+    let hop = decide_id_jag_issuance(&issuance, &context).map_err(|refusal| match refusal {
+        Refusal::Expired => refuse(
+            &"ID token expires now",
+            OAuthError::invalid_request("subject_token has expired"),
+        ),
+        other => refuse(
+            &other,
+            OAuthError::refused(&other, GrantKind::TokenExchange),
+        ),
+    })?;
+    let expires_at = hop.expires_at;
     // `sub` is mandate's namespaced subject (`corp|alice`; bare for the `subject_as_is` issuer):
     // the resource AS trusts mandate as the enterprise's IdP, and `sub` must be unique per `iss`
     // across every upstream issuer mandate brokers (DECISIONS.md, "ID-JAG issuance").

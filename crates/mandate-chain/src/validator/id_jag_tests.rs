@@ -220,3 +220,67 @@ fn a_foreign_act_is_kept_in_the_ledger_only() {
     // The grant is still only what policy allows the client.
     assert_eq!(decision.claims.scope.as_deref(), Some("cal.read cal.write"));
 }
+
+// `decide_id_jag_issuance`: the IdP half's root hop.
+
+fn issuance<'a>(
+    actor: &'a ClientId,
+    subject: &'a Subject,
+    audience: &'a Audience,
+    scopes: &'a ScopeSet,
+    id_token_exp: i64,
+) -> IdJagIssuance<'a> {
+    IdJagIssuance {
+        actor,
+        subject,
+        issued_to: "assistant-at-idp".into(),
+        audience,
+        scopes,
+        upstream: UpstreamGrant {
+            issuer: IDP.into(),
+            grant_id: "sha256:abc".into(),
+            expires_at: id_token_exp,
+        },
+    }
+}
+
+#[test]
+fn an_issued_id_jag_is_a_root_hop_that_never_outlives_its_id_token() {
+    let (actor, subject) = (id("assistant"), Subject::parse("corp|alice").unwrap());
+    let (audience, granted) = (Audience::parse(CAL).unwrap(), scopes("cal.read"));
+    let long = issuance(&actor, &subject, &audience, &granted, NOW + 3_600);
+    let hop = decide_id_jag_issuance(&long, &context()).unwrap();
+    assert_eq!(hop.depth, 1);
+    assert_eq!(hop.actors, std::slice::from_ref(&actor));
+    assert_eq!(hop.evidence.kind, EvidenceKind::UpstreamAudience);
+    assert_eq!(hop.evidence.reference, "assistant-at-idp");
+    assert_eq!(hop.authority.scopes(CAL), Some(&granted));
+    assert_eq!(hop.expires_at, NOW + context().ttl_secs);
+    assert_eq!(hop.upstream.as_ref().unwrap().grant_id, "sha256:abc");
+    // A short ID token bounds the ID-JAG; one that expires now gives nothing.
+    let short = issuance(&actor, &subject, &audience, &granted, NOW + 10);
+    assert_eq!(
+        decide_id_jag_issuance(&short, &context())
+            .unwrap()
+            .expires_at,
+        NOW + 10
+    );
+    let spent = issuance(&actor, &subject, &audience, &granted, NOW);
+    assert_eq!(
+        decide_id_jag_issuance(&spent, &context()),
+        Err(Refusal::Expired)
+    );
+    // Nothing granted, or an agent as the audience: refused.
+    let none = ScopeSet::new();
+    let empty = issuance(&actor, &subject, &audience, &none, NOW + 3_600);
+    assert_eq!(
+        decide_id_jag_issuance(&empty, &context()),
+        Err(Refusal::EmptyAuthority)
+    );
+    let agent = Audience::parse("agent:booking").unwrap();
+    let hand_off = issuance(&actor, &subject, &agent, &granted, NOW + 3_600);
+    assert_eq!(
+        decide_id_jag_issuance(&hand_off, &context()),
+        Err(Refusal::IdJagForAgent)
+    );
+}
