@@ -140,26 +140,12 @@ impl RemoteJwks {
         algorithms: Vec<Algorithm>,
         limits: FetchLimits,
     ) -> Result<Self, JwksFetchError> {
-        let url = Url::parse(uri).map_err(|_| JwksFetchError::NotAllowed)?;
-        let https = url.scheme() == "https";
-        let scheme_ok = https || (url.scheme() == "http" && mandate_model::is_loopback_url(&url));
-        if !scheme_ok
-            || url.host().is_none()
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
-            return Err(JwksFetchError::NotAllowed);
-        }
-        let client = reqwest::Client::builder()
-            // A redirect could lead anywhere, including internal addresses (SSRF): the configured
-            // URI must be the JWKS itself.
-            .redirect(reqwest::redirect::Policy::none())
-            .https_only(https)
-            .timeout(limits.timeout)
-            .connect_timeout(limits.timeout)
-            .user_agent(concat!("mandate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| JwksFetchError::Network(error_chain(&e)))?;
+        let url = mandate_fetch::checked_url(uri).map_err(|_| JwksFetchError::NotAllowed)?;
+        let client = mandate_fetch::http_client(
+            bounds(&limits),
+            url.scheme() == "https",
+            concat!("mandate/", env!("CARGO_PKG_VERSION")),
+        )?;
         Ok(Self {
             url,
             algorithms,
@@ -285,52 +271,40 @@ impl RemoteJwks {
         }
     }
 
-    /// One GET of the JWKS, bounded in time as a whole (reqwest's own timeout as well, so a
-    /// server trickling bytes cannot stretch it).
+    /// One GET of the JWKS under the shared fetch policy (mandate-fetch).
     async fn fetch_once(&self) -> Result<(VerifyingKeySet, HashSet<String>), JwksFetchError> {
-        let body = tokio::time::timeout(self.limits.timeout, self.download())
-            .await
-            .map_err(|_| JwksFetchError::Timeout)??;
+        let body = mandate_fetch::fetch(
+            &self.client,
+            &self.url,
+            "application/jwk-set+json, application/json",
+            bounds(&self.limits),
+        )
+        .await?;
         let document: Value = serde_json::from_slice(&body)
             .map_err(|e| JwksFetchError::Invalid(format!("not JSON: {e}")))?;
         let keys = VerifyingKeySet::from_jwks(&document, &self.algorithms)
             .map_err(|e| JwksFetchError::Invalid(e.to_string()))?;
         Ok((keys, kids_of(&document)))
     }
+}
 
-    /// The response body, read chunk by chunk and abandoned as soon as it passes `max_bytes`.
-    async fn download(&self) -> Result<Vec<u8>, JwksFetchError> {
-        let max = self.limits.max_bytes;
-        let mut response = self
-            .client
-            .get(self.url.clone())
-            .header(
-                reqwest::header::ACCEPT,
-                "application/jwk-set+json, application/json",
-            )
-            .send()
-            .await
-            .map_err(request_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(JwksFetchError::Http(status.as_u16()));
+fn bounds(limits: &FetchLimits) -> mandate_fetch::FetchBounds {
+    mandate_fetch::FetchBounds {
+        timeout: limits.timeout,
+        max_bytes: limits.max_bytes,
+    }
+}
+
+impl From<mandate_fetch::FetchError> for JwksFetchError {
+    fn from(error: mandate_fetch::FetchError) -> Self {
+        use mandate_fetch::FetchError;
+        match error {
+            FetchError::NotAllowed(_) => JwksFetchError::NotAllowed,
+            FetchError::Timeout => JwksFetchError::Timeout,
+            FetchError::TooLarge(_) => JwksFetchError::TooLarge,
+            FetchError::Http(status) => JwksFetchError::Http(status),
+            FetchError::Network(message) => JwksFetchError::Network(message),
         }
-        // An honest Content-Length lets us refuse before reading; a lying or absent one is caught
-        // by the count below.
-        if response
-            .content_length()
-            .is_some_and(|len| len > max as u64)
-        {
-            return Err(JwksFetchError::TooLarge);
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(request_error)? {
-            if chunk.len() > max.saturating_sub(body.len()) {
-                return Err(JwksFetchError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
     }
 }
 
@@ -346,26 +320,6 @@ fn kids_of(document: &Value) -> HashSet<String> {
         .filter_map(|key| key.get("kid").and_then(Value::as_str))
         .map(str::to_owned)
         .collect()
-}
-
-fn request_error(error: reqwest::Error) -> JwksFetchError {
-    if error.is_timeout() {
-        JwksFetchError::Timeout
-    } else {
-        JwksFetchError::Network(error_chain(&error))
-    }
-}
-
-/// The error and its causes on one line ("connection refused" sits a few sources down).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -18,29 +18,21 @@ use url::Url;
 
 use crate::VerifyError;
 
-/// Limit on one whole fetch (connect, TLS, headers, body).
-pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest metadata or JWKS body read: a JWKS is a few KiB.
-pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Limit on one whole fetch (connect, TLS, headers, body), and the largest metadata or JWKS body
+/// read: the shared policy's defaults (mandate-fetch).
+fn bounds() -> mandate_fetch::FetchBounds {
+    mandate_fetch::FetchBounds::default()
+}
 /// RFC 8414 §3: the well-known suffix inserted between host and issuer path.
 const WELL_KNOWN: &str = "/.well-known/oauth-authorization-server";
 
 /// Refuses URLs that are not https (or http on a loopback host), have no host, or carry
-/// credentials, a query or a fragment.
+/// credentials or a fragment: the shared fetch policy (mandate-fetch), with its reason as text.
 pub(crate) fn checked_url(uri: &str) -> Result<Url, String> {
-    let url = Url::parse(uri).map_err(|_| "not an absolute URL".to_owned())?;
-    let scheme_ok =
-        url.scheme() == "https" || (url.scheme() == "http" && mandate_model::is_loopback_url(&url));
-    if !scheme_ok {
-        return Err("https is required (http only on loopback)".into());
-    }
-    if url.host().is_none() || !url.username().is_empty() || url.password().is_some() {
-        return Err("the URL needs a host and must not carry credentials".into());
-    }
-    if url.fragment().is_some() {
-        return Err("the URL must not have a fragment".into());
-    }
-    Ok(url)
+    mandate_fetch::checked_url(uri).map_err(|e| match e {
+        mandate_fetch::FetchError::NotAllowed(reason) => reason.to_owned(),
+        other => other.to_string(),
+    })
 }
 
 /// RFC 8414 §3.1: the metadata URL of `issuer`, with the well-known segment inserted between
@@ -58,67 +50,23 @@ pub(crate) fn metadata_url(issuer: &str) -> Result<Url, VerifyError> {
     Ok(url)
 }
 
-/// The HTTP client for metadata and keys: no redirects (a redirect could lead anywhere,
-/// internal addresses included), a timeout, our own user agent.
+/// The HTTP client for metadata and keys, under the shared fetch policy: no redirects, a
+/// timeout, our own user agent.
 pub(crate) fn http_client() -> Result<reqwest::Client, VerifyError> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(FETCH_TIMEOUT)
-        .connect_timeout(FETCH_TIMEOUT)
-        .user_agent(concat!("mandate-verify/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| VerifyError::Keys(format!("HTTP client: {e}")))
+    mandate_fetch::http_client(
+        bounds(),
+        false,
+        concat!("mandate-verify/", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(|e| VerifyError::Keys(format!("HTTP client: {e}")))
 }
 
 /// GETs `url` as JSON, bounded in time as a whole and in size while reading.
 async fn get_json(client: &reqwest::Client, url: &Url, accept: &str) -> Result<Value, String> {
-    let body = tokio::time::timeout(FETCH_TIMEOUT, download(client, url, accept))
+    let body = mandate_fetch::fetch(client, url, accept, bounds())
         .await
-        .map_err(|_| "timed out".to_owned())??;
+        .map_err(|e| e.to_string())?;
     serde_json::from_slice(&body).map_err(|_| "the response is not JSON".to_owned())
-}
-
-async fn download(client: &reqwest::Client, url: &Url, accept: &str) -> Result<Vec<u8>, String> {
-    let mut response = client
-        .get(url.clone())
-        .header(reqwest::header::ACCEPT, accept)
-        .send()
-        .await
-        .map_err(|e| request_error(&e))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(format!("HTTP {}", status.as_u16()));
-    }
-    let too_large = || format!("the response exceeds {MAX_BODY_BYTES} bytes");
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| request_error(&e))? {
-        if chunk.len() > MAX_BODY_BYTES.saturating_sub(body.len()) {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn request_error(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        return "timed out".into();
-    }
-    // The chain says what failed (connection refused, TLS, DNS) without any body content.
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// RFC 8414 discovery: fetches the metadata, checks that its `issuer` is identical to the one
