@@ -15,15 +15,15 @@
 //! `TIME`).
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::Value;
-use tokio::sync::watch;
 
 use crate::redis_store::stream_event;
+use crate::shell::{FollowerShell, FollowerState, ShellShared};
 use crate::{
     FollowedCopy, FollowerError, RevocationRecord, StreamEvent, StreamPosition as StreamPos,
     TokenFacts, Verdict, STREAM_KEY,
@@ -79,14 +79,14 @@ pub struct FollowerStats {
 /// [`FollowerConfig::block`], which would delay every other command sent on it.
 #[derive(Clone)]
 pub struct RevocationFollower {
-    shared: Arc<Shared>,
-    task: Arc<TaskGuard>,
+    shell: FollowerShell<State>,
+    config: FollowerConfig,
 }
 
 impl fmt::Debug for RevocationFollower {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RevocationFollower")
-            .field("config", &self.shared.config)
+            .field("config", &self.config)
             .field("stats", &self.stats())
             .finish()
     }
@@ -102,46 +102,39 @@ impl RevocationFollower {
         connection: C,
         config: FollowerConfig,
     ) -> Self {
-        let (ready, _) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            config,
-            ready,
-            state: Mutex::new(State {
-                copy: FollowedCopy::new(config.staleness_bound),
-                position: StreamPos::default(),
-                snapshots: 0,
-                errors: 0,
-            }),
-        });
-        let task = Task {
-            connection,
-            shared: Arc::clone(&shared),
+        let state = State {
+            copy: FollowedCopy::new(config.staleness_bound),
+            position: StreamPos::default(),
+            snapshots: 0,
+            errors: 0,
         };
-        let handle = tokio::spawn(task.run());
-        Self {
-            shared,
-            task: Arc::new(TaskGuard(handle.abort_handle())),
-        }
+        let shell = FollowerShell::spawn(state, |shared| {
+            Task {
+                connection,
+                config,
+                shared,
+            }
+            .run()
+        });
+        Self { shell, config }
     }
 
     /// Decides for `facts` from the in-process copy, no I/O ([`FollowedCopy::check`]):
     /// `Err(NotReady)` before the first snapshot, `Err(Stale)` when the newest heartbeat received
     /// is older than the bound, otherwise the same decision as the store's check.
     pub fn check(&self, facts: &TokenFacts) -> Result<Verdict, FollowerError> {
-        self.shared.lock().copy.check(facts, Instant::now())
+        self.shell.check(facts)
     }
 
     /// Waits until the first snapshot is loaded (bounded by `timeout`); whether it is.
     pub async fn ready(&self, timeout: Duration) -> bool {
-        let mut ready = self.shared.ready.subscribe();
-        let waited = tokio::time::timeout(timeout, ready.wait_for(|loaded| *loaded)).await;
-        matches!(waited, Ok(Ok(_)))
+        self.shell.ready(timeout).await
     }
 
     /// How many live entries are held; the stream position; how many snapshots were taken and
     /// how many errors met (for tests and metrics).
     pub fn stats(&self) -> FollowerStats {
-        let state = self.shared.lock();
+        let state = self.shell.shared().lock();
         FollowerStats {
             entries: state.copy.len(),
             position: state.position.to_string(),
@@ -153,41 +146,23 @@ impl RevocationFollower {
     /// Stops the background task. The copy stays, so `check` answers `Stale` once the bound has
     /// passed.
     pub fn stop(&self) {
-        self.task.0.abort();
-    }
-}
-
-/// Aborts the task when the last handle goes.
-struct TaskGuard(tokio::task::AbortHandle);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// What the handles and the task share.
-struct Shared {
-    config: FollowerConfig,
-    /// Flips to `true` with the first snapshot.
-    ready: watch::Sender<bool>,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // The state is consistent after every statement that changes it: a panic elsewhere
-        // while holding the lock leaves nothing half-done.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shell.stop();
     }
 }
 
 /// The copy and where the follower is.
+#[derive(Debug)]
 struct State {
     copy: FollowedCopy,
     position: StreamPos,
     snapshots: u64,
     errors: u64,
+}
+
+impl FollowerState for State {
+    fn copy(&self) -> &FollowedCopy {
+        &self.copy
+    }
 }
 
 impl State {
@@ -270,7 +245,8 @@ fn duration_ms(duration: Duration) -> u64 {
 /// The background task.
 struct Task<C> {
     connection: C,
-    shared: Arc<Shared>,
+    config: FollowerConfig,
+    shared: Arc<ShellShared<State>>,
 }
 
 impl<C: ConnectionLike + Clone + Send + Sync + 'static> Task<C> {
@@ -338,7 +314,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Task<C> {
             state.snapshots += 1;
             state.copy.mark_loaded();
         }
-        self.shared.ready.send_replace(true);
+        self.shared.mark_ready();
         Ok(position)
     }
 
@@ -346,7 +322,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Task<C> {
     /// `None` when the stream was trimmed past `position` (records may have been missed: snapshot
     /// again).
     async fn follow(&mut self, position: Position) -> redis::RedisResult<Option<Position>> {
-        let block_ms = duration_ms(self.shared.config.block).max(1);
+        let block_ms = duration_ms(self.config.block).max(1);
         // `XRANGE … COUNT 1` runs after the read: if records after `position` were trimmed before
         // the read, the first id is already past `position` (trimming removes the oldest first).
         let (read, first, time): (Option<StreamReadReply>, StreamRangeReply, Value) = redis::pipe()

@@ -19,6 +19,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod set;
+mod shell;
 mod stream;
 
 pub use copy::{FollowedCopy, FollowerError};
@@ -32,6 +33,7 @@ pub use memory::{MemoryRevocations, MEMORY_STREAM_CAPACITY};
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisRevocations, FEED_POLL_INTERVAL, KEY_PREFIX, STREAM_KEY};
 pub use set::RevocationSet;
+pub use shell::{FollowerShell, FollowerState, ShellShared};
 pub use stream::{InvalidPosition, StreamEvent, StreamPosition};
 
 use std::time::Duration;

@@ -19,13 +19,14 @@
 //! replayed after a reconnection does not make the copy look fresh.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mandate_revocation::{FollowedCopy, RevocationRecord, TokenFacts, Verdict};
+use mandate_revocation::{
+    FollowedCopy, FollowerShell, FollowerState, RevocationRecord, ShellShared, TokenFacts, Verdict,
+};
 use serde_json::Value;
-use tokio::sync::watch;
 use url::Url;
 
 use crate::{RevocationSource, VerifyError};
@@ -106,16 +107,17 @@ pub struct FeedStats {
 /// ```
 #[derive(Clone)]
 pub struct Feed {
-    shared: Arc<Shared>,
-    task: Arc<TaskGuard>,
+    shell: FollowerShell<State>,
+    url: Url,
+    config: FeedConfig,
 }
 
 impl fmt::Debug for Feed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the secret.
         f.debug_struct("Feed")
-            .field("url", &self.shared.url.as_str())
-            .field("config", &self.shared.config)
+            .field("url", &self.url.as_str())
+            .field("config", &self.config)
             .field("stats", &self.stats())
             .finish()
     }
@@ -155,33 +157,30 @@ impl Feed {
             .user_agent(concat!("mandate-verify/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| unavailable(format!("feed: HTTP client: {e}")))?;
-        let (ready, _) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            url,
-            config,
-            ready,
-            state: Mutex::new(State::new(FollowedCopy::new(config.staleness_bound))),
-        });
         let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
-        let task = Task {
+        let opener = Opener {
             client,
+            url: url.clone(),
             client_id: encode(client_id),
             client_secret: encode(client_secret),
-            shared: Arc::clone(&shared),
         };
-        let first = task.open().await.map_err(unavailable)?;
-        let handle = tokio::spawn(task.run(first));
-        Ok(Self {
-            shared,
-            task: Arc::new(TaskGuard(handle.abort_handle())),
-        })
+        let first = opener.open(None).await.map_err(unavailable)?;
+        let mut state = State::new(FollowedCopy::new(config.staleness_bound));
+        state.connections = 1;
+        let shell = FollowerShell::spawn(state, |shared| {
+            Task {
+                opener,
+                config,
+                shared,
+            }
+            .run(first)
+        });
+        Ok(Self { shell, url, config })
     }
 
     /// Waits until the first snapshot is loaded (bounded by `timeout`); whether it is.
     pub async fn ready(&self, timeout: Duration) -> bool {
-        let mut ready = self.shared.ready.subscribe();
-        let waited = tokio::time::timeout(timeout, ready.wait_for(|loaded| *loaded)).await;
-        matches!(waited, Ok(Ok(_)))
+        self.shell.ready(timeout).await
     }
 
     /// Decides for `facts` from the in-process copy, no I/O ([`FollowedCopy::check`]):
@@ -189,18 +188,14 @@ impl Feed {
     /// heartbeat received is older than the bound; otherwise the store's decision with expiry
     /// judged by the store's clock as estimated.
     pub fn check(&self, facts: &TokenFacts) -> Result<Verdict, VerifyError> {
-        self.shared
-            .lock()
-            .copy
-            .check(facts, Instant::now())
-            .map_err(|error| {
-                VerifyError::RevocationUnavailable(format!("revocation feed: {error}"))
-            })
+        self.shell.check(facts).map_err(|error| {
+            VerifyError::RevocationUnavailable(format!("revocation feed: {error}"))
+        })
     }
 
     /// What the feed holds, where it is, how many snapshots, connections and errors it has seen.
     pub fn stats(&self) -> FeedStats {
-        let state = self.shared.lock();
+        let state = self.shell.shared().lock();
         FeedStats {
             entries: state.copy.len(),
             position: state.position.clone(),
@@ -213,7 +208,7 @@ impl Feed {
     /// Stops the background task. The copy stays, so verifications fail closed once the bound
     /// has passed.
     pub fn stop(&self) {
-        self.task.0.abort();
+        self.shell.stop();
     }
 }
 
@@ -224,33 +219,8 @@ impl RevocationSource for Feed {
     }
 }
 
-/// Aborts the task when the last handle goes.
-struct TaskGuard(tokio::task::AbortHandle);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// What the handles and the task share.
-struct Shared {
-    url: Url,
-    config: FeedConfig,
-    /// Flips to `true` with the first snapshot.
-    ready: watch::Sender<bool>,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Every change to the state is complete when the lock is released: a panic elsewhere
-        // while holding it leaves nothing half-done.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// The copy and where the feed is.
+#[derive(Debug)]
 struct State {
     copy: FollowedCopy,
     position: Option<String>,
@@ -258,6 +228,12 @@ struct State {
     snapshots: u64,
     connections: u64,
     errors: u64,
+}
+
+impl FollowerState for State {
+    fn copy(&self) -> &FollowedCopy {
+        &self.copy
+    }
 }
 
 impl State {
@@ -327,20 +303,20 @@ impl State {
     }
 }
 
-/// The background task.
-struct Task {
+/// How the feed is opened: the client, the URL and the credentials.
+struct Opener {
     client: reqwest::Client,
+    url: Url,
     /// Form-urlencoded, as RFC 6749 §2.3.1 wants them before Basic encoding.
     client_id: String,
     client_secret: String,
-    shared: Arc<Shared>,
 }
 
-impl Task {
-    /// Opens the feed, from the last position when there is one.
-    async fn open(&self) -> Result<reqwest::Response, String> {
-        let mut url = self.shared.url.clone();
-        if let Some(position) = self.shared.lock().position.clone() {
+impl Opener {
+    /// Opens the feed, from `position` when there is one.
+    async fn open(&self, position: Option<String>) -> Result<reqwest::Response, String> {
+        let mut url = self.url.clone();
+        if let Some(position) = position {
             url.query_pairs_mut().append_pair("from", &position);
         }
         let request = self
@@ -371,6 +347,22 @@ impl Task {
         if !content_type.starts_with("text/event-stream") {
             return Err("feed: the answer is not text/event-stream".into());
         }
+        Ok(response)
+    }
+}
+
+/// The background task.
+struct Task {
+    opener: Opener,
+    config: FeedConfig,
+    shared: Arc<ShellShared<State>>,
+}
+
+impl Task {
+    /// Opens the feed again, from the last position.
+    async fn open(&self) -> Result<reqwest::Response, String> {
+        let position = self.shared.lock().position.clone();
+        let response = self.opener.open(position).await?;
         self.shared.lock().connections += 1;
         Ok(response)
     }
@@ -404,7 +396,7 @@ impl Task {
 
     /// The wait after `failures` attempts in a row have failed.
     fn delay(&self, failures: u32) -> Duration {
-        let base = self.shared.config.reconnect_delay;
+        let base = self.config.reconnect_delay;
         let doubled = base.saturating_mul(1 << failures.saturating_sub(1).min(6));
         doubled.min(MAX_RECONNECT_DELAY.max(base))
     }
@@ -441,9 +433,7 @@ impl Task {
                 state.copy.is_loaded()
             };
             if loaded {
-                self.shared
-                    .ready
-                    .send_if_modified(|ready| !std::mem::replace(ready, true));
+                self.shared.mark_ready();
             }
         }
     }
