@@ -7,12 +7,14 @@
 
 pub mod admin;
 pub mod audit;
+mod bootstrap;
 pub use mandate_core::agents;
 pub mod chain_id;
 pub mod client_auth;
 pub mod config;
 pub mod demo_idp;
 pub mod dev;
+pub mod discovery;
 pub mod error;
 pub mod exchange;
 pub mod feed;
@@ -24,6 +26,7 @@ pub mod id_jag_issue;
 pub mod introspect;
 pub mod issue;
 pub mod jwks_remote;
+pub mod keys;
 pub mod revocation;
 pub mod server;
 pub mod state;
