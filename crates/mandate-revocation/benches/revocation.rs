@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mandate_model::SystemClock;
+use mandate_redis_test::RedisServer;
 use mandate_revocation::{
     FollowerConfig, MemoryRevocations, RedisRevocations, Revocation, RevocationFollower,
     RevocationKind, RevocationStore, TokenFacts, Verdict,
 };
-use mandate_testkit::redis::RedisServer;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 const ENTRIES: usize = 10_000;

@@ -2,7 +2,8 @@
 //! and helpers to make keys, sign client assertions and mint test JWTs (including the malformed
 //! and hostile ones the security tests need).
 
-pub mod redis;
+/// Private Redis servers (the dependency-free `mandate-redis-test` crate).
+pub use mandate_redis_test as redis;
 
 use std::net::SocketAddr;
 

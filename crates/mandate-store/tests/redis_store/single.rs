@@ -1,6 +1,6 @@
 //! The contract on one server, and the key layout and expiries it leaves there.
 
-use mandate_testkit::redis::RedisServer;
+use mandate_redis_test::RedisServer;
 
 use super::{meets_every_contract, RETENTION_SECS};
 

@@ -1,7 +1,7 @@
 //! The audit stream in Redis: filtered reads walk the stream past one batch, newest first.
 
-use mandate_server::audit::{AuditEvent, AuditFilter, AuditLog, RedisAuditLog};
-use mandate_testkit::redis::RedisServer;
+use mandate_redis_test::RedisServer;
+use mandate_store::{AuditEvent, AuditFilter, AuditLog, RedisAuditLog};
 
 #[tokio::test]
 async fn a_filtered_read_walks_the_stream_newest_first_across_batches() {

@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mandate_redis_test::RedisServer;
 use mandate_revocation::{
     FollowerConfig, FollowerError, RedisRevocations, Revocation, RevocationFollower,
     RevocationKind, RevocationRecord, RevocationStore, TokenFacts, Verdict, STREAM_KEY,
 };
-use mandate_testkit::redis::RedisServer;
 use redis::aio::{ConnectionLike, ConnectionManager};
 
 type Store = RedisRevocations<ConnectionManager>;

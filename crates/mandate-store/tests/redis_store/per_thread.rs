@@ -1,8 +1,8 @@
 //! `connect`'s connection is one connection per thread that sends commands, and a thread whose
 //! connection sat idle through a Redis restart is served on its first command afterwards.
 
+use mandate_redis_test::RedisServer;
 use mandate_store::PerThreadConnection;
-use mandate_testkit::redis::RedisServer;
 
 /// Connections the server has, the one asking included.
 fn clients(server: &RedisServer) -> usize {

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use mandate_chain::{ChainId, ConsentGrant, ConsentStore, HopId, Ledger};
 use mandate_model::{Audience, ClientId, ScopeSet, Subject};
+use mandate_redis_test::RedisServer;
 use mandate_store::{
     RateDecision, RateLimiter, RedisConsentStore, RedisLedger, RedisRateLimiter, RedisReplayCache,
     ReplayCache,
 };
-use mandate_testkit::redis::RedisServer;
 
 use super::{root_hop, wait_until_answering, RETENTION_SECS};
 

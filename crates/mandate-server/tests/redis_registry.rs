@@ -2,6 +2,12 @@
 //! the key layout they leave, that nothing is cached (a second node sees a change at once), and
 //! that start-up seeds an empty store from configuration while a store that holds clients and a
 //! policy keeps them (DESIGN.md section 10).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 use std::sync::Arc;
 

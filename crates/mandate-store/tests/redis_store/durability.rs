@@ -1,8 +1,8 @@
 //! What was acknowledged survives a crash: the harness runs AOF with `appendfsync always`.
 
 use mandate_chain::{ChainId, HopId, Ledger};
+use mandate_redis_test::RedisServer;
 use mandate_store::{RedisLedger, RedisReplayCache, ReplayCache};
-use mandate_testkit::redis::RedisServer;
 
 use super::{root_hop, wait_until_answering, RETENTION_SECS};
 

@@ -1,7 +1,7 @@
 //! The contract on a three-shard Redis Cluster: every multi-key command and script touches one
 //! chain's keys only, which share the `{<chain_id>}` hash tag, so none is refused as CROSSSLOT.
 
-use mandate_testkit::redis::RedisCluster;
+use mandate_redis_test::RedisCluster;
 
 use super::meets_every_contract;
 

@@ -2,8 +2,8 @@
 //! by each chain's first root, trimmed to the ledger's retention whenever a root is recorded.
 
 use mandate_chain::{ChainPage, Ledger};
+use mandate_redis_test::RedisServer;
 use mandate_store::RedisLedger;
-use mandate_testkit::redis::RedisServer;
 
 use super::root_hop;
 

@@ -6,8 +6,8 @@
     reason = "tests fail loudly"
 )]
 
+use mandate_redis_test::{RedisCluster, RedisServer};
 use mandate_revocation::{contract, RedisRevocations};
-use mandate_testkit::redis::{RedisCluster, RedisServer};
 
 async fn manager(url: &str) -> redis::aio::ConnectionManager {
     let config = redis::aio::ConnectionManagerConfig::new()

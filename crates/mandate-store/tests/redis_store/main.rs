@@ -15,7 +15,6 @@ mod cluster;
 mod durability;
 mod fail_closed;
 mod per_thread;
-mod registry;
 mod single;
 
 use std::time::{Duration, Instant};
