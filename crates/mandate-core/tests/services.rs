@@ -21,7 +21,7 @@ use mandate_core::{
 use mandate_model::{
     Audience, AuthMethod, ClientId, ClientKind, ClientState, FixedClock, ScopeSet, Subject,
 };
-use mandate_revocation::{MemoryRevocations, RevocationKind, RevocationStore, TokenFacts, Verdict};
+use mandate_revocation::{MemoryRevocations, RevocationKind, RevocationList, TokenFacts, Verdict};
 use mandate_store::{
     AuditFilter, AuditLog, Client, ClientRegistry, MemoryAuditLog, MemoryClientRegistry,
     MemoryConsentStore, MemoryLedger,

@@ -21,7 +21,7 @@ use mandate_model::SystemClock;
 use mandate_redis_test::RedisServer;
 use mandate_revocation::{
     FollowerConfig, MemoryRevocations, RedisRevocations, Revocation, RevocationFollower,
-    RevocationKind, RevocationStore, TokenFacts, Verdict,
+    RevocationKind, RevocationList, RevocationStore, RevocationStream, TokenFacts, Verdict,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 

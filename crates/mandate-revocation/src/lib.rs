@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-/// How many stream records one [`RevocationStore::read_after`] returns at most (a longer backlog
+/// How many stream records one [`RevocationStream::read_after`] returns at most (a longer backlog
 /// takes several reads).
 pub const READ_AFTER_COUNT: usize = 1000;
 
@@ -49,9 +49,9 @@ pub const READ_AFTER_COUNT: usize = 1000;
 #[error("revocation store unavailable: {0}")]
 pub struct RevocationStoreError(pub String);
 
-/// The revocation list.
+/// The revocation list: its entries, the one check, the store's clock.
 #[async_trait]
-pub trait RevocationStore: Send + Sync + std::fmt::Debug {
+pub trait RevocationList: Send + Sync + std::fmt::Debug {
     /// Writes the entries and their stream records atomically, stamped with the store's clock
     /// (T only grows: an agent or subject entry keeps the larger of its old and new T), and
     /// returns them as stored.
@@ -69,31 +69,36 @@ pub trait RevocationStore: Send + Sync + std::fmt::Debug {
     /// Every live entry.
     async fn entries(&self) -> Result<Vec<RevocationRecord>, RevocationStoreError>;
 
-    /// Appends this node's heartbeat to the stream, and trims the stream no tighter than
-    /// `keep_ms` (the longest entry lifetime).
-    async fn heartbeat(&self, node: &str, keep_ms: i64) -> Result<(), RevocationStoreError>;
-
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), RevocationStoreError>;
+}
+
+/// The revocation stream readers follow: every entry written, and each node's heartbeats.
+///
+/// The defaults are those of a store without a stream: every call is an error.
+#[async_trait]
+pub trait RevocationStream: Send + Sync + std::fmt::Debug {
+    /// Appends this node's heartbeat to the stream, and trims the stream no tighter than
+    /// `keep_ms` (the longest entry lifetime).
+    async fn heartbeat(&self, node: &str, keep_ms: i64) -> Result<(), RevocationStoreError> {
+        let _ = (node, keep_ms);
+        Err(no_stream())
+    }
 
     /// The stream position a reader continues from after a snapshot: read this first, then
-    /// [`entries`](Self::entries), then [`read_after`](Self::read_after) from it. A record written
-    /// in between is then in both the snapshot and the stream (applying it twice is harmless);
-    /// none is in neither.
-    ///
-    /// The default (a store without a stream) is an error.
-    async fn stream_position(&self) -> Result<String, RevocationStoreError> {
+    /// [`RevocationList::entries`], then [`read_after`](Self::read_after) from it. A record
+    /// written in between is then in both the snapshot and the stream (applying it twice is
+    /// harmless); none is in neither.
+    async fn stream_position(&self) -> Result<StreamPosition, RevocationStoreError> {
         Err(no_stream())
     }
 
     /// Whether the stream still holds every record written after `position`, so that
     /// [`read_after`](Self::read_after) from it misses nothing. `false` when the stream was
-    /// trimmed past it, when it is not a position of this stream (ahead of its last record, or
-    /// from a store that has since been emptied or restarted) and when it is malformed: the reader
-    /// must take a new snapshot.
-    ///
-    /// The default (a store without a stream) is an error.
-    async fn stream_covers(&self, position: &str) -> Result<bool, RevocationStoreError> {
+    /// trimmed past it and when it is not a position of this stream (ahead of its last record, or
+    /// from a store that has since been emptied or restarted): the reader must take a new
+    /// snapshot. (A malformed position never gets here: it does not parse.)
+    async fn stream_covers(&self, position: StreamPosition) -> Result<bool, RevocationStoreError> {
         let _ = position;
         Err(no_stream())
     }
@@ -105,24 +110,27 @@ pub trait RevocationStore: Send + Sync + std::fmt::Debug {
     ///
     /// A position the stream does not cover (see [`stream_covers`](Self::stream_covers)) is an
     /// error, as is a store failure; a reader tells them apart with `stream_covers`.
-    ///
-    /// The default (a store without a stream) is an error.
     async fn read_after(
         &self,
-        position: &str,
+        position: StreamPosition,
         max_wait: Duration,
-    ) -> Result<(Vec<StreamEvent>, String), RevocationStoreError> {
+    ) -> Result<(Vec<StreamEvent>, StreamPosition), RevocationStoreError> {
         let _ = (position, max_wait);
         Err(no_stream())
     }
 }
+
+/// A revocation store as mandate's nodes use it: the list and its stream, written together.
+pub trait RevocationStore: RevocationList + RevocationStream {}
+
+impl<T: RevocationList + RevocationStream + ?Sized> RevocationStore for T {}
 
 fn no_stream() -> RevocationStoreError {
     RevocationStoreError("this revocation store has no stream".into())
 }
 
 /// The error of a read from a position the stream does not cover.
-fn not_covered(position: &str) -> RevocationStoreError {
+fn not_covered(position: StreamPosition) -> RevocationStoreError {
     RevocationStoreError(format!(
         "the stream does not cover position {position:?} (trimmed past, or not of this stream): take a new snapshot"
     ))

@@ -7,8 +7,9 @@ use mandate_model::Clock;
 use tokio::sync::Notify;
 
 use crate::{
-    not_covered, verdict, Checked, Revocation, RevocationKind, RevocationRecord, RevocationStore,
-    RevocationStoreError, StreamEvent, StreamPosition, TokenFacts, READ_AFTER_COUNT,
+    not_covered, verdict, Checked, Revocation, RevocationKind, RevocationList, RevocationRecord,
+    RevocationStoreError, RevocationStream, StreamEvent, StreamPosition, TokenFacts,
+    READ_AFTER_COUNT,
 };
 
 type Entries = HashMap<(RevocationKind, String), RevocationRecord>;
@@ -129,22 +130,21 @@ impl MemoryRevocations {
     fn read_now(
         &self,
         position: StreamPosition,
-        raw: &str,
-    ) -> Result<Option<(Vec<StreamEvent>, String)>, RevocationStoreError> {
+    ) -> Result<Option<(Vec<StreamEvent>, StreamPosition)>, RevocationStoreError> {
         let inner = self.lock()?;
         if !inner.stream.covers(position) {
-            return Err(not_covered(raw));
+            return Err(not_covered(position));
         }
         let events = inner.stream.after(position);
-        Ok(events.last().map(StreamEvent::id).map(|last| {
-            let next = last.to_string();
-            (events, next)
-        }))
+        Ok(events
+            .last()
+            .map(StreamEvent::id)
+            .map(|last| (events, last)))
     }
 }
 
 #[async_trait]
-impl RevocationStore for MemoryRevocations {
+impl RevocationList for MemoryRevocations {
     async fn revoke(
         &self,
         entries: Vec<Revocation>,
@@ -214,6 +214,13 @@ impl RevocationStore for MemoryRevocations {
         Ok(entries)
     }
 
+    async fn ping(&self) -> Result<(), RevocationStoreError> {
+        self.lock().map(|_| ())
+    }
+}
+
+#[async_trait]
+impl RevocationStream for MemoryRevocations {
     async fn heartbeat(&self, node: &str, keep_ms: i64) -> Result<(), RevocationStoreError> {
         let now = self.now_ms_sync();
         {
@@ -230,27 +237,19 @@ impl RevocationStore for MemoryRevocations {
         Ok(())
     }
 
-    async fn ping(&self) -> Result<(), RevocationStoreError> {
-        self.lock().map(|_| ())
+    async fn stream_position(&self) -> Result<StreamPosition, RevocationStoreError> {
+        Ok(self.lock()?.stream.last())
     }
 
-    async fn stream_position(&self) -> Result<String, RevocationStoreError> {
-        Ok(self.lock()?.stream.last().to_string())
-    }
-
-    async fn stream_covers(&self, position: &str) -> Result<bool, RevocationStoreError> {
-        let inner = self.lock()?;
-        Ok(position
-            .parse::<StreamPosition>()
-            .is_ok_and(|p| inner.stream.covers(p)))
+    async fn stream_covers(&self, position: StreamPosition) -> Result<bool, RevocationStoreError> {
+        Ok(self.lock()?.stream.covers(position))
     }
 
     async fn read_after(
         &self,
-        position: &str,
+        from: StreamPosition,
         max_wait: Duration,
-    ) -> Result<(Vec<StreamEvent>, String), RevocationStoreError> {
-        let from: StreamPosition = position.parse().map_err(|_| not_covered(position))?;
+    ) -> Result<(Vec<StreamEvent>, StreamPosition), RevocationStoreError> {
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
             // Registered before looking, so that a record appended right after the look still
@@ -258,11 +257,11 @@ impl RevocationStore for MemoryRevocations {
             let appended = self.appended.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            if let Some(read) = self.read_now(from, position)? {
+            if let Some(read) = self.read_now(from)? {
                 return Ok(read);
             }
             if tokio::time::timeout_at(deadline, appended).await.is_err() {
-                return Ok((Vec::new(), from.to_string()));
+                return Ok((Vec::new(), from));
             }
         }
     }
@@ -281,30 +280,34 @@ mod tests {
         contract::run_all(&store, &|secs| clock.advance(secs)).await;
     }
 
+    fn at(text: &str) -> StreamPosition {
+        text.parse().unwrap()
+    }
+
     #[tokio::test]
     async fn the_stream_is_bounded_and_a_reader_left_behind_must_snapshot() {
         let clock = Arc::new(FixedClock::at(1_800_000_000));
         let store = MemoryRevocations::with_stream_capacity(clock.clone(), 3);
         let start = store.stream_position().await.unwrap();
-        assert_eq!(start, "1800000000000-0");
+        assert_eq!(start, at("1800000000000-0"));
         for node in ["a", "b", "c"] {
             store.heartbeat(node, 600_000).await.unwrap();
         }
         // Same millisecond (the clock is fixed): the sequence numbers the records.
-        let (events, next) = store.read_after(&start, Duration::ZERO).await.unwrap();
+        let (events, next) = store.read_after(start, Duration::ZERO).await.unwrap();
         let ids: Vec<String> = events.iter().map(|e| e.id().to_string()).collect();
         assert_eq!(
             ids,
             ["1800000000000-1", "1800000000000-2", "1800000000000-3"]
         );
-        assert_eq!(next, "1800000000000-3");
+        assert_eq!(next, at("1800000000000-3"));
         // A fourth record drops the first: the start is no longer covered.
         store.heartbeat("d", 600_000).await.unwrap();
-        assert!(!store.stream_covers(&start).await.unwrap());
-        assert!(store.read_after(&start, Duration::ZERO).await.is_err());
-        assert!(store.stream_covers("1800000000000-1").await.unwrap());
+        assert!(!store.stream_covers(start).await.unwrap());
+        assert!(store.read_after(start, Duration::ZERO).await.is_err());
+        assert!(store.stream_covers(at("1800000000000-1")).await.unwrap());
         let (events, _) = store
-            .read_after("1800000000000-1", Duration::ZERO)
+            .read_after(at("1800000000000-1"), Duration::ZERO)
             .await
             .unwrap();
         assert_eq!(events.len(), 3);
@@ -312,12 +315,15 @@ mod tests {
         clock.advance(10);
         store.heartbeat("e", 5_000).await.unwrap();
         let position = store.stream_position().await.unwrap();
-        assert_eq!(position, "1800000010000-0");
-        assert!(!store.stream_covers("1800000000000-3").await.unwrap());
-        assert!(store.stream_covers(&position).await.unwrap());
+        assert_eq!(position, at("1800000010000-0"));
+        assert!(!store.stream_covers(at("1800000000000-3")).await.unwrap());
+        assert!(store.stream_covers(position).await.unwrap());
         // Later records get later ids even when the clock goes back.
         clock.advance(-60);
         store.heartbeat("f", 600_000_000).await.unwrap();
-        assert_eq!(store.stream_position().await.unwrap(), "1800000010000-1");
+        assert_eq!(
+            store.stream_position().await.unwrap(),
+            at("1800000010000-1")
+        );
     }
 }

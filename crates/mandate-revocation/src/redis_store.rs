@@ -6,9 +6,9 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{RedisResult, Value};
 
 use crate::{
-    not_covered, verdict, Checked, Revocation, RevocationKind, RevocationRecord, RevocationStore,
-    RevocationStoreError, StreamEvent, StreamPosition, TokenFacts, HEARTBEAT_KIND,
-    READ_AFTER_COUNT,
+    not_covered, verdict, Checked, Revocation, RevocationKind, RevocationList, RevocationRecord,
+    RevocationStoreError, RevocationStream, StreamEvent, StreamPosition, TokenFacts,
+    HEARTBEAT_KIND, READ_AFTER_COUNT,
 };
 
 /// Every revocation key starts with this hash tag, so that an entry and its stream record are
@@ -295,7 +295,7 @@ fn parse_records(
 }
 
 #[async_trait]
-impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for RedisRevocations<C> {
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationList for RedisRevocations<C> {
     async fn revoke(
         &self,
         entries: Vec<Revocation>,
@@ -460,6 +460,18 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
         Ok(entries)
     }
 
+    async fn ping(&self) -> Result<(), RevocationStoreError> {
+        let mut connection = self.connection.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut connection)
+            .await
+            .map_err(fail)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStream for RedisRevocations<C> {
     async fn heartbeat(&self, node: &str, keep_ms: i64) -> Result<(), RevocationStoreError> {
         let mut connection = self.connection.clone();
         let now = self.now_ms().await?;
@@ -486,16 +498,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
         Ok(())
     }
 
-    async fn ping(&self) -> Result<(), RevocationStoreError> {
-        let mut connection = self.connection.clone();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut connection)
-            .await
-            .map_err(fail)?;
-        Ok(())
-    }
-
-    async fn stream_position(&self) -> Result<String, RevocationStoreError> {
+    async fn stream_position(&self) -> Result<StreamPosition, RevocationStoreError> {
         let mut connection = self.connection.clone();
         let last: StreamRangeReply = redis::cmd("XREVRANGE")
             .arg(STREAM_KEY)
@@ -506,13 +509,10 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
             .query_async(&mut connection)
             .await
             .map_err(fail)?;
-        Ok(first_id(&last).unwrap_or(StreamPosition::START).to_string())
+        Ok(first_id(&last).unwrap_or(StreamPosition::START))
     }
 
-    async fn stream_covers(&self, position: &str) -> Result<bool, RevocationStoreError> {
-        let Ok(position) = position.parse::<StreamPosition>() else {
-            return Ok(false);
-        };
+    async fn stream_covers(&self, position: StreamPosition) -> Result<bool, RevocationStoreError> {
         let mut connection = self.connection.clone();
         let (first, last): (StreamRangeReply, StreamRangeReply) =
             Self::stream_bounds(&mut redis::pipe())
@@ -527,10 +527,9 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
     /// read shows as a first id past it.
     async fn read_after(
         &self,
-        position: &str,
+        from: StreamPosition,
         max_wait: Duration,
-    ) -> Result<(Vec<StreamEvent>, String), RevocationStoreError> {
-        let from: StreamPosition = position.parse().map_err(|_| not_covered(position))?;
+    ) -> Result<(Vec<StreamEvent>, StreamPosition), RevocationStoreError> {
         let deadline = tokio::time::Instant::now() + max_wait;
         let mut connection = self.connection.clone();
         loop {
@@ -547,7 +546,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
                     .await
                     .map_err(fail)?;
             if !covered(from, first_id(&first), first_id(&last)) {
-                return Err(not_covered(position));
+                return Err(not_covered(from));
             }
             let records: Vec<&StreamId> = read
                 .iter()
@@ -563,11 +562,11 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RevocationStore for Redi
                 .find_map(|r| r.id.parse::<StreamPosition>().ok())
             {
                 let events = records.into_iter().filter_map(stream_event).collect();
-                return Ok((events, next.to_string()));
+                return Ok((events, next));
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Ok((Vec::new(), from.to_string()));
+                return Ok((Vec::new(), from));
             }
             tokio::time::sleep(FEED_POLL_INTERVAL.min(deadline - now)).await;
         }

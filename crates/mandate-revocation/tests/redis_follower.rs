@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use mandate_redis_test::RedisServer;
 use mandate_revocation::{
     FollowerConfig, FollowerError, RedisRevocations, Revocation, RevocationFollower,
-    RevocationKind, RevocationRecord, RevocationStore, TokenFacts, Verdict, STREAM_KEY,
+    RevocationKind, RevocationList, RevocationRecord, RevocationStream, TokenFacts, Verdict,
+    STREAM_KEY,
 };
 use redis::aio::{ConnectionLike, ConnectionManager};
 

@@ -38,7 +38,7 @@ async fn redis_cluster_meets_the_revocation_contract() {
 
 #[tokio::test]
 async fn revocations_survive_a_crash_and_the_store_fails_closed_meanwhile() {
-    use mandate_revocation::{Revocation, RevocationKind, RevocationStore, TokenFacts, Verdict};
+    use mandate_revocation::{Revocation, RevocationKind, RevocationList, TokenFacts, Verdict};
     let mut server = RedisServer::start().await.unwrap();
     let store = RedisRevocations::new(manager(&server.url()).await);
     let now = store.now_ms().await.unwrap();
@@ -98,7 +98,7 @@ async fn until_info(node: &RedisServer, wanted: &str) {
 
 #[tokio::test]
 async fn with_a_replica_a_revocation_is_acknowledged_by_it_or_refused() {
-    use mandate_revocation::{Revocation, RevocationKind, RevocationStore};
+    use mandate_revocation::{Revocation, RevocationKind, RevocationList, RevocationStream};
     let primary = RedisServer::start().await.unwrap();
     let mut replica = RedisServer::start().await.unwrap();
     let store = RedisRevocations::new(manager(&primary.url()).await);
@@ -160,7 +160,9 @@ async fn with_a_replica_a_revocation_is_acknowledged_by_it_or_refused() {
 /// and a later revocation of the same id keeps the later T and the later expiry.
 #[tokio::test]
 async fn the_revocation_script_writes_what_it_is_given() {
-    use mandate_revocation::{Revocation, RevocationKind, RevocationStore, StreamEvent};
+    use mandate_revocation::{
+        Revocation, RevocationKind, RevocationList, RevocationStream, StreamEvent,
+    };
     let server = RedisServer::start().await.unwrap();
     let store = RedisRevocations::new(manager(&server.url()).await);
     let now = store.now_ms().await.unwrap();
@@ -185,7 +187,7 @@ async fn the_revocation_script_writes_what_it_is_given() {
     let stored = store.entries().await.unwrap();
     assert_eq!(stored, first);
     let (events, _) = store
-        .read_after(&start, std::time::Duration::ZERO)
+        .read_after(start, std::time::Duration::ZERO)
         .await
         .unwrap();
     assert!(events.iter().any(|event| matches!(
@@ -234,7 +236,7 @@ fn agent_entry(id: &str, until_ms: i64) -> mandate_revocation::Revocation {
 /// entries through their index, not the stream, whose heartbeats outnumber the entries by far.
 #[tokio::test]
 async fn a_snapshot_reads_the_entries_not_the_stream() {
-    use mandate_revocation::RevocationStore;
+    use mandate_revocation::RevocationList;
     let server = RedisServer::start().await.unwrap();
     let store = RedisRevocations::new(manager(&server.url()).await);
     let now = store.now_ms().await.unwrap();
@@ -294,7 +296,7 @@ async fn a_snapshot_reads_the_entries_not_the_stream() {
 /// snapshots keep them.
 #[tokio::test]
 async fn entries_written_before_the_index_are_indexed_at_start_up() {
-    use mandate_revocation::RevocationStore;
+    use mandate_revocation::RevocationList;
     let server = RedisServer::start().await.unwrap();
     let store = RedisRevocations::new(manager(&server.url()).await);
     let now = store.now_ms().await.unwrap();
@@ -347,7 +349,7 @@ async fn entries_written_before_the_index_are_indexed_at_start_up() {
 /// the absence of an entry: the check refuses (the server answers 503), and so does a snapshot.
 #[tokio::test]
 async fn an_unreadable_entry_fails_closed() {
-    use mandate_revocation::{RevocationStore, TokenFacts};
+    use mandate_revocation::{RevocationList, TokenFacts};
     let server = RedisServer::start().await.unwrap();
     let store = RedisRevocations::new(manager(&server.url()).await);
     server

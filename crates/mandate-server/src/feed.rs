@@ -320,7 +320,7 @@ impl Hub {
 
 /// The shared reader: follows the store's stream and hands each read to every feed.
 async fn read_stream(store: Arc<dyn RevocationStore>, batches: broadcast::Sender<Arc<Batch>>) {
-    let mut position: Option<String> = None;
+    let mut position: Option<StreamPosition> = None;
     let mut failing = false;
     loop {
         let current = match position.take() {
@@ -342,7 +342,7 @@ async fn read_stream(store: Arc<dyn RevocationStore>, batches: broadcast::Sender
                 }
             },
         };
-        match store.read_after(&current, TAIL_WAIT).await {
+        match store.read_after(current, TAIL_WAIT).await {
             Ok((events, next)) => {
                 if failing {
                     tracing::info!("revocation feed: the store is reachable again");
@@ -361,7 +361,7 @@ async fn read_stream(store: Arc<dyn RevocationStore>, batches: broadcast::Sender
                 }
                 tokio::time::sleep(RETRY).await;
                 // Continue where it was, unless the stream no longer holds what follows.
-                position = match store.stream_covers(&current).await {
+                position = match store.stream_covers(current).await {
                     Ok(false) => None,
                     Ok(true) | Err(_) => Some(current),
                 };
@@ -450,7 +450,7 @@ impl Feed {
                 let covered = feed
                     .hub
                     .store
-                    .stream_covers(&position.to_string())
+                    .stream_covers(position)
                     .await
                     .map_err(|error| OAuthError::store_down("revocation feed", &error))?;
                 covered.then_some(position)
@@ -471,11 +471,7 @@ impl Feed {
     /// in both; applying it twice is harmless).
     async fn snapshot(&mut self) -> Result<(), mandate_revocation::RevocationStoreError> {
         let store = &self.hub.store;
-        let position: StreamPosition = store.stream_position().await?.parse().map_err(
-            |e: mandate_revocation::InvalidPosition| {
-                mandate_revocation::RevocationStoreError(e.to_string())
-            },
-        )?;
+        let position = store.stream_position().await?;
         let entries = store.entries().await?;
         let now = store.now_ms().await?;
         let data = json(&SnapshotData {
@@ -540,10 +536,9 @@ impl Feed {
     /// a new snapshot is written; when it fails, the feed waits and tries again.
     async fn catch_up(&mut self) {
         let store = self.hub.store.clone();
-        let from = self.position.to_string();
-        match store.read_after(&from, Duration::ZERO).await {
+        let from = self.position;
+        match store.read_after(from, Duration::ZERO).await {
             Ok((events, next)) => {
-                let next = next.parse().unwrap_or(self.position);
                 if events.is_empty() && next <= self.position {
                     self.phase = Phase::Live;
                     return;
@@ -552,7 +547,7 @@ impl Feed {
                 self.position = self.position.max(next);
             }
             Err(error) => {
-                let snapshot = match store.stream_covers(&from).await {
+                let snapshot = match store.stream_covers(from).await {
                     Ok(false) => self.snapshot().await,
                     Ok(true) => Err(error),
                     Err(other) => Err(other),

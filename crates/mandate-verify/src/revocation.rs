@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 
 use async_trait::async_trait;
-use mandate_revocation::{RevocationStore, TokenFacts, Verdict};
+use mandate_revocation::{RevocationList, TokenFacts, Verdict};
 
 use crate::VerifyError;
 
@@ -23,7 +23,7 @@ pub trait RevocationSource: Send + Sync + Debug {
 /// (for Redis: `TIME` and one `MGET` of every key the token's facts name, on the one shard of the
 /// `{mandate:rev}` hash tag), so a revocation is seen by the very next verification.
 ///
-/// Wraps any [`RevocationStore`]; in production, mandate's Redis through
+/// Wraps any [`RevocationList`] (the stream is not needed: every check reads the list); in production, mandate's Redis through
 /// [`RedisRevocations`](mandate_revocation::RedisRevocations) over a reconnecting connection
 /// (see `Direct::redis`, feature `redis`), connected as the read-only ACL user that
 /// `mandate redis acl` prints. A store error is [`VerifyError::RevocationUnavailable`].
@@ -31,7 +31,7 @@ pub trait RevocationSource: Send + Sync + Debug {
 pub struct Direct<S>(pub S);
 
 #[async_trait]
-impl<S: RevocationStore> RevocationSource for Direct<S> {
+impl<S: RevocationList> RevocationSource for Direct<S> {
     async fn verdict(&self, facts: &TokenFacts) -> Result<Verdict, VerifyError> {
         self.0
             .check(facts)

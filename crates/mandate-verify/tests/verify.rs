@@ -18,7 +18,9 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use mandate_model::FixedClock;
-use mandate_revocation::{MemoryRevocations, Revocation, RevocationKind, RevocationStore};
+use mandate_revocation::{
+    MemoryRevocations, Revocation, RevocationKind, RevocationList, RevocationStore,
+};
 use mandate_server::BuildOptions;
 use mandate_testkit::{
     alg_none, b64_json, claims_of, delegation_settings, id_token_claims, now, KeyKind, TestKey,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use mandate_model::{Clock, FixedClock};
 use mandate_revocation::{
-    Checked, Revocation, RevocationRecord, RevocationStore, RevocationStoreError, TokenFacts,
+    Checked, Revocation, RevocationList, RevocationRecord, RevocationStore, RevocationStoreError,
+    RevocationStream, TokenFacts,
 };
 use mandate_server::config::ConfigSource;
 use mandate_server::{AppState, BuildOptions, Listeners, Signals};
@@ -445,7 +446,7 @@ impl SwitchableRevocations {
 }
 
 #[async_trait::async_trait]
-impl RevocationStore for SwitchableRevocations {
+impl RevocationList for SwitchableRevocations {
     async fn revoke(
         &self,
         entries: Vec<Revocation>,
@@ -465,13 +466,18 @@ impl RevocationStore for SwitchableRevocations {
         self.gate()?;
         self.inner.entries().await
     }
-    async fn heartbeat(&self, node: &str, keep_ms: i64) -> Result<(), RevocationStoreError> {
-        self.gate()?;
-        self.inner.heartbeat(node, keep_ms).await
-    }
     async fn ping(&self) -> Result<(), RevocationStoreError> {
         self.gate()?;
         self.inner.ping().await
+    }
+}
+
+/// No stream of its own (feeds are not what these tests are about); heartbeats go through.
+#[async_trait::async_trait]
+impl RevocationStream for SwitchableRevocations {
+    async fn heartbeat(&self, node: &str, keep_ms: i64) -> Result<(), RevocationStoreError> {
+        self.gate()?;
+        self.inner.heartbeat(node, keep_ms).await
     }
 }
 
