@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::{json_body, optional_body, reason, AdminCaller, AdminError};
 use crate::config::AdminRole;
 use crate::state::AppState;
-use mandate_core::{AgentError, AgentPatch, NewAgent};
+use mandate_core::{AgentPatch, NewAgent};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/agents", web::get().to(list_agents))
@@ -23,25 +23,6 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/agents/{id}/suspend", web::post().to(suspend_agent))
         .route("/agents/{id}/retire", web::post().to(retire_agent))
         .route("/agents/{id}/activate", web::post().to(activate_agent));
-}
-
-impl From<AgentError> for AdminError {
-    fn from(error: AgentError) -> Self {
-        match error {
-            AgentError::Invalid(message) => AdminError::bad_request(message),
-            AgentError::NotFound(_) => AdminError::not_found(error.to_string()),
-            AgentError::Exists(_) | AgentError::Contended(_) => {
-                AdminError::conflict(error.to_string())
-            }
-            AgentError::InvalidTransition(refused) => {
-                AdminError::invalid_transition(refused.to_string())
-            }
-            AgentError::Unavailable(cause) => {
-                tracing::warn!(%cause, "client registry unavailable");
-                AdminError::unavailable()
-            }
-        }
-    }
 }
 
 /// A JSON answer; admin answers are never cached (docs/ADMIN-API.md).

@@ -13,26 +13,12 @@ use super::{json_body, reason};
 use super::{AdminCaller, AdminError};
 use crate::config::AdminRole;
 use crate::state::AppState;
-use mandate_core::{ConsentError, NewConsent};
+use mandate_core::NewConsent;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/consents", web::get().to(list_consents))
         .route("/consents", web::post().to(create_consent))
         .route("/consents/{id}", web::delete().to(withdraw_consent));
-}
-
-impl From<ConsentError> for AdminError {
-    fn from(error: ConsentError) -> Self {
-        match error {
-            ConsentError::Invalid(message) => AdminError::bad_request(message),
-            ConsentError::NotFound(_) => AdminError::not_found(error.to_string()),
-            ConsentError::Exists(_) => AdminError::conflict(error.to_string()),
-            ConsentError::Unavailable(cause) => {
-                tracing::warn!(%cause, "consent store unavailable");
-                AdminError::unavailable()
-            }
-        }
-    }
 }
 
 fn view(grant: &ConsentGrant) -> Value {

@@ -15,6 +15,7 @@ mod agents;
 mod audit;
 mod chains;
 mod consents;
+mod errors;
 mod policies;
 
 /// An admin API error: `{"error": code, "message": text}`.
@@ -101,20 +102,6 @@ impl ResponseError for AdminError {
             response.insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="mandate-admin""#));
         }
         response.json(json!({"error": self.code, "message": self.message}))
-    }
-}
-
-impl From<crate::revocation::RevokeError> for AdminError {
-    fn from(error: crate::revocation::RevokeError) -> Self {
-        use crate::revocation::RevokeError;
-        match error {
-            RevokeError::NotFound(what) => AdminError::not_found(format!("no {what}")),
-            RevokeError::Invalid(message) => AdminError::bad_request(message),
-            RevokeError::Unavailable(cause) => {
-                tracing::warn!(%cause, "revocation store unavailable");
-                AdminError::unavailable()
-            }
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use mandate_chain::{Explanation, HopId, Policy, PolicyRow};
-use mandate_core::{ExplainAnswer, ExplainQuestion, ExplainedToken, PolicyError};
+use mandate_core::{ExplainAnswer, ExplainQuestion, ExplainedToken};
 use mandate_model::{Audience, ClientId, ScopeSet, Subject};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -115,25 +115,6 @@ fn parse_rows(body: &[u8]) -> Result<Vec<PolicyRow>, AdminError> {
         });
     }
     Ok(rows)
-}
-
-impl From<PolicyError> for AdminError {
-    fn from(error: PolicyError) -> Self {
-        match &error {
-            PolicyError::InvalidRow { .. } | PolicyError::NotAnAgent(_) => {
-                AdminError::bad_request(error.to_string())
-            }
-            PolicyError::Stale { .. } => AdminError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                error.to_string(),
-            ),
-            PolicyError::UnknownAgent(_) | PolicyError::UnknownHop(_) => {
-                AdminError::not_found(error.to_string())
-            }
-            PolicyError::Unavailable(cause) => AdminError::store_down(cause),
-        }
-    }
 }
 
 /// `PUT /admin/policies`: replaces every row if `If-Match` names the current version.
