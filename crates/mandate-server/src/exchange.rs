@@ -14,7 +14,7 @@ use crate::chain_id::new_hop_id;
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
 use crate::id_jag_issue::{issue as issue_id_jag, IdJagIssueRequest};
-use crate::issue::{sign_and_record, IssueError};
+use crate::issue::sign_and_record;
 use crate::state::AppState;
 use crate::subject::{verify_subject, SubjectTokenType, VerifiedSubject};
 use mandate_revocation::{TokenFacts, Verdict};
@@ -304,23 +304,19 @@ async fn exchange_for(
             OAuthError::refused(&refusal, GrantKind::TokenExchange),
         )
     })?;
-    let access_token = match sign_and_record(
+    let access_token = sign_and_record(
         state,
         urn::TYP_ACCESS_TOKEN,
         &decision.claims,
         &decision.hop,
-    )
-    .await
-    {
-        Ok(token) => token,
-        Err(IssueError::Failed(error)) => return Err(error),
-        Err(IssueError::RevokedMidway(kind)) => {
-            return Err(refuse(
+        |kind| {
+            refuse(
                 &format!("revoked while exchanging ({kind})"),
                 OAuthError::invalid_request("the subject token has been revoked"),
-            ))
-        }
-    };
+            )
+        },
+    )
+    .await?;
     tracing::info!(
         target: "audit",
         client_id = %client.id,

@@ -21,7 +21,7 @@ use crate::chain_id::new_hop_id;
 use crate::config::Acceptance;
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
-use crate::issue::{sign_and_record, IssueError};
+use crate::issue::sign_and_record;
 use crate::state::{AppState, TrustedIssuer};
 
 /// The longest lifetime (`exp` − `iat`) of an ID-JAG mandate accepts; an issuer's
@@ -433,23 +433,19 @@ async fn redeem_for(
             ));
         }
     }
-    let access_token = match sign_and_record(
+    let access_token = sign_and_record(
         state,
         urn::TYP_ACCESS_TOKEN,
         &decision.claims,
         &decision.hop,
-    )
-    .await
-    {
-        Ok(token) => token,
-        Err(IssueError::Failed(error)) => return Err(error),
-        Err(IssueError::RevokedMidway(kind)) => {
-            return Err(refuse(
+        |kind| {
+            refuse(
                 &format!("revoked while redeeming ({kind})"),
                 OAuthError::new(ErrorCode::InvalidGrant, "the ID-JAG has been revoked"),
-            ))
-        }
-    };
+            )
+        },
+    )
+    .await?;
     tracing::info!(
         target: "audit",
         client_id = %client.id,

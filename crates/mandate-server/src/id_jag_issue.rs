@@ -21,7 +21,7 @@ use crate::config::IdJagResourceServerSettings;
 use crate::error::{ErrorCode, OAuthError};
 use crate::exchange::client_upstream_ids;
 use crate::form::Form;
-use crate::issue::{sign_and_record, IssueError};
+use crate::issue::sign_and_record;
 use crate::state::AppState;
 use crate::subject::{verify_subject, SubjectTokenType, VerifiedSubject};
 
@@ -318,16 +318,13 @@ async fn issue_for(
         tenant: None,
         auth_time: claims.auth_time,
     };
-    let token = match sign_and_record(state, urn::TYP_ID_JAG, &jag, &hop).await {
-        Ok(token) => token,
-        Err(IssueError::Failed(error)) => return Err(error),
-        Err(IssueError::RevokedMidway(kind)) => {
-            return Err(refuse(
-                &format!("revoked while issuing ({kind})"),
-                OAuthError::invalid_request("the subject token has been revoked"),
-            ))
-        }
-    };
+    let token = sign_and_record(state, urn::TYP_ID_JAG, &jag, &hop, |kind| {
+        refuse(
+            &format!("revoked while issuing ({kind})"),
+            OAuthError::invalid_request("the subject token has been revoked"),
+        )
+    })
+    .await?;
     tracing::info!(
         target: "audit",
         client_id = %client.id,

@@ -10,26 +10,21 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::revocation::facts_of_hop;
 use crate::state::AppState;
 
-/// Why a decided hop was not issued.
-#[derive(Debug)]
-pub enum IssueError {
-    /// Signing, the ledger or the revocation list failed: answer this (500 or 503).
-    Failed(OAuthError),
-    /// A revocation landed between the first check and now: the caller says so in its own
-    /// protocol's terms.
-    RevokedMidway(RevocationKind),
-}
-
 /// Signs `claims` as `typ`, records `hop` (nothing is issued unless its hop is recorded,
 /// DESIGN.md section 1.3), runs the test pause point, and checks the hop's facts again: a
 /// revocation written before this check is seen by it, one written after has T ≥ the hop's `iat`
 /// and covers it. The client the token is for must still be allowed to authenticate.
+///
+/// A failure of signing, the ledger or the list is answered here (500 or 503); a revocation
+/// that landed between the first check and now is answered by `revoked_midway`, in the caller's
+/// protocol's terms.
 pub async fn sign_and_record<C: Serialize + ?Sized>(
     state: &AppState,
     typ: &str,
     claims: &C,
     hop: &HopRecord,
-) -> Result<String, IssueError> {
+    revoked_midway: impl FnOnce(RevocationKind) -> OAuthError,
+) -> Result<String, OAuthError> {
     // The signature is made while the hop's write is in flight (on Redis the write goes out on
     // the connection's own task when first polled, so the round trip and the signature overlap);
     // the token is handed out only once both are done and the second check passes.
@@ -42,17 +37,11 @@ pub async fn sign_and_record<C: Serialize + ?Sized>(
             .sign(typ, claims)
             .map_err(|e| {
                 tracing::error!(error = %e, "signing failed");
-                IssueError::Failed(OAuthError::new(
-                    ErrorCode::ServerError,
-                    "the token could not be signed",
-                ))
+                OAuthError::new(ErrorCode::ServerError, "the token could not be signed")
             })
     };
     let (recorded, token) = tokio::join!(recording, signing);
-    recorded.map_err(|e| {
-        tracing::warn!(error = %e, "ledger unavailable");
-        IssueError::Failed(OAuthError::unavailable())
-    })?;
+    recorded.map_err(|e| OAuthError::store_down("recording a hop", &e))?;
     let token = token?;
     if let Some(pause) = &state.exchange_pause {
         pause.after_hop_recorded(state, hop).await;
@@ -67,19 +56,13 @@ pub async fn sign_and_record<C: Serialize + ?Sized>(
         state.revocations.check(&facts),
         state.clients.client(&hop.client_id)
     );
-    let second = second.map_err(|e| {
-        tracing::warn!(error = %e, "revocation list unavailable");
-        IssueError::Failed(OAuthError::unavailable())
-    })?;
-    let client = client.map_err(|e| {
-        tracing::warn!(error = %e, "client registry unavailable");
-        IssueError::Failed(OAuthError::unavailable())
-    })?;
+    let second = second.map_err(|e| OAuthError::store_down("the second revocation check", &e))?;
+    let client = client.map_err(|e| OAuthError::store_down("the second revocation check", &e))?;
     if !client.is_some_and(|client| client.may_authenticate(state.clock.now())) {
-        return Err(IssueError::RevokedMidway(RevocationKind::Agent));
+        return Err(revoked_midway(RevocationKind::Agent));
     }
     match second.verdict {
         Verdict::Live => Ok(token),
-        Verdict::Revoked { kind, .. } => Err(IssueError::RevokedMidway(kind)),
+        Verdict::Revoked { kind, .. } => Err(revoked_midway(kind)),
     }
 }

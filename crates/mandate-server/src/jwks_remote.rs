@@ -284,7 +284,8 @@ impl RemoteJwks {
             .map_err(|e| JwksFetchError::Invalid(format!("not JSON: {e}")))?;
         let keys = VerifyingKeySet::from_jwks(&document, &self.algorithms)
             .map_err(|e| JwksFetchError::Invalid(e.to_string()))?;
-        Ok((keys, kids_of(&document)))
+        let kids = keys.kids();
+        Ok((keys, kids))
     }
 }
 
@@ -306,20 +307,6 @@ impl From<mandate_fetch::FetchError> for JwksFetchError {
             FetchError::Network(message) => JwksFetchError::Network(message),
         }
     }
-}
-
-/// The `kid`s of the signature keys [`VerifyingKeySet::from_jwks`] kept: it keeps every key not
-/// marked `use: enc` (and refuses the set if one is unusable), so these are exactly its `kid`s.
-fn kids_of(document: &Value) -> HashSet<String> {
-    document
-        .get("keys")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|key| key.get("use").and_then(Value::as_str) != Some("enc"))
-        .filter_map(|key| key.get("kid").and_then(Value::as_str))
-        .map(str::to_owned)
-        .collect()
 }
 
 #[cfg(test)]

@@ -210,6 +210,16 @@ impl VerifyingKeySet {
         self.keys.len()
     }
 
+    /// The `kid`s of the keys held (a key without one has none to list): what a fetcher checks
+    /// an unknown `kid` against before it refreshes.
+    pub fn kids(&self) -> std::collections::HashSet<String> {
+        self.keys
+            .iter()
+            .filter_map(VerifyingKey::kid)
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Whether the set has no keys.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()

@@ -129,35 +129,17 @@ impl Snapshot {
         if built.is_empty() {
             return Err("no key usable with the allowed algorithms".into());
         }
-        let kids = built
-            .iter()
-            .filter_map(|key| key.kid().map(str::to_owned))
-            .collect();
         let keys = VerifyingKeySet::new(built).map_err(|e| e.to_string())?;
-        Ok(Self::of(keys, kids))
+        Ok(Self::of(keys))
     }
 
-    fn of(keys: VerifyingKeySet, kids: HashSet<String>) -> Self {
+    fn of(keys: VerifyingKeySet) -> Self {
         Self {
+            kids: keys.kids(),
             keys,
-            kids,
             fetched_at: Instant::now(),
         }
     }
-}
-
-/// The `kid`s of the keys [`VerifyingKeySet::from_jwks`] keeps (every key not marked
-/// `use: enc`; it refuses the whole set when one is unusable).
-fn static_kids(document: &Value) -> HashSet<String> {
-    document
-        .get("keys")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|key| key.get("use").and_then(Value::as_str) != Some("enc"))
-        .filter_map(|key| key.get("kid").and_then(Value::as_str))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Where the keys come from.
@@ -189,10 +171,7 @@ impl KeySource {
     ) -> Result<Self, VerifyError> {
         let keys = VerifyingKeySet::from_jwks(document, algorithms)
             .map_err(|e| VerifyError::Keys(e.to_string()))?;
-        Ok(Self::Static(Arc::new(Snapshot::of(
-            keys,
-            static_kids(document),
-        ))))
+        Ok(Self::Static(Arc::new(Snapshot::of(keys))))
     }
 
     /// The keys to verify with now. A remote set older than its maximum age is re-fetched in the
