@@ -95,11 +95,7 @@ impl TokenExchangeRequest {
                 ))
             }
         };
-        let scope = form
-            .single("scope")?
-            .map(ScopeSet::parse)
-            .transpose()
-            .map_err(|_| OAuthError::new(ErrorCode::InvalidScope, "scope is malformed"))?;
+        let scope = form.scope()?;
         let details = match form.single("authorization_details")? {
             None => None,
             Some(json) => {

@@ -7,7 +7,9 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 
-use crate::error::OAuthError;
+use mandate_model::ScopeSet;
+
+use crate::error::{ErrorCode, OAuthError};
 
 /// Parameters that may legitimately repeat (RFC 8693 §2.1, RFC 8707 §2).
 const REPEATABLE: [&str; 2] = ["resource", "audience"];
@@ -111,6 +113,28 @@ impl Form {
         self.single(name)?.ok_or_else(|| {
             OAuthError::invalid_request(format!("the parameter '{name}' is missing"))
         })
+    }
+
+    /// The single value of a repeatable target parameter (`resource`, `audience`), when mandate
+    /// takes one at most: sent twice is `invalid_target` with `too_many` (RFC 8707 §2).
+    pub fn one_target(
+        &self,
+        name: &str,
+        too_many: &'static str,
+    ) -> Result<Option<String>, OAuthError> {
+        match self.all(name) {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            _ => Err(OAuthError::new(ErrorCode::InvalidTarget, too_many)),
+        }
+    }
+
+    /// The `scope` parameter, parsed: malformed is `invalid_scope` (RFC 6749 §3.3).
+    pub fn scope(&self) -> Result<Option<ScopeSet>, OAuthError> {
+        self.single("scope")?
+            .map(ScopeSet::parse)
+            .transpose()
+            .map_err(|_| OAuthError::new(ErrorCode::InvalidScope, "scope is malformed"))
     }
 
     /// Every value of a repeatable parameter.

@@ -41,21 +41,9 @@ impl IdJagRequest {
     /// are about the request's shape, not the assertion.
     pub fn from_form(form: &Form) -> Result<Self, OAuthError> {
         let assertion = form.required("assertion")?.to_owned();
-        let resource = match form.all("resource") {
-            [] => None,
-            [one] => Some(one.clone()),
-            _ => {
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidTarget,
-                    "exactly one resource is supported per token",
-                ))
-            }
-        };
-        let scope = form
-            .single("scope")?
-            .map(ScopeSet::parse)
-            .transpose()
-            .map_err(|_| OAuthError::new(ErrorCode::InvalidScope, "scope is malformed"))?;
+        let resource =
+            form.one_target("resource", "exactly one resource is supported per token")?;
+        let scope = form.scope()?;
         Ok(Self {
             assertion,
             resource,

@@ -60,21 +60,9 @@ impl IdJagIssueRequest {
                 ))
             }
         };
-        let resource = match form.all("resource") {
-            [] => None,
-            [one] => Some(one.clone()),
-            _ => {
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidTarget,
-                    "at most one resource is supported per ID-JAG",
-                ))
-            }
-        };
-        let scope = form
-            .single("scope")?
-            .map(ScopeSet::parse)
-            .transpose()
-            .map_err(|_| OAuthError::new(ErrorCode::InvalidScope, "scope is malformed"))?;
+        let resource =
+            form.one_target("resource", "at most one resource is supported per ID-JAG")?;
+        let scope = form.scope()?;
         if form.single("authorization_details")?.is_some() {
             return Err(OAuthError::invalid_request(
                 "authorization_details is not supported for ID-JAGs",
