@@ -2,12 +2,17 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use mandate_chain::HopId;
 use rand::RngCore;
 
 /// Makes the ids services give to what they create.
 pub trait IdGenerator: Send + Sync + std::fmt::Debug {
     /// A fresh consent grant id, `cns_` + at least 128 bits of entropy in production.
     fn consent_id(&self) -> String;
+
+    /// A fresh hop id (the `jti` of the token issued for it), `hop_` + at least 128 bits of
+    /// entropy in production.
+    fn hop_id(&self) -> HopId;
 }
 
 /// 128 random bits per id, base64url.
@@ -19,6 +24,10 @@ impl IdGenerator for RandomIds {
         let mut bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut bytes);
         format!("cns_{}", URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    fn hop_id(&self) -> HopId {
+        crate::chain_id::new_hop_id()
     }
 }
 

@@ -7,12 +7,14 @@
 //! Nothing here knows HTTP: the CI dependency rules keep actix-web out of this crate.
 
 pub mod agents;
+pub mod chain_id;
 pub mod consents;
 pub mod ids;
 pub mod policies;
 pub mod revocation;
 
 pub use agents::{AgentError, AgentPatch, AgentService, NewAgent};
+pub use chain_id::{new_hop_id, ChainIdKey};
 pub use consents::{ConsentError, ConsentService, NewConsent};
 pub use ids::{IdGenerator, RandomIds};
 pub use policies::{

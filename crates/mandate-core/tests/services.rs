@@ -37,6 +37,10 @@ impl IdGenerator for CountingIds {
     fn consent_id(&self) -> String {
         format!("cns_{}", self.0.fetch_add(1, Ordering::SeqCst))
     }
+
+    fn hop_id(&self) -> HopId {
+        HopId(format!("hop_{}", self.0.fetch_add(1, Ordering::SeqCst)))
+    }
 }
 
 struct World {

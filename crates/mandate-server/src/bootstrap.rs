@@ -269,6 +269,10 @@ impl AppState {
                 .max()
                 .unwrap_or(0),
         );
+        let ids: Arc<dyn mandate_core::IdGenerator> = options
+            .ids
+            .clone()
+            .unwrap_or_else(|| Arc::new(mandate_core::RandomIds));
         let revocation = mandate_core::RevocationService::new(
             backends.revocations.clone(),
             backends.ledger.clone(),
@@ -281,7 +285,7 @@ impl AppState {
             revocation.clone(),
             audit.clone(),
             clock.clone(),
-            Arc::new(mandate_core::RandomIds),
+            ids.clone(),
         );
         let agents = mandate_core::AgentService::new(
             clients.clone(),
@@ -334,6 +338,7 @@ impl AppState {
             ),
             clock,
             discovery: Arc::new(discovery),
+            ids,
             revocation,
             consent_grants,
             agents,

@@ -10,7 +10,6 @@ use mandate_store::Client;
 use mandate_token::{urn, DelegationDetail};
 use serde::Serialize;
 
-use crate::chain_id::new_hop_id;
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
 use crate::id_jag_issue::{issue as issue_id_jag, IdJagIssueRequest};
@@ -227,7 +226,7 @@ async fn exchange_for(
     let evidence = evidence?;
     let (policy, _) = policy.map_err(|e| OAuthError::store_down("token exchange", &e))?;
     let now = checked.now_ms.div_euclid(1000);
-    let new_hop_id = new_hop_id();
+    let new_hop_id = state.ids.hop_id();
 
     let aud_values;
     let upstream_ids;

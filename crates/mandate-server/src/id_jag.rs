@@ -17,7 +17,6 @@ use mandate_token::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::chain_id::new_hop_id;
 use crate::config::Acceptance;
 use crate::error::{ErrorCode, OAuthError};
 use crate::form::Form;
@@ -387,7 +386,7 @@ async fn redeem_for(
         now,
         ttl_secs: i64::from(tokens.access_token_ttl_secs),
         max_chain_depth: tokens.max_chain_depth,
-        new_hop_id: new_hop_id(),
+        new_hop_id: state.ids.hop_id(),
         root_chain_id: chain_id,
     };
     let (policy, _) = state

@@ -16,7 +16,6 @@ use mandate_revocation::{TokenFacts, Verdict};
 use mandate_store::Client;
 use mandate_token::{urn, IdJagClaims, OneOrMany};
 
-use crate::chain_id::new_hop_id;
 use crate::config::IdJagResourceServerSettings;
 use crate::error::{ErrorCode, OAuthError};
 use crate::exchange::client_upstream_ids;
@@ -261,7 +260,7 @@ async fn issue_for(
         now,
         ttl_secs: i64::from(state.settings.tokens.id_jag_ttl_secs),
         max_chain_depth: state.settings.tokens.max_chain_depth,
-        new_hop_id: new_hop_id(),
+        new_hop_id: state.ids.hop_id(),
         root_chain_id: chain_id,
     };
     let issuance = IdJagIssuance {

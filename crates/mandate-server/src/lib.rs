@@ -9,7 +9,7 @@ pub mod admin;
 pub mod audit;
 mod bootstrap;
 pub use mandate_core::agents;
-pub mod chain_id;
+pub use mandate_core::chain_id;
 pub mod client_auth;
 pub mod config;
 pub mod demo_idp;

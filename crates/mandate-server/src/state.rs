@@ -95,6 +95,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The RFC 8414 document, built once.
     pub discovery: Arc<Value>,
+    /// Where hop and consent ids come from (random, unless a test gives its own).
+    pub ids: Arc<dyn mandate_core::IdGenerator>,
     /// Revocation at every grain (mandate-core).
     pub revocation: mandate_core::RevocationService,
     /// Consent grants as administrators manage them (mandate-core).
@@ -110,6 +112,8 @@ pub struct AppState {
 pub struct BuildOptions {
     /// The clock (default: the system clock).
     pub clock: Option<Arc<dyn Clock>>,
+    /// The ids of hops and consent grants (default: random).
+    pub ids: Option<Arc<dyn mandate_core::IdGenerator>>,
     /// Serve the development demo identity provider, signing with this key.
     pub demo_idp: Option<Arc<SigningKey>>,
     /// Called after an exchange has recorded its hop and before the second revocation check

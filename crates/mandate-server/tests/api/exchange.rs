@@ -1032,3 +1032,67 @@ async fn the_demo_identity_provider_exists_only_in_development_mode() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// The ids the exchange gives its hops come from the state's `IdGenerator`: a test (or an
+/// operator's own generator) decides them, and the issued token's `jti` and the ledger agree.
+#[tokio::test]
+async fn hop_ids_come_from_the_injected_generator() {
+    #[derive(Debug, Default)]
+    struct Numbered(std::sync::atomic::AtomicUsize);
+    impl mandate_core::IdGenerator for Numbered {
+        fn consent_id(&self) -> String {
+            format!(
+                "cns_{}",
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            )
+        }
+        fn hop_id(&self) -> mandate_chain::HopId {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            mandate_chain::HopId(format!("hop_numbered{n}"))
+        }
+    }
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let server = TestServer::spawn_with(
+        mandate_testkit::delegation_settings(&corp),
+        mandate_server::BuildOptions {
+            ids: Some(std::sync::Arc::new(Numbered::default())),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let id_token = corp
+        .sign(
+            None,
+            &id_token_claims(mandate_testkit::CORP, "alice", "assistant"),
+        )
+        .unwrap();
+    let first = mandate_testkit::delegation_issue(
+        &server,
+        &id_token,
+        "id_token",
+        mandate_testkit::CAL,
+        "assistant",
+    )
+    .await
+    .unwrap();
+    let second = mandate_testkit::delegation_issue(
+        &server,
+        &id_token,
+        "id_token",
+        mandate_testkit::CAL,
+        "assistant",
+    )
+    .await
+    .unwrap();
+    assert_eq!(claims_of(&first)["jti"], "hop_numbered0");
+    assert_eq!(claims_of(&second)["jti"], "hop_numbered1");
+    let hop = server
+        .state
+        .ledger
+        .hop(&mandate_chain::HopId("hop_numbered1".into()))
+        .await
+        .unwrap();
+    assert!(hop.is_some(), "the ledger holds the hop under the same id");
+    server.stop().await;
+}

@@ -63,6 +63,7 @@ pub fn new_hop_id() -> HopId {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
