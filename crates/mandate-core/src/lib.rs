@@ -10,6 +10,7 @@ pub mod agents;
 pub mod chain_id;
 pub mod consents;
 pub mod ids;
+pub mod keys;
 pub mod policies;
 pub mod revocation;
 
@@ -17,6 +18,7 @@ pub use agents::{AgentError, AgentPatch, AgentService, NewAgent};
 pub use chain_id::{new_hop_id, ChainIdKey};
 pub use consents::{ConsentError, ConsentService, NewConsent};
 pub use ids::{IdGenerator, RandomIds};
+pub use keys::KeyRing;
 pub use policies::{
     target_is_registered, ExplainAnswer, ExplainQuestion, ExplainSettings, ExplainedToken,
     PolicyError, PolicyPorts, PolicyService,

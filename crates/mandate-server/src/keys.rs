@@ -2,7 +2,7 @@
 //! them from the files the configuration names.
 
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use mandate_token::{KeySet, PublicKey, SigningKey};
 use zeroize::Zeroizing;
@@ -10,34 +10,7 @@ use zeroize::Zeroizing;
 use crate::config::{ConfigError, ConfigSource, Settings};
 use crate::state::AppState;
 
-/// mandate's own keys in force. A reload (SIGHUP) replaces the whole [`KeySet`] at once, so the
-/// key that signs, the `/jwks` document and the set mandate verifies its own tokens with always
-/// agree. Readers take an `Arc` and let go of the lock at once: no lock is held across an await.
-#[derive(Debug, Clone)]
-pub struct KeyRing {
-    current: Arc<RwLock<Arc<KeySet>>>,
-}
-
-impl KeyRing {
-    /// A ring holding `keys`.
-    pub fn new(keys: KeySet) -> Self {
-        Self {
-            current: Arc::new(RwLock::new(Arc::new(keys))),
-        }
-    }
-
-    /// The keys in force now. A request takes them once and uses that snapshot throughout.
-    pub fn current(&self) -> Arc<KeySet> {
-        // The lock guards only an assignment, which cannot panic: poisoning carries no meaning.
-        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// Puts `keys` in force and returns the keys they replace.
-    fn replace(&self, keys: Arc<KeySet>) -> Arc<KeySet> {
-        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut *current, keys)
-    }
-}
+pub use mandate_core::KeyRing;
 
 /// Why a key reload was refused. The keys in force stay in force.
 #[derive(Debug, thiserror::Error)]
