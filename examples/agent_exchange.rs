@@ -112,6 +112,7 @@ fn settings(idp_key: &TestKey) -> anyhow::Result<Settings> {
         accept: vec![Acceptance::IdToken],
         max_token_age_secs: 3600,
         id_jag_reuse: false,
+        ssf_push_token_hash: None,
     }];
     settings.clients = vec![
         agent_with_secret("assistant", ASSISTANT_SECRET, AuthMethod::ClientSecretBasic)?,

@@ -162,6 +162,7 @@ async fn start_saas(
         max_token_age_secs: 3600,
         // Each ID-JAG is redeemed once.
         id_jag_reuse: false,
+        ssf_push_token_hash: None,
     }];
     settings.clients = vec![
         agent_with_secret(

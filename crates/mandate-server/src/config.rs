@@ -318,6 +318,10 @@ pub struct TrustedIssuerSettings {
     /// Let the same client re-present an ID-JAG until it expires (else single use).
     #[serde(default)]
     pub id_jag_reuse: bool,
+    /// This issuer may push Shared Signals (RFC 8935) to `/ssf/receive/<alias>`, authenticating
+    /// with this bearer token, stored as its hash. Unset: it may not.
+    #[serde(default)]
+    pub ssf_push_token_hash: Option<SecretHash>,
 }
 
 fn default_issuer_algorithms() -> Vec<String> {

@@ -56,6 +56,7 @@ pub fn development_settings() -> Result<(Settings, DevExtras), ConfigError> {
         accept: vec![Acceptance::IdToken, Acceptance::Jwt],
         max_token_age_secs: 3600,
         id_jag_reuse: false,
+        ssf_push_token_hash: None,
     });
 
     let id = |s: &str| ClientId::parse(s).map_err(|e| fail(e.to_string()));

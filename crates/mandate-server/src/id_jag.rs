@@ -12,9 +12,7 @@ use mandate_chain::{decide_id_jag, ExchangeContext, ExchangeRequest, IdJagGrant}
 use mandate_model::{Audience, ScopeSet, Subject};
 use mandate_revocation::{TokenFacts, Verdict};
 use mandate_store::Client;
-use mandate_token::{
-    urn, IdJagClaims, JwtError, TimeError, TimeWindow, UnverifiedJws, VerifyingKeySet,
-};
+use mandate_token::{urn, IdJagClaims, JwtError, TimeError, TimeWindow, UnverifiedJws};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Acceptance;
@@ -450,34 +448,14 @@ async fn redeem_for(
     })
 }
 
-/// The issuer's keys and configured `algorithms` only; an unknown `kid` refreshes a remote JWKS
-/// once (rate-limited inside) before failing, as for subject tokens.
 async fn verify_with_issuer(
     issuer: &TrustedIssuer,
     jws: &UnverifiedJws<'_>,
 ) -> Result<mandate_token::Verified, IdJagError> {
-    let algorithms = issuer.algorithms();
-    if let Some(keys) = &issuer.keys {
-        return jws.verify(keys, &algorithms).map_err(IdJagError::Signature);
-    }
-    let Some(remote) = &issuer.remote else {
-        return Err(IdJagError::KeysUnavailable("no keys configured".into()));
-    };
-    let keys: Arc<VerifyingKeySet> = remote
-        .keys()
-        .await
-        .map_err(|e| IdJagError::KeysUnavailable(e.to_string()))?;
-    match jws.verify(&keys, &algorithms) {
-        Err(JwtError::UnknownKey) => {
-            let keys = remote
-                .refresh_for_unknown_kid()
-                .await
-                .map_err(|e| IdJagError::KeysUnavailable(e.to_string()))?;
-            jws.verify(&keys, &algorithms)
-                .map_err(IdJagError::Signature)
-        }
-        other => other.map_err(IdJagError::Signature),
-    }
+    issuer.verify(jws).await.map_err(|e| match e {
+        crate::state::IssuerVerifyError::Signature(e) => IdJagError::Signature(e),
+        crate::state::IssuerVerifyError::KeysUnavailable(m) => IdJagError::KeysUnavailable(m),
+    })
 }
 
 #[cfg(test)]

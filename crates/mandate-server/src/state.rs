@@ -28,7 +28,53 @@ pub struct TrustedIssuer {
     pub remote: Option<RemoteJwks>,
 }
 
+/// Why a token could not be verified with a trusted issuer's keys.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerVerifyError {
+    /// Signature, key or algorithm.
+    #[error("{0}")]
+    Signature(mandate_token::JwtError),
+    /// The issuer's keys could not be fetched.
+    #[error("issuer keys unavailable: {0}")]
+    KeysUnavailable(String),
+}
+
 impl TrustedIssuer {
+    /// Verifies `jws` with this issuer's keys and configured algorithms only. With remote keys,
+    /// an unknown `kid` refreshes the set once (rate-limited inside: the issuer may have rotated)
+    /// before it fails. The one key path of subject tokens, ID-JAGs and Shared Signals.
+    pub async fn verify(
+        &self,
+        jws: &mandate_token::UnverifiedJws<'_>,
+    ) -> Result<mandate_token::Verified, IssuerVerifyError> {
+        let algorithms = self.algorithms();
+        if let Some(keys) = &self.keys {
+            return jws
+                .verify(keys, &algorithms)
+                .map_err(IssuerVerifyError::Signature);
+        }
+        let Some(remote) = &self.remote else {
+            return Err(IssuerVerifyError::KeysUnavailable(
+                "no keys configured".into(),
+            ));
+        };
+        let keys = remote
+            .keys()
+            .await
+            .map_err(|e| IssuerVerifyError::KeysUnavailable(e.to_string()))?;
+        match jws.verify(&keys, &algorithms) {
+            Err(mandate_token::JwtError::UnknownKey) => {
+                let keys = remote
+                    .refresh_for_unknown_kid()
+                    .await
+                    .map_err(|e| IssuerVerifyError::KeysUnavailable(e.to_string()))?;
+                jws.verify(&keys, &algorithms)
+                    .map_err(IssuerVerifyError::Signature)
+            }
+            other => other.map_err(IssuerVerifyError::Signature),
+        }
+    }
+
     /// The algorithms this issuer's tokens may use.
     pub fn algorithms(&self) -> Vec<Algorithm> {
         self.settings

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use mandate_model::Subject;
 use mandate_token::{
     urn, AccessTokenClaims, JwtError, TimeError, TimeWindow, UnverifiedJws, UpstreamClaims,
-    VerifyingKeySet,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -253,31 +252,10 @@ async fn verify_with_issuer(
     issuer: &TrustedIssuer,
     jws: &UnverifiedJws<'_>,
 ) -> Result<mandate_token::Verified, SubjectError> {
-    let algorithms = issuer.algorithms();
-    if let Some(keys) = &issuer.keys {
-        return jws
-            .verify(keys, &algorithms)
-            .map_err(SubjectError::Signature);
-    }
-    let Some(remote) = &issuer.remote else {
-        return Err(SubjectError::KeysUnavailable("no keys configured".into()));
-    };
-    let keys: Arc<VerifyingKeySet> = remote
-        .keys()
-        .await
-        .map_err(|e| SubjectError::KeysUnavailable(e.to_string()))?;
-    match jws.verify(&keys, &algorithms) {
-        Err(JwtError::UnknownKey) => {
-            // The issuer may have rotated: refresh (rate-limited inside) and try once more.
-            let keys = remote
-                .refresh_for_unknown_kid()
-                .await
-                .map_err(|e| SubjectError::KeysUnavailable(e.to_string()))?;
-            jws.verify(&keys, &algorithms)
-                .map_err(SubjectError::Signature)
-        }
-        other => other.map_err(SubjectError::Signature),
-    }
+    issuer.verify(jws).await.map_err(|e| match e {
+        crate::state::IssuerVerifyError::Signature(e) => SubjectError::Signature(e),
+        crate::state::IssuerVerifyError::KeysUnavailable(m) => SubjectError::KeysUnavailable(m),
+    })
 }
 
 fn hex_digest(text: &str) -> String {

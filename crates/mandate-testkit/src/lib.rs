@@ -523,6 +523,7 @@ pub fn delegation_settings(corp: &TestKey) -> Settings {
         ],
         max_token_age_secs: 3600,
         id_jag_reuse: false,
+        ssf_push_token_hash: None,
     }];
     settings.clients = vec![
         agent_with_secret(

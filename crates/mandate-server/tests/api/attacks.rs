@@ -85,6 +85,7 @@ fn remote_issuer(issuer: &str, alias: &str, jwks_uri: &str) -> TrustedIssuerSett
         accept: vec![Acceptance::IdToken, Acceptance::Jwt],
         max_token_age_secs: 3600,
         id_jag_reuse: false,
+        ssf_push_token_hash: None,
     }
 }
 

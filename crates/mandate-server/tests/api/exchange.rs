@@ -36,6 +36,7 @@ fn issuer(url: &str, alias: &str, key: &TestKey, as_is: bool) -> TrustedIssuerSe
         accept: vec![Acceptance::IdToken, Acceptance::Jwt],
         max_token_age_secs: 3600,
         id_jag_reuse: false,
+        ssf_push_token_hash: None,
     }
 }
 

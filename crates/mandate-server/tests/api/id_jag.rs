@@ -53,6 +53,7 @@ fn trusted(
         accept,
         max_token_age_secs: 3600,
         id_jag_reuse: false,
+        ssf_push_token_hash: None,
     }
 }
 

@@ -106,6 +106,7 @@ async fn env() -> Env {
         accept: vec![Acceptance::IdJag],
         max_token_age_secs: 3600,
         id_jag_reuse: false,
+        ssf_push_token_hash: None,
     }];
     ras.clients = vec![
         agent_with_secret(
