@@ -34,6 +34,10 @@ pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 .route("/jwks", web::get().to(jwks))
                 .route("/healthz", web::get().to(healthz))
                 .route("/revocations", web::get().to(crate::feed::revocations))
+                .route(
+                    "/ssf/receive/{alias}",
+                    web::post().to(crate::ssf_receive::receive),
+                )
                 .service(
                     web::resource("/token")
                         .route(web::post().to(token))

@@ -29,6 +29,7 @@ pub mod jwks_remote;
 pub mod keys;
 pub mod revocation;
 pub mod server;
+pub mod ssf_receive;
 pub mod state;
 pub mod subject;
 

@@ -25,6 +25,7 @@ mod introspection;
 mod limits;
 mod proptest_http;
 mod revocation;
+mod ssf_receive;
 mod token_shell;
 
 use mandate_model::AuthMethod;

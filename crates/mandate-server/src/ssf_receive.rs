@@ -1,0 +1,350 @@
+//! Shared Signals from trusted issuers (OpenID SSF 1.0, CAEP 1.0, RISC 1.0): an issuer configured
+//! with `ssf_push_token_hash` pushes Security Event Tokens (RFC 8417) to
+//! `POST /ssf/receive/<alias>` (RFC 8935). A SET that says a user's sessions or credentials are
+//! gone revokes that user's delegations here (`subject:<alias|sub> @ T`, through the revocation
+//! service, audited); an event mandate does not act on is acknowledged and ignored; a SET that
+//! does not verify is refused with RFC 8935's error codes and changes nothing (docs/SSF.md).
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use mandate_model::Subject;
+use mandate_store::AuditEvent;
+use mandate_token::{OneOrMany, UnverifiedJws};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::state::{AppState, IssuerVerifyError, TrustedIssuer};
+
+/// The largest SET accepted, in bytes.
+pub const MAX_SET_BYTES: usize = 16 * 1024;
+
+/// The `typ` of a SET (RFC 8417 §2.3).
+const TYP_SECEVENT: &str = "secevent+jwt";
+
+const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
+
+/// The events that end a user's delegations here: the user's sessions or credentials at the
+/// issuer are gone, so nothing derived from them may stay usable.
+fn revokes_the_user(event_type: &str) -> Option<&'static str> {
+    let name = event_type
+        .strip_prefix(CAEP)
+        .map(|name| ("caep", name))
+        .or_else(|| event_type.strip_prefix(RISC).map(|name| ("risc", name)))?;
+    match name {
+        ("caep", "session-revoked") => Some("CAEP session-revoked"),
+        ("caep", "credential-change") => Some("CAEP credential-change"),
+        ("risc", "account-disabled") => Some("RISC account-disabled"),
+        ("risc", "account-purged") => Some("RISC account-purged"),
+        ("risc", "sessions-revoked") => Some("RISC sessions-revoked"),
+        _ => None,
+    }
+}
+
+/// Why a SET was refused: RFC 8935 §2.4's codes.
+#[derive(Debug, thiserror::Error)]
+enum SetError {
+    /// The transmitter did not authenticate (no such receiver, or a wrong token).
+    #[error("the transmitter could not be authenticated")]
+    AuthenticationFailed,
+    /// Not a SET, or one whose claims or events break the rules.
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    /// The signature does not verify with the issuer's keys and algorithms.
+    #[error("the SET is not signed by a key of its issuer")]
+    InvalidKey,
+    /// `iss` is not the issuer this endpoint receives from.
+    #[error("the SET issuer is not the transmitter of this endpoint")]
+    InvalidIssuer,
+    /// `aud` does not name mandate.
+    #[error("the SET audience is not this server")]
+    InvalidAudience,
+    /// The issuer's keys or mandate's store could not be reached: retry.
+    #[error("the receiver cannot process SETs right now")]
+    Unavailable,
+}
+
+impl SetError {
+    fn response(&self) -> HttpResponse {
+        let (status, code) =
+            match self {
+                Self::AuthenticationFailed => (StatusCode::UNAUTHORIZED, "authentication_failed"),
+                Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+                Self::InvalidKey => (StatusCode::BAD_REQUEST, "invalid_key"),
+                Self::InvalidIssuer => (StatusCode::BAD_REQUEST, "invalid_issuer"),
+                Self::InvalidAudience => (StatusCode::BAD_REQUEST, "invalid_audience"),
+                Self::Unavailable => return HttpResponse::ServiceUnavailable()
+                    .insert_header((header::RETRY_AFTER, "5"))
+                    .insert_header((header::CACHE_CONTROL, "no-store"))
+                    .json(
+                        json!({"err": "temporarily_unavailable", "description": self.to_string()}),
+                    ),
+            };
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        if status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, r#"Bearer realm="mandate-ssf""#));
+        }
+        response.json(json!({"err": code, "description": self.to_string()}))
+    }
+}
+
+/// The claims of a SET that mandate reads (RFC 8417 §2.2, the SSF profile).
+#[derive(Debug, Deserialize)]
+struct SetClaims {
+    iss: Option<String>,
+    jti: Option<String>,
+    iat: Option<i64>,
+    aud: Option<OneOrMany<String>>,
+    sub_id: Option<Value>,
+    events: Option<Map<String, Value>>,
+    // The SSF profile forbids both, so that a SET is never taken for an ID token or an access
+    // token (and none of those for a SET).
+    sub: Option<Value>,
+    exp: Option<Value>,
+}
+
+/// `POST /ssf/receive/{alias}`.
+pub async fn receive(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    alias: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    match accept(&request, &state, &alias, &body).await {
+        Ok(()) => HttpResponse::Accepted()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish(),
+        Err(error) => {
+            tracing::info!(target: "audit", alias = %mandate_model::log_safe(&alias), reason = %error, "Shared Signals SET refused");
+            error.response()
+        }
+    }
+}
+
+async fn accept(
+    request: &HttpRequest,
+    state: &AppState,
+    alias: &str,
+    body: &[u8],
+) -> Result<(), SetError> {
+    let issuer = authenticate(request, state, alias)?;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or_default();
+    if !content_type.eq_ignore_ascii_case("application/secevent+jwt") {
+        return Err(SetError::InvalidRequest(
+            "the body must be a SET, application/secevent+jwt",
+        ));
+    }
+    if body.len() > MAX_SET_BYTES {
+        return Err(SetError::InvalidRequest("the SET is too large"));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| SetError::InvalidRequest("the SET is not a compact JWS"))?
+        .trim();
+    let jws = UnverifiedJws::parse(text)
+        .map_err(|_| SetError::InvalidRequest("the SET is not a compact JWS"))?;
+    if !jws.header().typ_is(TYP_SECEVENT) {
+        return Err(SetError::InvalidRequest(
+            "the SET's typ must be secevent+jwt",
+        ));
+    }
+    if jws.header().crit.is_some() {
+        return Err(SetError::InvalidRequest("crit is not supported"));
+    }
+    let verified = issuer.verify(&jws).await.map_err(|e| match e {
+        IssuerVerifyError::Signature(_) => SetError::InvalidKey,
+        IssuerVerifyError::KeysUnavailable(cause) => {
+            tracing::warn!(%cause, "a transmitter's keys are unavailable");
+            SetError::Unavailable
+        }
+    })?;
+    let claims: SetClaims = verified
+        .claims()
+        .map_err(|_| SetError::InvalidRequest("the SET's claims are malformed"))?;
+    if claims.iss.as_deref() != Some(issuer.settings.issuer.as_str()) {
+        return Err(SetError::InvalidIssuer);
+    }
+    let names_mandate = claims
+        .aud
+        .as_ref()
+        .is_some_and(|aud| aud.as_slice().iter().any(|a| *a == state.settings.issuer));
+    if !names_mandate {
+        return Err(SetError::InvalidAudience);
+    }
+    if claims.sub.is_some() || claims.exp.is_some() {
+        return Err(SetError::InvalidRequest(
+            "a SET carries neither sub nor exp (SSF 1.0): the subject goes in sub_id",
+        ));
+    }
+    let jti = claims
+        .jti
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or(SetError::InvalidRequest(
+            "jti is required (1 to 256 characters)",
+        ))?;
+    let now = state.clock.now_secs();
+    let skew = i64::from(state.settings.tokens.clock_skew_secs);
+    let max_age = i64::from(issuer.settings.max_token_age_secs);
+    let iat = claims
+        .iat
+        .ok_or(SetError::InvalidRequest("iat is required"))?;
+    if iat > now + skew || iat < now - max_age - skew {
+        return Err(SetError::InvalidRequest(
+            "iat is outside the window this issuer's tokens are accepted in",
+        ));
+    }
+    let events = claims
+        .events
+        .filter(|events| !events.is_empty())
+        .ok_or(SetError::InvalidRequest("events is required and not empty"))?;
+    // Decide everything before anything changes: a SET either acts whole or is refused whole.
+    let mut actions = Vec::new();
+    let mut ignored = Vec::new();
+    for (event_type, payload) in &events {
+        match revokes_the_user(event_type) {
+            Some(name) => {
+                let subject = subject_of(&issuer, claims.sub_id.as_ref(), payload)?;
+                actions.push((name, subject));
+            }
+            None => ignored.push(event_type.as_str()),
+        }
+    }
+    // Single use: a replayed SET (or a second delivery of one) changes nothing more.
+    let first = state
+        .replay
+        .first_use(
+            &format!("ssf:{}:{jti}", issuer.settings.alias),
+            iat + max_age + skew + 1,
+            now,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "replay cache unavailable");
+            SetError::Unavailable
+        })?;
+    let by = format!("ssf:{}", issuer.settings.alias);
+    let outcome = if !first {
+        "already received: nothing done".to_owned()
+    } else {
+        let mut done = Vec::new();
+        for (name, subject) in &actions {
+            let reason = format!("{name} from {}", issuer.settings.issuer);
+            state
+                .revocation
+                .revoke_subject(subject.as_str(), &reason, &by)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, jti = %mandate_model::log_safe(&jti), "a Shared Signals revocation failed after its SET was recorded; revoke the subject by hand");
+                    SetError::Unavailable
+                })?;
+            done.push(format!("{name}: revoked {subject}"));
+        }
+        if !ignored.is_empty() {
+            done.push(format!("ignored {}", ignored.join(", ")));
+        }
+        done.join("; ")
+    };
+    state
+        .audit
+        .record(AuditEvent {
+            at: state.clock.now().timestamp_millis(),
+            actor: by,
+            action: "ssf.received".into(),
+            target: jti,
+            detail: outcome,
+        })
+        .await;
+    Ok(())
+}
+
+/// The receiver `alias` names, if its issuer may push and the bearer token is its own. Every
+/// failure reads the same, so the endpoint tells no one which aliases exist.
+fn authenticate<'a>(
+    request: &HttpRequest,
+    state: &'a AppState,
+    alias: &str,
+) -> Result<&'a TrustedIssuer, SetError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let issuer = state
+        .trusted_issuers
+        .iter()
+        .find(|ti| ti.settings.alias.as_str() == alias)
+        .map(AsRef::as_ref);
+    match (issuer, presented) {
+        (Some(issuer), Some(token)) => match &issuer.settings.ssf_push_token_hash {
+            Some(hash) if hash.matches(token) => Ok(issuer),
+            _ => Err(SetError::AuthenticationFailed),
+        },
+        _ => Err(SetError::AuthenticationFailed),
+    }
+}
+
+/// The user an event is about: the SET's `sub_id` (SSF 1.0), else the event's own `subject`
+/// (CAEP and RISC before SSF 1.0), as an `iss_sub` identifier (RFC 9493 §3.2.5) of this issuer.
+fn subject_of(
+    issuer: &TrustedIssuer,
+    sub_id: Option<&Value>,
+    payload: &Value,
+) -> Result<Subject, SetError> {
+    let identifier = sub_id
+        .or_else(|| payload.get("subject"))
+        .ok_or(SetError::InvalidRequest(
+            "the event names no subject (sub_id)",
+        ))?;
+    let member = |name: &str| identifier.get(name).and_then(Value::as_str);
+    if member("format") != Some("iss_sub") {
+        return Err(SetError::InvalidRequest(
+            "the subject must be an iss_sub identifier: mandate knows users by issuer and sub",
+        ));
+    }
+    if member("iss") != Some(issuer.settings.issuer.as_str()) {
+        return Err(SetError::InvalidRequest(
+            "the subject's iss is not the transmitter: it cannot speak for another issuer's users",
+        ));
+    }
+    let sub = member("sub")
+        .filter(|s| !s.is_empty())
+        .ok_or(SetError::InvalidRequest("the subject's sub is missing"))?;
+    Subject::from_upstream(&issuer.settings.alias, sub, issuer.settings.subject_as_is)
+        .map_err(|_| SetError::InvalidRequest("the subject's sub cannot be used for this issuer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_events_that_end_a_users_sessions_or_credentials_revoke() {
+        for revoking in [
+            "https://schemas.openid.net/secevent/caep/event-type/session-revoked",
+            "https://schemas.openid.net/secevent/caep/event-type/credential-change",
+            "https://schemas.openid.net/secevent/risc/event-type/account-disabled",
+            "https://schemas.openid.net/secevent/risc/event-type/account-purged",
+            "https://schemas.openid.net/secevent/risc/event-type/sessions-revoked",
+        ] {
+            assert!(revokes_the_user(revoking).is_some(), "{revoking}");
+        }
+        for other in [
+            "https://schemas.openid.net/secevent/caep/event-type/token-claims-change",
+            "https://schemas.openid.net/secevent/caep/event-type/session-established",
+            "https://schemas.openid.net/secevent/risc/event-type/account-enabled",
+            "https://schemas.openid.net/secevent/ssf/event-type/verification",
+            "https://example.com/caep/event-type/session-revoked",
+            "session-revoked",
+        ] {
+            assert!(revokes_the_user(other).is_none(), "{other}");
+        }
+    }
+}
