@@ -209,7 +209,7 @@ async fn accept(
     for (event_type, payload) in &events {
         match revokes_the_user(event_type) {
             Some(name) => {
-                let subject = subject_of(&issuer, claims.sub_id.as_ref(), payload)?;
+                let subject = subject_of(issuer, claims.sub_id.as_ref(), payload)?;
                 actions.push((name, subject));
             }
             None => ignored.push(event_type.as_str()),
