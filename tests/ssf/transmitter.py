@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""An identity provider independent of mandate's code (jwcrypto, the Python standard library):
+it makes its ES256 key, signs an ID token for a user, and pushes a CAEP session-revoked SET
+for that user to mandate (RFC 8935), as an SSF transmitter would.
+
+    transmitter.py keygen DIR                          -> DIR/key.json (private), DIR/jwks.json
+    transmitter.py id-token DIR ISS SUB AUD            -> prints the ID token
+    transmitter.py push DIR URL TOKEN ISS AUD SUB      -> prints the HTTP status and body
+"""
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+from jwcrypto import jwk, jwt
+
+SESSION_REVOKED = "https://schemas.openid.net/secevent/caep/event-type/session-revoked"
+
+
+def load(directory):
+    with open(f"{directory}/key.json") as f:
+        return jwk.JWK.from_json(f.read())
+
+
+def sign(key, header, claims):
+    token = jwt.JWT(header=header, claims=claims)
+    token.make_signed_token(key)
+    return token.serialize()
+
+
+def main(argv):
+    command = argv[1]
+    if command == "keygen":
+        directory = argv[2]
+        key = jwk.JWK.generate(kty="EC", crv="P-256", kid="idp-ssf-1", use="sig", alg="ES256")
+        with open(f"{directory}/key.json", "w") as f:
+            f.write(key.export_private())
+        with open(f"{directory}/jwks.json", "w") as f:
+            f.write(json.dumps({"keys": [json.loads(key.export_public())]}))
+        return 0
+    if command == "id-token":
+        directory, iss, sub, aud = argv[2:6]
+        now = int(time.time())
+        claims = {"iss": iss, "sub": sub, "aud": aud, "iat": now - 5, "exp": now + 600,
+                  "jti": str(uuid.uuid4())}
+        print(sign(load(directory), {"alg": "ES256", "kid": "idp-ssf-1", "typ": "JWT"}, claims))
+        return 0
+    if command == "push":
+        directory, url, token, iss, aud, sub = argv[2:8]
+        now = int(time.time())
+        claims = {
+            "iss": iss,
+            "aud": aud,
+            "iat": now,
+            "jti": str(uuid.uuid4()),
+            "sub_id": {"format": "iss_sub", "iss": iss, "sub": sub},
+            "events": {SESSION_REVOKED: {"event_timestamp": now, "initiating_entity": "admin",
+                                         "reason_admin": {"en": "Lost laptop"}}},
+        }
+        body = sign(load(directory), {"alg": "ES256", "kid": "idp-ssf-1", "typ": "secevent+jwt"},
+                    claims).encode()
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/secevent+jwt",
+            "Authorization": f"Bearer {token}",
+        })
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                print(response.status, response.read().decode())
+        except urllib.error.HTTPError as error:
+            print(error.code, error.read().decode())
+        return 0
+    print(f"unknown command {command}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

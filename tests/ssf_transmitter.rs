@@ -1,0 +1,160 @@
+//! An identity provider written independently of mandate (Python, jwcrypto) signs a user's ID
+//! token and, once mandate has exchanged it, pushes a CAEP session-revoked SET for that user
+//! (RFC 8935) to the real `mandate serve`: the user's live token goes inactive and the old ID
+//! token is refused for new exchanges, while another user's token stays live.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+#[path = "support/serve.rs"]
+mod serve;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use mandate_model::SecretHash;
+use serde_json::Value;
+
+const IDP: &str = "https://idp.python.example";
+const ISSUER: &str = "https://mandate.ssf.example";
+const CAL: &str = "https://calendar.example.com";
+const PUSH_TOKEN: &str = "python-idp-push-token-4f1e";
+
+fn python(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ssf/transmitter.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs (the tests need python3 with jwcrypto: pip install jwcrypto)");
+    assert!(
+        output.status.success(),
+        "transmitter.py {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+fn config(dir: &Path) -> String {
+    let jwks = dir.join("jwks.json");
+    format!(
+        "issuer = \"{ISSUER}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
+         [[trusted_issuers]]\nissuer = \"{IDP}\"\nalias = \"py\"\njwks_file = {:?}\n\
+         algorithms = [\"ES256\"]\nssf_push_token_hash = \"{}\"\n\n\
+         [[clients]]\nclient_id = \"assistant\"\nkind = \"agent\"\nowners = [\"ops@example.com\"]\n\
+         auth_method = \"client_secret_basic\"\nsecret_hash = \"{}\"\n\n\
+         [[clients]]\nclient_id = \"calendar-api\"\nkind = \"resource_server\"\n\
+         owners = [\"ops@example.com\"]\nauth_method = \"client_secret_basic\"\n\
+         secret_hash = \"{}\"\naudiences = [\"{CAL}\"]\n\n\
+         [[policies]]\nactor = \"assistant\"\naudience = \"{CAL}\"\nscopes = [\"calendar.read\"]\n",
+        jwks.display().to_string(),
+        SecretHash::of(PUSH_TOKEN),
+        SecretHash::of("assistant-secret"),
+        SecretHash::of("calendar-secret"),
+    )
+}
+
+async fn exchange(http: &reqwest::Client, base: &str, id_token: &str) -> (u16, Value) {
+    let response = http
+        .post(format!("{base}/token"))
+        .basic_auth("assistant", Some("assistant-secret"))
+        .form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", id_token),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:id_token",
+            ),
+            ("audience", CAL),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn active(http: &reqwest::Client, base: &str, token: &str) -> bool {
+    let answer: Value = http
+        .post(format!("{base}/introspect"))
+        .basic_auth("calendar-api", Some("calendar-secret"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["active"] == true
+}
+
+#[tokio::test]
+async fn an_independent_idp_revokes_a_users_delegations_with_a_pushed_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_text = dir.path().display().to_string();
+    python(&["keygen", &dir_text]);
+    let config_path = dir.path().join("mandate.toml");
+    std::fs::write(&config_path, config(dir.path())).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .env_remove("MANDATE_LOG")
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{}", serve::listening_address(&mut child));
+    let http = reqwest::Client::new();
+
+    let alice_id_token = python(&["id-token", &dir_text, IDP, "alice", "assistant"]);
+    let bob_id_token = python(&["id-token", &dir_text, IDP, "bob", "assistant"]);
+    let (status, alice) = exchange(&http, &base, &alice_id_token).await;
+    assert_eq!(status, 200, "{alice}");
+    let alice = alice["access_token"].as_str().unwrap().to_owned();
+    let (status, bob) = exchange(&http, &base, &bob_id_token).await;
+    assert_eq!(status, 200, "{bob}");
+    let bob = bob["access_token"].as_str().unwrap().to_owned();
+    assert!(active(&http, &base, &alice).await);
+
+    let pushed = python(&[
+        "push",
+        &dir_text,
+        &format!("{base}/ssf/receive/py"),
+        PUSH_TOKEN,
+        IDP,
+        ISSUER,
+        "alice",
+    ]);
+    assert!(pushed.starts_with("202"), "the push was answered {pushed}");
+
+    assert!(
+        !active(&http, &base, &alice).await,
+        "alice's token is still live"
+    );
+    let (status, refused) = exchange(&http, &base, &alice_id_token).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(active(&http, &base, &bob).await, "bob's token was touched");
+
+    // A push with a wrong token is refused as RFC 8935 says, and changes nothing.
+    let refused = python(&[
+        "push",
+        &dir_text,
+        &format!("{base}/ssf/receive/py"),
+        "not-the-token",
+        IDP,
+        ISSUER,
+        "bob",
+    ]);
+    assert!(refused.starts_with("401"), "{refused}");
+    assert!(refused.contains("authentication_failed"), "{refused}");
+    assert!(active(&http, &base, &bob).await);
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
