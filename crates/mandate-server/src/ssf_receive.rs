@@ -215,14 +215,13 @@ async fn accept(
             None => ignored.push(event_type.as_str()),
         }
     }
-    // Single use: a replayed SET (or a second delivery of one) changes nothing more.
+    // Single use: a replayed SET (or a second delivery of one) changes nothing more. Recorded
+    // before the revocation is written, and released if the write fails, so that the
+    // transmitter's retry of the same SET is not taken for a replay.
+    let replay_key = format!("ssf:{}:{jti}", issuer.settings.alias);
     let first = state
         .replay
-        .first_use(
-            &format!("ssf:{}:{jti}", issuer.settings.alias),
-            iat + max_age + skew + 1,
-            now,
-        )
+        .first_use(&replay_key, iat + max_age + skew + 1, now)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "replay cache unavailable");
@@ -235,14 +234,17 @@ async fn accept(
         let mut done = Vec::new();
         for (name, subject) in &actions {
             let reason = format!("{name} from {}", issuer.settings.issuer);
-            state
+            if let Err(error) = state
                 .revocation
                 .revoke_subject(subject.as_str(), &reason, &by)
                 .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, jti = %mandate_model::log_safe(&jti), "a Shared Signals revocation failed after its SET was recorded; revoke the subject by hand");
-                    SetError::Unavailable
-                })?;
+            {
+                tracing::warn!(%error, "a Shared Signals revocation could not be written; the transmitter will retry");
+                if let Err(error) = state.replay.release(&replay_key).await {
+                    tracing::error!(%error, jti = %mandate_model::log_safe(&jti), "a Shared Signals SET is recorded but its revocation is not written; revoke the subject by hand");
+                }
+                return Err(SetError::Unavailable);
+            }
             done.push(format!("{name}: revoked {subject}"));
         }
         if !ignored.is_empty() {

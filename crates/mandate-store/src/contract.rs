@@ -330,6 +330,19 @@ pub async fn replay(cache: &dyn ReplayCache) {
     assert!(first("contract:c1:old", now - 10).await.expect("expired"));
     assert!(first("contract:c1:old", now + 600).await.expect("reuse"));
     assert!(!first("contract:c1:old", now + 600).await.expect("held"));
+
+    // Released after a failed operation: the retry is a first use; other keys stay held.
+    cache.release("contract:c1:j1").await.expect("release");
+    assert!(first("contract:c1:j1", now + 600)
+        .await
+        .expect("after release"));
+    assert!(!first("contract:c2:j1", now + 600)
+        .await
+        .expect("still held"));
+    cache
+        .release("contract:never-used")
+        .await
+        .expect("release of nothing");
 }
 
 /// The rate limiter, where no time needs to pass: bursts of `per_second` (at least 2) requests

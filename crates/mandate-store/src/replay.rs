@@ -12,6 +12,10 @@ pub trait ReplayCache: Send + Sync + std::fmt::Debug {
     /// returns `false` when it is already recorded and not yet expired. `now` is the caller's
     /// clock reading, in seconds.
     async fn first_use(&self, key: &str, until: i64, now: i64) -> Result<bool, StoreError>;
+
+    /// Forgets `key`, recorded by a [`first_use`](Self::first_use) whose operation then failed,
+    /// so that the sender's retry is taken as a first use again rather than as a replay.
+    async fn release(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// The in-memory replay cache. Every use first drops identifiers that expired more than a
@@ -95,6 +99,17 @@ impl ReplayCache for MemoryReplayCache {
                 Ok(true)
             }
         }
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| StoreError::Corrupt("replay cache lock poisoned".into()))?;
+        if let Some(expiry) = seen.until.remove(key) {
+            seen.by_expiry.remove(&(expiry, key.to_owned()));
+        }
+        Ok(())
     }
 }
 

@@ -430,9 +430,9 @@ async fn discovery_advertises_the_endpoint() {
 
 /// A revocation list that can be switched off.
 #[derive(Debug)]
-struct SwitchableRevocations {
-    inner: Arc<dyn RevocationStore>,
-    down: AtomicBool,
+pub(crate) struct SwitchableRevocations {
+    pub(crate) inner: Arc<dyn RevocationStore>,
+    pub(crate) down: AtomicBool,
 }
 
 impl SwitchableRevocations {

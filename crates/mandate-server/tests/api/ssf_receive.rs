@@ -316,3 +316,78 @@ async fn sets_that_do_not_verify_are_refused_with_their_rfc_8935_code_and_change
     assert!(active(&w.server, &alice).await);
     w.server.stop().await;
 }
+
+/// The store fails while the SET is processed: 503, and the transmitter's retry of the very same
+/// SET (same `jti`) is processed once the store is back, not taken for a replay.
+#[tokio::test]
+async fn a_set_whose_revocation_could_not_be_written_is_processed_on_retry() {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use crate::introspection::SwitchableRevocations;
+
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listeners = mandate_server::Listeners::bind(loopback, loopback).unwrap();
+    let public = listeners.public.local_addr().unwrap();
+    let mut settings = delegation_settings(&corp);
+    settings.listen = public;
+    settings.admin_listen = listeners.admin.local_addr().unwrap();
+    settings.issuer = format!("http://{public}");
+    settings.trusted_issuers[0].ssf_push_token_hash = Some(SecretHash::of(PUSH_TOKEN));
+    let mut state = mandate_server::AppState::build(
+        settings,
+        mandate_server::config::ConfigSource::Programmatic,
+        mandate_server::BuildOptions::default(),
+    )
+    .await
+    .unwrap();
+    let switch = Arc::new(SwitchableRevocations {
+        inner: state.revocations.clone(),
+        down: AtomicBool::new(false),
+    });
+    state.revocation = mandate_core::RevocationService::new(
+        switch.clone(),
+        state.ledger.clone(),
+        state.audit.clone(),
+        *state.revocation.lifetimes(),
+    );
+    let running = mandate_server::start(state, listeners, mandate_server::Signals::Ignore).unwrap();
+    let base = format!("http://{public}");
+    let http = reqwest::Client::new();
+    let push = |set: String| {
+        let (http, base) = (&http, &base);
+        async move {
+            http.post(format!("{base}/ssf/receive/corp"))
+                .bearer_auth(PUSH_TOKEN)
+                .header("content-type", "application/secevent+jwt")
+                .body(set)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let claims = json!({
+        "iss": CORP, "aud": base, "iat": now(), "jti": "set-retried",
+        "sub_id": {"format": "iss_sub", "iss": CORP, "sub": "alice"},
+        "events": {SESSION_REVOKED: {}},
+    });
+    let set = sign_set(&corp, &claims);
+    switch.down.store(true, Ordering::SeqCst);
+    assert_eq!(push(set.clone()).await, StatusCode::SERVICE_UNAVAILABLE);
+    switch.down.store(false, Ordering::SeqCst);
+    assert!(
+        switch.inner.entries().await.unwrap().is_empty(),
+        "nothing written while down"
+    );
+    assert_eq!(push(set.clone()).await, StatusCode::ACCEPTED);
+    let entries = switch.inner.entries().await.unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].id, "corp|alice");
+    // A third delivery is a replay: nothing more is written.
+    assert_eq!(push(set).await, StatusCode::ACCEPTED);
+    assert_eq!(switch.inner.entries().await.unwrap(), entries);
+    running.stop().await;
+}

@@ -47,4 +47,14 @@ impl<C: RedisConnection> ReplayCache for RedisReplayCache<C> {
             .map_err(super::unavailable)?;
         Ok(set.is_some())
     }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let _: i64 = redis::cmd("DEL")
+            .arg(replay_key(key))
+            .query_async(&mut connection)
+            .await
+            .map_err(super::unavailable)?;
+        Ok(())
+    }
 }
