@@ -347,3 +347,85 @@ async fn issue(
         .await
         .unwrap()
 }
+
+/// A Shared Signals push on one node of a Redis deployment: the user's token dies on the other
+/// node too, and the same SET delivered to the other node is a replay there (one replay cache).
+#[tokio::test]
+async fn a_pushed_set_revokes_on_every_node_and_is_single_use_across_nodes() {
+    let redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let push_token = "redis-push-token";
+    let start = |corp: &TestKey| {
+        let mut settings = delegation_settings(corp);
+        settings.store.kind = StoreKind::Redis;
+        settings.store.url = Some(StoreUrl::One(redis.url()));
+        settings.trusted_issuers[0].ssf_push_token_hash =
+            Some(mandate_model::SecretHash::of(push_token));
+        TestServer::spawn(settings)
+    };
+    let a = start(&corp).await.unwrap();
+    let b = start(&corp).await.unwrap();
+    let token = issue(&a, &id_token(&corp), "id_token", CAL, "assistant").await;
+    let mut header = corp.header(None);
+    header["typ"] = serde_json::json!("secevent+jwt");
+    let set = corp
+        .sign_raw(
+            &header,
+            &serde_json::json!({
+                // Each test node has its own issuer: the SET is addressed to both.
+                "iss": CORP, "aud": [a.issuer(), b.issuer()],
+                "iat": mandate_testkit::now(), "jti": "set-nodes",
+                "sub_id": {"format": "iss_sub", "iss": CORP, "sub": "alice"},
+                "events": {"https://schemas.openid.net/secevent/risc/event-type/sessions-revoked": {}},
+            }),
+        )
+        .unwrap();
+    let push = |server: &TestServer| {
+        server
+            .http
+            .post(server.url("/ssf/receive/corp"))
+            .bearer_auth(push_token)
+            .header("content-type", "application/secevent+jwt")
+            .body(set.clone())
+            .send()
+    };
+    assert_eq!(push(&a).await.unwrap().status(), StatusCode::ACCEPTED);
+    let introspected = b
+        .post_form(
+            "/introspect",
+            &[("token", token.as_str())],
+            &auth("calendar-api"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(body_json(introspected).await["active"], false);
+    // Node b has seen the jti through Redis: its delivery there is a replay and writes nothing.
+    let before = admin_events(&b).await;
+    assert_eq!(push(&b).await.unwrap().status(), StatusCode::ACCEPTED);
+    let after = admin_events(&b).await;
+    let new_revocations = after
+        .iter()
+        .filter(|e| e["action"] == "revoke.subject")
+        .count()
+        - before
+            .iter()
+            .filter(|e| e["action"] == "revoke.subject")
+            .count();
+    assert_eq!(new_revocations, 0, "{after:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn admin_events(server: &TestServer) -> Vec<Value> {
+    let response = server
+        .http
+        .get(server.admin_url("/admin/audit?actor=ssf:corp"))
+        .bearer_auth(ADMIN_OPS)
+        .send()
+        .await
+        .unwrap();
+    body_json(response).await["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
