@@ -113,6 +113,8 @@ fn settings(idp_key: &TestKey) -> anyhow::Result<Settings> {
         max_token_age_secs: 3600,
         id_jag_reuse: false,
         ssf_push_token_hash: None,
+        ssf_poll_url: None,
+        ssf_poll_token_file: None,
     }];
     settings.clients = vec![
         agent_with_secret("assistant", ASSISTANT_SECRET, AuthMethod::ClientSecretBasic)?,

@@ -163,6 +163,8 @@ async fn start_saas(
         // Each ID-JAG is redeemed once.
         id_jag_reuse: false,
         ssf_push_token_hash: None,
+        ssf_poll_url: None,
+        ssf_poll_token_file: None,
     }];
     settings.clients = vec![
         agent_with_secret(

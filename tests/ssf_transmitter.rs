@@ -1,7 +1,8 @@
 //! An identity provider written independently of mandate (Python, jwcrypto) signs a user's ID
 //! token and, once mandate has exchanged it, pushes a CAEP session-revoked SET for that user
 //! (RFC 8935) to the real `mandate serve`: the user's live token goes inactive and the old ID
-//! token is refused for new exchanges, while another user's token stays live.
+//! token is refused for new exchanges, while another user's token stays live. The same IdP as
+//! an RFC 8936 poll endpoint: mandate fetches the SET, acts on it and acknowledges it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -157,4 +158,102 @@ async fn an_independent_idp_revokes_a_users_delegations_with_a_pushed_set() {
 
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// The same IdP as an RFC 8936 poll endpoint: mandate polls it, acts on the SET it offers, and
+/// acknowledges it on its next request.
+#[tokio::test]
+async fn mandate_polls_an_independent_idp_and_acknowledges_what_it_acted_on() {
+    use std::io::BufRead;
+
+    let dir = tempfile::tempdir().unwrap();
+    let dir_text = dir.path().display().to_string();
+    python(&["keygen", &dir_text]);
+    let poll_token = "python-idp-poll-token-77";
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ssf/transmitter.py");
+    let mut idp = Command::new("python3")
+        .arg(script)
+        .args(["serve-poll", &dir_text, poll_token, IDP, ISSUER, "alice"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufReader::new(idp.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let idp_base = format!("http://127.0.0.1:{}", port.trim());
+    let token_file = dir.path().join("poll.token");
+    std::fs::write(&token_file, poll_token).unwrap();
+    let config_text = config(dir.path()).replace(
+        "ssf_push_token_hash",
+        &format!(
+            "ssf_poll_url = \"{idp_base}/poll\"\nssf_poll_token_file = {:?}\nssf_push_token_hash",
+            token_file.display().to_string()
+        ),
+    );
+    let config_path = dir.path().join("mandate.toml");
+    std::fs::write(&config_path, config_text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .env_remove("MANDATE_LOG")
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{}", serve::listening_address(&mut child));
+    let http = reqwest::Client::new();
+    let alice_id_token = python(&["id-token", &dir_text, IDP, "alice", "assistant"]);
+    let (status, alice) = exchange(&http, &base, &alice_id_token).await;
+    assert_eq!(status, 200, "{alice}");
+    let alice = alice["access_token"].as_str().unwrap().to_owned();
+    assert!(active(&http, &base, &alice).await);
+
+    let armed: Value = http
+        .get(format!("{idp_base}/arm"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jti = armed["jti"].as_str().unwrap().to_owned();
+    // mandate polls every 5 s; the acknowledgement rides on the request after the one that
+    // brought the SET.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let state = loop {
+        let state: Value = http
+            .get(format!("{idp_base}/state"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let acked = state["acked"]
+            .as_array()
+            .is_some_and(|acked| acked.iter().any(|a| a == jti.as_str()));
+        if acked || std::time::Instant::now() > deadline {
+            break state;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        state["acked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == jti.as_str()),
+        "the SET was not acknowledged: {state}"
+    );
+    assert_eq!(state["errors"], serde_json::json!({}), "{state}");
+    assert!(
+        !active(&http, &base, &alice).await,
+        "alice's token is still live"
+    );
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    idp.kill().unwrap();
+    idp.wait().unwrap();
 }

@@ -6,9 +6,15 @@ for that user to mandate (RFC 8935), as an SSF transmitter would.
     transmitter.py keygen DIR                          -> DIR/key.json (private), DIR/jwks.json
     transmitter.py id-token DIR ISS SUB AUD            -> prints the ID token
     transmitter.py push DIR URL TOKEN ISS AUD SUB      -> prints the HTTP status and body
+    transmitter.py serve-poll DIR TOKEN ISS AUD SUB    -> an RFC 8936 poll endpoint; prints its port
+        POST /poll   (Bearer TOKEN) the receiver polls: {"sets": {...}}, and sends its acks
+        GET  /arm    from now on, offer one session-revoked SET for SUB until it is acknowledged
+        GET  /state  {"armed", "polls", "acked", "errors"}
 """
+import http.server
 import json
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -70,6 +76,64 @@ def main(argv):
                 print(response.status, response.read().decode())
         except urllib.error.HTTPError as error:
             print(error.code, error.read().decode())
+        return 0
+    if command == "serve-poll":
+        directory, token, iss, aud, sub = argv[2:7]
+        key = load(directory)
+        state = {"armed": None, "polls": 0, "acked": [], "errors": {}}
+        lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                with lock:
+                    if self.path == "/arm":
+                        now = int(time.time())
+                        jti = str(uuid.uuid4())
+                        claims = {
+                            "iss": iss, "aud": aud, "iat": now, "jti": jti,
+                            "sub_id": {"format": "iss_sub", "iss": iss, "sub": sub},
+                            "events": {SESSION_REVOKED: {"event_timestamp": now}},
+                        }
+                        header = {"alg": "ES256", "kid": "idp-ssf-1", "typ": "secevent+jwt"}
+                        state["armed"] = (jti, sign(key, header, claims))
+                        self.reply(200, {"jti": jti})
+                    elif self.path == "/state":
+                        self.reply(200, {"armed": state["armed"] is not None,
+                                         "polls": state["polls"], "acked": state["acked"],
+                                         "errors": state["errors"]})
+                    else:
+                        self.reply(404, {})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", "0"))
+                request = json.loads(self.rfile.read(length) or b"{}")
+                if self.headers.get("Authorization") != f"Bearer {token}":
+                    self.reply(401, {"err": "authentication_failed"})
+                    return
+                with lock:
+                    state["polls"] += 1
+                    state["acked"].extend(request.get("ack", []))
+                    state["errors"].update(request.get("setErrs", {}))
+                    sets = {}
+                    armed = state["armed"]
+                    if armed is not None and armed[0] not in state["acked"]:
+                        sets[armed[0]] = armed[1]
+                self.reply(200, {"sets": sets, "moreAvailable": False})
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        print(server.server_address[1], flush=True)
+        server.serve_forever()
         return 0
     print(f"unknown command {command}", file=sys.stderr)
     return 2

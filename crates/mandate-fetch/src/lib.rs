@@ -108,18 +108,42 @@ pub async fn fetch(
     .map_err(|_| FetchError::Timeout)?
 }
 
+/// POSTs `body` as JSON to `url` with `Authorization: Bearer <token>`, under the same bounds
+/// (an RFC 8936 poll, for one).
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &Url,
+    bearer: &str,
+    body: &serde_json::Value,
+    bounds: FetchBounds,
+) -> Result<Vec<u8>, FetchError> {
+    let request = client
+        .post(url.clone())
+        .bearer_auth(bearer)
+        .header(reqwest::header::ACCEPT, "application/json")
+        .json(body);
+    tokio::time::timeout(bounds.timeout, read(request, bounds.max_bytes))
+        .await
+        .map_err(|_| FetchError::Timeout)?
+}
+
 async fn download(
     client: &reqwest::Client,
     url: &Url,
     accept: &str,
     max: usize,
 ) -> Result<Vec<u8>, FetchError> {
-    let mut response = client
-        .get(url.clone())
-        .header(reqwest::header::ACCEPT, accept)
-        .send()
-        .await
-        .map_err(request_error)?;
+    read(
+        client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, accept),
+        max,
+    )
+    .await
+}
+
+async fn read(request: reqwest::RequestBuilder, max: usize) -> Result<Vec<u8>, FetchError> {
+    let mut response = request.send().await.map_err(request_error)?;
     let status = response.status();
     if !status.is_success() {
         return Err(FetchError::Http(status.as_u16()));

@@ -121,10 +121,22 @@ impl AppState {
                 ),
                 None => None,
             };
+            let ssf_poll_token = match &issuer.ssf_poll_token_file {
+                Some(path) => {
+                    let key = format!("trusted_issuers[{i}].ssf_poll_token_file");
+                    let token = read_text(path, &key, &invalid)?.trim().to_owned();
+                    if token.is_empty() {
+                        return Err(invalid(key, format!("{} is empty", path.display())));
+                    }
+                    Some(zeroize::Zeroizing::new(token))
+                }
+                None => None,
+            };
             trusted_issuers.push(Arc::new(TrustedIssuer {
                 settings: issuer.clone(),
                 keys,
                 remote,
+                ssf_poll_token,
             }));
         }
 

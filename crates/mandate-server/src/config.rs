@@ -322,6 +322,13 @@ pub struct TrustedIssuerSettings {
     /// with this bearer token, stored as its hash. Unset: it may not.
     #[serde(default)]
     pub ssf_push_token_hash: Option<SecretHash>,
+    /// This issuer's RFC 8936 poll endpoint: mandate fetches its SETs from there (https only,
+    /// except loopback). Unset: mandate does not poll it.
+    #[serde(default)]
+    pub ssf_poll_url: Option<String>,
+    /// The bearer token mandate polls with, read from this file (required with `ssf_poll_url`).
+    #[serde(default, deserialize_with = "optional_path")]
+    pub ssf_poll_token_file: Option<PathBuf>,
 }
 
 fn default_issuer_algorithms() -> Vec<String> {
@@ -699,6 +706,16 @@ impl Settings {
                 return Err(invalid(
                     key("max_token_age_secs"),
                     "must be positive".into(),
+                ));
+            }
+            if let Some(url) = &ti.ssf_poll_url {
+                mandate_fetch::checked_url(url)
+                    .map_err(|e| invalid(key("ssf_poll_url"), e.to_string()))?;
+            }
+            if ti.ssf_poll_url.is_some() != ti.ssf_poll_token_file.is_some() {
+                return Err(invalid(
+                    key("ssf_poll_token_file"),
+                    "ssf_poll_url and ssf_poll_token_file go together".into(),
                 ));
             }
         }

@@ -57,6 +57,8 @@ pub fn development_settings() -> Result<(Settings, DevExtras), ConfigError> {
         max_token_age_secs: 3600,
         id_jag_reuse: false,
         ssf_push_token_hash: None,
+        ssf_poll_url: None,
+        ssf_poll_token_file: None,
     });
 
     let id = |s: &str| ClientId::parse(s).map_err(|e| fail(e.to_string()));

@@ -73,6 +73,7 @@ pub struct RunningServer {
     handles: [ServerHandle; 2],
     tasks: Vec<tokio::task::JoinHandle<io::Result<()>>>,
     heartbeat: tokio::task::JoinHandle<()>,
+    ssf_poller: tokio::task::JoinHandle<()>,
     reloader: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -80,6 +81,7 @@ impl RunningServer {
     /// Stops both listeners, letting requests in flight finish.
     pub async fn stop(self) {
         self.heartbeat.abort();
+        self.ssf_poller.abort();
         if let Some(reloader) = &self.reloader {
             reloader.abort();
         }
@@ -97,6 +99,7 @@ impl RunningServer {
             task.await.map_err(io::Error::other)??;
         }
         self.heartbeat.abort();
+        self.ssf_poller.abort();
         if let Some(reloader) = &self.reloader {
             reloader.abort();
         }
@@ -525,6 +528,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
     let admin = admin.run();
     let handles = [public.handle(), admin.handle()];
     let tasks = vec![tokio::spawn(public), tokio::spawn(admin)];
+    let ssf_poller = tokio::spawn(crate::ssf_receive::poll_issuers(state.clone()));
     let heartbeat = tokio::spawn(heartbeats(state));
     Ok(RunningServer {
         public_addr,
@@ -532,6 +536,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
         handles,
         tasks,
         heartbeat,
+        ssf_poller,
         reloader,
     })
 }

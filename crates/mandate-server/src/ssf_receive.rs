@@ -65,6 +65,18 @@ enum SetError {
 }
 
 impl SetError {
+    /// The RFC 8935 error code.
+    fn code(&self) -> &'static str {
+        match self {
+            Self::AuthenticationFailed => "authentication_failed",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidKey => "invalid_key",
+            Self::InvalidIssuer => "invalid_issuer",
+            Self::InvalidAudience => "invalid_audience",
+            Self::Unavailable => "temporarily_unavailable",
+        }
+    }
+
     fn response(&self) -> HttpResponse {
         let (status, code) =
             match self {
@@ -147,6 +159,11 @@ async fn accept(
     let text = std::str::from_utf8(body)
         .map_err(|_| SetError::InvalidRequest("the SET is not a compact JWS"))?
         .trim();
+    process_set(state, issuer, text).await
+}
+
+/// Verifies one SET of `issuer` and acts on it: the checks and effects shared by push and poll.
+async fn process_set(state: &AppState, issuer: &TrustedIssuer, text: &str) -> Result<(), SetError> {
     let jws = UnverifiedJws::parse(text)
         .map_err(|_| SetError::InvalidRequest("the SET is not a compact JWS"))?;
     if !jws.header().typ_is(TYP_SECEVENT) {
@@ -263,6 +280,131 @@ async fn accept(
         })
         .await;
     Ok(())
+}
+
+/// How often mandate polls each issuer configured with `ssf_poll_url`.
+pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// The most SETs asked for in one poll.
+const POLL_MAX_EVENTS: usize = 100;
+
+/// Polls every issuer configured with `ssf_poll_url` (RFC 8936) every [`POLL_INTERVAL`], for as
+/// long as the node runs. Each SET received is verified and acted on as a pushed one; those
+/// processed are acknowledged with the next request (made at once), those refused are reported
+/// in `setErrs`, and those that could not be processed (store down) are neither, so the
+/// transmitter delivers them again. Several nodes may poll: the shared replay cache makes a SET
+/// act once.
+pub async fn poll_issuers(state: AppState) {
+    let pollers: Vec<(std::sync::Arc<TrustedIssuer>, url::Url, String)> = state
+        .trusted_issuers
+        .iter()
+        .filter_map(|issuer| {
+            let url = issuer.settings.ssf_poll_url.as_deref()?;
+            let token = issuer.ssf_poll_token.as_ref()?;
+            let url = mandate_fetch::checked_url(url).ok()?;
+            Some((issuer.clone(), url, token.to_string()))
+        })
+        .collect();
+    if pollers.is_empty() {
+        return;
+    }
+    let Ok(client) = mandate_fetch::http_client(
+        mandate_fetch::FetchBounds::default(),
+        false,
+        concat!("mandate/", env!("CARGO_PKG_VERSION")),
+    ) else {
+        tracing::error!("no HTTP client for Shared Signals polling");
+        return;
+    };
+    let mut interval = tokio::time::interval(POLL_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: Vec<Acknowledgements> = pollers
+        .iter()
+        .map(|_| Acknowledgements::default())
+        .collect();
+    loop {
+        interval.tick().await;
+        for ((issuer, url, token), pending) in pollers.iter().zip(pending.iter_mut()) {
+            // Until a poll brings nothing (and has carried the last acknowledgements).
+            for _ in 0..10 {
+                match poll_once(&state, issuer, &client, url, token, pending).await {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(error) => {
+                        tracing::warn!(issuer = %issuer.settings.issuer, %error, "Shared Signals poll failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the next poll of one issuer reports back.
+#[derive(Debug, Default)]
+struct Acknowledgements {
+    ack: Vec<String>,
+    errors: Map<String, Value>,
+}
+
+/// One RFC 8936 request: sends the pending acknowledgements and errors, processes what comes
+/// back. Whether another request should follow at once (SETs came, so acknowledgements wait).
+async fn poll_once(
+    state: &AppState,
+    issuer: &TrustedIssuer,
+    client: &reqwest::Client,
+    url: &url::Url,
+    token: &str,
+    pending: &mut Acknowledgements,
+) -> Result<bool, String> {
+    let mut body = json!({
+        "maxEvents": POLL_MAX_EVENTS,
+        "returnImmediately": true,
+        "ack": pending.ack,
+    });
+    if !pending.errors.is_empty() {
+        body["setErrs"] = Value::Object(pending.errors.clone());
+    }
+    let answer = mandate_fetch::post_json(
+        client,
+        url,
+        token,
+        &body,
+        mandate_fetch::FetchBounds::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    // Sent: the transmitter has them now.
+    pending.ack.clear();
+    pending.errors.clear();
+    let answer: Value =
+        serde_json::from_slice(&answer).map_err(|_| "the poll answer is not JSON".to_owned())?;
+    let sets = answer
+        .get("sets")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (jti, set) in &sets {
+        let Some(text) = set.as_str() else {
+            pending.errors.insert(
+                jti.clone(),
+                json!({"err": "invalid_request", "description": "a SET is a compact JWS string"}),
+            );
+            continue;
+        };
+        match process_set(state, issuer, text).await {
+            Ok(()) => pending.ack.push(jti.clone()),
+            // Not acknowledged: delivered again with a later poll.
+            Err(SetError::Unavailable) => {}
+            Err(error) => {
+                tracing::info!(target: "audit", issuer = %issuer.settings.issuer, reason = %error, "Shared Signals SET refused");
+                pending.errors.insert(
+                    jti.clone(),
+                    json!({"err": error.code(), "description": error.to_string()}),
+                );
+            }
+        }
+    }
+    Ok(!sets.is_empty())
 }
 
 /// The receiver `alias` names, if its issuer may push and the bearer token is its own. Every

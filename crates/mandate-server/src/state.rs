@@ -26,6 +26,8 @@ pub struct TrustedIssuer {
     pub keys: Option<VerifyingKeySet>,
     /// Its keys, when they come from `jwks_uri`.
     pub remote: Option<RemoteJwks>,
+    /// The bearer token mandate polls its Shared Signals with (`ssf_poll_token_file`).
+    pub ssf_poll_token: Option<zeroize::Zeroizing<String>>,
 }
 
 /// Why a token could not be verified with a trusted issuer's keys.

@@ -524,6 +524,8 @@ pub fn delegation_settings(corp: &TestKey) -> Settings {
         max_token_age_secs: 3600,
         id_jag_reuse: false,
         ssf_push_token_hash: None,
+        ssf_poll_url: None,
+        ssf_poll_token_file: None,
     }];
     settings.clients = vec![
         agent_with_secret(

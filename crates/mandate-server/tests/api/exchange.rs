@@ -37,6 +37,8 @@ fn issuer(url: &str, alias: &str, key: &TestKey, as_is: bool) -> TrustedIssuerSe
         max_token_age_secs: 3600,
         id_jag_reuse: false,
         ssf_push_token_hash: None,
+        ssf_poll_url: None,
+        ssf_poll_token_file: None,
     }
 }
 

@@ -54,6 +54,8 @@ fn trusted(
         max_token_age_secs: 3600,
         id_jag_reuse: false,
         ssf_push_token_hash: None,
+        ssf_poll_url: None,
+        ssf_poll_token_file: None,
     }
 }
 

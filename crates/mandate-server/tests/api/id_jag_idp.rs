@@ -107,6 +107,8 @@ async fn env() -> Env {
         max_token_age_secs: 3600,
         id_jag_reuse: false,
         ssf_push_token_hash: None,
+        ssf_poll_url: None,
+        ssf_poll_token_file: None,
     }];
     ras.clients = vec![
         agent_with_secret(
