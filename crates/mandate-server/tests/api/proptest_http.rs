@@ -20,6 +20,9 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use reqwest::Method;
 use serde_json::Value;
 
+/// The bearer token the corp issuer pushes Shared Signals with.
+const PUSH_TOKEN: &str = "proptest-push-token";
+
 /// The number of cases per property: `PROPTEST_CASES` or 48.
 fn config() -> Config {
     let cases = std::env::var("PROPTEST_CASES")
@@ -37,7 +40,8 @@ fn config() -> Config {
 struct Fixture {
     runtime: tokio::runtime::Runtime,
     server: TestServer,
-    /// A hand-off to booking-tool, an app token for the calendar, an upstream ID token.
+    /// A hand-off to booking-tool, an app token for the calendar, an upstream ID token, then
+    /// Shared Signals SETs of the corp issuer (each for a user of its own, with no tokens).
     tokens: Vec<String>,
 }
 
@@ -49,7 +53,10 @@ fn fixture() -> Fixture {
         .unwrap();
     let (server, tokens) = runtime.block_on(async {
         let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
-        let server = TestServer::spawn(delegation_settings(&corp)).await.unwrap();
+        let mut settings = delegation_settings(&corp);
+        settings.trusted_issuers[0].ssf_push_token_hash =
+            Some(mandate_model::SecretHash::of(PUSH_TOKEN));
+        let server = TestServer::spawn(settings).await.unwrap();
         let id_token = corp
             .sign(None, &id_token_claims(CORP, "alice", "assistant"))
             .unwrap();
@@ -68,7 +75,19 @@ fn fixture() -> Fixture {
         let fresh_id_token = corp
             .sign(None, &id_token_claims(CORP, "bob", "assistant"))
             .unwrap();
-        (server, vec![hand_off, app, fresh_id_token])
+        let mut tokens = vec![hand_off, app, fresh_id_token];
+        let mut header = corp.header(None);
+        header["typ"] = serde_json::json!("secevent+jwt");
+        for n in 0..10 {
+            let claims = serde_json::json!({
+                "iss": CORP, "aud": server.issuer(), "iat": mandate_testkit::now(),
+                "jti": format!("proptest-set-{n}"),
+                "sub_id": {"format": "iss_sub", "iss": CORP, "sub": format!("carol{n}")},
+                "events": {"https://schemas.openid.net/secevent/caep/event-type/session-revoked": {}},
+            });
+            tokens.push(corp.sign_raw(&header, &claims).unwrap());
+        }
+        (server, tokens)
     });
     Fixture {
         runtime,
@@ -184,6 +203,7 @@ fn authorization() -> impl Strategy<Value = Option<String>> {
         Just(Some(basic("booking-tool", "booking-secret"))),
         Just(Some(basic("calendar-api", "calendar-secret"))),
         Just(Some(basic("assistant", "wrong-secret"))),
+        Just(Some(format!("Bearer {PUSH_TOKEN}"))),
         "[ -~]{0,60}".prop_map(Some),
         "[A-Za-z0-9+/=]{0,40}".prop_map(|s| Some(format!("Basic {s}"))),
     ]
@@ -194,6 +214,7 @@ fn content_type() -> impl Strategy<Value = Option<String>> {
         4 => Just(Some("application/x-www-form-urlencoded".to_owned())),
         1 => Just(Some("application/x-www-form-urlencoded; charset=utf-8".to_owned())),
         1 => Just(Some("application/json".to_owned())),
+        1 => Just(Some("application/secevent+jwt".to_owned())),
         1 => Just(None),
         1 => "[ -~]{0,40}".prop_map(Some),
     ]
@@ -293,6 +314,19 @@ fn well_formed(
     let templates = templates(&tokens);
     let mut requests = Vec::new();
     for path in paths {
+        if path.starts_with("/ssf/") {
+            // Each SET of the fixture, as its issuer pushes it.
+            for set in &tokens[3..] {
+                requests.push(PublicRequest {
+                    path,
+                    authorization: Some(format!("Bearer {PUSH_TOKEN}")),
+                    content_type: Some("application/secevent+jwt".to_owned()),
+                    extra_header: ("x-case".to_owned(), "well-formed".to_owned()),
+                    body: set.clone().into_bytes(),
+                });
+            }
+            continue;
+        }
         let candidates: Vec<(String, &Vec<(String, String)>)> = if path == "/token" {
             // templates() lists the exchanges first: two of the ID token by the assistant, two
             // of the hand-off by booking-tool.
@@ -434,7 +468,9 @@ fn run_public(paths: Vec<&'static str>) {
                     );
                     prop_assert!(request.path != "/introspect", "introspection changed state");
                     prop_assert!(
-                        request.path == "/token" || carries_a_genuine_token(&request, &tokens),
+                        request.path == "/token"
+                            || request.path.starts_with("/ssf/")
+                            || carries_a_genuine_token(&request, &tokens),
                         "state changed without a genuine token"
                     );
                 }
@@ -455,6 +491,13 @@ fn token_endpoint_never_fails_or_changes_state_when_refusing() {
 #[test]
 fn introspection_and_revocation_never_fail_or_change_state_when_refusing() {
     run_public(vec!["/introspect", "/revoke"]);
+}
+
+/// The Shared Signals receiver: whatever arrives, never a 5xx, and nothing changes unless a
+/// genuine SET of the corp issuer was accepted.
+#[test]
+fn shared_signals_never_fail_or_change_state_when_refusing() {
+    run_public(vec!["/ssf/receive/corp"]);
 }
 
 /// One generated admin request.
