@@ -58,6 +58,37 @@ fn config(dir: &Path) -> String {
     )
 }
 
+/// A child process killed when dropped, so that a failing assertion leaves no server running.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `mandate serve --config FILE`, and the base URL it listens on.
+fn serve_config(config_path: &Path) -> (Killed, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .env_remove("MANDATE_LOG")
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{}", serve::listening_address(&mut child));
+    (Killed(child), base)
+}
+
+/// The assistant's token for the calendar from `id_token`.
+async fn calendar_token(http: &reqwest::Client, base: &str, id_token: &str) -> String {
+    let (status, answer) = exchange(http, base, id_token).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["access_token"].as_str().unwrap().to_owned()
+}
+
 async fn exchange(http: &reqwest::Client, base: &str, id_token: &str) -> (u16, Value) {
     let response = http
         .post(format!("{base}/token"))
@@ -102,25 +133,13 @@ async fn an_independent_idp_revokes_a_users_delegations_with_a_pushed_set() {
     python(&["keygen", &dir_text]);
     let config_path = dir.path().join("mandate.toml");
     std::fs::write(&config_path, config(dir.path())).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
-        .env_remove("MANDATE_LOG")
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://{}", serve::listening_address(&mut child));
+    let (_mandate, base) = serve_config(&config_path);
     let http = reqwest::Client::new();
 
     let alice_id_token = python(&["id-token", &dir_text, IDP, "alice", "assistant"]);
     let bob_id_token = python(&["id-token", &dir_text, IDP, "bob", "assistant"]);
-    let (status, alice) = exchange(&http, &base, &alice_id_token).await;
-    assert_eq!(status, 200, "{alice}");
-    let alice = alice["access_token"].as_str().unwrap().to_owned();
-    let (status, bob) = exchange(&http, &base, &bob_id_token).await;
-    assert_eq!(status, 200, "{bob}");
-    let bob = bob["access_token"].as_str().unwrap().to_owned();
+    let alice = calendar_token(&http, &base, &alice_id_token).await;
+    let bob = calendar_token(&http, &base, &bob_id_token).await;
     assert!(active(&http, &base, &alice).await);
 
     let pushed = python(&[
@@ -155,9 +174,6 @@ async fn an_independent_idp_revokes_a_users_delegations_with_a_pushed_set() {
     assert!(refused.starts_with("401"), "{refused}");
     assert!(refused.contains("authentication_failed"), "{refused}");
     assert!(active(&http, &base, &bob).await);
-
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// The same IdP as an RFC 8936 poll endpoint: mandate polls it, acts on the SET it offers, and
@@ -177,8 +193,10 @@ async fn mandate_polls_an_independent_idp_and_acknowledges_what_it_acted_on() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let stdout = idp.stdout.take().unwrap();
+    let _idp = Killed(idp);
     let mut port = String::new();
-    std::io::BufReader::new(idp.stdout.take().unwrap())
+    std::io::BufReader::new(stdout)
         .read_line(&mut port)
         .unwrap();
     let idp_base = format!("http://127.0.0.1:{}", port.trim());
@@ -193,20 +211,12 @@ async fn mandate_polls_an_independent_idp_and_acknowledges_what_it_acted_on() {
     );
     let config_path = dir.path().join("mandate.toml");
     std::fs::write(&config_path, config_text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
-        .env_remove("MANDATE_LOG")
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://{}", serve::listening_address(&mut child));
+    let (_mandate, base) = serve_config(&config_path);
     let http = reqwest::Client::new();
     let alice_id_token = python(&["id-token", &dir_text, IDP, "alice", "assistant"]);
-    let (status, alice) = exchange(&http, &base, &alice_id_token).await;
-    assert_eq!(status, 200, "{alice}");
-    let alice = alice["access_token"].as_str().unwrap().to_owned();
+    let alice = calendar_token(&http, &base, &alice_id_token).await;
+    let bob_id_token = python(&["id-token", &dir_text, IDP, "bob", "assistant"]);
+    let bob = calendar_token(&http, &base, &bob_id_token).await;
     assert!(active(&http, &base, &alice).await);
 
     let armed: Value = http
@@ -218,6 +228,7 @@ async fn mandate_polls_an_independent_idp_and_acknowledges_what_it_acted_on() {
         .await
         .unwrap();
     let jti = armed["jti"].as_str().unwrap().to_owned();
+    let forged_jti = armed["forged_jti"].as_str().unwrap().to_owned();
     // mandate polls every 5 s; the acknowledgement rides on the request after the one that
     // brought the SET.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -233,7 +244,8 @@ async fn mandate_polls_an_independent_idp_and_acknowledges_what_it_acted_on() {
         let acked = state["acked"]
             .as_array()
             .is_some_and(|acked| acked.iter().any(|a| a == jti.as_str()));
-        if acked || std::time::Instant::now() > deadline {
+        let reported = state["errors"].get(&forged_jti).is_some();
+        if (acked && reported) || std::time::Instant::now() > deadline {
             break state;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -246,14 +258,26 @@ async fn mandate_polls_an_independent_idp_and_acknowledges_what_it_acted_on() {
             .any(|a| a == jti.as_str()),
         "the SET was not acknowledged: {state}"
     );
-    assert_eq!(state["errors"], serde_json::json!({}), "{state}");
+    // The forgery is reported back as RFC 8936 asks, never acknowledged, and acts on nothing.
+    assert_eq!(
+        state["errors"][&forged_jti]["err"], "invalid_key",
+        "{state}"
+    );
+    assert_eq!(state["errors"].as_object().unwrap().len(), 1, "{state}");
+    assert!(
+        !state["acked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == forged_jti.as_str()),
+        "{state}"
+    );
     assert!(
         !active(&http, &base, &alice).await,
         "alice's token is still live"
     );
-
-    child.kill().unwrap();
-    child.wait().unwrap();
-    idp.kill().unwrap();
-    idp.wait().unwrap();
+    assert!(
+        active(&http, &base, &bob).await,
+        "the forged SET revoked bob"
+    );
 }

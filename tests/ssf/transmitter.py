@@ -8,7 +8,8 @@ for that user to mandate (RFC 8935), as an SSF transmitter would.
     transmitter.py push DIR URL TOKEN ISS AUD SUB      -> prints the HTTP status and body
     transmitter.py serve-poll DIR TOKEN ISS AUD SUB    -> an RFC 8936 poll endpoint; prints its port
         POST /poll   (Bearer TOKEN) the receiver polls: {"sets": {...}}, and sends its acks
-        GET  /arm    from now on, offer one session-revoked SET for SUB until it is acknowledged
+        GET  /arm    from now on, offer one session-revoked SET for SUB until it is acknowledged,
+                     and one for "bob" signed with a key that is not the IdP's (a forgery)
         GET  /state  {"armed", "polls", "acked", "errors"}
 """
 import http.server
@@ -80,7 +81,8 @@ def main(argv):
     if command == "serve-poll":
         directory, token, iss, aud, sub = argv[2:7]
         key = load(directory)
-        state = {"armed": None, "polls": 0, "acked": [], "errors": {}}
+        state = {"armed": None, "forged": None, "polls": 0, "acked": [], "errors": {}}
+        stranger = jwk.JWK.generate(kty="EC", crv="P-256", kid="idp-ssf-1", alg="ES256")
         lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -107,7 +109,11 @@ def main(argv):
                         }
                         header = {"alg": "ES256", "kid": "idp-ssf-1", "typ": "secevent+jwt"}
                         state["armed"] = (jti, sign(key, header, claims))
-                        self.reply(200, {"jti": jti})
+                        forged_jti = str(uuid.uuid4())
+                        forged = dict(claims, jti=forged_jti,
+                                      sub_id={"format": "iss_sub", "iss": iss, "sub": "bob"})
+                        state["forged"] = (forged_jti, sign(stranger, header, forged))
+                        self.reply(200, {"jti": jti, "forged_jti": forged_jti})
                     elif self.path == "/state":
                         self.reply(200, {"armed": state["armed"] is not None,
                                          "polls": state["polls"], "acked": state["acked"],
@@ -126,9 +132,10 @@ def main(argv):
                     state["acked"].extend(request.get("ack", []))
                     state["errors"].update(request.get("setErrs", {}))
                     sets = {}
-                    armed = state["armed"]
-                    if armed is not None and armed[0] not in state["acked"]:
-                        sets[armed[0]] = armed[1]
+                    for offered in (state["armed"], state["forged"]):
+                        if offered is not None and offered[0] not in state["acked"] \
+                                and offered[0] not in state["errors"]:
+                            sets[offered[0]] = offered[1]
                 self.reply(200, {"sets": sets, "moreAvailable": False})
 
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

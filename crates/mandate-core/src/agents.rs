@@ -509,13 +509,7 @@ impl AgentService {
 
     async fn record(&self, at: i64, by: &str, action: &str, target: &ClientId, detail: String) {
         self.audit
-            .record(AuditEvent {
-                at,
-                actor: by.to_owned(),
-                action: action.to_owned(),
-                target: target.to_string(),
-                detail,
-            })
+            .record(AuditEvent::new(at, by, action, target.to_string(), detail))
             .await;
     }
 

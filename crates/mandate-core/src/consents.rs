@@ -152,14 +152,9 @@ impl ConsentService {
     }
 
     async fn record(&self, by: &str, action: &str, target: &str, detail: String) {
+        let at = self.clock.now().timestamp_millis();
         self.audit
-            .record(AuditEvent {
-                at: self.clock.now().timestamp_millis(),
-                actor: by.to_owned(),
-                action: action.to_owned(),
-                target: target.to_owned(),
-                detail,
-            })
+            .record(AuditEvent::new(at, by, action, target, detail))
             .await;
     }
 

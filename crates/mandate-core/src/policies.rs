@@ -174,8 +174,8 @@ impl PolicyService {
         self.policies.policy().await.map_err(down)
     }
 
-    /// Checks one row against the rules ([`PolicyRow::check`]) with the registry's agents.
-    pub async fn check_row(&self, row: &PolicyRow) -> Result<(), PolicyError> {
+    /// Checks row `index` against the rules ([`PolicyRow::check`]) with the registry's agents.
+    async fn check_row(&self, index: usize, row: &PolicyRow) -> Result<(), PolicyError> {
         let mut agents = HashSet::new();
         for agent in row.agents() {
             let registered = self
@@ -190,7 +190,7 @@ impl PolicyService {
         }
         row.check(|agent| agents.contains(agent))
             .map_err(|e| PolicyError::InvalidRow {
-                index: 0,
+                index,
                 message: e.to_string(),
             })
     }
@@ -204,12 +204,7 @@ impl PolicyService {
         by: &str,
     ) -> Result<u64, PolicyError> {
         for (index, row) in rows.iter().enumerate() {
-            self.check_row(row).await.map_err(|e| match e {
-                PolicyError::InvalidRow { message, .. } => {
-                    PolicyError::InvalidRow { index, message }
-                }
-                other => other,
-            })?;
+            self.check_row(index, row).await?;
         }
         let count = rows.len();
         let version = self
@@ -218,14 +213,16 @@ impl PolicyService {
             .await
             .map_err(down)?
             .map_err(|current| PolicyError::Stale { expected, current })?;
+        let at = self.clock.now().timestamp_millis();
+        let detail = format!("version {version}, {count} rows");
         self.audit
-            .record(AuditEvent {
-                at: self.clock.now().timestamp_millis(),
-                actor: by.to_owned(),
-                action: "policies.replace".into(),
-                target: "policies".into(),
-                detail: format!("version {version}, {count} rows"),
-            })
+            .record(AuditEvent::new(
+                at,
+                by,
+                "policies.replace",
+                "policies",
+                detail,
+            ))
             .await;
         Ok(version)
     }

@@ -153,18 +153,26 @@ impl RevocationService {
 
     /// Appends `action` on `target` by `by`, at the time of the first entry written.
     async fn record(&self, by: &str, action: &str, target: &str, outcome: &RevocationOutcome) {
+        let detail = format!(
+            "{} entries, {} hops",
+            outcome.entries.len(),
+            outcome.hops_revoked.len()
+        );
+        self.record_detail(by, action, target, outcome, detail)
+            .await;
+    }
+
+    async fn record_detail(
+        &self,
+        by: &str,
+        action: &str,
+        target: &str,
+        outcome: &RevocationOutcome,
+        detail: String,
+    ) {
+        let at = outcome.entries.first().map_or(0, |e| e.at);
         self.audit
-            .record(AuditEvent {
-                at: outcome.entries.first().map_or(0, |e| e.at),
-                actor: by.to_owned(),
-                action: action.to_owned(),
-                target: target.to_owned(),
-                detail: format!(
-                    "{} entries, {} hops",
-                    outcome.entries.len(),
-                    outcome.hops_revoked.len()
-                ),
-            })
+            .record(AuditEvent::new(at, by, action, target, detail))
             .await;
     }
 
@@ -229,14 +237,8 @@ impl RevocationService {
             .await
         {
             Ok(outcome) => {
-                self.audit
-                    .record(AuditEvent {
-                        at: outcome.entries.first().map_or(0, |e| e.at),
-                        actor: by,
-                        action: "revoke.hop".into(),
-                        target: hop_id.to_owned(),
-                        detail: format!("{} hops", outcome.hops_revoked.len()),
-                    })
+                let detail = format!("{} hops", outcome.hops_revoked.len());
+                self.record_detail(&by, "revoke.hop", hop_id, &outcome, detail)
                     .await;
                 Ok(())
             }

@@ -128,12 +128,21 @@ impl TokenFacts {
             .into_iter()
             .map(str::to_owned)
             .collect();
+        Self::of_access_token_with_actors(claims, &actors)
+    }
+
+    /// [`of_access_token`](Self::of_access_token) for a caller that has already read the
+    /// token's actors (current first), so that the `act` nesting is walked once.
+    pub fn of_access_token_with_actors(
+        claims: &mandate_token::AccessTokenClaims,
+        actors: &[String],
+    ) -> Self {
         Self {
             hop: Some(claims.jti.clone()),
             ancestors: claims.ancestors.clone(),
             chain: Some(claims.chain_id.clone()),
             consents: Vec::new(),
-            agents: Self::agents_named(&actors, &claims.client_id, &claims.aud),
+            agents: Self::agents_named(actors, &claims.client_id, &claims.aud),
             subject: Some(claims.sub.clone()),
             issued_at: claims.iat,
         }

@@ -55,15 +55,11 @@ impl Refusals {
     pub(crate) async fn flush(&self, state: &AppState, target: &str) {
         let detail = self.noted.lock().ok().and_then(|mut noted| noted.take());
         if let Some(detail) = detail {
+            let at = state.clock.now().timestamp_millis();
+            let actor = format!("client:{}", self.client_id);
             state
                 .audit
-                .record(AuditEvent {
-                    at: state.clock.now().timestamp_millis(),
-                    actor: format!("client:{}", self.client_id),
-                    action: self.action.to_owned(),
-                    target: target.to_owned(),
-                    detail,
-                })
+                .record(AuditEvent::new(at, actor, self.action, target, detail))
                 .await;
         }
     }

@@ -269,15 +269,10 @@ async fn process_set(state: &AppState, issuer: &TrustedIssuer, text: &str) -> Re
         }
         done.join("; ")
     };
+    let at = state.clock.now().timestamp_millis();
     state
         .audit
-        .record(AuditEvent {
-            at: state.clock.now().timestamp_millis(),
-            actor: by,
-            action: "ssf.received".into(),
-            target: jti,
-            detail: outcome,
-        })
+        .record(AuditEvent::new(at, by, "ssf.received", jti, outcome))
         .await;
     Ok(())
 }

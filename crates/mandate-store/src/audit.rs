@@ -25,6 +25,25 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+impl AuditEvent {
+    /// `actor` did `action` on `target` at `at` (ms), with `detail`.
+    pub fn new(
+        at: i64,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            at,
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
 /// Which events a reader wants: every field given must match exactly.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {

@@ -204,7 +204,7 @@ impl Verifier {
         let verified = self.verify_signature(&jws).await?;
         let (claims, scopes, actors) = self.check_claims(&verified)?;
         if let Some(source) = &inner.revocation {
-            let facts = TokenFacts::of_access_token(&claims, MAX_ACT_DEPTH);
+            let facts = TokenFacts::of_access_token_with_actors(&claims, &actors);
             let verdict = tokio::time::timeout(inner.revocation_timeout, source.verdict(&facts))
                 .await
                 .map_err(|_| VerifyError::RevocationUnavailable("timed out".into()))

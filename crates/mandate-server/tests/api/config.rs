@@ -225,6 +225,56 @@ async fn trusted_issuers_are_checked() {
     refused(&none, &["trusted_issuers[0].algorithms"]).await;
 }
 
+/// The Shared Signals poll endpoint is fetched with a bearer token: only over https (http on
+/// loopback), never with credentials in the URL, and only with a token file that holds one.
+#[tokio::test]
+async fn shared_signals_polling_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("poll.token");
+    std::fs::write(&token, "poll-token\n").unwrap();
+    let empty = dir.path().join("empty.token");
+    std::fs::write(&empty, "  \n").unwrap();
+    let polling = |url: &str, token: Option<&std::path::Path>| {
+        let mut text = issuer("corp", "corp.example.com", false);
+        text.push_str(&format!("ssf_poll_url = \"{url}\"\n"));
+        if let Some(token) = token {
+            text.push_str(&format!(
+                "ssf_poll_token_file = {:?}\n",
+                token.display().to_string()
+            ));
+        }
+        text
+    };
+    build(&polling("https://corp.example.com/ssf/poll", Some(&token)))
+        .await
+        .unwrap();
+    build(&polling("http://127.0.0.1:9/ssf/poll", Some(&token)))
+        .await
+        .unwrap();
+    for url in [
+        "http://corp.example.com/ssf/poll",
+        "https://user:pw@corp.example.com/ssf/poll",
+        "file:///etc/passwd",
+        "https://corp.example.com/ssf/poll#x",
+    ] {
+        refused(
+            &polling(url, Some(&token)),
+            &["trusted_issuers[0].ssf_poll_url"],
+        )
+        .await;
+    }
+    refused(
+        &polling("https://corp.example.com/ssf/poll", None),
+        &["trusted_issuers[0].ssf_poll_token_file"],
+    )
+    .await;
+    refused(
+        &polling("https://corp.example.com/ssf/poll", Some(&empty)),
+        &["trusted_issuers[0].ssf_poll_token_file", "empty"],
+    )
+    .await;
+}
+
 /// A configuration that would be fine on loopback, exposed on all interfaces.
 fn exposed(extra: &str) -> String {
     format!("listen = \"0.0.0.0:0\"\nissuer = \"https://mandate.example.com\"\n{extra}")
