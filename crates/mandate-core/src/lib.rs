@@ -9,6 +9,7 @@
 pub mod agents;
 pub mod chain_id;
 pub mod consents;
+pub mod grants;
 pub mod ids;
 pub mod keys;
 pub mod policies;
@@ -17,6 +18,7 @@ pub mod revocation;
 pub use agents::{AgentError, AgentPatch, AgentService, NewAgent};
 pub use chain_id::{new_hop_id, ChainIdKey};
 pub use consents::{ConsentError, ConsentService, NewConsent};
+pub use grants::{GrantError, GrantPorts, GrantService, GrantSettings, HopRecordedHook};
 pub use ids::{IdGenerator, RandomIds};
 pub use keys::KeyRing;
 pub use policies::{

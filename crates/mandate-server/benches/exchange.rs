@@ -118,7 +118,7 @@ fn server_bench(c: &mut Criterion) {
             },
             |request| {
                 let (state, client) = (&state, &client);
-                async move { exchange(state, client, request).await.unwrap() }
+                async move { exchange(&state.grants, client, request).await.unwrap() }
             },
             BatchSize::SmallInput,
         )

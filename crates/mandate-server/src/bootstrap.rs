@@ -325,23 +325,63 @@ impl AppState {
                 max_chain_depth: settings.tokens.max_chain_depth,
             },
         );
-        Ok(Self {
+        let keys = KeyRing::new(keys);
+        let chain_key = Arc::new(chain_key);
+        let trusted_issuers = Arc::new(trusted_issuers);
+        let mut grants = mandate_core::GrantService::new(
+            mandate_core::GrantPorts {
+                clients: clients.clone(),
+                revocations: backends.revocations.clone(),
+                consents: consents.clone(),
+                ledger: backends.ledger.clone(),
+                policies: policies.clone(),
+                replay: replay.clone(),
+                audit: audit.clone(),
+                issuers: mandate_core::grants::TrustedIssuers::new(
+                    trusted_issuers
+                        .iter()
+                        .map(|ti| Arc::clone(ti) as Arc<dyn mandate_core::grants::UpstreamIssuer>)
+                        .collect(),
+                ),
+                keys: keys.clone(),
+                chain_key: chain_key.clone(),
+            },
+            mandate_core::GrantSettings {
+                issuer: settings.issuer.clone(),
+                access_token_ttl_secs: settings.tokens.access_token_ttl_secs,
+                id_jag_ttl_secs: settings.tokens.id_jag_ttl_secs,
+                max_chain_depth: settings.tokens.max_chain_depth,
+                clock_skew_secs: settings.tokens.clock_skew_secs,
+                resource_servers: settings.id_jag.resource_servers.clone(),
+            },
+            clock.clone(),
+            ids.clone(),
+        );
+        let pause = options.exchange_pause.map(|pause| {
+            Arc::new(crate::state::PauseWithState {
+                pause,
+                state: std::sync::OnceLock::new(),
+            })
+        });
+        if let Some(pause) = &pause {
+            grants = grants.with_hook(pause.clone());
+        }
+        let state = Self {
             settings: Arc::new(settings),
             source,
-            keys: KeyRing::new(keys),
+            keys,
             clients,
             rate_limiter,
             replay,
             authenticator,
             admin_credentials: Arc::new(admin_credentials),
-            trusted_issuers: Arc::new(trusted_issuers),
+            trusted_issuers,
             ledger: backends.ledger,
             consents,
             policies,
-            chain_key: Arc::new(chain_key),
+            chain_key,
             demo_idp: options.demo_idp,
             revocations: backends.revocations,
-            exchange_pause: options.exchange_pause,
             audit,
             feed_hubs: Arc::new(crate::feed::FeedHubs::default()),
             node_id: format!(
@@ -355,7 +395,14 @@ impl AppState {
             consent_grants,
             agents,
             policy_rows,
-        })
+            grants,
+        };
+        if let Some(pause) = pause {
+            // Only tests give a pause; the state it holds keeps itself alive, which they can
+            // afford.
+            let _ = pause.state.set(state.clone());
+        }
+        Ok(state)
     }
 }
 

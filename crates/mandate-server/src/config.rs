@@ -4,7 +4,7 @@
 //! `config/mandate.toml` at the top of the repository is the annotated reference: every key below
 //! is there with its default.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,8 @@ use mandate_store::UpstreamId;
 use mandate_token::{Algorithm, SigningAlgorithm};
 use serde::{Deserialize, Deserializer};
 use url::Url;
+
+pub use mandate_core::grants::{Acceptance, IdJagResourceServer as IdJagResourceServerSettings};
 
 /// The environment prefix of configuration overrides: `MANDATE__ISSUER`,
 /// `MANDATE__TOKENS__MAX_CHAIN_DEPTH`. Other `MANDATE_…` variables are not configuration.
@@ -272,20 +274,6 @@ impl fmt::Display for AdminRole {
     }
 }
 
-/// What a trusted issuer's tokens may be used as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum Acceptance {
-    /// ID tokens as subject tokens.
-    #[serde(rename = "id_token")]
-    IdToken,
-    /// Other JWTs as subject tokens.
-    #[serde(rename = "jwt")]
-    Jwt,
-    /// ID-JAGs at the jwt-bearer grant (resource-AS half).
-    #[serde(rename = "id-jag")]
-    IdJag,
-}
-
 /// `[[trusted_issuers]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -435,20 +423,6 @@ pub struct IdJagSettings {
     /// Resource authorization servers this mandate issues ID-JAGs for.
     #[serde(default)]
     pub resource_servers: Vec<IdJagResourceServerSettings>,
-}
-
-/// `[[id_jag.resource_servers]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdJagResourceServerSettings {
-    /// The resource AS issuer (the ID-JAG's `aud`).
-    pub issuer: String,
-    /// Agent id here → its client id at that server.
-    pub client_ids: BTreeMap<ClientId, String>,
-    /// Resources (RFC 8707) at that server agents may ask for.
-    pub resources: Vec<Audience>,
-    /// Scopes agents may ask for.
-    pub scopes: ScopeSet,
 }
 
 /// Empty strings stand for "not set" (`next_key_file = ""` in the reference file).

@@ -98,18 +98,6 @@ impl OAuthError {
         Self::unavailable()
     }
 
-    /// The answer to a chain-validator refusal of `grant`: its code and its description.
-    pub fn refused(refusal: &mandate_chain::Refusal, grant: mandate_chain::GrantKind) -> Self {
-        use mandate_chain::RefusalCode;
-        let code = match refusal.code_for(grant) {
-            RefusalCode::InvalidRequest => ErrorCode::InvalidRequest,
-            RefusalCode::InvalidTarget => ErrorCode::InvalidTarget,
-            RefusalCode::InvalidScope => ErrorCode::InvalidScope,
-            RefusalCode::InvalidGrant => ErrorCode::InvalidGrant,
-        };
-        Self::new(code, refusal.to_string())
-    }
-
     /// The same error with another HTTP status (413, 405, 415 for request-shape refusals).
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = status;
@@ -137,6 +125,31 @@ impl OAuthError {
     /// The description.
     pub fn description(&self) -> &str {
         &self.description
+    }
+}
+
+/// The one mapping of a grant's domain error to its OAuth answer. A store failure and an
+/// internal fault are logged here with their cause, which the client never sees.
+impl From<mandate_core::GrantError> for OAuthError {
+    fn from(error: mandate_core::GrantError) -> Self {
+        use mandate_core::GrantError;
+        match error {
+            GrantError::InvalidRequest(description) => Self::invalid_request(description),
+            GrantError::InvalidGrant(description) => {
+                Self::new(ErrorCode::InvalidGrant, description)
+            }
+            GrantError::InvalidTarget(description) => {
+                Self::new(ErrorCode::InvalidTarget, description)
+            }
+            GrantError::InvalidScope(description) => {
+                Self::new(ErrorCode::InvalidScope, description)
+            }
+            GrantError::Unavailable { operation, cause } => Self::store_down(operation, &cause),
+            GrantError::Internal { description, cause } => {
+                tracing::error!(%cause, "{description}");
+                Self::new(ErrorCode::ServerError, description)
+            }
+        }
     }
 }
 

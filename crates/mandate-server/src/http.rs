@@ -107,12 +107,12 @@ async fn token(
     match GrantKind::parse(form.required("grant_type")?, &state.settings)? {
         GrantKind::TokenExchange => {
             let request = TokenExchangeRequest::from_form(&form)?;
-            let response = exchange(&state, &client, request).await?;
+            let response = exchange(&state.grants, &client, request).await?;
             Ok(ok_no_store().json(response))
         }
         GrantKind::JwtBearer => {
-            let request = crate::id_jag::IdJagRequest::from_form(&form)?;
-            let response = crate::id_jag::redeem(&state, &client, request).await?;
+            let request = crate::id_jag::redeem_request(&form)?;
+            let response = crate::id_jag::redeem(&state.grants, &client, request).await?;
             Ok(ok_no_store().json(response))
         }
     }

@@ -22,16 +22,13 @@ pub mod form;
 pub mod grant;
 pub mod http;
 pub mod id_jag;
-pub mod id_jag_issue;
 pub mod introspect;
-pub mod issue;
 pub mod jwks_remote;
 pub mod keys;
 pub mod revocation;
 pub mod server;
 pub mod ssf_receive;
 pub mod state;
-pub mod subject;
 
 pub use config::{ConfigError, ConfigSource, Settings};
 pub use server::{start, Listeners, RunningServer, Signals};

@@ -30,16 +30,7 @@ pub struct TrustedIssuer {
     pub ssf_poll_token: Option<zeroize::Zeroizing<String>>,
 }
 
-/// Why a token could not be verified with a trusted issuer's keys.
-#[derive(Debug, thiserror::Error)]
-pub enum IssuerVerifyError {
-    /// Signature, key or algorithm.
-    #[error("{0}")]
-    Signature(mandate_token::JwtError),
-    /// The issuer's keys could not be fetched.
-    #[error("issuer keys unavailable: {0}")]
-    KeysUnavailable(String),
-}
+pub use mandate_core::grants::IssuerVerifyError;
 
 impl TrustedIssuer {
     /// Verifies `jws` with this issuer's keys and configured algorithms only. With remote keys,
@@ -87,6 +78,40 @@ impl TrustedIssuer {
     }
 }
 
+#[async_trait::async_trait]
+impl mandate_core::grants::UpstreamIssuer for TrustedIssuer {
+    fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
+    fn alias(&self) -> &mandate_model::IssuerAlias {
+        &self.settings.alias
+    }
+
+    fn accepts(&self, what: crate::config::Acceptance) -> bool {
+        self.settings.accept.contains(&what)
+    }
+
+    fn subject_as_is(&self) -> bool {
+        self.settings.subject_as_is
+    }
+
+    fn max_token_age_secs(&self) -> u32 {
+        self.settings.max_token_age_secs
+    }
+
+    fn id_jag_reuse(&self) -> bool {
+        self.settings.id_jag_reuse
+    }
+
+    async fn verify(
+        &self,
+        jws: &mandate_token::UnverifiedJws<'_>,
+    ) -> Result<mandate_token::Verified, IssuerVerifyError> {
+        TrustedIssuer::verify(self, jws).await
+    }
+}
+
 /// A named admin credential.
 #[derive(Debug, Clone)]
 pub struct AdminCredential {
@@ -131,8 +156,6 @@ pub struct AppState {
     pub demo_idp: Option<Arc<SigningKey>>,
     /// The revocation list.
     pub revocations: Arc<dyn RevocationStore>,
-    /// A test seam between recording a hop and the second revocation check.
-    pub exchange_pause: Option<Arc<dyn ExchangePause>>,
     /// This node's name in heartbeats.
     pub node_id: String,
     /// The audit stream.
@@ -153,6 +176,8 @@ pub struct AppState {
     pub agents: mandate_core::AgentService,
     /// The policy rows as administrators change and question them (mandate-core).
     pub policy_rows: mandate_core::PolicyService,
+    /// The token endpoint's grants: exchange, ID-JAG issuance and redemption (mandate-core).
+    pub grants: mandate_core::GrantService,
 }
 
 /// Optional replacements for what [`AppState::build`] would otherwise create.
@@ -174,6 +199,23 @@ pub struct BuildOptions {
 pub trait ExchangePause: Send + Sync + std::fmt::Debug {
     /// Runs after `hop` is recorded and before the exchange checks the revocation list again.
     async fn after_hop_recorded(&self, state: &AppState, hop: &mandate_chain::HopRecord);
+}
+
+/// An [`ExchangePause`] as the grants' hook: it hands the pause the whole state, which exists
+/// only once the grants are built, so the state is given to it right after.
+#[derive(Debug)]
+pub(crate) struct PauseWithState {
+    pub(crate) pause: Arc<dyn ExchangePause>,
+    pub(crate) state: std::sync::OnceLock<AppState>,
+}
+
+#[async_trait::async_trait]
+impl mandate_core::HopRecordedHook for PauseWithState {
+    async fn after_hop_recorded(&self, hop: &mandate_chain::HopRecord) {
+        if let Some(state) = self.state.get() {
+            self.pause.after_hop_recorded(state, hop).await;
+        }
+    }
 }
 
 impl AppState {

@@ -1,0 +1,524 @@
+//! The token endpoint's grants as services over the in-memory ports, with a fixed clock and
+//! predictable ids: no HTTP, no sleeps. The exchange of an upstream ID token, a refused widening,
+//! a revoked chain, a revocation landing between the hop's write and the second check, and both
+//! halves of cross-app access (an ID-JAG issued by one service and redeemed at another).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use mandate_chain::{ChainId, HopId, HopRecord, Ledger, PolicyRow, PolicyStore};
+use mandate_core::grants::{
+    Acceptance, AccessTokenRequest, IdJagIssueRequest, IdJagRedeemRequest, IdJagResourceServer,
+    IssuerVerifyError, SubjectTokenType, TrustedIssuers, UpstreamIssuer,
+};
+use mandate_core::{
+    ChainIdKey, EntryLifetimes, GrantError, GrantPorts, GrantService, GrantSettings,
+    HopRecordedHook, IdGenerator, KeyRing, RevocationService,
+};
+use mandate_model::{
+    Audience, AuthMethod, ClientId, ClientKind, ClientState, Clock, FixedClock, IssuerAlias,
+    ScopeSet,
+};
+use mandate_revocation::MemoryRevocations;
+use mandate_store::{
+    AuditFilter, AuditLog, Client, ClientRegistry, MemoryAuditLog, MemoryClientRegistry,
+    MemoryConsentStore, MemoryLedger, MemoryPolicyStore, MemoryReplayCache,
+};
+use mandate_token::{
+    AccessTokenClaims, Algorithm, IdJagClaims, KeySet, SigningAlgorithm, SigningKey, UnverifiedJws,
+    Verified, VerifyingKey, VerifyingKeySet,
+};
+use serde_json::json;
+
+const NOW: i64 = 1_900_000_000;
+const MANDATE: &str = "https://mandate.example.com";
+const IDP: &str = "https://idp.example.com";
+const RESOURCE_AS: &str = "https://as.example.com";
+const CAL: &str = "https://calendar.example.com";
+
+#[derive(Debug, Default)]
+struct CountingIds(AtomicUsize);
+
+impl IdGenerator for CountingIds {
+    fn consent_id(&self) -> String {
+        format!("cns_{}", self.0.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn hop_id(&self) -> HopId {
+        HopId(format!("hop_{}", self.0.fetch_add(1, Ordering::SeqCst)))
+    }
+}
+
+/// An upstream issuer with fixed keys.
+#[derive(Debug)]
+struct Issuer {
+    issuer: String,
+    alias: IssuerAlias,
+    accepts: Vec<Acceptance>,
+    keys: VerifyingKeySet,
+}
+
+#[async_trait::async_trait]
+impl UpstreamIssuer for Issuer {
+    fn issuer(&self) -> &str {
+        &self.issuer
+    }
+    fn alias(&self) -> &IssuerAlias {
+        &self.alias
+    }
+    fn accepts(&self, what: Acceptance) -> bool {
+        self.accepts.contains(&what)
+    }
+    fn subject_as_is(&self) -> bool {
+        false
+    }
+    fn max_token_age_secs(&self) -> u32 {
+        3_600
+    }
+    fn id_jag_reuse(&self) -> bool {
+        false
+    }
+    async fn verify(&self, jws: &UnverifiedJws<'_>) -> Result<Verified, IssuerVerifyError> {
+        jws.verify(&self.keys, &[Algorithm::Es256])
+            .map_err(IssuerVerifyError::Signature)
+    }
+}
+
+fn verifying(key: &SigningKey) -> VerifyingKeySet {
+    VerifyingKeySet::new(vec![VerifyingKey::from_jwk(
+        key.public_key().jwk(),
+        &[Algorithm::Es256],
+    )
+    .unwrap()])
+    .unwrap()
+}
+
+fn client(id: &str, kind: ClientKind, audiences: &[&str]) -> Client {
+    Client {
+        id: ClientId::parse(id).unwrap(),
+        kind,
+        owners: vec!["team@example.com".into()],
+        description: String::new(),
+        state: ClientState::Active,
+        expires_at: None,
+        auth_method: AuthMethod::ClientSecretBasic,
+        secret_hash: None,
+        keys: None,
+        jwks: None,
+        upstream_ids: vec![],
+        audiences: audiences
+            .iter()
+            .map(|a| Audience::parse(a).unwrap())
+            .collect(),
+        previous_secret: None,
+        secret_rotated_at: None,
+        created_at: None,
+        created_by: None,
+        updated_at: None,
+        updated_by: None,
+        revision: 0,
+    }
+}
+
+struct Node {
+    grants: GrantService,
+    keys: KeyRing,
+    ledger: Arc<MemoryLedger>,
+    audit: Arc<MemoryAuditLog>,
+    revocation: RevocationService,
+    assistant: Client,
+}
+
+/// One mandate node named `issuer`, trusting `issuers`, with the agent `agent` allowed
+/// `calendar.read calendar.write` at the calendar (owned by a registered resource server).
+async fn node(
+    issuer: &str,
+    agent: &str,
+    clock: Arc<FixedClock>,
+    issuers: Vec<Arc<dyn UpstreamIssuer>>,
+    resource_servers: Vec<IdJagResourceServer>,
+) -> Node {
+    let keys = KeyRing::new(
+        KeySet::new(
+            SigningKey::generate(SigningAlgorithm::Es256).unwrap(),
+            None,
+            vec![],
+        )
+        .unwrap(),
+    );
+    let clients = Arc::new(MemoryClientRegistry::new());
+    let assistant = client(agent, ClientKind::Agent, &[]);
+    clients
+        .insert_if_absent(client(agent, ClientKind::Agent, &[]))
+        .await
+        .unwrap();
+    clients
+        .insert_if_absent(client("calendar", ClientKind::ResourceServer, &[CAL]))
+        .await
+        .unwrap();
+    let policies = Arc::new(MemoryPolicyStore::new());
+    policies
+        .seed_if_empty(vec![PolicyRow {
+            actor: assistant.id.clone(),
+            audience: Audience::parse(CAL).unwrap(),
+            scopes: ScopeSet::parse("calendar.read calendar.write").unwrap(),
+            max_depth: None,
+        }])
+        .await
+        .unwrap();
+    let revocations = Arc::new(MemoryRevocations::new(clock.clone()));
+    let ledger = Arc::new(MemoryLedger::new(86_400));
+    let audit = Arc::new(MemoryAuditLog::new(100));
+    let revocation = RevocationService::new(
+        revocations.clone(),
+        ledger.clone(),
+        audit.clone(),
+        EntryLifetimes::new(60, 300, 3_600),
+    );
+    let grants = GrantService::new(
+        GrantPorts {
+            clients,
+            revocations,
+            consents: Arc::new(MemoryConsentStore::new()),
+            ledger: ledger.clone(),
+            policies,
+            replay: Arc::new(MemoryReplayCache::new()),
+            audit: audit.clone(),
+            issuers: TrustedIssuers::new(issuers),
+            keys: keys.clone(),
+            chain_key: Arc::new(
+                ChainIdKey::from_bytes(zeroize::Zeroizing::new(vec![7; 32])).unwrap(),
+            ),
+        },
+        GrantSettings {
+            issuer: issuer.into(),
+            access_token_ttl_secs: 300,
+            id_jag_ttl_secs: 120,
+            max_chain_depth: 4,
+            clock_skew_secs: 30,
+            resource_servers,
+        },
+        clock,
+        Arc::new(CountingIds::default()),
+    );
+    Node {
+        grants,
+        keys,
+        ledger,
+        audit,
+        revocation,
+        assistant,
+    }
+}
+
+struct World {
+    clock: Arc<FixedClock>,
+    idp: SigningKey,
+    mandate: Node,
+}
+
+async fn world() -> World {
+    let clock = Arc::new(FixedClock::at(NOW));
+    let idp = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+    let corp: Arc<dyn UpstreamIssuer> = Arc::new(Issuer {
+        issuer: IDP.into(),
+        alias: IssuerAlias::parse("corp").unwrap(),
+        accepts: vec![Acceptance::IdToken],
+        keys: verifying(&idp),
+    });
+    let resource_as = IdJagResourceServer {
+        issuer: RESOURCE_AS.into(),
+        client_ids: [(
+            ClientId::parse("assistant").unwrap(),
+            "assistant-at-as".to_owned(),
+        )]
+        .into_iter()
+        .collect(),
+        resources: vec![Audience::parse(CAL).unwrap()],
+        scopes: ScopeSet::parse("calendar.read").unwrap(),
+    };
+    let mandate = node(
+        MANDATE,
+        "assistant",
+        clock.clone(),
+        vec![corp],
+        vec![resource_as],
+    )
+    .await;
+    World {
+        clock,
+        idp,
+        mandate,
+    }
+}
+
+/// alice's ID token from the IdP, issued to the assistant (evidence 1).
+fn id_token(w: &World) -> String {
+    let now = w.clock.now_secs();
+    w.idp
+        .sign(
+            "JWT",
+            &json!({"iss": IDP, "sub": "alice", "aud": "assistant", "iat": now, "exp": now + 600,
+                    "jti": "idt-1"}),
+        )
+        .unwrap()
+}
+
+fn for_calendar(subject_token: String, scope: &str) -> AccessTokenRequest {
+    AccessTokenRequest {
+        subject_token,
+        subject_token_type: SubjectTokenType::IdToken,
+        target: Audience::parse(CAL).unwrap(),
+        scope: Some(ScopeSet::parse(scope).unwrap()),
+        details: None,
+    }
+}
+
+fn claims_of(keys: &KeyRing, token: &str) -> AccessTokenClaims {
+    let jws = UnverifiedJws::parse(token).unwrap();
+    keys.current().verify(&jws).unwrap().claims().unwrap()
+}
+
+async fn audit_actions(audit: &MemoryAuditLog) -> Vec<(String, String)> {
+    audit
+        .recent(&AuditFilter::default(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.action, e.detail))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_exchange_signs_at_the_stores_clock_and_records_its_hop() {
+    let w = world().await;
+    let m = &w.mandate;
+    let exchanged = m
+        .grants
+        .exchange(&m.assistant, for_calendar(id_token(&w), "calendar.read"))
+        .await
+        .unwrap();
+    assert_eq!(exchanged.expires_in, 300);
+    assert_eq!(exchanged.scope.as_deref(), Some("calendar.read"));
+    let claims = claims_of(&m.keys, &exchanged.access_token);
+    assert_eq!(claims.iss, MANDATE);
+    assert_eq!(claims.sub, "corp|alice");
+    assert_eq!(claims.aud, CAL);
+    assert_eq!((claims.iat, claims.exp), (NOW, NOW + 300));
+    // The id generator names the hop, and the token is that hop.
+    assert_eq!(claims.jti, "hop_0");
+    let hop = m.ledger.hop(&HopId("hop_0".into())).await.unwrap().unwrap();
+    assert_eq!(hop.chain_id, ChainId(claims.chain_id.clone()));
+    assert_eq!(hop.audience, Audience::parse(CAL).unwrap());
+    assert_eq!(hop.depth, 1);
+    assert!(
+        audit_actions(&m.audit).await.is_empty(),
+        "a granted exchange is not a refusal"
+    );
+}
+
+#[tokio::test]
+async fn a_widening_is_refused_audited_and_records_nothing() {
+    let w = world().await;
+    let m = &w.mandate;
+    let error = m
+        .grants
+        .exchange(&m.assistant, for_calendar(id_token(&w), "calendar.admin"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "invalid_scope", "{error}");
+    assert!(m
+        .ledger
+        .hop(&HopId("hop_0".into()))
+        .await
+        .unwrap()
+        .is_none());
+    let events = audit_actions(&m.audit).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "exchange.refused");
+    assert!(events[0].1.starts_with("invalid_scope: "), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_revoked_chain_is_not_exchanged_again() {
+    let w = world().await;
+    let m = &w.mandate;
+    let token = id_token(&w);
+    let first = m
+        .grants
+        .exchange(&m.assistant, for_calendar(token.clone(), "calendar.read"))
+        .await
+        .unwrap();
+    let chain = claims_of(&m.keys, &first.access_token).chain_id;
+    m.revocation
+        .revoke_chain(&chain, "incident", "test")
+        .await
+        .unwrap();
+    w.clock.advance(1);
+    let error = m
+        .grants
+        .exchange(&m.assistant, for_calendar(token, "calendar.read"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, GrantError::InvalidRequest(d) if d.contains("revoked")),
+        "{error}"
+    );
+    // Nor is a token of that chain taken as a subject token.
+    let error = m
+        .grants
+        .exchange(
+            &m.assistant,
+            AccessTokenRequest {
+                subject_token_type: SubjectTokenType::AccessToken,
+                ..for_calendar(first.access_token, "calendar.read")
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "invalid_request", "{error}");
+}
+
+/// Revokes the hop's chain after the hop is written, before the second check.
+#[derive(Debug)]
+struct RevokeMidway(RevocationService);
+
+#[async_trait::async_trait]
+impl HopRecordedHook for RevokeMidway {
+    async fn after_hop_recorded(&self, hop: &HopRecord) {
+        self.0
+            .revoke_chain(&hop.chain_id.0, "race", "test")
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_between_the_hops_write_and_the_second_check_leaves_no_token() {
+    let w = world().await;
+    let m = &w.mandate;
+    let grants = m
+        .grants
+        .clone()
+        .with_hook(Arc::new(RevokeMidway(m.revocation.clone())));
+    let error = grants
+        .exchange(&m.assistant, for_calendar(id_token(&w), "calendar.read"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "invalid_request", "{error}");
+    // The hop was recorded (nothing is issued without it) and is dead.
+    assert!(m
+        .ledger
+        .hop(&HopId("hop_0".into()))
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test]
+async fn an_id_jag_issued_by_one_node_is_redeemed_once_at_the_resource_as() {
+    let w = world().await;
+    let m = &w.mandate;
+    let issued = m
+        .grants
+        .issue_id_jag(
+            &m.assistant,
+            IdJagIssueRequest {
+                subject_token: id_token(&w),
+                audience: RESOURCE_AS.into(),
+                resource: None,
+                scope: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (issued.expires_in, issued.scope.as_str()),
+        (120, "calendar.read")
+    );
+    let jws = UnverifiedJws::parse(&issued.token).unwrap();
+    let jag: IdJagClaims = m.keys.current().verify(&jws).unwrap().claims().unwrap();
+    assert_eq!(jag.client_id.as_deref(), Some("assistant-at-as"));
+    assert_eq!(jag.sub.as_deref(), Some("corp|alice"));
+    // The IdP half's hop went through the chain crate and is in the ledger.
+    let hop = m
+        .ledger
+        .hop(&HopId(jag.jti.clone().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hop.depth, 1);
+
+    // The resource AS trusts the IdP node for ID-JAGs; its agent is `assistant-at-as`.
+    let idp_node: Arc<dyn UpstreamIssuer> = Arc::new(Issuer {
+        issuer: MANDATE.into(),
+        alias: IssuerAlias::parse("enterprise").unwrap(),
+        accepts: vec![Acceptance::IdJag],
+        keys: VerifyingKeySet::from_jwks(m.keys.current().jwks(), &[Algorithm::Es256]).unwrap(),
+    });
+    let resource_as = node(
+        RESOURCE_AS,
+        "assistant-at-as",
+        w.clock.clone(),
+        vec![idp_node],
+        vec![],
+    )
+    .await;
+    let redeem = |resource: Option<&str>| IdJagRedeemRequest {
+        assertion: issued.token.clone(),
+        resource: resource.map(str::to_owned),
+        scope: None,
+    };
+    // Another client cannot present it: its client_id names `assistant-at-as`.
+    let other = client("assistant", ClientKind::Agent, &[]);
+    let refused = resource_as
+        .grants
+        .redeem_id_jag(&other, redeem(None))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "invalid_grant", "{refused}");
+    // A refusal by policy does not spend it.
+    let refused = resource_as
+        .grants
+        .redeem_id_jag(
+            &resource_as.assistant,
+            redeem(Some("https://files.example.com")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "invalid_target", "{refused}");
+    let redeemed = resource_as
+        .grants
+        .redeem_id_jag(&resource_as.assistant, redeem(None))
+        .await
+        .unwrap();
+    assert_eq!(redeemed.scope.as_deref(), Some("calendar.read"));
+    let claims = claims_of(&resource_as.keys, &redeemed.access_token);
+    assert_eq!(claims.iss, RESOURCE_AS);
+    assert_eq!(claims.sub, "enterprise|corp|alice");
+    assert_eq!(claims.aud, CAL);
+    let replayed = resource_as
+        .grants
+        .redeem_id_jag(&resource_as.assistant, redeem(None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&replayed, GrantError::InvalidGrant(d) if d.contains("already been used")),
+        "{replayed}"
+    );
+    let events = audit_actions(&resource_as.audit).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(action, _)| action == "id_jag_redeem.refused")
+            .count(),
+        3,
+        "{events:?}"
+    );
+}
