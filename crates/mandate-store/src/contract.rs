@@ -969,3 +969,123 @@ pub async fn audit(log: &dyn AuditLog) {
     };
     assert!(log.recent(&nobody, 10).await.expect("read").is_empty());
 }
+
+/// The Shared Signals streams and their queues: streams are stored whole and listed by id; a
+/// queue keeps arrival order, offers without removing, forgets only what is acknowledged (each
+/// `jti` once), drops the oldest beyond its cap and counts them, and goes with its stream.
+/// Expects no stream named `ssf_contract_a` or `ssf_contract_b`.
+pub async fn ssf_streams(store: &dyn crate::SsfStreamStore) {
+    use crate::{Delivery, QueueDepth, QueuedSet, SsfStream, StreamStatus};
+    let stream = |id: &str| SsfStream {
+        stream_id: id.into(),
+        owner: ClientId::parse("calendar").expect("client id"),
+        aud: vec!["https://calendar.example.com".into()],
+        events_requested: vec![
+            "https://schemas.openid.net/secevent/caep/event-type/session-revoked".into(),
+        ],
+        delivery: Delivery::Poll { endpoint_url: None },
+        status: StreamStatus::Enabled,
+        reason: None,
+        description: None,
+        created_at: 1_800_000_000,
+    };
+    let set = |n: u32| QueuedSet {
+        jti: format!("set-{n}"),
+        set: format!("header.payload-{n}.signature"),
+    };
+    let (a, b) = ("ssf_contract_a", "ssf_contract_b");
+    assert_eq!(store.get(a).await.expect("get"), None);
+    store.put(&stream(b)).await.expect("put");
+    store.put(&stream(a)).await.expect("put");
+    let ids: Vec<String> = store
+        .all()
+        .await
+        .expect("all")
+        .into_iter()
+        .map(|s| s.stream_id)
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ordered by id: {ids:?}"
+    );
+    assert!(ids.contains(&a.to_owned()) && ids.contains(&b.to_owned()));
+    let mut paused = stream(a);
+    paused.status = StreamStatus::Paused;
+    paused.delivery = Delivery::Push {
+        endpoint_url: "https://calendar.example.com/ssf".into(),
+        authorization_header: Some("Bearer x".into()),
+    };
+    store.put(&paused).await.expect("replace");
+    assert_eq!(store.get(a).await.expect("get"), Some(paused));
+
+    store
+        .enqueue(a, &[set(1), set(2), set(3)], 10)
+        .await
+        .expect("enqueue");
+    store
+        .enqueue(a, &[set(2), set(4)], 10)
+        .await
+        .expect("enqueue");
+    let jtis = |sets: Vec<QueuedSet>| sets.into_iter().map(|s| s.jti).collect::<Vec<_>>();
+    assert_eq!(
+        jtis(store.pending(a, 10).await.expect("pending")),
+        ["set-1", "set-2", "set-3", "set-4"],
+        "arrival order, a jti queued once"
+    );
+    assert_eq!(
+        store.pending(a, 2).await.expect("pending"),
+        vec![set(1), set(2)],
+        "kept whole"
+    );
+    assert_eq!(
+        jtis(store.pending(a, 2).await.expect("pending")),
+        ["set-1", "set-2"],
+        "offering does not remove"
+    );
+    assert!(
+        store.pending(b, 10).await.expect("pending").is_empty(),
+        "queues are per stream"
+    );
+    assert_eq!(
+        store
+            .ack(a, &["set-2".into(), "set-9".into()])
+            .await
+            .expect("ack"),
+        1
+    );
+    assert_eq!(
+        store.ack(a, &["set-2".into()]).await.expect("ack"),
+        0,
+        "acknowledged once"
+    );
+    assert_eq!(
+        jtis(store.pending(a, 10).await.expect("pending")),
+        ["set-1", "set-3", "set-4"]
+    );
+
+    store
+        .enqueue(a, &[set(5), set(6)], 4)
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        jtis(store.pending(a, 10).await.expect("pending")),
+        ["set-3", "set-4", "set-5", "set-6"]
+    );
+    assert_eq!(
+        store.depth(a).await.expect("depth"),
+        QueueDepth {
+            pending: 4,
+            dropped: 1
+        }
+    );
+
+    assert!(store.delete(a).await.expect("delete"));
+    assert!(!store.delete(a).await.expect("delete"));
+    assert_eq!(store.get(a).await.expect("get"), None);
+    assert_eq!(store.depth(a).await.expect("depth"), QueueDepth::default());
+    assert!(
+        store.pending(a, 10).await.expect("pending").is_empty(),
+        "the queue went with it"
+    );
+    assert!(store.delete(b).await.expect("delete"));
+}

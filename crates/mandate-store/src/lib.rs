@@ -22,6 +22,7 @@ mod rate_limit;
 #[cfg(feature = "redis")]
 pub mod redis_store;
 mod replay;
+pub mod ssf;
 
 pub use audit::{
     AuditEvent, AuditFilter, AuditLog, AuditUnavailable, MemoryAuditLog, FILTER_SCAN_MAX,
@@ -38,10 +39,13 @@ pub use rate_limit::{MemoryRateLimiter, RateDecision, RateLimiter};
 pub use redis_store::{
     connect, connect_cluster, ClusterConnection, ConnectionManager, PerThreadConnection,
     RedisAuditLog, RedisClientRegistry, RedisConnection, RedisConsentStore, RedisLedger,
-    RedisPolicyStore, RedisRateLimiter, RedisReplayCache, AUDIT_STREAM_KEY, CONNECT_TIMEOUT,
-    RESPONSE_TIMEOUT,
+    RedisPolicyStore, RedisRateLimiter, RedisReplayCache, RedisSsfStreams, AUDIT_STREAM_KEY,
+    CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
 };
 pub use replay::{MemoryReplayCache, ReplayCache};
+pub use ssf::{
+    Delivery, MemorySsfStreams, QueueDepth, QueuedSet, SsfStream, SsfStreamStore, StreamStatus,
+};
 
 /// Why a store operation did not complete. Callers fail closed on every variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -43,6 +43,7 @@ mod per_thread;
 mod policy;
 mod rate_limit;
 mod replay;
+mod ssf;
 
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ pub use rate_limit::RedisRateLimiter;
 pub use redis::aio::ConnectionManager;
 pub use redis::cluster_async::ClusterConnection;
 pub use replay::RedisReplayCache;
+pub use ssf::RedisSsfStreams;
 
 use crate::StoreError;
 

@@ -40,6 +40,7 @@ async fn meets_every_contract<C: RedisConnection>(connection: C) {
         &RedisConsentStore::new(connection.clone()),
     )
     .await;
+    contract::ssf_streams(&mandate_store::RedisSsfStreams::new(connection.clone())).await;
     contract::audit(&mandate_store::RedisAuditLog::new(
         connection.clone(),
         1_000,
