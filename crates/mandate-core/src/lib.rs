@@ -14,6 +14,7 @@ pub mod ids;
 pub mod keys;
 pub mod policies;
 pub mod revocation;
+pub mod ssf;
 
 pub use agents::{AgentError, AgentPatch, AgentService, NewAgent};
 pub use chain_id::{new_hop_id, ChainIdKey};
@@ -28,3 +29,4 @@ pub use policies::{
 pub use revocation::{
     facts_of_hop, EntryLifetimes, RevocationOutcome, RevocationService, RevokeError,
 };
+pub use ssf::{SsfError, SsfTransmitter, StreamRequest, TransmitterSettings};

@@ -127,6 +127,31 @@ pub async fn post_json(
         .map_err(|_| FetchError::Timeout)?
 }
 
+/// POSTs one Security Event Token to a push receiver (RFC 8935 §2): `Content-Type:
+/// application/secevent+jwt`, the stream's `Authorization` header when it has one; answers the
+/// receiver's status (202 is acceptance), bounded in time as a whole.
+pub async fn post_set(
+    client: &reqwest::Client,
+    url: &Url,
+    authorization: Option<&str>,
+    set: &str,
+    bounds: FetchBounds,
+) -> Result<u16, FetchError> {
+    let mut request = client
+        .post(url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/secevent+jwt")
+        .header(reqwest::header::ACCEPT, "application/json")
+        .body(set.to_owned());
+    if let Some(authorization) = authorization {
+        request = request.header(reqwest::header::AUTHORIZATION, authorization);
+    }
+    let response = tokio::time::timeout(bounds.timeout, request.send())
+        .await
+        .map_err(|_| FetchError::Timeout)?
+        .map_err(|e| FetchError::Network(error_chain(&e)))?;
+    Ok(response.status().as_u16())
+}
+
 async fn download(
     client: &reqwest::Client,
     url: &Url,

@@ -357,6 +357,18 @@ impl AppState {
             clock.clone(),
             ids.clone(),
         );
+        let ssf = mandate_core::SsfTransmitter::new(
+            backends.ssf_streams.clone(),
+            clients.clone(),
+            backends.ledger.clone(),
+            keys.clone(),
+            audit.clone(),
+            clock.clone(),
+            mandate_core::TransmitterSettings {
+                issuer: settings.issuer.clone(),
+                queue_cap: SSF_QUEUE_CAP,
+            },
+        );
         let pause = options.exchange_pause.map(|pause| {
             Arc::new(crate::state::PauseWithState {
                 pause,
@@ -396,6 +408,7 @@ impl AppState {
             agents,
             policy_rows,
             grants,
+            ssf,
         };
         if let Some(pause) = pause {
             // Only tests give a pause; the state it holds keeps itself alive, which they can
@@ -405,6 +418,10 @@ impl AppState {
         Ok(state)
     }
 }
+
+/// Most Security Event Tokens queued per Shared Signals stream; beyond it the oldest are dropped
+/// and counted (`mandate ssf streams` shows both).
+const SSF_QUEUE_CAP: u64 = 10_000;
 
 /// The stores, in memory or in Redis.
 struct Backends {
@@ -416,6 +433,7 @@ struct Backends {
     consents: Arc<dyn ConsentStore>,
     revocations: Arc<dyn RevocationStore>,
     audit: Arc<dyn crate::audit::AuditLog>,
+    ssf_streams: Arc<dyn mandate_store::SsfStreamStore>,
 }
 
 impl Backends {
@@ -431,6 +449,7 @@ impl Backends {
             ledger: Arc::new(MemoryLedger::new(settings.tokens.ledger_retention_secs)),
             consents: Arc::new(MemoryConsentStore::new()),
             revocations: Arc::new(MemoryRevocations::new(clock)),
+            ssf_streams: Arc::new(mandate_store::MemorySsfStreams::new()),
             audit: Arc::new(crate::audit::MemoryAuditLog::new(
                 usize::try_from(settings.limits.audit_stream_max).unwrap_or(usize::MAX),
             )),
@@ -495,6 +514,7 @@ impl Backends {
                 settings.tokens.ledger_retention_secs,
             )),
             consents: Arc::new(RedisConsentStore::new(connection.clone())),
+            ssf_streams: Arc::new(mandate_store::RedisSsfStreams::new(connection.clone())),
             revocations: Arc::new(revocations),
             audit: Arc::new(crate::audit::RedisAuditLog::new(
                 connection,

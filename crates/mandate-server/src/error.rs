@@ -153,6 +153,33 @@ impl From<mandate_core::GrantError> for OAuthError {
     }
 }
 
+/// The answer to a stream operation's domain error.
+impl From<mandate_core::SsfError> for OAuthError {
+    fn from(error: mandate_core::SsfError) -> Self {
+        use mandate_core::SsfError;
+        match error {
+            SsfError::NotFound => {
+                OAuthError::invalid_request("stream not found").with_status(StatusCode::NOT_FOUND)
+            }
+            SsfError::NotAResourceServer => OAuthError::invalid_request(
+                "only resource servers may manage Shared Signals streams",
+            )
+            .with_status(StatusCode::FORBIDDEN),
+            SsfError::Invalid(message) => {
+                OAuthError::invalid_request(message).with_status(StatusCode::CONFLICT)
+            }
+            SsfError::Unavailable(cause) => OAuthError::store_down("Shared Signals", &cause),
+            SsfError::Internal(cause) => {
+                tracing::error!(%cause, "Shared Signals");
+                OAuthError::new(
+                    ErrorCode::ServerError,
+                    "the security event could not be signed",
+                )
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for OAuthError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}: {}", self.code, self.description)

@@ -29,8 +29,13 @@ pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             &format!("/.well-known/oauth-authorization-server{issuer_path}"),
             web::get().to(discovery),
         )
+        .route(
+            &format!("/.well-known/ssf-configuration{issuer_path}"),
+            web::get().to(crate::ssf_transmit::configuration),
+        )
         .service(
             web::scope(&issuer_path)
+                .configure(crate::ssf_transmit::routes)
                 .route("/jwks", web::get().to(jwks))
                 .route("/healthz", web::get().to(healthz))
                 .route("/revocations", web::get().to(crate::feed::revocations))

@@ -28,6 +28,7 @@ pub mod keys;
 pub mod revocation;
 pub mod server;
 pub mod ssf_receive;
+pub mod ssf_transmit;
 pub mod state;
 
 pub use config::{ConfigError, ConfigSource, Settings};

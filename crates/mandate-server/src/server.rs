@@ -74,6 +74,7 @@ pub struct RunningServer {
     tasks: Vec<tokio::task::JoinHandle<io::Result<()>>>,
     heartbeat: tokio::task::JoinHandle<()>,
     ssf_poller: tokio::task::JoinHandle<()>,
+    ssf_pusher: tokio::task::JoinHandle<()>,
     reloader: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -82,6 +83,7 @@ impl RunningServer {
     pub async fn stop(self) {
         self.heartbeat.abort();
         self.ssf_poller.abort();
+        self.ssf_pusher.abort();
         if let Some(reloader) = &self.reloader {
             reloader.abort();
         }
@@ -100,6 +102,7 @@ impl RunningServer {
         }
         self.heartbeat.abort();
         self.ssf_poller.abort();
+        self.ssf_pusher.abort();
         if let Some(reloader) = &self.reloader {
             reloader.abort();
         }
@@ -529,6 +532,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
     let handles = [public.handle(), admin.handle()];
     let tasks = vec![tokio::spawn(public), tokio::spawn(admin)];
     let ssf_poller = tokio::spawn(crate::ssf_receive::poll_issuers(state.clone()));
+    let ssf_pusher = tokio::spawn(crate::ssf_transmit::push_deliverer(state.clone()));
     let heartbeat = tokio::spawn(heartbeats(state));
     Ok(RunningServer {
         public_addr,
@@ -537,6 +541,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
         tasks,
         heartbeat,
         ssf_poller,
+        ssf_pusher,
         reloader,
     })
 }

@@ -176,6 +176,8 @@ pub struct AppState {
     pub agents: mandate_core::AgentService,
     /// The policy rows as administrators change and question them (mandate-core).
     pub policy_rows: mandate_core::PolicyService,
+    /// Shared Signals streams and the events revocations raise for them (mandate-core).
+    pub ssf: mandate_core::SsfTransmitter,
     /// The token endpoint's grants: exchange, ID-JAG issuance and redemption (mandate-core).
     pub grants: mandate_core::GrantService,
 }

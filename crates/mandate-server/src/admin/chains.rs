@@ -32,6 +32,7 @@ async fn revoke_chain(
         .revocation
         .revoke_chain(&id, &reason, &caller.name)
         .await?;
+    signal(&state, &outcome, Some(&id), &reason).await?;
     Ok(HttpResponse::Ok().json(outcome))
 }
 
@@ -47,7 +48,30 @@ async fn revoke_hop(
         .revocation
         .revoke_hop(&jti, &reason, &caller.name)
         .await?;
+    signal(&state, &outcome, None, &reason).await?;
     Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// Queues the Shared Signals a revocation raises before it is answered, so that a crash after
+/// the answer loses none. The revocation stands if this fails; the answer is then 503 and the
+/// administrator's retry (a revocation is idempotent) queues them again.
+async fn signal(
+    state: &AppState,
+    outcome: &mandate_core::RevocationOutcome,
+    chain: Option<&str>,
+    reason: &str,
+) -> Result<(), AdminError> {
+    state
+        .ssf
+        .raise(&mandate_core::ssf::Revoked {
+            hops: &outcome.hops_revoked,
+            chain,
+            at_ms: outcome.entries.first().map_or(0, |e| e.at),
+            reason,
+            txn: mandate_core::ssf::new_txn(),
+        })
+        .await?;
+    Ok(())
 }
 
 async fn revoke_subject(

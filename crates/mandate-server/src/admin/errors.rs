@@ -5,7 +5,7 @@
 //! `store_unavailable`.
 
 use actix_web::http::StatusCode;
-use mandate_core::{AgentError, ConsentError, PolicyError, RevokeError};
+use mandate_core::{AgentError, ConsentError, PolicyError, RevokeError, SsfError};
 
 use super::AdminError;
 
@@ -61,6 +61,21 @@ impl From<PolicyError> for AdminError {
                 AdminError::not_found(error.to_string())
             }
             PolicyError::Unavailable(cause) => AdminError::store_down(cause),
+        }
+    }
+}
+
+impl From<SsfError> for AdminError {
+    fn from(error: SsfError) -> Self {
+        match error {
+            SsfError::NotFound | SsfError::NotAResourceServer | SsfError::Invalid(_) => {
+                AdminError::bad_request(error.to_string())
+            }
+            SsfError::Unavailable(cause) => AdminError::store_down(&cause),
+            SsfError::Internal(cause) => {
+                tracing::error!(%cause, "Shared Signals");
+                AdminError::store_down(&cause)
+            }
         }
     }
 }

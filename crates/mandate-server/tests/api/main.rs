@@ -26,6 +26,7 @@ mod limits;
 mod proptest_http;
 mod revocation;
 mod ssf_receive;
+mod ssf_transmit;
 mod token_shell;
 
 use mandate_model::AuthMethod;

@@ -42,7 +42,7 @@ async fn world_with(options: BuildOptions) -> World {
     }
 }
 
-async fn world() -> World {
+pub(crate) async fn world() -> World {
     world_with(BuildOptions::default()).await
 }
 
@@ -84,7 +84,11 @@ fn mandate_token_claims(token: &str) -> mandate_token::AccessTokenClaims {
     serde_json::from_value(claims_of(token)).unwrap()
 }
 
-async fn admin_post(server: &TestServer, path: &str, secret: &str) -> (StatusCode, Value) {
+pub(crate) async fn admin_post(
+    server: &TestServer,
+    path: &str,
+    secret: &str,
+) -> (StatusCode, Value) {
     let response = server
         .http
         .post(server.admin_url(path))
@@ -99,14 +103,14 @@ async fn admin_post(server: &TestServer, path: &str, secret: &str) -> (StatusCod
 
 /// R: assistant → agent:booking-tool; M: booking-tool → agent:helper (child of R);
 /// L: helper → calendar (child of M); S: booking-tool → mail (sibling of M).
-struct Tree {
-    root: String,
-    middle: String,
-    leaf: String,
-    sibling: String,
+pub(crate) struct Tree {
+    pub(crate) root: String,
+    pub(crate) middle: String,
+    pub(crate) leaf: String,
+    pub(crate) sibling: String,
 }
 
-async fn tree(w: &World) -> Tree {
+pub(crate) async fn tree(w: &World) -> Tree {
     let s = &w.server;
     let root = issue(
         s,

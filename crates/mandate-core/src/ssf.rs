@@ -1,0 +1,500 @@
+//! mandate as a Shared Signals transmitter (SSF 1.0, CAEP 1.0, RFC 8417): the streams resource
+//! servers manage for themselves, and the Security Event Tokens a revocation raises for them.
+//!
+//! A receiver is told only about tokens of the audiences its owner holds: a revoked hop becomes
+//! a CAEP `session-revoked` SET whose subject is that token (`jwt_id`: mandate's issuer and the
+//! token's `jti`, which is its hop id), sent only to the streams of the resource servers that own
+//! the hop's audience; a revoked chain adds one SET naming the chain (a `complex` subject: the
+//! chain id as an opaque session, and the user). SETs are queued in the store before the
+//! revocation answers, and leave the queue when their receiver acknowledges them.
+
+use std::sync::Arc;
+
+use mandate_chain::{HopId, HopRecord, Ledger};
+use mandate_model::{ClientId, ClientKind, Clock};
+use mandate_store::{
+    AuditEvent, AuditLog, Client, ClientRegistry, Delivery, QueueDepth, QueuedSet, SsfStream,
+    SsfStreamStore, StreamStatus,
+};
+use rand::RngCore;
+use serde_json::{json, Map, Value};
+
+use crate::KeyRing;
+
+/// CAEP session revoked.
+pub const SESSION_REVOKED: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+/// CAEP credential change.
+pub const CREDENTIAL_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+/// SSF verification.
+pub const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
+/// The event types mandate transmits.
+pub const EVENTS_SUPPORTED: [&str; 3] = [SESSION_REVOKED, CREDENTIAL_CHANGE, VERIFICATION];
+/// The `typ` of a SET (RFC 8417 §2.3).
+pub const SET_TYP: &str = "secevent+jwt";
+/// Most streams one resource server may hold.
+pub const MAX_STREAMS_PER_OWNER: usize = 8;
+
+/// Why a stream operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SsfError {
+    /// No stream with that id belongs to the caller (another owner's stream is not found
+    /// either: its existence is not told).
+    #[error("stream not found")]
+    NotFound,
+    /// Only resource servers hold streams.
+    #[error("only resource servers may manage streams")]
+    NotAResourceServer,
+    /// The request is malformed or not allowed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store did not answer; nothing changed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A SET could not be signed.
+    #[error("a security event token could not be signed: {0}")]
+    Internal(String),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> SsfError {
+    SsfError::Unavailable(e.to_string())
+}
+
+/// What a receiver asks for when it creates or replaces a stream.
+#[derive(Debug, Clone)]
+pub struct StreamRequest {
+    /// The event types it wants; unknown ones are dropped from `events_delivered`.
+    pub events_requested: Vec<String>,
+    /// How SETs reach it (a push endpoint is checked by the caller's fetch policy).
+    pub delivery: Delivery,
+    /// Its description.
+    pub description: Option<String>,
+}
+
+/// The transmitter's settings.
+#[derive(Debug, Clone)]
+pub struct TransmitterSettings {
+    /// mandate's issuer: the SETs' `iss`.
+    pub issuer: String,
+    /// Most SETs queued per stream; beyond it the oldest are dropped and counted.
+    pub queue_cap: u64,
+}
+
+/// Streams and the events revocations raise for them.
+#[derive(Debug, Clone)]
+pub struct SsfTransmitter {
+    streams: Arc<dyn SsfStreamStore>,
+    clients: Arc<dyn ClientRegistry>,
+    ledger: Arc<dyn Ledger>,
+    keys: KeyRing,
+    audit: Arc<dyn AuditLog>,
+    clock: Arc<dyn Clock>,
+    settings: Arc<TransmitterSettings>,
+}
+
+/// What a revocation did, as the transmitter needs it.
+#[derive(Debug, Clone)]
+pub struct Revoked<'a> {
+    /// The hops now dead.
+    pub hops: &'a [String],
+    /// The chain, when the whole chain was revoked.
+    pub chain: Option<&'a str>,
+    /// The revocation time T (ms).
+    pub at_ms: i64,
+    /// The reason given.
+    pub reason: &'a str,
+    /// A correlation id for the SETs of this revocation (`txn`).
+    pub txn: String,
+}
+
+impl SsfTransmitter {
+    /// A transmitter over its ports.
+    pub fn new(
+        streams: Arc<dyn SsfStreamStore>,
+        clients: Arc<dyn ClientRegistry>,
+        ledger: Arc<dyn Ledger>,
+        keys: KeyRing,
+        audit: Arc<dyn AuditLog>,
+        clock: Arc<dyn Clock>,
+        settings: TransmitterSettings,
+    ) -> Self {
+        Self {
+            streams,
+            clients,
+            ledger,
+            keys,
+            audit,
+            clock,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The events a stream that asked for `requested` is sent.
+    pub fn events_delivered(requested: &[String]) -> Vec<String> {
+        requested
+            .iter()
+            .filter(|e| EVENTS_SUPPORTED.contains(&e.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    fn check_owner(owner: &Client) -> Result<(), SsfError> {
+        if owner.kind == ClientKind::ResourceServer {
+            Ok(())
+        } else {
+            Err(SsfError::NotAResourceServer)
+        }
+    }
+
+    /// Creates a stream for `owner`; its `aud` is the audiences `owner` holds.
+    pub async fn create(
+        &self,
+        owner: &Client,
+        request: StreamRequest,
+    ) -> Result<SsfStream, SsfError> {
+        Self::check_owner(owner)?;
+        let held = self.list(owner).await?.len();
+        if held >= MAX_STREAMS_PER_OWNER {
+            return Err(SsfError::Invalid(format!(
+                "a resource server holds at most {MAX_STREAMS_PER_OWNER} streams"
+            )));
+        }
+        let aud: Vec<String> = owner
+            .owned_audiences()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let stream = SsfStream {
+            stream_id: format!("ssf_{}", random_hex(16)),
+            owner: owner.id.clone(),
+            aud: if aud.is_empty() {
+                vec![owner.id.to_string()]
+            } else {
+                aud
+            },
+            events_requested: request.events_requested,
+            delivery: request.delivery,
+            status: StreamStatus::Enabled,
+            reason: None,
+            description: request.description,
+            created_at: self.clock.now_secs(),
+        };
+        self.streams.put(&stream).await.map_err(unavailable)?;
+        self.record(owner, "ssf.stream.create", &stream.stream_id, "")
+            .await;
+        Ok(stream)
+    }
+
+    /// `owner`'s streams.
+    pub async fn list(&self, owner: &Client) -> Result<Vec<SsfStream>, SsfError> {
+        Self::check_owner(owner)?;
+        Ok(self
+            .streams
+            .all()
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|s| s.owner == owner.id)
+            .collect())
+    }
+
+    /// Every stream, for operators.
+    pub async fn all(&self) -> Result<Vec<(SsfStream, QueueDepth)>, SsfError> {
+        let mut out = Vec::new();
+        for stream in self.streams.all().await.map_err(unavailable)? {
+            let depth = self
+                .streams
+                .depth(&stream.stream_id)
+                .await
+                .map_err(unavailable)?;
+            out.push((stream, depth));
+        }
+        Ok(out)
+    }
+
+    /// `owner`'s stream `stream_id`.
+    pub async fn get(&self, owner: &Client, stream_id: &str) -> Result<SsfStream, SsfError> {
+        Self::check_owner(owner)?;
+        self.streams
+            .get(stream_id)
+            .await
+            .map_err(unavailable)?
+            .filter(|s| s.owner == owner.id)
+            .ok_or(SsfError::NotFound)
+    }
+
+    /// Changes what `owner`'s stream asks for and how it is delivered (PATCH and PUT).
+    pub async fn update(
+        &self,
+        owner: &Client,
+        stream_id: &str,
+        change: impl FnOnce(&mut SsfStream),
+    ) -> Result<SsfStream, SsfError> {
+        let mut stream = self.get(owner, stream_id).await?;
+        let (id, owner_id, aud, created_at, status) = (
+            stream.stream_id.clone(),
+            stream.owner.clone(),
+            stream.aud.clone(),
+            stream.created_at,
+            stream.status,
+        );
+        change(&mut stream);
+        // What the transmitter sets is not the receiver's to change.
+        stream.stream_id = id;
+        stream.owner = owner_id;
+        stream.aud = aud;
+        stream.created_at = created_at;
+        stream.status = status;
+        self.streams.put(&stream).await.map_err(unavailable)?;
+        self.record(owner, "ssf.stream.update", stream_id, "").await;
+        Ok(stream)
+    }
+
+    /// Deletes `owner`'s stream and its queue.
+    pub async fn delete(&self, owner: &Client, stream_id: &str) -> Result<(), SsfError> {
+        self.get(owner, stream_id).await?;
+        self.streams.delete(stream_id).await.map_err(unavailable)?;
+        self.record(owner, "ssf.stream.delete", stream_id, "").await;
+        Ok(())
+    }
+
+    /// Sets the status of `owner`'s stream.
+    pub async fn set_status(
+        &self,
+        owner: &Client,
+        stream_id: &str,
+        status: StreamStatus,
+        reason: Option<String>,
+    ) -> Result<SsfStream, SsfError> {
+        let mut stream = self.get(owner, stream_id).await?;
+        stream.status = status;
+        stream.reason = reason;
+        self.streams.put(&stream).await.map_err(unavailable)?;
+        let detail = serde_json::to_value(status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.record(owner, "ssf.stream.status", stream_id, &detail)
+            .await;
+        Ok(stream)
+    }
+
+    /// Queues a verification event on `owner`'s stream (SSF 1.0 §8.1.4), echoing `state`.
+    pub async fn verify(
+        &self,
+        owner: &Client,
+        stream_id: &str,
+        state: Option<String>,
+    ) -> Result<(), SsfError> {
+        let stream = self.get(owner, stream_id).await?;
+        let mut event = Map::new();
+        if let Some(state) = state {
+            event.insert("state".into(), Value::String(state));
+        }
+        let sub_id = json!({"format": "opaque", "id": stream.stream_id});
+        let set = self.sign(&stream, sub_id, VERIFICATION, Value::Object(event), None)?;
+        self.streams
+            .enqueue(&stream.stream_id, &[set], self.settings.queue_cap)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Up to `max` SETs waiting on `owner`'s stream after acknowledging `acks` (RFC 8936 §2.4),
+    /// and whether more are waiting.
+    pub async fn poll(
+        &self,
+        owner: &Client,
+        stream_id: &str,
+        acks: &[String],
+        max: u64,
+    ) -> Result<(Vec<QueuedSet>, bool), SsfError> {
+        let stream = self.get(owner, stream_id).await?;
+        self.acknowledge(&stream.stream_id, acks).await?;
+        if stream.status != StreamStatus::Enabled {
+            return Ok((vec![], false));
+        }
+        let mut sets = self
+            .streams
+            .pending(&stream.stream_id, max + 1)
+            .await
+            .map_err(unavailable)?;
+        let more = sets.len() as u64 > max;
+        sets.truncate(usize::try_from(max).unwrap_or(usize::MAX));
+        Ok((sets, more))
+    }
+
+    /// Removes acknowledged SETs from a stream's queue (push deliveries and polls).
+    pub async fn acknowledge(&self, stream_id: &str, acks: &[String]) -> Result<u64, SsfError> {
+        self.streams.ack(stream_id, acks).await.map_err(unavailable)
+    }
+
+    /// What a push deliverer sends next: the enabled push streams, with up to `max` SETs each.
+    pub async fn push_work(&self, max: u64) -> Result<Vec<(SsfStream, Vec<QueuedSet>)>, SsfError> {
+        let mut work = Vec::new();
+        for stream in self.streams.all().await.map_err(unavailable)? {
+            if stream.status != StreamStatus::Enabled
+                || !matches!(stream.delivery, Delivery::Push { .. })
+            {
+                continue;
+            }
+            let sets = self
+                .streams
+                .pending(&stream.stream_id, max)
+                .await
+                .map_err(unavailable)?;
+            if !sets.is_empty() {
+                work.push((stream, sets));
+            }
+        }
+        Ok(work)
+    }
+
+    /// Queues the SETs a revocation raises, for every enabled or paused stream whose owner holds
+    /// an audience of a revoked hop; returns how many were queued. Hops the ledger no longer
+    /// holds, and hops already expired at T, raise nothing: no token of theirs can be used.
+    pub async fn raise(&self, revoked: &Revoked<'_>) -> Result<usize, SsfError> {
+        let streams: Vec<SsfStream> = self
+            .streams
+            .all()
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|s| s.status != StreamStatus::Disabled)
+            .filter(|s| {
+                Self::events_delivered(&s.events_requested)
+                    .iter()
+                    .any(|e| e == SESSION_REVOKED)
+            })
+            .collect();
+        if streams.is_empty() {
+            return Ok(0);
+        }
+        let mut hops = Vec::with_capacity(revoked.hops.len());
+        for id in revoked.hops {
+            if let Some(hop) = self
+                .ledger
+                .hop(&HopId(id.clone()))
+                .await
+                .map_err(unavailable)?
+            {
+                if hop.expires_at * 1000 > revoked.at_ms {
+                    hops.push(hop);
+                }
+            }
+        }
+        let mut queued = 0;
+        for stream in &streams {
+            let Some(owner) = self.owner(&stream.owner).await? else {
+                continue;
+            };
+            let theirs: Vec<&HopRecord> = hops.iter().filter(|h| owner.owns(&h.audience)).collect();
+            if theirs.is_empty() {
+                continue;
+            }
+            let event = self.session_revoked(revoked);
+            let mut sets = Vec::with_capacity(theirs.len() + 1);
+            if let (Some(chain), Some(first)) = (revoked.chain, theirs.first()) {
+                let sub_id = json!({
+                    "format": "complex",
+                    "session": {"format": "opaque", "id": chain},
+                    "user": {"format": "iss_sub", "iss": self.settings.issuer, "sub": first.subject.as_str()},
+                });
+                sets.push(self.sign(
+                    stream,
+                    sub_id,
+                    SESSION_REVOKED,
+                    event.clone(),
+                    Some(&revoked.txn),
+                )?);
+            }
+            for hop in theirs {
+                let sub_id = json!({"format": "jwt_id", "iss": self.settings.issuer, "jti": hop.id.0.as_str()});
+                sets.push(self.sign(
+                    stream,
+                    sub_id,
+                    SESSION_REVOKED,
+                    event.clone(),
+                    Some(&revoked.txn),
+                )?);
+            }
+            queued += sets.len();
+            self.streams
+                .enqueue(&stream.stream_id, &sets, self.settings.queue_cap)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(queued)
+    }
+
+    async fn owner(&self, id: &ClientId) -> Result<Option<Arc<Client>>, SsfError> {
+        self.clients.client(id).await.map_err(unavailable)
+    }
+
+    fn session_revoked(&self, revoked: &Revoked<'_>) -> Value {
+        json!({
+            "event_timestamp": revoked.at_ms.div_euclid(1000),
+            "initiating_entity": "admin",
+            "reason_admin": {"en": revoked.reason},
+        })
+    }
+
+    /// Signs one SET for `stream`: `typ: secevent+jwt`, a fresh `jti`, `iat` now, `aud` the
+    /// receiver, the subject in `sub_id` and no `sub` or `exp` (the SSF profile).
+    fn sign(
+        &self,
+        stream: &SsfStream,
+        sub_id: Value,
+        event_type: &str,
+        event: Value,
+        txn: Option<&str>,
+    ) -> Result<QueuedSet, SsfError> {
+        let jti = format!("set_{}", random_hex(16));
+        let aud = match stream.aud.as_slice() {
+            [one] => Value::String(one.clone()),
+            many => json!(many),
+        };
+        let mut claims = json!({
+            "iss": self.settings.issuer,
+            "jti": jti,
+            "iat": self.clock.now_secs(),
+            "aud": aud,
+            "sub_id": sub_id,
+            "events": {event_type: event},
+        });
+        if let (Some(txn), Some(object)) = (txn, claims.as_object_mut()) {
+            object.insert("txn".into(), Value::String(txn.to_owned()));
+        }
+        let set = self
+            .keys
+            .current()
+            .active()
+            .sign(SET_TYP, &claims)
+            .map_err(|e| SsfError::Internal(e.to_string()))?;
+        Ok(QueuedSet { jti, set })
+    }
+
+    async fn record(&self, owner: &Client, action: &str, target: &str, detail: &str) {
+        let at = self.clock.now().timestamp_millis();
+        self.audit
+            .record(AuditEvent::new(
+                at,
+                format!("client:{}", owner.id),
+                action,
+                target,
+                detail,
+            ))
+            .await;
+    }
+}
+
+/// A fresh correlation id for the SETs of one revocation.
+pub fn new_txn() -> String {
+    format!("txn_{}", random_hex(12))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
