@@ -872,3 +872,47 @@ async fn policies_get_put_with_the_version_read_and_explain() {
     assert_eq!(field(out, "decision"), "✗ refused", "{out}");
     assert_eq!(field(out, "error"), "invalid_target", "{out}");
 }
+
+#[tokio::test]
+async fn ssf_streams_shows_each_stream_and_its_queue() {
+    let w = world().await;
+    let run = w.mandate(Some(ADMIN_READER), &["ssf", "streams"]).await;
+    assert_eq!(run.success(), "no streams\n");
+    // The calendar's resource server creates a poll stream; a hop of its audience is revoked.
+    let created: Value = w
+        .server
+        .http
+        .post(w.server.url("/ssf/streams"))
+        .basic_auth("calendar-api", Some("calendar-secret"))
+        .json(&serde_json::json!({"delivery": {"method": "urn:ietf:rfc:8936"},
+            "events_requested": ["https://schemas.openid.net/secevent/caep/event-type/session-revoked"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stream = created["stream_id"].as_str().unwrap().to_owned();
+    let chain = w.chain().await;
+    w.mandate(Some(ADMIN_OPS), &["revoke", "hop", &chain.assistant])
+        .await
+        .success();
+    let run = w.mandate(Some(ADMIN_READER), &["ssf", "streams"]).await;
+    let out = run.success();
+    let row = out
+        .lines()
+        .find(|line| line.starts_with(&stream))
+        .unwrap_or_else(|| panic!("no row for {stream}:\n{out}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        &cells[1..7],
+        ["calendar-api", CAL, "poll", "enabled", "1", "0"],
+        "{out}"
+    );
+    let json = w
+        .mandate(Some(ADMIN_READER), &["ssf", "streams", "--json"])
+        .await
+        .json();
+    assert_eq!(json["streams"][0]["pending"], 1);
+    assert!(json["streams"][0].get("authorization_header").is_none());
+}

@@ -64,6 +64,13 @@ impl CliError {
     }
 }
 
+/// `mandate ssf`.
+#[derive(Subcommand, Debug)]
+pub enum SsfCommand {
+    /// Every stream: its owner, audience, delivery, status and queue (pending, dropped).
+    Streams,
+}
+
 /// Options every admin command takes.
 #[derive(Args, Debug)]
 pub struct Connection {
@@ -121,6 +128,13 @@ pub enum AdminCommand {
         connection: Connection,
         #[command(subcommand)]
         command: PoliciesCommand,
+    },
+    /// Shared Signals streams mandate transmits to.
+    Ssf {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: SsfCommand,
     },
     /// The audit stream, newest first.
     Audit {
@@ -526,6 +540,14 @@ async fn execute(command: AdminCommand) -> Result<String, CliError> {
             connection,
             command,
         } => policies(&connection, command).await,
+        AdminCommand::Ssf {
+            connection,
+            command: SsfCommand::Streams,
+        } => {
+            let client = connect(&connection)?;
+            let answer = client.send(Request::get(&["ssf", "streams"])).await?;
+            Ok(output(connection.json, &answer.body, render::ssf_streams))
+        }
         AdminCommand::Audit {
             connection,
             limit,

@@ -485,6 +485,33 @@ pub fn audit(body: &Value) -> String {
     table.render()
 }
 
+/// `GET /admin/ssf/streams`.
+pub fn ssf_streams(body: &Value) -> String {
+    let mut table = Table::new(&[
+        "STREAM", "OWNER", "AUD", "DELIVERY", "STATUS", "PENDING", "DROPPED", "CREATED",
+    ]);
+    for stream in items(body, "streams") {
+        let delivery = match stream.get("endpoint_url").and_then(Value::as_str) {
+            Some(url) => format!("{} {url}", text(stream, "delivery")),
+            None => text(stream, "delivery"),
+        };
+        table.row(vec![
+            text(stream, "stream_id"),
+            text(stream, "owner"),
+            list(stream, "aud", ","),
+            delivery,
+            text(stream, "status"),
+            text(stream, "pending"),
+            text(stream, "dropped"),
+            seconds(stream.get("created_at")),
+        ]);
+    }
+    if table.is_empty() {
+        return "no streams\n".into();
+    }
+    table.render()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {

@@ -91,6 +91,7 @@ pub struct SsfTransmitter {
     audit: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
     settings: Arc<TransmitterSettings>,
+    queued: Arc<tokio::sync::Notify>,
 }
 
 /// What a revocation did, as the transmitter needs it.
@@ -127,7 +128,14 @@ impl SsfTransmitter {
             audit,
             clock,
             settings: Arc::new(settings),
+            queued: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Resolves when this node queued a SET since the last call (other nodes' SETs are found by
+    /// the deliverer's periodic round).
+    pub async fn queued(&self) {
+        self.queued.notified().await;
     }
 
     /// The events a stream that asked for `requested` is sent.
@@ -297,7 +305,9 @@ impl SsfTransmitter {
         self.streams
             .enqueue(&stream.stream_id, &[set], self.settings.queue_cap)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.queued.notify_one();
+        Ok(())
     }
 
     /// Up to `max` SETs waiting on `owner`'s stream after acknowledging `acks` (RFC 8936 §2.4),
@@ -423,6 +433,9 @@ impl SsfTransmitter {
                 .enqueue(&stream.stream_id, &sets, self.settings.queue_cap)
                 .await
                 .map_err(unavailable)?;
+        }
+        if queued > 0 {
+            self.queued.notify_one();
         }
         Ok(queued)
     }

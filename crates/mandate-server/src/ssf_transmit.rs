@@ -459,7 +459,12 @@ pub async fn push_deliverer(state: AppState) {
     let mut backoff: std::collections::HashMap<String, (u32, tokio::time::Instant)> =
         std::collections::HashMap::new();
     loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A SET queued on this node wakes the deliverer at once; those queued on other nodes
+        // sharing the store are found within a round.
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = state.ssf.queued() => {}
+        }
         let work = match state.ssf.push_work(50).await {
             Ok(work) => work,
             Err(error) => {

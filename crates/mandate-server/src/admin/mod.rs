@@ -17,6 +17,7 @@ mod chains;
 mod consents;
 mod errors;
 mod policies;
+mod ssf;
 
 /// An admin API error: `{"error": code, "message": text}`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -218,6 +219,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(chains::routes)
             .configure(policies::routes)
             .configure(audit::routes)
+            .configure(ssf::routes)
             .route("/openapi.json", web::get().to(openapi)),
     )
     .default_service(web::to(|| async {

@@ -335,14 +335,17 @@ async fn a_paused_stream_holds_its_events_and_verification_is_queued() {
 
 /// A push receiver on a free port: answers 503 to the first `failures` deliveries, then 202;
 /// records what it accepted with the Authorization header it came with.
+/// The SETs a receiver accepted, each with the Authorization header it came with.
+type Accepted = Arc<Mutex<Vec<(Option<String>, String)>>>;
+
 struct Receiver {
     url: String,
-    accepted: Arc<Mutex<Vec<(Option<String>, String)>>>,
+    accepted: Accepted,
     _server: actix_web::dev::ServerHandle,
 }
 
 async fn receiver(failures: usize) -> Receiver {
-    let accepted: Arc<Mutex<Vec<(Option<String>, String)>>> = Arc::default();
+    let accepted: Accepted = Arc::default();
     let failed = Arc::new(Mutex::new(0usize));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
