@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use mandate_chain::{HopId, HopRecord, Ledger};
+use mandate_chain::{ChainPage, HopId, HopRecord, Ledger};
 use mandate_model::{ClientId, ClientKind, Clock};
 use mandate_store::{
     AuditEvent, AuditLog, Client, ClientRegistry, Delivery, QueueDepth, QueuedSet, SsfStream,
@@ -79,6 +79,23 @@ pub struct TransmitterSettings {
     pub issuer: String,
     /// Most SETs queued per stream; beyond it the oldest are dropped and counted.
     pub queue_cap: u64,
+    /// How far back a chain with a live token can have started: the oldest upstream token
+    /// accepted, plus a token lifetime per hop of the deepest chain. A subject or agent
+    /// revocation looks for live tokens among the chains started since.
+    pub live_window_secs: i64,
+}
+
+/// Which grain a revocation was made at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain<'a> {
+    /// A hop and its subtree (the hops are given).
+    Hop,
+    /// A whole chain (the hops are given).
+    Chain(&'a str),
+    /// Every delegation of a user (the hops are looked up).
+    Subject(&'a str),
+    /// Every token an agent acts in (the hops are looked up).
+    Agent(&'a str),
 }
 
 /// Streams and the events revocations raise for them.
@@ -97,10 +114,10 @@ pub struct SsfTransmitter {
 /// What a revocation did, as the transmitter needs it.
 #[derive(Debug, Clone)]
 pub struct Revoked<'a> {
-    /// The hops now dead.
+    /// What was revoked.
+    pub grain: Grain<'a>,
+    /// The hops now dead, for a hop or chain revocation.
     pub hops: &'a [String],
-    /// The chain, when the whole chain was revoked.
-    pub chain: Option<&'a str>,
     /// The revocation time T (ms).
     pub at_ms: i64,
     /// The reason given.
@@ -380,19 +397,38 @@ impl SsfTransmitter {
         if streams.is_empty() {
             return Ok(0);
         }
-        let mut hops = Vec::with_capacity(revoked.hops.len());
-        for id in revoked.hops {
-            if let Some(hop) = self
-                .ledger
-                .hop(&HopId(id.clone()))
-                .await
-                .map_err(unavailable)?
-            {
-                if hop.expires_at * 1000 > revoked.at_ms {
-                    hops.push(hop);
-                }
+        let live = |hop: &HopRecord| hop.expires_at * 1000 > revoked.at_ms;
+        let hops = match revoked.grain {
+            Grain::Subject(subject) => {
+                self.live_hops(revoked.at_ms, |hop| hop.subject.as_str() == subject)
+                    .await?
             }
-        }
+            Grain::Agent(agent) => {
+                let recipient = format!("agent:{agent}");
+                self.live_hops(revoked.at_ms, |hop| {
+                    hop.client_id.as_str() == agent
+                        || hop.actors.iter().any(|actor| actor.as_str() == agent)
+                        || hop.audience.to_string() == recipient
+                })
+                .await?
+            }
+            Grain::Hop | Grain::Chain(_) => {
+                let mut hops = Vec::with_capacity(revoked.hops.len());
+                for id in revoked.hops {
+                    if let Some(hop) = self
+                        .ledger
+                        .hop(&HopId(id.clone()))
+                        .await
+                        .map_err(unavailable)?
+                    {
+                        if live(&hop) {
+                            hops.push(hop);
+                        }
+                    }
+                }
+                hops
+            }
+        };
         let mut queued = 0;
         for stream in &streams {
             let Some(owner) = self.owner(&stream.owner).await? else {
@@ -404,12 +440,7 @@ impl SsfTransmitter {
             }
             let event = self.session_revoked(revoked);
             let mut sets = Vec::with_capacity(theirs.len() + 1);
-            if let (Some(chain), Some(first)) = (revoked.chain, theirs.first()) {
-                let sub_id = json!({
-                    "format": "complex",
-                    "session": {"format": "opaque", "id": chain},
-                    "user": {"format": "iss_sub", "iss": self.settings.issuer, "sub": first.subject.as_str()},
-                });
+            if let Some(sub_id) = self.whole_subject(revoked.grain, theirs[0]) {
                 sets.push(self.sign(
                     stream,
                     sub_id,
@@ -438,6 +469,67 @@ impl SsfTransmitter {
             self.queued.notify_one();
         }
         Ok(queued)
+    }
+
+    /// The subject naming the whole revoked grain, beside the per-token ones: the chain (its id
+    /// as an opaque session, and its user), the user (`iss_sub`), or the agent (an opaque
+    /// application). A hop revocation has none.
+    fn whole_subject(&self, grain: Grain<'_>, any_hop: &HopRecord) -> Option<Value> {
+        let issuer = &self.settings.issuer;
+        match grain {
+            Grain::Hop => None,
+            Grain::Chain(chain) => Some(json!({
+                "format": "complex",
+                "session": {"format": "opaque", "id": chain},
+                "user": {"format": "iss_sub", "iss": issuer, "sub": any_hop.subject.as_str()},
+            })),
+            Grain::Subject(subject) => {
+                Some(json!({"format": "iss_sub", "iss": issuer, "sub": subject}))
+            }
+            Grain::Agent(agent) => Some(json!({
+                "format": "complex",
+                "application": {"format": "opaque", "id": agent},
+            })),
+        }
+    }
+
+    /// The live hops (unexpired at `at_ms`) that `matches`, among the chains started within the
+    /// live window, read a page of chains at a time.
+    async fn live_hops(
+        &self,
+        at_ms: i64,
+        matches: impl Fn(&HopRecord) -> bool,
+    ) -> Result<Vec<HopRecord>, SsfError> {
+        let mut page = ChainPage {
+            since: Some(at_ms.div_euclid(1000) - self.settings.live_window_secs),
+            until: None,
+            after: None,
+            limit: 200,
+        };
+        let mut found = Vec::new();
+        loop {
+            let starts = self
+                .ledger
+                .chains_by_start(&page)
+                .await
+                .map_err(unavailable)?;
+            for start in &starts {
+                for hop in self
+                    .ledger
+                    .chain(&start.chain_id)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    if hop.expires_at * 1000 > at_ms && matches(&hop) {
+                        found.push(hop);
+                    }
+                }
+            }
+            if starts.len() < page.limit {
+                return Ok(found);
+            }
+            page.after = starts.last().cloned();
+        }
     }
 
     async fn owner(&self, id: &ClientId) -> Result<Option<Arc<Client>>, SsfError> {

@@ -367,6 +367,20 @@ impl AppState {
             mandate_core::TransmitterSettings {
                 issuer: settings.issuer.clone(),
                 queue_cap: SSF_QUEUE_CAP,
+                live_window_secs: i64::from(
+                    trusted_issuers
+                        .iter()
+                        .map(|ti| ti.settings.max_token_age_secs)
+                        .max()
+                        .unwrap_or(0),
+                ) + (i64::from(settings.tokens.max_chain_depth) + 1)
+                    * i64::from(
+                        settings
+                            .tokens
+                            .access_token_ttl_secs
+                            .max(settings.tokens.id_jag_ttl_secs),
+                    )
+                    + i64::from(settings.tokens.clock_skew_secs),
             },
         );
         let pause = options.exchange_pause.map(|pause| {

@@ -251,11 +251,29 @@ async fn process_set(state: &AppState, issuer: &TrustedIssuer, text: &str) -> Re
         let mut done = Vec::new();
         for (name, subject) in &actions {
             let reason = format!("{name} from {}", issuer.settings.issuer);
-            if let Err(error) = state
+            // The user's revocation is passed on to mandate's own receivers too; if either write
+            // fails, the SET is released and its transmitter's retry does both again (each is
+            // idempotent for a receiver deduping by subject).
+            let written = match state
                 .revocation
                 .revoke_subject(subject.as_str(), &reason, &by)
                 .await
             {
+                Ok(outcome) => state
+                    .ssf
+                    .raise(&mandate_core::ssf::Revoked {
+                        grain: mandate_core::ssf::Grain::Subject(subject.as_str()),
+                        hops: &outcome.hops_revoked,
+                        at_ms: outcome.entries.first().map_or(0, |e| e.at),
+                        reason: &reason,
+                        txn: mandate_core::ssf::new_txn(),
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(error) = written {
                 tracing::warn!(%error, "a Shared Signals revocation could not be written; the transmitter will retry");
                 if let Err(error) = state.replay.release(&replay_key).await {
                     tracing::error!(%error, jti = %mandate_model::log_safe(&jti), "a Shared Signals SET is recorded but its revocation is not written; revoke the subject by hand");

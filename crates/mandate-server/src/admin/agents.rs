@@ -219,6 +219,10 @@ async fn move_agent(
         .agents
         .transition(&id, transition, &reason, &caller.name)
         .await?;
+    if let Some(revocation) = &revocation {
+        let grain = mandate_core::ssf::Grain::Agent(id.as_str());
+        super::chains::signal(state, revocation, grain, &reason).await?;
+    }
     let mut body = json!({ "agent": AgentView::from(client.as_ref()) });
     if let Some(revocation) = revocation {
         body["revocation"] = json!(revocation);

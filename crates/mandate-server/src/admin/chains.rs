@@ -7,6 +7,8 @@ use mandate_model::{Audience, ClientId, Subject};
 use serde::Serialize;
 use serde_json::json;
 
+use mandate_core::ssf::Grain;
+
 use super::{reason, AdminCaller, AdminError};
 use crate::config::AdminRole;
 use crate::state::AppState;
@@ -32,7 +34,7 @@ async fn revoke_chain(
         .revocation
         .revoke_chain(&id, &reason, &caller.name)
         .await?;
-    signal(&state, &outcome, Some(&id), &reason).await?;
+    signal(&state, &outcome, Grain::Chain(&id), &reason).await?;
     Ok(HttpResponse::Ok().json(outcome))
 }
 
@@ -48,24 +50,24 @@ async fn revoke_hop(
         .revocation
         .revoke_hop(&jti, &reason, &caller.name)
         .await?;
-    signal(&state, &outcome, None, &reason).await?;
+    signal(&state, &outcome, Grain::Hop, &reason).await?;
     Ok(HttpResponse::Ok().json(outcome))
 }
 
 /// Queues the Shared Signals a revocation raises before it is answered, so that a crash after
 /// the answer loses none. The revocation stands if this fails; the answer is then 503 and the
 /// administrator's retry (a revocation is idempotent) queues them again.
-async fn signal(
+pub(super) async fn signal(
     state: &AppState,
     outcome: &mandate_core::RevocationOutcome,
-    chain: Option<&str>,
+    grain: Grain<'_>,
     reason: &str,
 ) -> Result<(), AdminError> {
     state
         .ssf
         .raise(&mandate_core::ssf::Revoked {
+            grain,
             hops: &outcome.hops_revoked,
-            chain,
             at_ms: outcome.entries.first().map_or(0, |e| e.at),
             reason,
             txn: mandate_core::ssf::new_txn(),
@@ -86,6 +88,7 @@ async fn revoke_subject(
         .revocation
         .revoke_subject(&subject, &reason, &caller.name)
         .await?;
+    signal(&state, &outcome, Grain::Subject(&subject), &reason).await?;
     Ok(HttpResponse::Ok().json(outcome))
 }
 

@@ -391,3 +391,66 @@ async fn a_set_whose_revocation_could_not_be_written_is_processed_on_retry() {
     assert_eq!(switch.inner.entries().await.unwrap(), entries);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn an_idps_session_revoked_is_passed_on_to_the_apps_that_hold_the_users_tokens() {
+    let w = world().await;
+    let alice = delegation_issue(
+        &w.server,
+        &id_token(&w, "alice").await,
+        "id_token",
+        CAL,
+        "assistant",
+    )
+    .await
+    .unwrap();
+    let stream: Value = w
+        .server
+        .http
+        .post(w.server.url("/ssf/streams"))
+        .basic_auth("calendar-api", Some("calendar-secret"))
+        .json(&json!({"delivery": {"method": "urn:ietf:rfc:8936"}, "events_requested": [SESSION_REVOKED]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let set = sign_set(
+        &w.corp,
+        &set_claims(&w.server, "set-on", "alice", SESSION_REVOKED),
+    );
+    assert_eq!(
+        push(&w.server, "corp", Some(PUSH_TOKEN), &set).await.0,
+        StatusCode::ACCEPTED
+    );
+    let polled: Value = w
+        .server
+        .http
+        .post(w.server.url(&format!(
+            "/ssf/poll/{}",
+            stream["stream_id"].as_str().unwrap()
+        )))
+        .basic_auth("calendar-api", Some("calendar-secret"))
+        .json(&json!({"returnImmediately": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let subjects: Vec<Value> = polled["sets"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|set| mandate_testkit::claims_of(set.as_str().unwrap())["sub_id"].clone())
+        .collect();
+    let alice_jti = mandate_testkit::claims_of(&alice)["jti"].clone();
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert!(subjects
+        .contains(&json!({"format": "iss_sub", "iss": w.server.issuer(), "sub": "corp|alice"})));
+    assert!(
+        subjects.contains(&json!({"format": "jwt_id", "iss": w.server.issuer(), "jti": alice_jti}))
+    );
+    w.server.stop().await;
+}

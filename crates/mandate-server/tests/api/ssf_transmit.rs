@@ -435,3 +435,47 @@ async fn a_push_receiver_that_was_down_gets_the_set_when_it_returns() {
     let streams = w.server.state.ssf.all().await.unwrap();
     assert_eq!(streams[0].1.pending, 0);
 }
+
+/// Every SET a stream holds: (the subject's format, the jti or id it names).
+async fn subjects(w: &World, client: (&str, &str), stream: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (_, set) in poll(w, client, stream, &[]).await {
+        out.push(verified(w, &set).await["sub_id"].clone());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_revoked_user_and_a_suspended_agent_reach_the_receivers_of_their_live_tokens() {
+    let w = world().await;
+    let t = tree(&w).await;
+    let calendar = poll_stream(&w, CALENDAR).await;
+    let mail = poll_stream(&w, MAILER).await;
+    let issuer = w.server.issuer().to_owned();
+    let token = |t: &str| json!({"format": "jwt_id", "iss": issuer, "jti": jti(t)});
+
+    // helper acts only in L (the calendar): the mail app hears nothing of its suspension.
+    let (status, body) = admin_post(&w.server, "/admin/agents/helper/suspend", OPS).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let helper = json!({"format": "complex", "application": {"format": "opaque", "id": "helper"}});
+    let got = subjects(&w, CALENDAR, &calendar).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got.contains(&helper) && got.contains(&token(&t.leaf)),
+        "{got:?}"
+    );
+    assert!(subjects(&w, MAILER, &mail).await.is_empty());
+
+    // alice's revocation: each receiver is told of her, and of its own live tokens of hers.
+    let (status, body) = admin_post(&w.server, "/admin/subjects/corp%7Calice/revoke", OPS).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let alice = json!({"format": "iss_sub", "iss": issuer, "sub": "corp|alice"});
+    let calendar_sets = subjects(&w, CALENDAR, &calendar).await;
+    assert!(calendar_sets.contains(&alice), "{calendar_sets:?}");
+    let mail_sets = subjects(&w, MAILER, &mail).await;
+    assert_eq!(mail_sets.len(), 2, "{mail_sets:?}");
+    assert!(
+        mail_sets.contains(&alice) && mail_sets.contains(&token(&t.sibling)),
+        "{mail_sets:?}"
+    );
+}
