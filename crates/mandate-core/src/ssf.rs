@@ -356,6 +356,15 @@ impl SsfTransmitter {
         self.streams.ack(stream_id, acks).await.map_err(unavailable)
     }
 
+    /// Up to `max` SETs waiting on stream `stream_id`, oldest first (a push deliverer reads them
+    /// again once it holds the stream's lease, so it never sends what another node delivered).
+    pub async fn waiting(&self, stream_id: &str, max: u64) -> Result<Vec<QueuedSet>, SsfError> {
+        self.streams
+            .pending(stream_id, max)
+            .await
+            .map_err(unavailable)
+    }
+
     /// What a push deliverer sends next: the enabled push streams, with up to `max` SETs each.
     pub async fn push_work(&self, max: u64) -> Result<Vec<(SsfStream, Vec<QueuedSet>)>, SsfError> {
         let mut work = Vec::new();

@@ -498,7 +498,20 @@ pub async fn push_deliverer(state: AppState) {
                 Ok(false) => continue,
                 Err(_) => continue,
             }
+            // Read again under the lease: what another node sent and dequeued meanwhile is gone.
+            let sets = match state
+                .ssf
+                .waiting(&stream.stream_id, sets.len() as u64)
+                .await
+            {
+                Ok(sets) => sets,
+                Err(_) => {
+                    let _ = state.replay.release(&lease).await;
+                    continue;
+                }
+            };
             let Ok(url) = mandate_fetch::checked_url(endpoint_url) else {
+                let _ = state.replay.release(&lease).await;
                 continue;
             };
             let mut failed = false;

@@ -429,3 +429,75 @@ async fn admin_events(server: &TestServer) -> Vec<Value> {
         .cloned()
         .unwrap_or_default()
 }
+
+/// Two nodes on one Redis, one push receiver: every node runs the deliverer, and each SET of a
+/// revocation made on either node arrives once.
+#[tokio::test]
+async fn two_nodes_push_each_set_once() {
+    use std::sync::{Arc, Mutex};
+
+    use actix_web::{web, App, HttpResponse, HttpServer};
+
+    let redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, None).unwrap();
+    let a = node(&redis, &corp, 0).await;
+    let b = node(&redis, &corp, 0).await;
+    let arrived: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = arrived.clone();
+    let receiver = HttpServer::new(move || {
+        let seen = seen.clone();
+        App::new().route(
+            "/ssf",
+            web::post().to(move |body: String| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock()
+                        .unwrap()
+                        .push(claims_of(&body)["jti"].as_str().unwrap().to_owned());
+                    HttpResponse::Accepted().finish()
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = receiver.handle();
+    tokio::spawn(receiver);
+    let created = a
+        .http
+        .post(a.url("/ssf/streams"))
+        .basic_auth("calendar-api", Some("calendar-secret"))
+        .json(&serde_json::json!({
+            "delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": format!("http://127.0.0.1:{port}/ssf")},
+            "events_requested": ["https://schemas.openid.net/secevent/caep/event-type/session-revoked"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let mut expected = 0;
+    for round in 0..10 {
+        let (issuer, revoker) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let token = issue(issuer, &id_token(&corp), "id_token", CAL, "assistant").await;
+        let jti = claims_of(&token)["jti"].as_str().unwrap().to_owned();
+        admin_revoke(revoker, &format!("/admin/hops/{jti}/revoke")).await;
+        expected += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while arrived.lock().unwrap().len() < expected {
+        assert!(Instant::now() < deadline, "{:?}", arrived.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time for a duplicate to show up, were one sent.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut jtis = arrived.lock().unwrap().clone();
+    let total = jtis.len();
+    jtis.sort();
+    jtis.dedup();
+    assert_eq!((total, jtis.len()), (expected, expected), "each SET once");
+    handle.stop(true).await;
+}
