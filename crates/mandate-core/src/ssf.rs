@@ -412,15 +412,7 @@ impl SsfTransmitter {
                 self.live_hops(revoked.at_ms, |hop| hop.subject.as_str() == subject)
                     .await?
             }
-            Grain::Agent(agent) => {
-                let recipient = format!("agent:{agent}");
-                self.live_hops(revoked.at_ms, |hop| {
-                    hop.client_id.as_str() == agent
-                        || hop.actors.iter().any(|actor| actor.as_str() == agent)
-                        || hop.audience.to_string() == recipient
-                })
-                .await?
-            }
+            Grain::Agent(agent) => self.live_hops(revoked.at_ms, acts_in(agent)).await?,
             Grain::Hop | Grain::Chain(_) => {
                 let mut hops = Vec::with_capacity(revoked.hops.len());
                 for id in revoked.hops {
@@ -541,6 +533,62 @@ impl SsfTransmitter {
         }
     }
 
+    /// Queues a CAEP `credential-change` (the agent's client secret was replaced: `credential_type`
+    /// `password`, `change_type` `update`) for every stream asking for it whose owner holds an
+    /// audience of one of the agent's live tokens, naming the agent as a `complex` application
+    /// subject; returns how many were queued.
+    pub async fn credential_changed(&self, agent: &str, at_ms: i64) -> Result<usize, SsfError> {
+        let streams: Vec<SsfStream> = self
+            .streams
+            .all()
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|s| s.status != StreamStatus::Disabled)
+            .filter(|s| {
+                Self::events_delivered(&s.events_requested)
+                    .iter()
+                    .any(|e| e == CREDENTIAL_CHANGE)
+            })
+            .collect();
+        if streams.is_empty() {
+            return Ok(0);
+        }
+        let hops = self.live_hops(at_ms, acts_in(agent)).await?;
+        let event = json!({
+            "credential_type": "password",
+            "change_type": "update",
+            "event_timestamp": at_ms.div_euclid(1000),
+            "initiating_entity": "admin",
+        });
+        let sub_id = json!({"format": "complex", "application": {"format": "opaque", "id": agent}});
+        let mut queued = 0;
+        for stream in &streams {
+            let Some(owner) = self.owner(&stream.owner).await? else {
+                continue;
+            };
+            if !hops.iter().any(|hop| owner.owns(&hop.audience)) {
+                continue;
+            }
+            let set = self.sign(
+                stream,
+                sub_id.clone(),
+                CREDENTIAL_CHANGE,
+                event.clone(),
+                None,
+            )?;
+            self.streams
+                .enqueue(&stream.stream_id, &[set], self.settings.queue_cap)
+                .await
+                .map_err(unavailable)?;
+            queued += 1;
+        }
+        if queued > 0 {
+            self.queued.notify_one();
+        }
+        Ok(queued)
+    }
+
     async fn owner(&self, id: &ClientId) -> Result<Option<Arc<Client>>, SsfError> {
         self.clients.client(id).await.map_err(unavailable)
     }
@@ -599,6 +647,18 @@ impl SsfTransmitter {
                 detail,
             ))
             .await;
+    }
+}
+
+/// Whether `agent` is the client of a hop, one of its actors, or a hand-off's recipient.
+fn acts_in(agent: &str) -> impl Fn(&HopRecord) -> bool + '_ {
+    move |hop| {
+        hop.client_id.as_str() == agent
+            || hop.actors.iter().any(|actor| actor.as_str() == agent)
+            || hop
+                .audience
+                .agent()
+                .is_some_and(|recipient| recipient.as_str() == agent)
     }
 }
 

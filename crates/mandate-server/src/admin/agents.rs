@@ -192,6 +192,11 @@ async fn rotate_secret(
         .agents
         .rotate_secret(&id, request.overlap_secs, &caller.name)
         .await?;
+    // The new secret is answered whatever happens here: it is shown only once.
+    let at_ms = state.clock.now().timestamp_millis();
+    if let Err(error) = state.ssf.credential_changed(id.as_str(), at_ms).await {
+        tracing::warn!(%error, agent = %id, "the credential-change Shared Signal could not be queued");
+    }
     let until = rotated.previous_valid_until.map(instant);
     Ok(answer(
         StatusCode::OK,

@@ -479,3 +479,68 @@ async fn a_revoked_user_and_a_suspended_agent_reach_the_receivers_of_their_live_
         "{mail_sets:?}"
     );
 }
+
+#[tokio::test]
+async fn a_rotated_agent_secret_is_a_credential_change_for_the_apps_it_acts_at() {
+    const MANAGE: &str = "manage-secret-0123456789abcdefghijklm";
+    let corp = mandate_testkit::TestKey::generate(mandate_testkit::KeyKind::Es256, Some("corp-1"))
+        .unwrap();
+    let clock = Arc::new(mandate_model::FixedClock::at(mandate_testkit::now()));
+    let mut settings = crate::revocation::settings(&corp);
+    settings
+        .admin
+        .credentials
+        .push(mandate_server::config::AdminCredentialSettings {
+            name: "platform".into(),
+            role: mandate_server::config::AdminRole::Manage,
+            secret_hash: mandate_model::SecretHash::of(MANAGE),
+        });
+    let options = mandate_server::BuildOptions {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    };
+    let w = World {
+        server: mandate_testkit::TestServer::spawn_with(settings, options)
+            .await
+            .unwrap(),
+        corp,
+        clock,
+    };
+    let _t = tree(&w).await;
+    const CHANGE: &str = "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+    let mut streams = Vec::new();
+    for client in [CALENDAR, MAILER] {
+        let (status, body) = call(
+            &w,
+            reqwest::Method::POST,
+            "/ssf/streams",
+            client,
+            Some(
+                json!({"delivery": {"method": "urn:ietf:rfc:8936"}, "events_requested": [CHANGE]}),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        streams.push(body["stream_id"].as_str().unwrap().to_owned());
+    }
+    let rotated = w
+        .server
+        .http
+        .post(w.server.admin_url("/admin/agents/helper/secret"))
+        .bearer_auth(MANAGE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), StatusCode::OK);
+    // helper acts at the calendar only (L).
+    let sets = poll(&w, CALENDAR, &streams[0], &[]).await;
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    let claims = claims_of(&sets[0].1);
+    assert_eq!(
+        claims["sub_id"],
+        json!({"format": "complex", "application": {"format": "opaque", "id": "helper"}})
+    );
+    assert_eq!(claims["events"][CHANGE]["change_type"], "update");
+    assert_eq!(claims["events"][CHANGE]["credential_type"], "password");
+    assert!(poll(&w, MAILER, &streams[1], &[]).await.is_empty());
+}
