@@ -49,6 +49,9 @@ pub enum SsfError {
     /// The request is malformed or not allowed.
     #[error("{0}")]
     Invalid(String),
+    /// A subject mandate does not know how to name.
+    #[error("{0}")]
+    BadSubject(String),
     /// The store did not answer; nothing changed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -204,6 +207,7 @@ impl SsfTransmitter {
             reason: None,
             description: request.description,
             created_at: self.clock.now_secs(),
+            removed_subjects: vec![],
         };
         self.streams.put(&stream).await.map_err(unavailable)?;
         self.record(owner, "ssf.stream.create", &stream.stream_id, "")
@@ -257,12 +261,13 @@ impl SsfTransmitter {
         change: impl FnOnce(&mut SsfStream),
     ) -> Result<SsfStream, SsfError> {
         let mut stream = self.get(owner, stream_id).await?;
-        let (id, owner_id, aud, created_at, status) = (
+        let (id, owner_id, aud, created_at, status, removed) = (
             stream.stream_id.clone(),
             stream.owner.clone(),
             stream.aud.clone(),
             stream.created_at,
             stream.status,
+            stream.removed_subjects.clone(),
         );
         change(&mut stream);
         // What the transmitter sets is not the receiver's to change.
@@ -271,6 +276,7 @@ impl SsfTransmitter {
         stream.aud = aud;
         stream.created_at = created_at;
         stream.status = status;
+        stream.removed_subjects = removed;
         self.streams.put(&stream).await.map_err(unavailable)?;
         self.record(owner, "ssf.stream.update", stream_id, "").await;
         Ok(stream)
@@ -303,6 +309,49 @@ impl SsfTransmitter {
         self.record(owner, "ssf.stream.status", stream_id, &detail)
             .await;
         Ok(stream)
+    }
+
+    /// Adds a user back to (`add`) or removes them from `owner`'s stream (SSF 1.0 §8.1.3). The
+    /// subject is an `iss_sub` of mandate's issuer, `sub` as mandate's tokens name the user.
+    pub async fn change_subject(
+        &self,
+        owner: &Client,
+        stream_id: &str,
+        subject: &Value,
+        add: bool,
+    ) -> Result<(), SsfError> {
+        let sub = match (
+            subject.get("format").and_then(Value::as_str),
+            subject.get("iss").and_then(Value::as_str),
+            subject.get("sub").and_then(Value::as_str),
+        ) {
+            (Some("iss_sub"), Some(iss), Some(sub)) if iss == self.settings.issuer => sub,
+            _ => {
+                return Err(SsfError::BadSubject(
+                    "the subject must be an iss_sub of this issuer".into(),
+                ))
+            }
+        };
+        let sub =
+            mandate_model::Subject::parse(sub).map_err(|e| SsfError::BadSubject(e.to_string()))?;
+        let mut stream = self.get(owner, stream_id).await?;
+        stream.removed_subjects.retain(|s| s != sub.as_str());
+        if !add {
+            if stream.removed_subjects.len() >= 1_000 {
+                return Err(SsfError::Invalid(
+                    "at most 1000 subjects may be removed".into(),
+                ));
+            }
+            stream.removed_subjects.push(sub.as_str().to_owned());
+        }
+        self.streams.put(&stream).await.map_err(unavailable)?;
+        let action = if add {
+            "ssf.subject.add"
+        } else {
+            "ssf.subject.remove"
+        };
+        self.record(owner, action, stream_id, sub.as_str()).await;
+        Ok(())
     }
 
     /// Queues a verification event on `owner`'s stream (SSF 1.0 §8.1.4), echoing `state`.
@@ -435,7 +484,16 @@ impl SsfTransmitter {
             let Some(owner) = self.owner(&stream.owner).await? else {
                 continue;
             };
-            let theirs: Vec<&HopRecord> = hops.iter().filter(|h| owner.owns(&h.audience)).collect();
+            let theirs: Vec<&HopRecord> = hops
+                .iter()
+                .filter(|h| owner.owns(&h.audience))
+                .filter(|h| {
+                    !stream
+                        .removed_subjects
+                        .iter()
+                        .any(|s| s == h.subject.as_str())
+                })
+                .collect();
             if theirs.is_empty() {
                 continue;
             }

@@ -168,6 +168,7 @@ impl From<mandate_core::SsfError> for OAuthError {
             SsfError::Invalid(message) => {
                 OAuthError::invalid_request(message).with_status(StatusCode::CONFLICT)
             }
+            SsfError::BadSubject(message) => OAuthError::invalid_request(message),
             SsfError::Unavailable(cause) => OAuthError::store_down("Shared Signals", &cause),
             SsfError::Internal(cause) => {
                 tracing::error!(%cause, "Shared Signals");

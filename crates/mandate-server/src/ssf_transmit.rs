@@ -40,6 +40,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(update_status)),
     )
     .route("/ssf/verify", web::post().to(verify))
+    .route("/ssf/subjects:add", web::post().to(add_subject))
+    .route("/ssf/subjects:remove", web::post().to(remove_subject))
     .route("/ssf/poll/{stream_id}", web::post().to(poll));
 }
 
@@ -54,6 +56,8 @@ pub async fn configuration(state: web::Data<AppState>) -> HttpResponse {
         "configuration_endpoint": format!("{issuer}/ssf/streams"),
         "status_endpoint": format!("{issuer}/ssf/status"),
         "verification_endpoint": format!("{issuer}/ssf/verify"),
+        "add_subject_endpoint": format!("{issuer}/ssf/subjects:add"),
+        "remove_subject_endpoint": format!("{issuer}/ssf/subjects:remove"),
         "authorization_schemes": [{"spec_urn": "urn:ietf:rfc:7617"}],
         "default_subjects": "ALL",
     }))
@@ -378,6 +382,51 @@ async fn verify(
         .verify(&owner, &body.stream_id, body.state)
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+struct SubjectBody {
+    stream_id: String,
+    subject: Value,
+    #[serde(default)]
+    #[allow(
+        dead_code,
+        reason = "SSF's hint whether the receiver verified the subject; mandate names subjects itself"
+    )]
+    verified: Option<bool>,
+}
+
+async fn change_subject(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+    add: bool,
+) -> Result<HttpResponse, OAuthError> {
+    let owner = caller(&state, &request).await?;
+    let body: SubjectBody = json_body(&body)?;
+    state
+        .ssf
+        .change_subject(&owner, &body.stream_id, &body.subject, add)
+        .await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// `POST /ssf/subjects:add` (SSF 1.0 §8.1.3.2): events about the user are sent again.
+async fn add_subject(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    change_subject(state, request, body, true).await
+}
+
+/// `POST /ssf/subjects:remove` (SSF 1.0 §8.1.3.3): nothing more is sent about the user.
+async fn remove_subject(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    change_subject(state, request, body, false).await
 }
 
 #[derive(Deserialize)]

@@ -988,6 +988,7 @@ pub async fn ssf_streams(store: &dyn crate::SsfStreamStore) {
         reason: None,
         description: None,
         created_at: 1_800_000_000,
+        removed_subjects: vec![],
     };
     let set = |n: u32| QueuedSet {
         jti: format!("set-{n}"),
@@ -1011,6 +1012,7 @@ pub async fn ssf_streams(store: &dyn crate::SsfStreamStore) {
     assert!(ids.contains(&a.to_owned()) && ids.contains(&b.to_owned()));
     let mut paused = stream(a);
     paused.status = StreamStatus::Paused;
+    paused.removed_subjects = vec!["corp|alice".into()];
     paused.delivery = Delivery::Push {
         endpoint_url: "https://calendar.example.com/ssf".into(),
         authorization_header: Some("Bearer x".into()),

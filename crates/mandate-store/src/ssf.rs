@@ -73,6 +73,10 @@ pub struct SsfStream {
     pub description: Option<String>,
     /// When it was created (seconds).
     pub created_at: i64,
+    /// Users the receiver removed from the stream (SSF 1.0 §8.1.3.3), as mandate's tokens name
+    /// them (`sub`): nothing is sent about them until they are added again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_subjects: Vec<String>,
 }
 
 /// A SET waiting for its receiver.

@@ -68,9 +68,10 @@ impl From<PolicyError> for AdminError {
 impl From<SsfError> for AdminError {
     fn from(error: SsfError) -> Self {
         match error {
-            SsfError::NotFound | SsfError::NotAResourceServer | SsfError::Invalid(_) => {
-                AdminError::bad_request(error.to_string())
-            }
+            SsfError::NotFound
+            | SsfError::NotAResourceServer
+            | SsfError::Invalid(_)
+            | SsfError::BadSubject(_) => AdminError::bad_request(error.to_string()),
             SsfError::Unavailable(cause) => AdminError::store_down(&cause),
             SsfError::Internal(cause) => {
                 tracing::error!(%cause, "Shared Signals");

@@ -544,3 +544,60 @@ async fn a_rotated_agent_secret_is_a_credential_change_for_the_apps_it_acts_at()
     assert_eq!(claims["events"][CHANGE]["credential_type"], "password");
     assert!(poll(&w, MAILER, &streams[1], &[]).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_removed_subject_is_not_spoken_of_until_added_again() {
+    let w = world().await;
+    let t = tree(&w).await;
+    let calendar = poll_stream(&w, CALENDAR).await;
+    let alice = json!({"format": "iss_sub", "iss": w.server.issuer(), "sub": "corp|alice"});
+    let body = |subject: &Value| Some(json!({"stream_id": calendar, "subject": subject}));
+    let (status, _) = call(
+        &w,
+        reqwest::Method::POST,
+        "/ssf/subjects:remove",
+        CALENDAR,
+        body(&alice),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    admin_post(
+        &w.server,
+        &format!("/admin/hops/{}/revoke", jti(&t.middle)),
+        OPS,
+    )
+    .await;
+    assert!(poll(&w, CALENDAR, &calendar, &[]).await.is_empty());
+    let (status, _) = call(
+        &w,
+        reqwest::Method::POST,
+        "/ssf/subjects:add",
+        CALENDAR,
+        body(&alice),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let chain = claims_of(&t.root)["chain_id"].as_str().unwrap().to_owned();
+    admin_post(&w.server, &format!("/admin/chains/{chain}/revoke"), OPS).await;
+    assert_eq!(poll(&w, CALENDAR, &calendar, &[]).await.len(), 2);
+    // Only users named as mandate names them; another stream's owner cannot change this one.
+    let foreign = json!({"format": "iss_sub", "iss": "https://elsewhere.example", "sub": "alice"});
+    let (status, _) = call(
+        &w,
+        reqwest::Method::POST,
+        "/ssf/subjects:remove",
+        CALENDAR,
+        body(&foreign),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(
+        &w,
+        reqwest::Method::POST,
+        "/ssf/subjects:remove",
+        MAILER,
+        body(&alice),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
