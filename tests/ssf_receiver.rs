@@ -15,9 +15,11 @@
 #[path = "support/serve.rs"]
 mod serve;
 
+use serve::Killed;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mandate_model::SecretHash;
@@ -29,16 +31,6 @@ const ISSUER: &str = "https://mandate.ssf.example";
 const CAL: &str = "https://calendar.example.com";
 const MAIL: &str = "https://mail.example.com";
 const OPS: &str = "ops-secret-0123456789abcdefghijklmnop";
-
-/// A child process killed when dropped, so that a failing assertion leaves nothing running.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -109,16 +101,7 @@ fn config(dir: &Path, redis: &RedisServer, port: u16, admin_port: u16) -> std::p
 }
 
 fn serve(config: &Path) -> Killed {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
-        .env_remove("MANDATE_LOG")
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    serve::listening_address(&mut child);
-    Killed(child)
+    serve::serve_config(config).0
 }
 
 /// The Python receiver; returns it with its two stream ids once it is ready.

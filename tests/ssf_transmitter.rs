@@ -58,30 +58,6 @@ fn config(dir: &Path) -> String {
     )
 }
 
-/// A child process killed when dropped, so that a failing assertion leaves no server running.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `mandate serve --config FILE`, and the base URL it listens on.
-fn serve_config(config_path: &Path) -> (Killed, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
-        .env_remove("MANDATE_LOG")
-        .args(["serve", "--config"])
-        .arg(config_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://{}", serve::listening_address(&mut child));
-    (Killed(child), base)
-}
-
 /// The assistant's token for the calendar from `id_token`.
 async fn calendar_token(http: &reqwest::Client, base: &str, id_token: &str) -> String {
     let (status, answer) = exchange(http, base, id_token).await;
@@ -133,7 +109,7 @@ async fn an_independent_idp_revokes_a_users_delegations_with_a_pushed_set() {
     python(&["keygen", &dir_text]);
     let config_path = dir.path().join("mandate.toml");
     std::fs::write(&config_path, config(dir.path())).unwrap();
-    let (_mandate, base) = serve_config(&config_path);
+    let (_mandate, base) = serve::serve_config(&config_path);
     let http = reqwest::Client::new();
 
     let alice_id_token = python(&["id-token", &dir_text, IDP, "alice", "assistant"]);
@@ -194,7 +170,7 @@ async fn mandate_polls_an_independent_idp_and_acknowledges_what_it_acted_on() {
         .spawn()
         .unwrap();
     let stdout = idp.stdout.take().unwrap();
-    let _idp = Killed(idp);
+    let _idp = serve::Killed(idp);
     let mut port = String::new();
     std::io::BufReader::new(stdout)
         .read_line(&mut port)
@@ -211,7 +187,7 @@ async fn mandate_polls_an_independent_idp_and_acknowledges_what_it_acted_on() {
     );
     let config_path = dir.path().join("mandate.toml");
     std::fs::write(&config_path, config_text).unwrap();
-    let (_mandate, base) = serve_config(&config_path);
+    let (_mandate, base) = serve::serve_config(&config_path);
     let http = reqwest::Client::new();
     let alice_id_token = python(&["id-token", &dir_text, IDP, "alice", "assistant"]);
     let alice = calendar_token(&http, &base, &alice_id_token).await;

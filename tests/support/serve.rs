@@ -23,3 +23,30 @@ pub fn listening_address(child: &mut Child) -> String {
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))
         .to_owned()
 }
+
+/// A child process killed when dropped, so that a failing assertion leaves nothing running.
+#[allow(dead_code, reason = "each test binary uses a part of this module")]
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `mandate serve --config FILE` (stdout piped, stderr discarded), killed when dropped, and the
+/// base URL it listens on.
+#[allow(dead_code, reason = "each test binary uses a part of this module")]
+pub fn serve_config(config: &std::path::Path) -> (Killed, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .env_remove("MANDATE_LOG")
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mandate serve starts");
+    let base = format!("http://{}", listening_address(&mut child));
+    (Killed(child), base)
+}

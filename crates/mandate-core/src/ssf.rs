@@ -19,7 +19,7 @@ use mandate_store::{
 use rand::RngCore;
 use serde_json::{json, Map, Value};
 
-use crate::KeyRing;
+use crate::{KeyRing, RevocationOutcome};
 
 /// CAEP session revoked.
 pub const SESSION_REVOKED: &str =
@@ -46,9 +46,9 @@ pub enum SsfError {
     /// Only resource servers hold streams.
     #[error("only resource servers may manage streams")]
     NotAResourceServer,
-    /// The request is malformed or not allowed.
+    /// A limit on streams or on removed subjects was reached.
     #[error("{0}")]
-    Invalid(String),
+    Limit(String),
     /// A subject mandate does not know how to name.
     #[error("{0}")]
     BadSubject(String),
@@ -114,21 +114,6 @@ pub struct SsfTransmitter {
     queued: Arc<tokio::sync::Notify>,
 }
 
-/// What a revocation did, as the transmitter needs it.
-#[derive(Debug, Clone)]
-pub struct Revoked<'a> {
-    /// What was revoked.
-    pub grain: Grain<'a>,
-    /// The hops now dead, for a hop or chain revocation.
-    pub hops: &'a [String],
-    /// The revocation time T (ms).
-    pub at_ms: i64,
-    /// The reason given.
-    pub reason: &'a str,
-    /// A correlation id for the SETs of this revocation (`txn`).
-    pub txn: String,
-}
-
 impl SsfTransmitter {
     /// A transmitter over its ports.
     pub fn new(
@@ -184,7 +169,7 @@ impl SsfTransmitter {
         Self::check_owner(owner)?;
         let held = self.list(owner).await?.len();
         if held >= MAX_STREAMS_PER_OWNER {
-            return Err(SsfError::Invalid(format!(
+            return Err(SsfError::Limit(format!(
                 "a resource server holds at most {MAX_STREAMS_PER_OWNER} streams"
             )));
         }
@@ -338,7 +323,7 @@ impl SsfTransmitter {
         stream.removed_subjects.retain(|s| s != sub.as_str());
         if !add {
             if stream.removed_subjects.len() >= 1_000 {
-                return Err(SsfError::Invalid(
+                return Err(SsfError::Limit(
                     "at most 1000 subjects may be removed".into(),
                 ));
             }
@@ -405,8 +390,8 @@ impl SsfTransmitter {
         self.streams.ack(stream_id, acks).await.map_err(unavailable)
     }
 
-    /// Up to `max` SETs waiting on stream `stream_id`, oldest first (a push deliverer reads them
-    /// again once it holds the stream's lease, so it never sends what another node delivered).
+    /// Up to `max` SETs waiting on stream `stream_id`, oldest first. A push deliverer reads them
+    /// once it holds the stream's lease, so it never sends what another node delivered.
     pub async fn waiting(&self, stream_id: &str, max: u64) -> Result<Vec<QueuedSet>, SsfError> {
         self.streams
             .pending(stream_id, max)
@@ -414,8 +399,9 @@ impl SsfTransmitter {
             .map_err(unavailable)
     }
 
-    /// What a push deliverer sends next: the enabled push streams, with up to `max` SETs each.
-    pub async fn push_work(&self, max: u64) -> Result<Vec<(SsfStream, Vec<QueuedSet>)>, SsfError> {
+    /// The enabled push streams with SETs waiting (their queues are read under the lease, by
+    /// [`SsfTransmitter::waiting`]).
+    pub async fn push_work(&self) -> Result<Vec<SsfStream>, SsfError> {
         let mut work = Vec::new();
         for stream in self.streams.all().await.map_err(unavailable)? {
             if stream.status != StreamStatus::Enabled
@@ -423,23 +409,21 @@ impl SsfTransmitter {
             {
                 continue;
             }
-            let sets = self
+            let depth = self
                 .streams
-                .pending(&stream.stream_id, max)
+                .depth(&stream.stream_id)
                 .await
                 .map_err(unavailable)?;
-            if !sets.is_empty() {
-                work.push((stream, sets));
+            if depth.pending > 0 {
+                work.push(stream);
             }
         }
         Ok(work)
     }
 
-    /// Queues the SETs a revocation raises, for every enabled or paused stream whose owner holds
-    /// an audience of a revoked hop; returns how many were queued. Hops the ledger no longer
-    /// holds, and hops already expired at T, raise nothing: no token of theirs can be used.
-    pub async fn raise(&self, revoked: &Revoked<'_>) -> Result<usize, SsfError> {
-        let streams: Vec<SsfStream> = self
+    /// The streams that are not disabled and are sent `event`.
+    async fn streams_delivering(&self, event: &str) -> Result<Vec<SsfStream>, SsfError> {
+        Ok(self
             .streams
             .all()
             .await
@@ -449,29 +433,44 @@ impl SsfTransmitter {
             .filter(|s| {
                 Self::events_delivered(&s.events_requested)
                     .iter()
-                    .any(|e| e == SESSION_REVOKED)
+                    .any(|e| e == event)
             })
-            .collect();
+            .collect())
+    }
+
+    /// Queues the SETs a revocation raises, for every enabled or paused stream whose owner holds
+    /// an audience of a revoked hop; returns how many were queued. Hops the ledger no longer
+    /// holds, and hops already expired at T, raise nothing: no token of theirs can be used.
+    ///
+    /// T is the time of the revocation's first entry; the SETs of one revocation share a `txn`.
+    pub async fn raise(
+        &self,
+        grain: Grain<'_>,
+        outcome: &RevocationOutcome,
+        reason: &str,
+    ) -> Result<usize, SsfError> {
+        let streams = self.streams_delivering(SESSION_REVOKED).await?;
         if streams.is_empty() {
             return Ok(0);
         }
-        let live = |hop: &HopRecord| hop.expires_at * 1000 > revoked.at_ms;
-        let hops = match revoked.grain {
+        let at_ms = outcome.entries.first().map_or(0, |e| e.at);
+        let txn = format!("txn_{}", random_hex(12));
+        let hops = match grain {
             Grain::Subject(subject) => {
-                self.live_hops(revoked.at_ms, |hop| hop.subject.as_str() == subject)
+                self.live_hops(at_ms, |hop| hop.subject.as_str() == subject)
                     .await?
             }
-            Grain::Agent(agent) => self.live_hops(revoked.at_ms, acts_in(agent)).await?,
+            Grain::Agent(agent) => self.live_hops(at_ms, acts_in(agent)).await?,
             Grain::Hop | Grain::Chain(_) => {
-                let mut hops = Vec::with_capacity(revoked.hops.len());
-                for id in revoked.hops {
+                let mut hops = Vec::with_capacity(outcome.hops_revoked.len());
+                for id in &outcome.hops_revoked {
                     if let Some(hop) = self
                         .ledger
                         .hop(&HopId(id.clone()))
                         .await
                         .map_err(unavailable)?
                     {
-                        if live(&hop) {
+                        if hop.expires_at * 1000 > at_ms {
                             hops.push(hop);
                         }
                     }
@@ -497,26 +496,18 @@ impl SsfTransmitter {
             if theirs.is_empty() {
                 continue;
             }
-            let event = self.session_revoked(revoked);
+            let event = json!({
+                "event_timestamp": at_ms.div_euclid(1000),
+                "initiating_entity": "admin",
+                "reason_admin": {"en": reason},
+            });
             let mut sets = Vec::with_capacity(theirs.len() + 1);
-            if let Some(sub_id) = self.whole_subject(revoked.grain, theirs[0]) {
-                sets.push(self.sign(
-                    stream,
-                    sub_id,
-                    SESSION_REVOKED,
-                    event.clone(),
-                    Some(&revoked.txn),
-                )?);
+            if let Some(sub_id) = self.whole_subject(grain, theirs[0]) {
+                sets.push(self.sign(stream, sub_id, SESSION_REVOKED, event.clone(), Some(&txn))?);
             }
             for hop in theirs {
                 let sub_id = json!({"format": "jwt_id", "iss": self.settings.issuer, "jti": hop.id.0.as_str()});
-                sets.push(self.sign(
-                    stream,
-                    sub_id,
-                    SESSION_REVOKED,
-                    event.clone(),
-                    Some(&revoked.txn),
-                )?);
+                sets.push(self.sign(stream, sub_id, SESSION_REVOKED, event.clone(), Some(&txn))?);
             }
             queued += sets.len();
             self.streams
@@ -596,19 +587,7 @@ impl SsfTransmitter {
     /// audience of one of the agent's live tokens, naming the agent as a `complex` application
     /// subject; returns how many were queued.
     pub async fn credential_changed(&self, agent: &str, at_ms: i64) -> Result<usize, SsfError> {
-        let streams: Vec<SsfStream> = self
-            .streams
-            .all()
-            .await
-            .map_err(unavailable)?
-            .into_iter()
-            .filter(|s| s.status != StreamStatus::Disabled)
-            .filter(|s| {
-                Self::events_delivered(&s.events_requested)
-                    .iter()
-                    .any(|e| e == CREDENTIAL_CHANGE)
-            })
-            .collect();
+        let streams = self.streams_delivering(CREDENTIAL_CHANGE).await?;
         if streams.is_empty() {
             return Ok(0);
         }
@@ -649,14 +628,6 @@ impl SsfTransmitter {
 
     async fn owner(&self, id: &ClientId) -> Result<Option<Arc<Client>>, SsfError> {
         self.clients.client(id).await.map_err(unavailable)
-    }
-
-    fn session_revoked(&self, revoked: &Revoked<'_>) -> Value {
-        json!({
-            "event_timestamp": revoked.at_ms.div_euclid(1000),
-            "initiating_entity": "admin",
-            "reason_admin": {"en": revoked.reason},
-        })
     }
 
     /// Signs one SET for `stream`: `typ: secevent+jwt`, a fresh `jti`, `iat` now, `aud` the
@@ -718,11 +689,6 @@ fn acts_in(agent: &str) -> impl Fn(&HopRecord) -> bool + '_ {
                 .agent()
                 .is_some_and(|recipient| recipient.as_str() == agent)
     }
-}
-
-/// A fresh correlation id for the SETs of one revocation.
-pub fn new_txn() -> String {
-    format!("txn_{}", random_hex(12))
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -9,7 +9,10 @@
     reason = "tests fail loudly"
 )]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use common::{client, CountingIds};
+
 use std::sync::Arc;
 
 use mandate_chain::{ChainId, HopId, HopRecord, Ledger, PolicyRow, PolicyStore};
@@ -19,12 +22,9 @@ use mandate_core::grants::{
 };
 use mandate_core::{
     ChainIdKey, EntryLifetimes, GrantError, GrantPorts, GrantService, GrantSettings,
-    HopRecordedHook, IdGenerator, KeyRing, RevocationService,
+    HopRecordedHook, KeyRing, RevocationService,
 };
-use mandate_model::{
-    Audience, AuthMethod, ClientId, ClientKind, ClientState, Clock, FixedClock, IssuerAlias,
-    ScopeSet,
-};
+use mandate_model::{Audience, ClientId, ClientKind, Clock, FixedClock, IssuerAlias, ScopeSet};
 use mandate_revocation::MemoryRevocations;
 use mandate_store::{
     AuditFilter, AuditLog, Client, ClientRegistry, MemoryAuditLog, MemoryClientRegistry,
@@ -41,19 +41,6 @@ const MANDATE: &str = "https://mandate.example.com";
 const IDP: &str = "https://idp.example.com";
 const RESOURCE_AS: &str = "https://as.example.com";
 const CAL: &str = "https://calendar.example.com";
-
-#[derive(Debug, Default)]
-struct CountingIds(AtomicUsize);
-
-impl IdGenerator for CountingIds {
-    fn consent_id(&self) -> String {
-        format!("cns_{}", self.0.fetch_add(1, Ordering::SeqCst))
-    }
-
-    fn hop_id(&self) -> HopId {
-        HopId(format!("hop_{}", self.0.fetch_add(1, Ordering::SeqCst)))
-    }
-}
 
 /// An upstream issuer with fixed keys.
 #[derive(Debug)]
@@ -97,33 +84,6 @@ fn verifying(key: &SigningKey) -> VerifyingKeySet {
     )
     .unwrap()])
     .unwrap()
-}
-
-fn client(id: &str, kind: ClientKind, audiences: &[&str]) -> Client {
-    Client {
-        id: ClientId::parse(id).unwrap(),
-        kind,
-        owners: vec!["team@example.com".into()],
-        description: String::new(),
-        state: ClientState::Active,
-        expires_at: None,
-        auth_method: AuthMethod::ClientSecretBasic,
-        secret_hash: None,
-        keys: None,
-        jwks: None,
-        upstream_ids: vec![],
-        audiences: audiences
-            .iter()
-            .map(|a| Audience::parse(a).unwrap())
-            .collect(),
-        previous_secret: None,
-        secret_rotated_at: None,
-        created_at: None,
-        created_by: None,
-        updated_at: None,
-        updated_by: None,
-        revision: 0,
-    }
 }
 
 struct Node {

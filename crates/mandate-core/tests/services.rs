@@ -8,19 +8,19 @@
     reason = "tests fail loudly"
 )]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use common::{client, CountingIds};
+
 use std::sync::Arc;
 
 use mandate_chain::{
     Authority, ChainId, ConsentStore, Evidence, EvidenceKind, HopId, HopRecord, Ledger,
 };
 use mandate_core::{
-    ConsentError, ConsentService, EntryLifetimes, IdGenerator, NewConsent, RevocationService,
-    RevokeError,
+    ConsentError, ConsentService, EntryLifetimes, NewConsent, RevocationService, RevokeError,
 };
-use mandate_model::{
-    Audience, AuthMethod, ClientId, ClientKind, ClientState, FixedClock, ScopeSet, Subject,
-};
+use mandate_model::{Audience, ClientId, ClientKind, ClientState, FixedClock, ScopeSet, Subject};
 use mandate_revocation::{MemoryRevocations, RevocationKind, RevocationList, TokenFacts, Verdict};
 use mandate_store::{
     AuditFilter, AuditLog, Client, ClientRegistry, MemoryAuditLog, MemoryClientRegistry,
@@ -29,19 +29,6 @@ use mandate_store::{
 
 const NOW: i64 = 1_900_000_000;
 const CAL: &str = "https://calendar.example.com";
-
-#[derive(Debug, Default)]
-struct CountingIds(AtomicUsize);
-
-impl IdGenerator for CountingIds {
-    fn consent_id(&self) -> String {
-        format!("cns_{}", self.0.fetch_add(1, Ordering::SeqCst))
-    }
-
-    fn hop_id(&self) -> HopId {
-        HopId(format!("hop_{}", self.0.fetch_add(1, Ordering::SeqCst)))
-    }
-}
 
 struct World {
     clock: Arc<FixedClock>,
@@ -252,27 +239,7 @@ async fn timed_entries_start_at_the_store_clock_and_outlive_every_token_they_cov
 }
 
 fn agent(id: &str) -> Client {
-    Client {
-        id: ClientId::parse(id).unwrap(),
-        kind: ClientKind::Agent,
-        owners: vec!["team@example.com".into()],
-        description: String::new(),
-        state: ClientState::Active,
-        expires_at: None,
-        auth_method: AuthMethod::ClientSecretBasic,
-        secret_hash: None,
-        keys: None,
-        jwks: None,
-        upstream_ids: vec![],
-        audiences: vec![],
-        previous_secret: None,
-        secret_rotated_at: None,
-        created_at: None,
-        created_by: None,
-        updated_at: None,
-        updated_by: None,
-        revision: 0,
-    }
+    client(id, ClientKind::Agent, &[])
 }
 
 fn new_consent(actor: &str) -> NewConsent {

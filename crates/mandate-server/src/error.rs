@@ -165,7 +165,7 @@ impl From<mandate_core::SsfError> for OAuthError {
                 "only resource servers may manage Shared Signals streams",
             )
             .with_status(StatusCode::FORBIDDEN),
-            SsfError::Invalid(message) => {
+            SsfError::Limit(message) => {
                 OAuthError::invalid_request(message).with_status(StatusCode::CONFLICT)
             }
             SsfError::BadSubject(message) => OAuthError::invalid_request(message),

@@ -261,13 +261,11 @@ async fn process_set(state: &AppState, issuer: &TrustedIssuer, text: &str) -> Re
             {
                 Ok(outcome) => state
                     .ssf
-                    .raise(&mandate_core::ssf::Revoked {
-                        grain: mandate_core::ssf::Grain::Subject(subject.as_str()),
-                        hops: &outcome.hops_revoked,
-                        at_ms: outcome.entries.first().map_or(0, |e| e.at),
-                        reason: &reason,
-                        txn: mandate_core::ssf::new_txn(),
-                    })
+                    .raise(
+                        mandate_core::ssf::Grain::Subject(subject.as_str()),
+                        &outcome,
+                        &reason,
+                    )
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string()),

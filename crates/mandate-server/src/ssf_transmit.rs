@@ -17,6 +17,8 @@ use crate::error::OAuthError;
 use crate::form::Form;
 use crate::state::AppState;
 
+/// Most SETs one push round sends to one stream.
+const PUSH_BATCH: u64 = 50;
 /// Most SETs one poll answers.
 const MAX_EVENTS_PER_POLL: u64 = 100;
 /// How long a poll without `returnImmediately` waits for an event.
@@ -231,6 +233,14 @@ struct StreamQuery {
     stream_id: Option<String>,
 }
 
+impl StreamQuery {
+    fn required(&self) -> Result<&str, OAuthError> {
+        self.stream_id
+            .as_deref()
+            .ok_or_else(|| OAuthError::invalid_request("stream_id is required"))
+    }
+}
+
 async fn read_streams(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -310,10 +320,7 @@ async fn delete_stream(
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, OAuthError> {
     let owner = caller(&state, &request).await?;
-    let id = query
-        .stream_id
-        .as_deref()
-        .ok_or_else(|| OAuthError::invalid_request("stream_id is required"))?;
+    let id = query.required()?;
     state.ssf.delete(&owner, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -332,10 +339,7 @@ async fn read_status(
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, OAuthError> {
     let owner = caller(&state, &request).await?;
-    let id = query
-        .stream_id
-        .as_deref()
-        .ok_or_else(|| OAuthError::invalid_request("stream_id is required"))?;
+    let id = query.required()?;
     Ok(HttpResponse::Ok().json(status_json(&state.ssf.get(&owner, id).await?)))
 }
 
@@ -514,7 +518,7 @@ pub async fn push_deliverer(state: AppState) {
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
             () = state.ssf.queued() => {}
         }
-        let work = match state.ssf.push_work(50).await {
+        let work = match state.ssf.push_work().await {
             Ok(work) => work,
             Err(error) => {
                 tracing::warn!(%error, "Shared Signals push: store unavailable");
@@ -522,7 +526,7 @@ pub async fn push_deliverer(state: AppState) {
             }
         };
         let now = tokio::time::Instant::now();
-        for (stream, sets) in work {
+        for stream in work {
             if backoff
                 .get(&stream.stream_id)
                 .is_some_and(|(_, until)| *until > now)
@@ -547,12 +551,8 @@ pub async fn push_deliverer(state: AppState) {
                 Ok(false) => continue,
                 Err(_) => continue,
             }
-            // Read again under the lease: what another node sent and dequeued meanwhile is gone.
-            let sets = match state
-                .ssf
-                .waiting(&stream.stream_id, sets.len() as u64)
-                .await
-            {
+            // Read under the lease: what another node sent and dequeued meanwhile is gone.
+            let sets = match state.ssf.waiting(&stream.stream_id, PUSH_BATCH).await {
                 Ok(sets) => sets,
                 Err(_) => {
                     let _ = state.replay.release(&lease).await;

@@ -63,16 +63,7 @@ pub(super) async fn signal(
     grain: Grain<'_>,
     reason: &str,
 ) -> Result<(), AdminError> {
-    state
-        .ssf
-        .raise(&mandate_core::ssf::Revoked {
-            grain,
-            hops: &outcome.hops_revoked,
-            at_ms: outcome.entries.first().map_or(0, |e| e.at),
-            reason,
-            txn: mandate_core::ssf::new_txn(),
-        })
-        .await?;
+    state.ssf.raise(grain, outcome, reason).await?;
     Ok(())
 }
 

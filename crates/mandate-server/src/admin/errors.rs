@@ -70,7 +70,7 @@ impl From<SsfError> for AdminError {
         match error {
             SsfError::NotFound
             | SsfError::NotAResourceServer
-            | SsfError::Invalid(_)
+            | SsfError::Limit(_)
             | SsfError::BadSubject(_) => AdminError::bad_request(error.to_string()),
             SsfError::Unavailable(cause) => AdminError::store_down(&cause),
             SsfError::Internal(cause) => {

@@ -601,3 +601,71 @@ async fn a_removed_subject_is_not_spoken_of_until_added_again() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_disabled_stream_queues_nothing_and_bad_stream_requests_change_nothing() {
+    let w = world().await;
+    let t = tree(&w).await;
+    let calendar = poll_stream(&w, CALENDAR).await;
+    let status = |s: &str| Some(json!({"stream_id": calendar, "status": s}));
+    call(
+        &w,
+        reqwest::Method::POST,
+        "/ssf/status",
+        CALENDAR,
+        status("disabled"),
+    )
+    .await;
+    admin_post(
+        &w.server,
+        &format!("/admin/hops/{}/revoke", jti(&t.leaf)),
+        OPS,
+    )
+    .await;
+    call(
+        &w,
+        reqwest::Method::POST,
+        "/ssf/status",
+        CALENDAR,
+        status("enabled"),
+    )
+    .await;
+    assert!(
+        poll(&w, CALENDAR, &calendar, &[]).await.is_empty(),
+        "nothing was held"
+    );
+
+    // A header that would split the push request, an oversized body, an unknown method: 4xx,
+    // and the stream list is as it was.
+    let push = |header: &str| {
+        Some(
+            json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "https://calendar.example.com/ssf",
+            "authorization_header": header}}),
+        )
+    };
+    let (status, _) = call(
+        &w,
+        reqwest::Method::POST,
+        "/ssf/streams",
+        CALENDAR,
+        push("Bearer x\r\nX-Injected: 1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let huge = Some(
+        json!({"delivery": {"method": "urn:ietf:rfc:8936"}, "description": "x".repeat(70_000)}),
+    );
+    let (status, _) = call(&w, reqwest::Method::POST, "/ssf/streams", CALENDAR, huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _) = call(
+        &w,
+        reqwest::Method::POST,
+        "/ssf/streams",
+        CALENDAR,
+        Some(json!({"delivery": {"method": "urn:example:carrier-pigeon"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, streams) = call(&w, reqwest::Method::GET, "/ssf/streams", CALENDAR, None).await;
+    assert_eq!(streams.as_array().unwrap().len(), 1, "{streams}");
+}
