@@ -29,4 +29,6 @@ pub use policies::{
 pub use revocation::{
     facts_of_hop, EntryLifetimes, RevocationOutcome, RevocationService, RevokeError,
 };
-pub use ssf::{SsfError, SsfTransmitter, StreamRequest, TransmitterSettings};
+pub use ssf::{
+    CredentialChange, KeyChange, SsfError, SsfTransmitter, StreamRequest, TransmitterSettings,
+};

@@ -226,11 +226,12 @@ impl RevocationService {
     /// verified the token and that it is the client's). Audited as `revoke.hop` by
     /// `client:<id>`. A hop the ledger does not know (issued by another node's memory store, or
     /// past retention) changes nothing and is not an error (decision D8); only a store failure is.
+    /// Answers what was revoked, if anything.
     pub async fn revoke_by_its_client(
         &self,
         hop_id: &str,
         client_id: &str,
-    ) -> Result<(), RevokeError> {
+    ) -> Result<Option<RevocationOutcome>, RevokeError> {
         let by = format!("client:{client_id}");
         match self
             .write_hop(hop_id, "revoked by its client (RFC 7009)", &by)
@@ -240,10 +241,10 @@ impl RevocationService {
                 let detail = format!("{} hops", outcome.hops_revoked.len());
                 self.record_detail(&by, "revoke.hop", hop_id, &outcome, detail)
                     .await;
-                Ok(())
+                Ok(Some(outcome))
             }
             Err(RevokeError::Unavailable(cause)) => Err(RevokeError::Unavailable(cause)),
-            Err(_) => Ok(()),
+            Err(_) => Ok(None),
         }
     }
 

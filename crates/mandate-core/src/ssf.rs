@@ -95,6 +95,8 @@ pub enum Grain<'a> {
     Hop,
     /// A whole chain (the hops are given).
     Chain(&'a str),
+    /// A withdrawn consent: the chains rooted on it (the hops are given).
+    Consent,
     /// Every delegation of a user (the hops are looked up).
     Subject(&'a str),
     /// Every token an agent acts in (the hops are looked up).
@@ -461,7 +463,7 @@ impl SsfTransmitter {
                     .await?
             }
             Grain::Agent(agent) => self.live_hops(at_ms, acts_in(agent)).await?,
-            Grain::Hop | Grain::Chain(_) => {
+            Grain::Hop | Grain::Chain(_) | Grain::Consent => {
                 let mut hops = Vec::with_capacity(outcome.hops_revoked.len());
                 for id in &outcome.hops_revoked {
                     if let Some(hop) = self
@@ -498,11 +500,12 @@ impl SsfTransmitter {
             }
             let event = json!({
                 "event_timestamp": at_ms.div_euclid(1000),
-                "initiating_entity": "admin",
+                "initiating_entity": initiating_entity(outcome),
                 "reason_admin": {"en": reason},
             });
-            let mut sets = Vec::with_capacity(theirs.len() + 1);
-            if let Some(sub_id) = self.whole_subject(grain, theirs[0]) {
+            let whole = self.whole_subjects(grain, &theirs);
+            let mut sets = Vec::with_capacity(theirs.len() + whole.len());
+            for sub_id in whole {
                 sets.push(self.sign(stream, sub_id, SESSION_REVOKED, event.clone(), Some(&txn))?);
             }
             for hop in theirs {
@@ -521,25 +524,43 @@ impl SsfTransmitter {
         Ok(queued)
     }
 
-    /// The subject naming the whole revoked grain, beside the per-token ones: the chain (its id
-    /// as an opaque session, and its user), the user (`iss_sub`), or the agent (an opaque
-    /// application). A hop revocation has none.
-    fn whole_subject(&self, grain: Grain<'_>, any_hop: &HopRecord) -> Option<Value> {
+    /// The subjects naming the whole revoked grain, beside the per-token ones: the chain (its id
+    /// as an opaque session, and its user), each chain of a withdrawn consent the same way, the
+    /// user (`iss_sub`), or the agent (an opaque application). A hop revocation has none.
+    fn whole_subjects(&self, grain: Grain<'_>, theirs: &[&HopRecord]) -> Vec<Value> {
         let issuer = &self.settings.issuer;
-        match grain {
-            Grain::Hop => None,
-            Grain::Chain(chain) => Some(json!({
+        let chain = |id: &str, hop: &HopRecord| {
+            json!({
                 "format": "complex",
-                "session": {"format": "opaque", "id": chain},
-                "user": {"format": "iss_sub", "iss": issuer, "sub": any_hop.subject.as_str()},
-            })),
-            Grain::Subject(subject) => {
-                Some(json!({"format": "iss_sub", "iss": issuer, "sub": subject}))
+                "session": {"format": "opaque", "id": id},
+                "user": {"format": "iss_sub", "iss": issuer, "sub": hop.subject.as_str()},
+            })
+        };
+        match grain {
+            Grain::Hop => Vec::new(),
+            Grain::Chain(id) => theirs
+                .first()
+                .map(|hop| chain(id, hop))
+                .into_iter()
+                .collect(),
+            Grain::Consent => {
+                let mut seen: Vec<&str> = Vec::new();
+                let mut subjects = Vec::new();
+                for hop in theirs {
+                    if !seen.contains(&hop.chain_id.0.as_str()) {
+                        seen.push(hop.chain_id.0.as_str());
+                        subjects.push(chain(&hop.chain_id.0, hop));
+                    }
+                }
+                subjects
             }
-            Grain::Agent(agent) => Some(json!({
+            Grain::Subject(subject) => {
+                vec![json!({"format": "iss_sub", "iss": issuer, "sub": subject})]
+            }
+            Grain::Agent(agent) => vec![json!({
                 "format": "complex",
                 "application": {"format": "opaque", "id": agent},
-            })),
+            })],
         }
     }
 
@@ -582,19 +603,23 @@ impl SsfTransmitter {
         }
     }
 
-    /// Queues a CAEP `credential-change` (the agent's client secret was replaced: `credential_type`
-    /// `password`, `change_type` `update`) for every stream asking for it whose owner holds an
-    /// audience of one of the agent's live tokens, naming the agent as a `complex` application
-    /// subject; returns how many were queued.
-    pub async fn credential_changed(&self, agent: &str, at_ms: i64) -> Result<usize, SsfError> {
+    /// Queues a CAEP `credential-change` describing `change` for every stream asking for it whose
+    /// owner holds an audience of one of the agent's live tokens, naming the agent as a `complex`
+    /// application subject; returns how many were queued.
+    pub async fn credential_changed(
+        &self,
+        agent: &str,
+        change: CredentialChange,
+        at_ms: i64,
+    ) -> Result<usize, SsfError> {
         let streams = self.streams_delivering(CREDENTIAL_CHANGE).await?;
         if streams.is_empty() {
             return Ok(0);
         }
         let hops = self.live_hops(at_ms, acts_in(agent)).await?;
         let event = json!({
-            "credential_type": "password",
-            "change_type": "update",
+            "credential_type": change.credential_type(),
+            "change_type": change.change_type(),
             "event_timestamp": at_ms.div_euclid(1000),
             "initiating_entity": "admin",
         });
@@ -679,6 +704,81 @@ impl SsfTransmitter {
     }
 }
 
+/// Who asked for a revocation, in CAEP's words: the token's own client (RFC 7009, for its user)
+/// is `user`, an identity provider's signal is `system`, an administrator is `admin`.
+fn initiating_entity(outcome: &RevocationOutcome) -> &'static str {
+    let by = outcome
+        .entries
+        .first()
+        .map_or("", |entry| entry.by.as_str());
+    if by.starts_with("client:") {
+        "user"
+    } else if by.starts_with("ssf:") {
+        "system"
+    } else {
+        "admin"
+    }
+}
+
+/// What happened to an agent's credential, as CAEP `credential-change` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialChange {
+    /// The client secret was replaced (`password`, `update`).
+    SecretRotated,
+    /// The registered public keys changed (`app`: CAEP has no type for a client's signing keys,
+    /// and `app` is the credential of an application); `create` when keys were only added,
+    /// `revoke` when keys were only removed, `update` when some were replaced.
+    Keys(KeyChange),
+}
+
+/// How a set of registered keys changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    /// Keys were added and none removed.
+    Added,
+    /// Keys were removed and none added.
+    Removed,
+    /// Some were removed and others added.
+    Replaced,
+}
+
+impl CredentialChange {
+    fn credential_type(self) -> &'static str {
+        match self {
+            Self::SecretRotated => "password",
+            Self::Keys(_) => "app",
+        }
+    }
+
+    fn change_type(self) -> &'static str {
+        match self {
+            Self::SecretRotated | Self::Keys(KeyChange::Replaced) => "update",
+            Self::Keys(KeyChange::Added) => "create",
+            Self::Keys(KeyChange::Removed) => "revoke",
+        }
+    }
+}
+
+/// How the keys of a JWK Set changed from `before` to `after`, or `None` when the same keys are
+/// registered (reordering or resending them is no change). Keys are compared whole, so a key
+/// whose material changed under the same `kid` counts as removed and added.
+pub fn key_change(before: Option<&Value>, after: Option<&Value>) -> Option<KeyChange> {
+    fn keys(jwks: Option<&Value>) -> &[Value] {
+        jwks.and_then(|jwks| jwks["keys"].as_array())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+    let (before, after) = (keys(before), keys(after));
+    let added = after.iter().any(|key| !before.contains(key));
+    let removed = before.iter().any(|key| !after.contains(key));
+    match (added, removed) {
+        (false, false) => None,
+        (true, false) => Some(KeyChange::Added),
+        (false, true) => Some(KeyChange::Removed),
+        (true, true) => Some(KeyChange::Replaced),
+    }
+}
+
 /// Whether `agent` is the client of a hop, one of its actors, or a hand-off's recipient.
 fn acts_in(agent: &str) -> impl Fn(&HopRecord) -> bool + '_ {
     move |hop| {
@@ -695,4 +795,60 @@ fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwks(kids: &[&str]) -> Value {
+        json!({"keys": kids.iter().map(|kid| json!({"kty": "OKP", "crv": "Ed25519", "x": kid, "kid": kid})).collect::<Vec<_>>()})
+    }
+
+    #[test]
+    fn the_same_keys_in_another_order_are_no_change() {
+        let (a, b) = (jwks(&["a", "b"]), jwks(&["b", "a"]));
+        assert_eq!(key_change(Some(&a), Some(&b)), None);
+        assert_eq!(key_change(None, None), None);
+    }
+
+    #[test]
+    fn added_removed_and_replaced_keys_are_told_apart() {
+        let (a, ab, b) = (jwks(&["a"]), jwks(&["a", "b"]), jwks(&["b"]));
+        assert_eq!(key_change(Some(&a), Some(&ab)), Some(KeyChange::Added));
+        assert_eq!(key_change(None, Some(&a)), Some(KeyChange::Added));
+        assert_eq!(key_change(Some(&ab), Some(&b)), Some(KeyChange::Removed));
+        assert_eq!(key_change(Some(&a), Some(&b)), Some(KeyChange::Replaced));
+    }
+
+    #[test]
+    fn new_material_under_the_same_kid_is_a_replacement() {
+        let before = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "old", "kid": "k"}]});
+        let after = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "new", "kid": "k"}]});
+        assert_eq!(
+            key_change(Some(&before), Some(&after)),
+            Some(KeyChange::Replaced)
+        );
+    }
+
+    #[test]
+    fn caep_names_each_change() {
+        let names = |c: CredentialChange| (c.credential_type(), c.change_type());
+        assert_eq!(
+            names(CredentialChange::SecretRotated),
+            ("password", "update")
+        );
+        assert_eq!(
+            names(CredentialChange::Keys(KeyChange::Added)),
+            ("app", "create")
+        );
+        assert_eq!(
+            names(CredentialChange::Keys(KeyChange::Removed)),
+            ("app", "revoke")
+        );
+        assert_eq!(
+            names(CredentialChange::Keys(KeyChange::Replaced)),
+            ("app", "update")
+        );
+    }
 }

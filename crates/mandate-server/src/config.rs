@@ -610,6 +610,17 @@ impl Settings {
                     "must be non-empty and unique".into(),
                 ));
             }
+            // The audit stream and the Shared Signals' `initiating_entity` tell an
+            // administrator from a client (RFC 7009) or an IdP's signal by these prefixes.
+            if ["client:", "ssf:"]
+                .iter()
+                .any(|prefix| credential.name.starts_with(prefix))
+            {
+                return Err(invalid(
+                    format!("admin.credentials[{i}].name"),
+                    "must not start with `client:` or `ssf:`, which name clients and identity providers in the audit stream".into(),
+                ));
+            }
         }
 
         let mut aliases = HashSet::new();

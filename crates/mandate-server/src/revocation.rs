@@ -11,7 +11,8 @@ impl AppState {
     /// RFC 7009 for `client`: a genuine, unexpired mandate token whose `client_id` is the
     /// client's has its hop (and subtree) revoked and audited; anything else changes nothing and is
     /// not an error, so the answer reveals nothing about the token (decision D8). Only a store
-    /// failure is an error (503).
+    /// failure is an error (503). The revocation's Shared Signals are queued before the answer,
+    /// like an administrator's.
     pub async fn revoke_own_token(
         &self,
         client: &mandate_store::Client,
@@ -23,9 +24,18 @@ impl AppState {
         if claims.client_id != client.id.as_str() {
             return Ok(());
         }
-        self.revocation
+        let revoked = self
+            .revocation
             .revoke_by_its_client(&claims.jti, client.id.as_str())
             .await
-            .map_err(|e| OAuthError::store_down("token revocation", &e))
+            .map_err(|e| OAuthError::store_down("token revocation", &e))?;
+        if let Some(outcome) = revoked {
+            let reason = "revoked by its client (RFC 7009)";
+            self.ssf
+                .raise(mandate_core::ssf::Grain::Hop, &outcome, reason)
+                .await
+                .map_err(|e| OAuthError::store_down("token revocation's Shared Signals", &e))?;
+        }
+        Ok(())
     }
 }

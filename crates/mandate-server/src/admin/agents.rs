@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use super::{json_body, optional_body, reason, AdminCaller, AdminError};
 use crate::config::AdminRole;
 use crate::state::AppState;
-use mandate_core::{AgentPatch, NewAgent};
+use mandate_core::ssf::key_change;
+use mandate_core::{AgentPatch, CredentialChange, NewAgent};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/agents", web::get().to(list_agents))
@@ -168,8 +169,31 @@ async fn update_agent(
     caller.require(AdminRole::Manage)?;
     let id = client_id(&id)?;
     let patch: AgentPatch = json_body(&body)?;
+    let before = match patch.jwks {
+        Some(_) => Some(state.agents.show(&id).await?),
+        None => None,
+    };
     let client = state.agents.update(&id, &patch, &caller.name).await?;
+    if let Some(before) = before {
+        let change = key_change(before.jwks.as_ref(), client.jwks.as_ref());
+        if let Some(change) = change {
+            credential_changed(&state, &id, CredentialChange::Keys(change)).await;
+        }
+    }
     Ok(answer(StatusCode::OK, AgentView::from(client.as_ref())))
+}
+
+/// Tells the Shared Signals receivers concerned; the change itself has landed whatever happens
+/// here, so a failure is logged, not answered.
+async fn credential_changed(state: &AppState, id: &ClientId, change: CredentialChange) {
+    let at_ms = state.clock.now().timestamp_millis();
+    if let Err(error) = state
+        .ssf
+        .credential_changed(id.as_str(), change, at_ms)
+        .await
+    {
+        tracing::warn!(%error, agent = %id, "the credential-change Shared Signal could not be queued");
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -193,10 +217,7 @@ async fn rotate_secret(
         .rotate_secret(&id, request.overlap_secs, &caller.name)
         .await?;
     // The new secret is answered whatever happens here: it is shown only once.
-    let at_ms = state.clock.now().timestamp_millis();
-    if let Err(error) = state.ssf.credential_changed(id.as_str(), at_ms).await {
-        tracing::warn!(%error, agent = %id, "the credential-change Shared Signal could not be queued");
-    }
+    credential_changed(&state, &id, CredentialChange::SecretRotated).await;
     let until = rotated.previous_valid_until.map(instant);
     Ok(answer(
         StatusCode::OK,

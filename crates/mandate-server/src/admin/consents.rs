@@ -93,6 +93,8 @@ async fn withdraw_consent(
         .consent_grants
         .withdraw(&id, &reason, &caller.name)
         .await?;
+    let grain = mandate_core::ssf::Grain::Consent;
+    super::chains::signal(&state, &outcome, grain, &reason).await?;
     Ok(answer(
         StatusCode::OK,
         json!({ "withdrawn": id.as_str(), "revocation": outcome }),

@@ -132,6 +132,11 @@ async fn bad_values_name_their_key() {
         &["admin_listen"],
     )
     .await;
+    // An administrator cannot pass for a client or an identity provider in the audit stream.
+    for name in ["client:travel-agent", "ssf:corp"] {
+        let admin = ADMIN.replace("name = \"ops\"", &format!("name = \"{name}\""));
+        refused(&admin, &["admin.credentials[0].name", "client:"]).await;
+    }
 }
 
 /// A registration in the file obeys the rules the admin API applies (one set of rules): each

@@ -480,9 +480,12 @@ async fn a_revoked_user_and_a_suspended_agent_reach_the_receivers_of_their_live_
     );
 }
 
-#[tokio::test]
-async fn a_rotated_agent_secret_is_a_credential_change_for_the_apps_it_acts_at() {
-    const MANAGE: &str = "manage-secret-0123456789abcdefghijklm";
+const MANAGE: &str = "manage-secret-0123456789abcdefghijklm";
+const CHANGE: &str = "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+
+/// The tree's world with a `manage` admin credential and `signer`, a `private_key_jwt` agent
+/// registered with `signer_keys` that may act at the mail API.
+async fn manage_world(signer_keys: Value) -> World {
     let corp = mandate_testkit::TestKey::generate(mandate_testkit::KeyKind::Es256, Some("corp-1"))
         .unwrap();
     let clock = Arc::new(mandate_model::FixedClock::at(mandate_testkit::now()));
@@ -495,34 +498,71 @@ async fn a_rotated_agent_secret_is_a_credential_change_for_the_apps_it_acts_at()
             role: mandate_server::config::AdminRole::Manage,
             secret_hash: mandate_model::SecretHash::of(MANAGE),
         });
+    settings
+        .clients
+        .push(mandate_testkit::agent_with_keys("signer", signer_keys).unwrap());
+    settings
+        .policies
+        .push(mandate_server::config::PolicySettings {
+            actor: mandate_model::ClientId::parse("signer").unwrap(),
+            audience: mandate_model::Audience::parse(MAIL).unwrap(),
+            scopes: mandate_model::ScopeSet::parse("mail.read").unwrap(),
+            max_depth: None,
+        });
     let options = mandate_server::BuildOptions {
         clock: Some(clock.clone()),
         ..Default::default()
     };
-    let w = World {
+    World {
         server: mandate_testkit::TestServer::spawn_with(settings, options)
             .await
             .unwrap(),
         corp,
         clock,
-    };
-    let _t = tree(&w).await;
-    const CHANGE: &str = "https://schemas.openid.net/secevent/caep/event-type/credential-change";
-    let mut streams = Vec::new();
-    for client in [CALENDAR, MAILER] {
-        let (status, body) = call(
-            &w,
-            reqwest::Method::POST,
-            "/ssf/streams",
-            client,
-            Some(
-                json!({"delivery": {"method": "urn:ietf:rfc:8936"}, "events_requested": [CHANGE]}),
-            ),
-        )
-        .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        streams.push(body["stream_id"].as_str().unwrap().to_owned());
     }
+}
+
+/// A poll stream of `client` asking for credential changes only.
+async fn credential_stream(w: &World, client: (&str, &str)) -> String {
+    let (status, body) = call(
+        w,
+        reqwest::Method::POST,
+        "/ssf/streams",
+        client,
+        Some(json!({"delivery": {"method": "urn:ietf:rfc:8936"}, "events_requested": [CHANGE]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["stream_id"].as_str().unwrap().to_owned()
+}
+
+/// The `credential-change` events polled (and acknowledged) from `stream`, each with its subject.
+async fn credential_changes(w: &World, client: (&str, &str), stream: &str) -> Vec<(Value, Value)> {
+    let sets = poll(w, client, stream, &[]).await;
+    let jtis: Vec<String> = sets.iter().map(|(jti, _)| jti.clone()).collect();
+    if !jtis.is_empty() {
+        poll(w, client, stream, &jtis).await;
+    }
+    sets.iter()
+        .map(|(_, set)| {
+            let claims = claims_of(set);
+            (claims["sub_id"].clone(), claims["events"][CHANGE].clone())
+        })
+        .collect()
+}
+
+fn application(id: &str) -> Value {
+    json!({"format": "complex", "application": {"format": "opaque", "id": id}})
+}
+
+#[tokio::test]
+async fn a_rotated_agent_secret_is_a_credential_change_for_the_apps_it_acts_at() {
+    let key =
+        mandate_testkit::TestKey::generate(mandate_testkit::KeyKind::Es256, Some("s-1")).unwrap();
+    let w = manage_world(key.jwks()).await;
+    let _t = tree(&w).await;
+    let calendar = credential_stream(&w, CALENDAR).await;
+    let mail = credential_stream(&w, MAILER).await;
     let rotated = w
         .server
         .http
@@ -533,16 +573,82 @@ async fn a_rotated_agent_secret_is_a_credential_change_for_the_apps_it_acts_at()
         .unwrap();
     assert_eq!(rotated.status(), StatusCode::OK);
     // helper acts at the calendar only (L).
-    let sets = poll(&w, CALENDAR, &streams[0], &[]).await;
-    assert_eq!(sets.len(), 1, "{sets:?}");
-    let claims = claims_of(&sets[0].1);
+    let changes = credential_changes(&w, CALENDAR, &calendar).await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].0, application("helper"));
+    assert_eq!(changes[0].1["change_type"], "update");
+    assert_eq!(changes[0].1["credential_type"], "password");
+    assert!(credential_changes(&w, MAILER, &mail).await.is_empty());
+}
+
+#[tokio::test]
+async fn changed_agent_keys_are_a_credential_change_saying_what_changed() {
+    use mandate_testkit::{KeyKind, TestKey};
+    let old = TestKey::generate(KeyKind::Es256, Some("s-1")).unwrap();
+    let new = TestKey::generate(KeyKind::Es256, Some("s-2")).unwrap();
+    let w = manage_world(old.jwks()).await;
+    let _t = tree(&w).await;
+    // signer holds a live token for the mail API, authenticated with its key.
+    let mut id_token = mandate_testkit::id_token_claims(mandate_testkit::CORP, "alice", "signer");
+    id_token["iat"] = json!(mandate_model::Clock::now_secs(w.clock.as_ref()));
+    let id_token = w.corp.sign(None, &id_token).unwrap();
+    let form = mandate_testkit::exchange_form(&id_token, "id_token", MAIL, &[]);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let assertion = old
+        .sign(
+            None,
+            &mandate_testkit::assertion_claims("signer", &w.server.url("/token")),
+        )
+        .unwrap();
+    let auth = mandate_testkit::ClientAuth::Assertion {
+        client_id: None,
+        jwt: assertion,
+    };
+    let response = w.server.token(&pairs, &auth).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let calendar = credential_stream(&w, CALENDAR).await;
+    let mail = credential_stream(&w, MAILER).await;
+    let patch = |body: Value| {
+        let request = w
+            .server
+            .http
+            .patch(w.server.admin_url("/admin/agents/signer"))
+            .bearer_auth(MANAGE)
+            .json(&body);
+        async move { request.send().await.unwrap().status() }
+    };
+    let both = json!({"keys": [old.public_jwk(), new.public_jwk()]});
+    let steps = [
+        (json!({"jwks": both}), Some("create")),
+        (
+            json!({"jwks": {"keys": [new.public_jwk(), old.public_jwk()]}}),
+            None,
+        ),
+        (json!({"description": "signs mail"}), None),
+        (json!({"jwks": new.jwks()}), Some("revoke")),
+        (json!({"jwks": old.jwks()}), Some("update")),
+    ];
+    for (body, expected) in steps {
+        assert_eq!(patch(body.clone()).await, StatusCode::OK, "{body}");
+        let changes = credential_changes(&w, MAILER, &mail).await;
+        match expected {
+            Some(change_type) => {
+                assert_eq!(changes.len(), 1, "{body} → {changes:?}");
+                assert_eq!(changes[0].0, application("signer"));
+                assert_eq!(changes[0].1["credential_type"], "app");
+                assert_eq!(changes[0].1["change_type"], change_type, "{body}");
+            }
+            None => assert!(changes.is_empty(), "{body} → {changes:?}"),
+        }
+    }
+    // A refused change says nothing.
     assert_eq!(
-        claims["sub_id"],
-        json!({"format": "complex", "application": {"format": "opaque", "id": "helper"}})
+        patch(json!({"jwks": {"keys": []}})).await,
+        StatusCode::BAD_REQUEST
     );
-    assert_eq!(claims["events"][CHANGE]["change_type"], "update");
-    assert_eq!(claims["events"][CHANGE]["credential_type"], "password");
-    assert!(poll(&w, MAILER, &streams[1], &[]).await.is_empty());
+    assert!(credential_changes(&w, MAILER, &mail).await.is_empty());
+    // signer holds no token for the calendar.
+    assert!(credential_changes(&w, CALENDAR, &calendar).await.is_empty());
 }
 
 #[tokio::test]
@@ -668,4 +774,127 @@ async fn a_disabled_stream_queues_nothing_and_bad_stream_requests_change_nothing
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (_, streams) = call(&w, reqwest::Method::GET, "/ssf/streams", CALENDAR, None).await;
     assert_eq!(streams.as_array().unwrap().len(), 1, "{streams}");
+}
+
+/// The subjects and `initiating_entity` of the `session-revoked` SETs polled from `stream`.
+async fn revocations(w: &World, client: (&str, &str), stream: &str) -> Vec<(Value, Value)> {
+    poll(w, client, stream, &[])
+        .await
+        .iter()
+        .map(|(_, set)| {
+            let claims = claims_of(set);
+            let event = &claims["events"][SESSION_REVOKED];
+            (claims["sub_id"].clone(), event["initiating_entity"].clone())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_token_revoked_by_its_own_client_reaches_the_receivers_of_its_audience() {
+    let w = world().await;
+    let t = tree(&w).await;
+    let calendar = poll_stream(&w, CALENDAR).await;
+    let mail = poll_stream(&w, MAILER).await;
+    let response = w
+        .server
+        .post_form(
+            "/revoke",
+            &[("token", t.leaf.as_str())],
+            &mandate_testkit::delegation_auth("helper"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let leaf =
+        json!({"format": "jwt_id", "iss": w.server.issuer(), "jti": claims_of(&t.leaf)["jti"]});
+    assert_eq!(
+        revocations(&w, CALENDAR, &calendar).await,
+        [(leaf, json!("user"))]
+    );
+    assert!(revocations(&w, MAILER, &mail).await.is_empty());
+    // Another client's token is not revoked by asking, and says nothing.
+    let response = w
+        .server
+        .post_form(
+            "/revoke",
+            &[("token", t.sibling.as_str())],
+            &mandate_testkit::delegation_auth("helper"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(revocations(&w, MAILER, &mail).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_withdrawn_consent_names_each_chain_rooted_on_it() {
+    let key =
+        mandate_testkit::TestKey::generate(mandate_testkit::KeyKind::Es256, Some("s-1")).unwrap();
+    let w = manage_world(key.jwks()).await;
+    let now = mandate_model::Clock::now(w.clock.as_ref());
+    let expires =
+        (now + chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let created = w
+        .server
+        .http
+        .post(w.server.admin_url("/admin/consents"))
+        .bearer_auth(MANAGE)
+        .json(
+            &json!({"subject": "corp|carol", "actor": "assistant", "audience": CAL,
+            "scopes": ["calendar.read"], "expires_at": expires}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let consent = mandate_testkit::body_json(created).await["consent"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let calendar = poll_stream(&w, CALENDAR).await;
+    let mail = poll_stream(&w, MAILER).await;
+    // Two chains of carol's, each rooted on the grant (a JWT addressed to mandate, bound to the
+    // assistant by `azp`, is evidence only through it).
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let mut claims =
+            mandate_testkit::id_token_claims(mandate_testkit::CORP, "carol", w.server.issuer());
+        claims["azp"] = json!("assistant");
+        claims["iat"] = json!(now.timestamp());
+        claims["exp"] = json!(now.timestamp() + 600);
+        let jwt = w.corp.sign(None, &claims).unwrap();
+        let (status, body) =
+            mandate_testkit::delegation_exchange(&w.server, &jwt, "jwt", CAL, "assistant")
+                .await
+                .unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        tokens.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    let withdrawn = w
+        .server
+        .http
+        .delete(w.server.admin_url(&format!("/admin/consents/{consent}")))
+        .bearer_auth(MANAGE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(withdrawn.status(), StatusCode::OK);
+    let issuer = w.server.issuer();
+    let mut expected: Vec<Value> = Vec::new();
+    for token in &tokens {
+        let claims = claims_of(token);
+        expected.push(json!({"format": "complex",
+            "session": {"format": "opaque", "id": claims["chain_id"]},
+            "user": {"format": "iss_sub", "iss": issuer, "sub": "corp|carol"}}));
+        expected.push(json!({"format": "jwt_id", "iss": issuer, "jti": claims["jti"]}));
+    }
+    let got = revocations(&w, CALENDAR, &calendar).await;
+    assert_eq!(got.len(), 4, "{got:?}");
+    for subject in &expected {
+        assert!(
+            got.contains(&(subject.clone(), json!("admin"))),
+            "{subject} in {got:?}"
+        );
+    }
+    assert!(revocations(&w, MAILER, &mail).await.is_empty());
 }
