@@ -37,6 +37,9 @@
 //! | valid token without the scope ([`require_scope`]) | 403 | `Bearer error="insufficient_scope", scope="…"` |
 //! | revocation status (or the keys) unavailable: fail closed | 503 | — |
 //! | no `web::Data<Verifier>` in the app data (a wiring bug) | 500 | — |
+//!
+//! With a [`ProtectedResource`] in the app data (and [`metadata_resource`] serving it), every
+//! challenge also names its URL as `resource_metadata` (RFC 9728 §5.1).
 
 use std::fmt;
 use std::future::Future;
@@ -47,9 +50,9 @@ use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
-use mandate_model::ScopeSet;
 
-use crate::{VerifiedToken, Verifier, VerifyError};
+pub use crate::BearerError;
+use crate::{ProtectedResource, VerifiedToken, Verifier};
 
 /// The verified token of a request that presented `Authorization: Bearer <mandate token>`.
 ///
@@ -79,56 +82,38 @@ impl FromRequest for Authenticated {
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let verifier = req.app_data::<web::Data<Verifier>>().cloned();
+        let resource_metadata = req
+            .app_data::<web::Data<ProtectedResource>>()
+            .map(|metadata| metadata.url());
         let credentials = bearer_token(req);
+        let refuse = move |error: BearerError| -> actix_web::Error {
+            Refusal {
+                error,
+                resource_metadata: resource_metadata.clone(),
+            }
+            .into()
+        };
         Box::pin(async move {
             let Some(verifier) = verifier else {
                 tracing::error!(
                     "Authenticated used without web::Data<Verifier> in the app data: \
                      register it with App::app_data(web::Data::new(verifier))"
                 );
-                return Err(BearerError::Misconfigured.into());
+                return Err(refuse(BearerError::Misconfigured));
             };
-            let token = credentials?;
+            let token = credentials.map_err(&refuse)?;
             match verifier.verify(&token).await {
                 Ok(verified) => Ok(Authenticated(verified)),
-                Err(error) => Err(BearerError::from(error).into()),
+                Err(error) => Err(refuse(BearerError::from(error))),
             }
         })
     }
 }
 
-/// The bearer token of the request (RFC 6750 §2.1: the `Authorization` header only; tokens in
-/// the query or the body are not read).
+/// The bearer token of the request ([`crate::bearer_token`]).
 fn bearer_token(req: &HttpRequest) -> Result<String, BearerError> {
-    let mut values = req.headers().get_all(header::AUTHORIZATION);
-    let Some(value) = values.next() else {
-        return Err(BearerError::Missing);
-    };
-    if values.next().is_some() {
-        // §2: more than one way (here: more than one header) of presenting a token.
-        return Err(BearerError::InvalidRequest);
-    }
-    let value = value.to_str().map_err(|_| BearerError::InvalidToken)?;
-    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
-    // RFC 7235 §2.1: the scheme is case-insensitive. Another scheme is no bearer credential at
-    // all (§3.1: answer without an error code).
-    if !scheme.eq_ignore_ascii_case("Bearer") {
-        return Err(BearerError::Missing);
-    }
-    let token = credentials.trim_matches(' ');
-    if !is_token68(token) {
-        return Err(BearerError::InvalidToken);
-    }
-    Ok(token.to_owned())
-}
-
-/// RFC 6750 §2.1 `b64token`: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
-fn is_token68(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+    let values = req.headers().get_all(header::AUTHORIZATION);
+    crate::bearer_token(values.map(HeaderValue::as_bytes)).map(str::to_owned)
 }
 
 /// `Ok` when `token` grants `scope`; otherwise an error answering 403 with
@@ -139,123 +124,61 @@ pub fn require_scope(token: &VerifiedToken, scope: &str) -> Result<(), actix_web
         .map_err(|error| BearerError::from(error).into())
 }
 
-/// An RFC 6750 error response. Build one from a [`VerifyError`] to answer as the extractor
-/// does when verifying by hand.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum BearerError {
-    /// No bearer credentials: 401, `WWW-Authenticate: Bearer`.
-    Missing,
-    /// A malformed request (several `Authorization` headers): 400 `invalid_request`.
-    InvalidRequest,
-    /// The token is not acceptable: 401 `invalid_token`.
-    InvalidToken,
-    /// The token lacks this scope: 403 `insufficient_scope`.
-    InsufficientScope(String),
-    /// The verifier cannot decide (revocation status or keys unavailable): 503, fail closed.
-    Unavailable,
-    /// The app is wired wrongly (no `web::Data<Verifier>`): 500.
-    Misconfigured,
+/// An RFC 6750 refusal naming the app's metadata URL when it has one.
+#[derive(Debug)]
+struct Refusal {
+    error: BearerError,
+    resource_metadata: Option<String>,
 }
 
-impl From<VerifyError> for BearerError {
-    fn from(error: VerifyError) -> Self {
-        match error {
-            VerifyError::InsufficientScope(scope) => Self::InsufficientScope(scope),
-            VerifyError::RevocationUnavailable(_)
-            | VerifyError::Keys(_)
-            | VerifyError::Discovery(_) => Self::Unavailable,
-            VerifyError::Malformed
-            | VerifyError::WrongType
-            | VerifyError::Algorithm
-            | VerifyError::Signature
-            | VerifyError::UnknownKey
-            | VerifyError::Issuer
-            | VerifyError::Audience
-            | VerifyError::Expired
-            | VerifyError::NotYetValid
-            | VerifyError::Revoked { .. } => Self::InvalidToken,
-        }
-    }
-}
-
-impl fmt::Display for BearerError {
+impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Missing => "bearer token required",
-            Self::InvalidRequest => "invalid_request",
-            Self::InvalidToken => "invalid_token",
-            Self::InsufficientScope(_) => "insufficient_scope",
-            Self::Unavailable => "token verification unavailable",
-            Self::Misconfigured => "token verification not configured",
-        })
+        self.error.fmt(f)
     }
 }
 
-impl BearerError {
-    /// The `WWW-Authenticate` challenge, for the statuses RFC 6750 §3 gives one.
-    fn challenge(&self) -> Option<String> {
-        match self {
-            Self::Missing => Some("Bearer".into()),
-            Self::InvalidRequest => Some(r#"Bearer error="invalid_request""#.into()),
-            Self::InvalidToken => Some(r#"Bearer error="invalid_token""#.into()),
-            Self::InsufficientScope(scope) => {
-                // Only a well-formed scope token goes into the quoted string (RFC 6749 §3.3
-                // excludes '"' and '\'), so the header cannot be broken by the app's input.
-                let valid = ScopeSet::from_tokens([scope.as_str()]).is_ok();
-                Some(if valid {
-                    format!(r#"Bearer error="insufficient_scope", scope="{scope}""#)
-                } else {
-                    r#"Bearer error="insufficient_scope""#.into()
-                })
-            }
-            Self::Unavailable | Self::Misconfigured => None,
+impl ResponseError for Refusal {
+    fn status_code(&self) -> StatusCode {
+        self.error.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        respond(&self.error, self.resource_metadata.as_deref())
+    }
+}
+
+fn respond(error: &BearerError, resource_metadata: Option<&str>) -> HttpResponse {
+    let mut response = HttpResponse::build(error.status_code());
+    if let Some(challenge) = error.challenge_with(resource_metadata) {
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response.insert_header((header::WWW_AUTHENTICATE, value));
         }
     }
+    response.finish()
 }
 
 impl ResponseError for BearerError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Self::Missing | Self::InvalidToken => StatusCode::UNAUTHORIZED,
-            Self::InvalidRequest => StatusCode::BAD_REQUEST,
-            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status_code());
-        if let Some(challenge) = self.challenge() {
-            if let Ok(value) = HeaderValue::from_str(&challenge) {
-                response.insert_header((header::WWW_AUTHENTICATE, value));
-            }
-        }
-        response.finish()
+        respond(self, None)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token68_shapes() {
-        for ok in ["abc", "a.b.c", "a-b_c~d+e/f==", "eyJ0.eyJ1.sig"] {
-            assert!(is_token68(ok), "{ok}");
+/// The RFC 9728 metadata document of `metadata`, served at its path:
+/// `App::new().app_data(web::Data::new(metadata.clone())).service(metadata_resource(metadata))`.
+/// With the metadata in the app data, [`Authenticated`]'s challenges carry its URL as
+/// `resource_metadata` (RFC 9728 §5.1), as the MCP authorization spec requires of MCP servers.
+pub fn metadata_resource(metadata: ProtectedResource) -> actix_web::Resource {
+    let document = metadata.document();
+    web::resource(metadata.path()).route(web::get().to(move || {
+        let document = document.clone();
+        async move {
+            HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "max-age=3600"))
+                .json(document)
         }
-        for bad in ["", "==", "a b", "a\"b", "a,b", "ä"] {
-            assert!(!is_token68(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn insufficient_scope_never_breaks_the_header() {
-        let challenge = BearerError::InsufficientScope("x\" error=\"y".into()).challenge();
-        assert_eq!(
-            challenge.as_deref(),
-            Some(r#"Bearer error="insufficient_scope""#)
-        );
-    }
+    }))
 }

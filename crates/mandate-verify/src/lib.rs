@@ -39,19 +39,25 @@
 //! Apps that cannot reach mandate's Redis use [`Feed`]: mandate's `GET /revocations` server-sent
 //! events, read in the background into an in-process copy that fails closed.
 //!
-//! The optional `actix-web` feature adds an extractor answering RFC 6750 errors; the `redis`
-//! feature adds `Direct::redis`. By default this crate depends on no web framework (STYLE.md
+//! The optional `actix-web` feature adds an extractor answering RFC 6750 errors, the `tower`
+//! feature a layer doing the same for axum and other tower stacks (both through [`bearer`]); the
+//! `redis` feature adds `Direct::redis`. [`ProtectedResource`] is an app's RFC 9728 metadata,
+//! which both integrations serve and name in their challenges. By default this crate depends on no web framework (STYLE.md
 //! guideline 1), and it never depends on the mandate server: token ← revocation ← verify.
 
 #![warn(missing_docs)]
 
 #[cfg(feature = "actix-web")]
 pub mod actix;
+pub mod bearer;
 mod error;
 mod feed;
 mod keys;
+pub mod resource;
 mod revocation;
 mod token;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +68,7 @@ use serde_json::{Map, Value};
 
 #[cfg(feature = "actix-web")]
 pub use actix::Authenticated;
+pub use bearer::{bearer_token, BearerError};
 pub use error::VerifyError;
 pub use feed::{Feed, FeedConfig, FeedStats};
 pub use mandate_model::ScopeSet;
@@ -69,6 +76,7 @@ pub use mandate_model::ScopeSet;
 pub use mandate_revocation::{FollowerConfig, FollowerError};
 pub use mandate_revocation::{RevocationKind, TokenFacts, Verdict};
 pub use mandate_token::{AccessTokenClaims, Algorithm};
+pub use resource::ProtectedResource;
 #[cfg(feature = "redis")]
 pub use revocation::Followed;
 pub use revocation::{Direct, RevocationSource};

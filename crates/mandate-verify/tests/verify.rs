@@ -1310,6 +1310,216 @@ mod extractor {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// RFC 9728 metadata through the actix-web extractor.
+
+#[cfg(feature = "actix-web")]
+#[actix_web::test]
+async fn the_extractor_names_the_resource_metadata_it_serves() {
+    use actix_web::http::header;
+    use actix_web::test;
+    use mandate_verify::actix::{metadata_resource, Authenticated};
+    use mandate_verify::ProtectedResource;
+
+    async fn whoami(auth: Authenticated) -> HttpResponse {
+        HttpResponse::Ok().body(auth.subject().to_owned())
+    }
+    let (corp, server) = world().await;
+    let (_, calendar) = handoff_chain(&server, &corp).await;
+    let verifier = static_verifier(&server, CAL).await;
+    let metadata = ProtectedResource::new(CAL, server.issuer()).scopes(["calendar.read"]);
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(verifier))
+            .app_data(web::Data::new(metadata.clone()))
+            .service(metadata_resource(metadata.clone()))
+            .route("/whoami", web::get().to(whoami)),
+    )
+    .await;
+    let request = test::TestRequest::get().uri(&metadata.path()).to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), 200);
+    let document: Value = test::read_body_json(response).await;
+    assert_eq!(
+        document,
+        json!({"resource": CAL, "authorization_servers": [server.issuer()],
+            "scopes_supported": ["calendar.read"], "bearer_methods_supported": ["header"]})
+    );
+    let url = metadata.url();
+    for (authorization, expected) in [
+        (None, format!(r#"Bearer resource_metadata="{url}""#)),
+        (
+            Some("Bearer nope"),
+            format!(r#"Bearer error="invalid_token", resource_metadata="{url}""#),
+        ),
+    ] {
+        let mut request = test::TestRequest::get().uri("/whoami");
+        if let Some(value) = authorization {
+            request = request.insert_header((header::AUTHORIZATION, value));
+        }
+        let response = test::call_service(&app, request.to_request()).await;
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            expected.as_str()
+        );
+    }
+    let request = test::TestRequest::get()
+        .uri("/whoami")
+        .insert_header((header::AUTHORIZATION, format!("Bearer {calendar}")))
+        .to_request();
+    assert_eq!(test::call_service(&app, request).await.status(), 200);
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tower layer, in an axum app served over real HTTP.
+
+#[cfg(feature = "tower")]
+mod tower_layer {
+    use super::*;
+    use axum::routing::get;
+    use axum::{Extension, Router};
+    use mandate_verify::tower::MandateLayer;
+    use mandate_verify::ProtectedResource;
+
+    async fn whoami(Extension(token): Extension<VerifiedToken>) -> axum::Json<Value> {
+        axum::Json(json!({"subject": token.subject(), "actors": token.actors()}))
+    }
+
+    /// Serves `app` on a free loopback port; its base URL.
+    async fn serve(app: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn an_axum_app_behind_the_layer_sees_only_verified_tokens() {
+        let (corp, server) = world().await;
+        let (_, calendar) = handoff_chain(&server, &corp).await;
+        let store = Arc::new(Direct(MemoryRevocations::new(Arc::new(
+            mandate_model::SystemClock,
+        ))));
+        let verifier = Verifier::builder(server.issuer(), CAL)
+            .discover()
+            .revocation(store.clone())
+            .build()
+            .await
+            .unwrap();
+        let metadata = ProtectedResource::new(CAL, server.issuer()).scopes(["calendar.read"]);
+        let url = metadata.url();
+        let read = Router::new().route("/whoami", get(whoami)).layer(
+            MandateLayer::new(verifier.clone())
+                .require_scope("calendar.read")
+                .metadata(metadata.clone()),
+        );
+        let admin = Router::new().route("/admin", get(whoami)).layer(
+            MandateLayer::new(verifier)
+                .require_scope("calendar.admin")
+                .metadata(metadata.clone()),
+        );
+        let base = serve(read.merge(admin)).await;
+        let http = reqwest::Client::new();
+        let get = |path: &str, authorization: &[String]| {
+            let mut request = http.get(format!("{base}{path}"));
+            for value in authorization {
+                request = request.header("authorization", value);
+            }
+            async move { request.send().await.unwrap() }
+        };
+        let challenge = |response: &reqwest::Response| {
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        let bearer = format!("Bearer {calendar}");
+
+        let response = get("/whoami", std::slice::from_ref(&bearer)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"subject": "corp|alice", "actors": ["booking-tool", "assistant"]})
+        );
+        // The metadata is served without a token.
+        let response = get(&metadata.path(), &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.json::<Value>().await.unwrap()["resource"], CAL);
+
+        let response = get("/whoami", &[]).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            challenge(&response),
+            format!(r#"Bearer resource_metadata="{url}""#)
+        );
+        let response = get("/whoami", &["Bearer not-a-jwt".to_owned()]).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            challenge(&response),
+            format!(r#"Bearer error="invalid_token", resource_metadata="{url}""#)
+        );
+        let response = get("/whoami", &[bearer.clone(), bearer.clone()]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let response = get("/admin", std::slice::from_ref(&bearer)).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            challenge(&response),
+            format!(
+                r#"Bearer error="insufficient_scope", scope="calendar.admin", resource_metadata="{url}""#
+            )
+        );
+        // A token for another app.
+        let mail = issue(&server, &id_token(&corp), "id_token", MAIL, "assistant").await;
+        let response = get("/whoami", &[format!("Bearer {mail}")]).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+        store
+            .0
+            .revoke(vec![Revocation {
+                kind: RevocationKind::Hop,
+                id: jti(&calendar),
+                until_ms: (now() + 600) * 1000,
+                reason: "test".into(),
+                by: "test".into(),
+            }])
+            .await
+            .unwrap();
+        let response = get("/whoami", std::slice::from_ref(&bearer)).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn the_layer_fails_closed() {
+        let (corp, server) = world().await;
+        let (_, calendar) = handoff_chain(&server, &corp).await;
+        let verifier = Verifier::builder(server.issuer(), CAL)
+            .discover()
+            .revocation(Arc::new(Hanging))
+            .revocation_timeout(Duration::from_millis(100))
+            .build()
+            .await
+            .unwrap();
+        let base = serve(
+            Router::new()
+                .route("/whoami", get(whoami))
+                .layer(MandateLayer::new(verifier)),
+        )
+        .await;
+        let response = reqwest::Client::new()
+            .get(format!("{base}/whoami"))
+            .bearer_auth(&calendar)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().get("www-authenticate").is_none());
+        server.stop().await;
+    }
+}
+
 async fn issue(
     server: &TestServer,
     token: &str,
