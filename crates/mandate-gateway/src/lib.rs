@@ -15,7 +15,9 @@ pub mod server;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mandate_verify::{Feed, FeedConfig, Followed, FollowerConfig, RevocationSource, VerifyError};
+use mandate_verify::{
+    Feed, FeedConfig, Followed, FollowerConfig, RevocationSource, TokenFacts, VerifyError,
+};
 
 use config::{GatewayConfig, RevocationConfig};
 
@@ -39,10 +41,24 @@ pub enum StartError {
     Client(String),
 }
 
-/// Opens the revocation source the configuration names and waits for its first snapshot.
+/// Opens the revocation source the configuration names and waits until it can decide (its first
+/// snapshot and a heartbeat are in), so that the gateway does not refuse live tokens while it
+/// starts.
 pub async fn revocation_source(
     config: &RevocationConfig,
 ) -> Result<Arc<dyn RevocationSource>, StartError> {
+    let source = open_source(config).await?;
+    let deadline = tokio::time::Instant::now() + READY_WITHIN;
+    loop {
+        match source.verdict(&TokenFacts::default()).await {
+            Ok(_) => return Ok(source),
+            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn open_source(config: &RevocationConfig) -> Result<Arc<dyn RevocationSource>, StartError> {
     let bound = config.staleness_bound();
     match config {
         RevocationConfig::Redis { url, .. } => {

@@ -3,6 +3,12 @@
 //! block (`deploy/gateway/nginx.conf`), and a Python app that echoes what reached it. The same
 //! cases run through nginx with the gateway in forward-auth mode, and through the gateway alone
 //! in proxy mode.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 mod support;
 
@@ -292,4 +298,88 @@ async fn nginx_forward_auth_and_proxy_mode_admit_only_live_tokens_for_their_audi
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_the_feed_the_gateway_sees_revocations_and_fails_closed_without_mandate() {
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let server = TestServer::spawn(delegation_settings(&corp)).await.unwrap();
+    let issuer = server.issuer().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("calendar.secret");
+    std::fs::write(&secret, "calendar-secret\n").unwrap();
+    let (_app, app) = echo_app();
+    let port = free_port();
+    let config = format!(
+        r#"
+listen = "127.0.0.1:{port}"
+mode = "proxy"
+issuer = "{issuer}"
+upstream = "http://127.0.0.1:{app}"
+
+[revocation]
+source = "feed"
+url = "{issuer}/revocations"
+client_id = "calendar-api"
+client_secret_file = "{}"
+staleness_bound_secs = {BOUND_SECS}
+
+[[routes]]
+prefix = "/"
+audience = "{CAL}"
+"#,
+        secret.display()
+    );
+    let _gateway = gateway(dir.path(), "feed", &config, port);
+    let base = format!("http://127.0.0.1:{port}");
+    let id_token = corp
+        .sign(None, &id_token_claims(CORP, "alice", "assistant"))
+        .unwrap();
+    let calendar = delegation_issue(&server, &id_token, "id_token", CAL, "assistant")
+        .await
+        .unwrap();
+    let answer = call(&base, "/events", Some(&calendar), &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.seen("x-mandate-actors"), ["assistant"]);
+
+    revoke_hop(&server, &calendar).await;
+    until(&base, &calendar, Duration::from_secs(BOUND_SECS + 3), |a| {
+        a.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+
+    let live = delegation_issue(&server, &id_token, "id_token", CAL, "assistant")
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&base, "/events", Some(&live), &[]).await.status,
+        StatusCode::OK
+    );
+    // mandate stops: its feed's heartbeats stop, and after the bound nothing is admitted.
+    server.stop().await;
+    until(&base, &live, Duration::from_secs(BOUND_SECS + 5), |a| {
+        a.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+}
+
+#[test]
+fn a_bad_configuration_names_its_key_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:1\"\nmode = \"proxy\"\nissuer = \"https://mandate.example.com\"\n\
+         [revocation]\nsource = \"redis\"\nurl = \"redis://127.0.0.1:1\"\n\
+         [[routes]]\nprefix = \"/\"\naudience = \"https://calendar.example.com\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mandate-gateway"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("routes[0].upstream"), "{stderr}");
 }
