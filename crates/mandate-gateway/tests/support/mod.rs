@@ -1,3 +1,4 @@
+#![allow(dead_code, reason = "each test binary uses a part of it")]
 //! Real parts for the gateway's tests: the gateway binary, nginx from Debian's package, and a
 //! Python app, each on a free loopback port and killed when its handle drops.
 
@@ -98,13 +99,19 @@ fn nginx_binary() -> PathBuf {
 /// nginx with the repository's server block (`deploy/gateway/nginx.conf`) for `app` and
 /// `gateway` (host:port each), listening on `port`, its files in `dir`.
 pub fn nginx(dir: &Path, port: u16, gateway: &str, app: &str) -> Nginx {
+    nginx_with(dir, port, gateway, app, "")
+}
+
+/// [`nginx`] with more server blocks beside the repository's.
+pub fn nginx_with(dir: &Path, port: u16, gateway: &str, app: &str, more: &str) -> Nginx {
     let block = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/gateway/nginx.conf"),
     )
     .unwrap()
     .replace("{{LISTEN}}", &format!("127.0.0.1:{port}"))
     .replace("{{GATEWAY}}", gateway)
-    .replace("{{APP}}", app);
+    .replace("{{APP}}", app)
+        + more;
     let root = dir.join("nginx");
     for sub in ["", "temp"] {
         std::fs::create_dir_all(root.join(sub)).unwrap();
