@@ -14,7 +14,7 @@
 //! 3. the booking tool exchanges the hand-off for a calendar token of its own: the token names
 //!    alice as `sub` and both agents in its nested `act` claim;
 //! 4. the calendar app accepts it on `GET /events` and prints who acts for whom; a request
-//!    without a token gets 401 (`WWW-Authenticate: Bearer`), and `POST /events`, which needs
+//!    without a token gets 401 (`WWW-Authenticate: Bearer` naming the metadata), and `POST /events`, which needs
 //!    `calendar.write`, gets 403 `insufficient_scope`;
 //! 5. an administrator revokes the assistant's hand-off hop on mandate's admin API; the app
 //!    learns it from the revocation stream alone and refuses the booking tool's token (401
@@ -48,7 +48,8 @@ use mandate_testkit::{
     body_json, claims_of, delegation_settings, exchange_form, id_token_claims, ClientAuth, KeyKind,
     TestKey, TestServer, ADMIN_OPS, CAL, CORP,
 };
-use mandate_verify::actix::{require_scope, Authenticated};
+use mandate_verify::actix::{metadata_resource, require_scope, Authenticated};
+use mandate_verify::ProtectedResource;
 use mandate_verify::{Followed, FollowerConfig, VerifiedToken, Verifier};
 use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::StatusCode;
@@ -144,27 +145,20 @@ impl CalendarApp {
             .build()
             .await
             .context("building the verifier")?;
-        // RFC 9728 §2: the protected resource metadata, served without authentication.
-        let metadata = json!({
-            "resource": CALENDAR,
-            "authorization_servers": [mandate.issuer()],
-            "bearer_methods_supported": ["header"],
-            "scopes_supported": [READ, WRITE],
-            "resource_name": "Calendar (mandate-verify example)",
-        });
+        // RFC 9728 §2: the protected resource metadata, served without authentication; with it
+        // in the app data, the extractor's challenges name it (`resource_metadata`).
+        let metadata = ProtectedResource::new(CALENDAR, mandate.issuer())
+            .scopes([READ, WRITE])
+            .name("Calendar (mandate-verify example)");
         let verifier = web::Data::new(verifier);
-        let metadata = web::Data::new(metadata);
         let listener = TcpListener::bind(("127.0.0.1", 0)).context("binding the app's port")?;
         let base = format!("http://{}", listener.local_addr()?);
         let server = HttpServer::new(move || {
             App::new()
                 // What the `Authenticated` extractor verifies with.
                 .app_data(verifier.clone())
-                .app_data(metadata.clone())
-                .route(
-                    "/.well-known/oauth-protected-resource",
-                    web::get().to(protected_resource_metadata),
-                )
+                .app_data(web::Data::new(metadata.clone()))
+                .service(metadata_resource(metadata.clone()))
                 .route("/events", web::get().to(list_events))
                 .route("/events", web::post().to(create_event))
         })
@@ -187,11 +181,6 @@ impl CalendarApp {
         // The server's own result (an I/O error while serving) no longer matters here.
         let _ = self.task.await;
     }
-}
-
-/// `GET /.well-known/oauth-protected-resource` (RFC 9728).
-async fn protected_resource_metadata(metadata: web::Data<Value>) -> HttpResponse {
-    HttpResponse::Ok().json(metadata.get_ref())
 }
 
 /// `GET /events`: needs `calendar.read`. A request without a valid, unrevoked token for this
@@ -302,13 +291,17 @@ async fn story(
     );
     ensure!(status == StatusCode::OK, "the app refused a valid token");
 
-    narrate("A request without a token: 401 with a bare `WWW-Authenticate: Bearer` challenge (RFC 6750 §3.1).");
+    narrate("A request without a token: 401 with a `WWW-Authenticate: Bearer` challenge without an error code (RFC 6750 §3.1), naming the metadata (RFC 9728 §5.1).");
     let response = http.get(app.url("/events")).send().await?;
     let (status, challenge) = (response.status(), www_authenticate(&response));
     println!("GET /events (no token) → {status}, WWW-Authenticate: {challenge}");
     ensure!(
-        status == StatusCode::UNAUTHORIZED && challenge == "Bearer",
-        "expected 401 with `WWW-Authenticate: Bearer`"
+        status == StatusCode::UNAUTHORIZED
+            && challenge
+                == format!(
+                    r#"Bearer resource_metadata="{CALENDAR}/.well-known/oauth-protected-resource""#
+                ),
+        "expected 401 with `WWW-Authenticate: Bearer resource_metadata=…`"
     );
 
     narrate("The booking tool tries POST /events, which needs calendar.write; its token only has calendar.read.");

@@ -25,8 +25,8 @@ fn downstream_app_accepts_then_refuses_after_revocation() {
         "calendar app: GET /events for corp|alice ← assistant ← booking-tool (current actor), chain chn_",
         ", depth 2",
         "GET /events (booking tool's token) → 200 OK",
-        // No token: 401 with a bare Bearer challenge.
-        "GET /events (no token) → 401 Unauthorized, WWW-Authenticate: Bearer\n",
+        // No token: 401 with a Bearer challenge without an error code, naming the metadata.
+        "GET /events (no token) → 401 Unauthorized, WWW-Authenticate: Bearer resource_metadata=\"https://calendar.example.com/.well-known/oauth-protected-resource\"\n",
         // calendar.write with a calendar.read token: 403 insufficient_scope.
         "POST /events (booking tool's token) → 403 Forbidden, WWW-Authenticate: Bearer error=\"insufficient_scope\"",
         // The hand-off hop is revoked, and the app refuses the derived token.
