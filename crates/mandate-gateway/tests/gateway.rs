@@ -1,5 +1,5 @@
 //! The gateway end to end, every part real: mandate on a private Redis, the `mandate-gateway`
-//! binary following that Redis, nginx (Debian's package) running the repository's forward-auth
+//! binary following that Redis as the read-only verifier user, nginx (Debian's package) running the repository's forward-auth
 //! block (`deploy/gateway/nginx.conf`), and a Python app that echoes what reached it. The same
 //! cases run through nginx with the gateway in forward-auth mode, and through the gateway alone
 //! in proxy mode.
@@ -141,19 +141,32 @@ async fn nginx_forward_auth_and_proxy_mode_admit_only_live_tokens_for_their_audi
     settings.store.url = Some(StoreUrl::One(redis.url()));
     let server = TestServer::spawn(settings).await.unwrap();
     let issuer = server.issuer().to_owned();
+    // The gateways follow as the read-only verifier user of `mandate redis acl`.
+    let password = "gateway-password-0123456789";
+    let hash: String = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        password,
+    ))
+    .iter()
+    .map(|b| format!("{b:02x}"))
+    .collect();
+    let rule = mandate_revocation::verifier_acl_rule("gateway", &hash);
+    let args: Vec<&str> = rule.split_whitespace().collect();
+    assert_eq!(redis.cli(&args).unwrap().trim(), "OK");
+    let verifier_url = format!("redis://gateway:{password}@127.0.0.1:{}/0", redis.port());
     let dir = tempfile::tempdir().unwrap();
     let (_app, app) = echo_app();
     let (forward_port, proxy_port, nginx_port) = (free_port(), free_port(), free_port());
     let _forward = gateway(
         dir.path(),
         "forward",
-        &config("forward-auth", forward_port, &issuer, &redis.url(), app),
+        &config("forward-auth", forward_port, &issuer, &verifier_url, app),
         forward_port,
     );
     let _proxy = gateway(
         dir.path(),
         "proxy",
-        &config("proxy", proxy_port, &issuer, &redis.url(), app),
+        &config("proxy", proxy_port, &issuer, &verifier_url, app),
         proxy_port,
     );
     let _nginx = nginx(

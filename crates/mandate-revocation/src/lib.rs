@@ -8,6 +8,7 @@
 //! the in-process copies ([`RevocationSet`]) that followers keep. This crate must not depend on
 //! HTTP crates.
 
+mod acl;
 #[cfg(any(test, feature = "contract-tests"))]
 #[allow(clippy::expect_used, reason = "contract assertions fail loudly")]
 pub mod contract;
@@ -22,6 +23,7 @@ mod set;
 mod shell;
 mod stream;
 
+pub use acl::verifier_acl_rule;
 pub use copy::{FollowedCopy, FollowerError};
 pub use entry::{
     verdict, Checked, Revocation, RevocationKind, RevocationRecord, TokenFacts, Verdict,
