@@ -192,16 +192,21 @@ pub fn outcome(body: &Value) -> String {
     } else {
         table.render()
     };
-    let hops = items(body, "hops_revoked");
-    let _ = write!(out, "hops revoked: {}", hops.len());
-    if !hops.is_empty() {
-        let ids: Vec<String> = hops
-            .iter()
-            .map(|h| clean(h.as_str().unwrap_or_default()))
-            .collect();
-        let _ = write!(out, " ({})", ids.join(", "));
+    for (label, key) in [
+        ("hops revoked", "hops_revoked"),
+        ("chains revoked", "chains_revoked"),
+    ] {
+        let ids = items(body, key);
+        let _ = write!(out, "{label}: {}", ids.len());
+        if !ids.is_empty() {
+            let ids: Vec<String> = ids
+                .iter()
+                .map(|h| clean(h.as_str().unwrap_or_default()))
+                .collect();
+            let _ = write!(out, " ({})", ids.join(", "));
+        }
+        out.push('\n');
     }
-    out.push('\n');
     out
 }
 
@@ -577,6 +582,7 @@ mod tests {
         let body = json!({
             "entries": [{"kind": "hop", "id": "hop_b", "at": 1_764_316_800_000_i64, "until": 1_764_317_160_000_i64}],
             "hops_revoked": ["hop_b", "hop_c"],
+            "chains_revoked": ["chn_1"],
         });
         let shown = outcome(&body);
         assert!(
@@ -584,7 +590,7 @@ mod tests {
             "{shown}"
         );
         assert!(
-            shown.ends_with("hops revoked: 2 (hop_b, hop_c)\n"),
+            shown.ends_with("hops revoked: 2 (hop_b, hop_c)\nchains revoked: 1 (chn_1)\n"),
             "{shown}"
         );
     }

@@ -12,6 +12,7 @@ pub mod consents;
 pub mod grants;
 pub mod ids;
 pub mod keys;
+mod live;
 pub mod policies;
 pub mod revocation;
 pub mod ssf;

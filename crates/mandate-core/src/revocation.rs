@@ -30,8 +30,27 @@ pub enum RevokeError {
 pub struct RevocationOutcome {
     /// The entries written.
     pub entries: Vec<RevocationRecord>,
-    /// The hops now dead because of them (those the ledger knows).
+    /// The hops now dead because of them (those the ledger knows; for a subject or an agent,
+    /// those still unexpired).
     pub hops_revoked: Vec<String>,
+    /// The chains those hops belong to, each once, in the order first met.
+    pub chains_revoked: Vec<String>,
+}
+
+impl RevocationOutcome {
+    fn new(entries: Vec<RevocationRecord>, hops: &[HopRecord]) -> Self {
+        let mut chains_revoked: Vec<String> = Vec::new();
+        for hop in hops {
+            if !chains_revoked.iter().any(|c| *c == hop.chain_id.0) {
+                chains_revoked.push(hop.chain_id.0.clone());
+            }
+        }
+        Self {
+            entries,
+            hops_revoked: hops.iter().map(|h| h.id.to_string()).collect(),
+            chains_revoked,
+        }
+    }
 }
 
 /// The facts of a hop just recorded: everything its token depends on.
@@ -52,6 +71,9 @@ pub fn facts_of_hop(hop: &HopRecord) -> TokenFacts {
     }
 }
 
+/// The largest `tokens.max_chain_depth` a configuration may set.
+const DEEPEST_CHAIN: i64 = 32;
+
 /// How long entries live: each must outlive everything it covers, by the largest clock skew any
 /// verifier may tolerate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +81,7 @@ pub struct EntryLifetimes {
     skew_ms: i64,
     longest_token_ms: i64,
     longest_upstream_ms: i64,
+    max_chain_depth: i64,
 }
 
 impl EntryLifetimes {
@@ -73,7 +96,24 @@ impl EntryLifetimes {
             skew_ms: skew * 1000,
             longest_token_ms,
             longest_upstream_ms: (i64::from(longest_upstream_secs) * 1000).max(longest_token_ms),
+            max_chain_depth: DEEPEST_CHAIN,
         }
+    }
+
+    /// The deepest chain the server issues (default: the largest depth any configuration
+    /// allows), which bounds the live window.
+    pub fn with_max_chain_depth(mut self, depth: u32) -> Self {
+        self.max_chain_depth = i64::from(depth);
+        self
+    }
+
+    /// How far back a chain with a live hop may have started, in seconds: the oldest upstream
+    /// token accepted, plus a token lifetime per hop of the deepest chain, plus the skew.
+    pub fn live_window_secs(&self) -> i64 {
+        (self.longest_upstream_ms
+            + (self.max_chain_depth + 1) * self.longest_token_ms
+            + self.skew_ms)
+            / 1000
     }
 
     /// How long an entry outlives what it covers, in ms.
@@ -209,17 +249,13 @@ impl RevocationService {
                 by: by.to_owned(),
             }])
             .await?;
-        let subtree = self
+        let subtree: Vec<HopRecord> = self
             .chain_hops(&hop.chain_id)
             .await?
             .into_iter()
             .filter(|h| h.id == hop.id || h.ancestors.contains(&hop.id))
-            .map(|h| h.id.to_string())
             .collect();
-        Ok(RevocationOutcome {
-            entries,
-            hops_revoked: subtree,
-        })
+        Ok(RevocationOutcome::new(entries, &subtree))
     }
 
     /// RFC 7009: the client `client_id` revokes the hop of a token issued to it (the caller has
@@ -269,10 +305,7 @@ impl RevocationService {
                 by: by.to_owned(),
             }])
             .await?;
-        let outcome = RevocationOutcome {
-            entries,
-            hops_revoked: hops.iter().map(|h| h.id.to_string()).collect(),
-        };
+        let outcome = RevocationOutcome::new(entries, &hops);
         self.record(by, "revoke.chain", chain_id, &outcome).await;
         Ok(outcome)
     }
@@ -288,14 +321,11 @@ impl RevocationService {
         let parsed = mandate_model::Subject::parse(subject)
             .map_err(|e| RevokeError::Invalid(e.to_string()))?;
         let lifetime = self.lifetimes.longest_upstream_ms;
+        let user = parsed.as_str();
         let outcome = self
-            .revoke_at_now(
-                RevocationKind::Subject,
-                parsed.as_str(),
-                lifetime,
-                reason,
-                by,
-            )
+            .revoke_at_now(RevocationKind::Subject, user, lifetime, reason, by, |hop| {
+                hop.subject.as_str() == user
+            })
             .await?;
         self.record(by, "revoke.subject", subject, &outcome).await;
         Ok(outcome)
@@ -311,12 +341,14 @@ impl RevocationService {
         by: &str,
     ) -> Result<RevocationOutcome, RevokeError> {
         let lifetime = self.lifetimes.longest_token_ms;
-        self.revoke_at_now(RevocationKind::Agent, client_id, lifetime, reason, by)
+        let acts = crate::live::acts_in(client_id);
+        self.revoke_at_now(RevocationKind::Agent, client_id, lifetime, reason, by, acts)
             .await
     }
 
     /// Writes a timed entry (agent or subject) at the store's now, living `lifetime_ms` + skew:
-    /// it must outlive every token it covers.
+    /// it must outlive every token it covers. Then finds the live hops it killed, those that
+    /// `covers` ([`crate::live`]).
     async fn revoke_at_now(
         &self,
         kind: RevocationKind,
@@ -324,6 +356,7 @@ impl RevocationService {
         lifetime_ms: i64,
         reason: &str,
         by: &str,
+        covers: impl Fn(&HopRecord) -> bool,
     ) -> Result<RevocationOutcome, RevokeError> {
         let now = self
             .list
@@ -339,10 +372,12 @@ impl RevocationService {
                 by: by.to_owned(),
             }])
             .await?;
-        Ok(RevocationOutcome {
-            entries,
-            hops_revoked: vec![],
-        })
+        let at_ms = entries.first().map_or(now, |entry| entry.at);
+        let window = self.lifetimes.live_window_secs();
+        let hops = crate::live::live_hops(self.ledger.as_ref(), window, at_ms, covers)
+            .await
+            .map_err(RevokeError::Unavailable)?;
+        Ok(RevocationOutcome::new(entries, &hops))
     }
 
     /// Withdraws a consent grant: `consent:<id>` stops new roots on it, then every chain already
@@ -379,7 +414,6 @@ impl RevocationService {
         let mut hops_revoked = Vec::new();
         for chain in &chains {
             let hops = self.chain_hops(chain).await?;
-            hops_revoked.extend(hops.iter().map(|h| h.id.to_string()));
             chain_entries.push(Revocation {
                 kind: RevocationKind::Chain,
                 id: chain.to_string(),
@@ -387,13 +421,11 @@ impl RevocationService {
                 reason: reason.to_owned(),
                 by: by.to_owned(),
             });
+            hops_revoked.extend(hops);
         }
         if !chain_entries.is_empty() {
             entries.extend(self.write(chain_entries).await?);
         }
-        Ok(RevocationOutcome {
-            entries,
-            hops_revoked,
-        })
+        Ok(RevocationOutcome::new(entries, &hops_revoked))
     }
 }

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use mandate_chain::{ChainPage, HopId, HopRecord, Ledger};
+use mandate_chain::{HopId, HopRecord, Ledger};
 use mandate_model::{ClientId, ClientKind, Clock};
 use mandate_store::{
     AuditEvent, AuditLog, Client, ClientRegistry, Delivery, QueueDepth, QueuedSet, SsfStream,
@@ -457,29 +457,21 @@ impl SsfTransmitter {
         }
         let at_ms = outcome.entries.first().map_or(0, |e| e.at);
         let txn = format!("txn_{}", random_hex(12));
-        let hops = match grain {
-            Grain::Subject(subject) => {
-                self.live_hops(at_ms, |hop| hop.subject.as_str() == subject)
-                    .await?
-            }
-            Grain::Agent(agent) => self.live_hops(at_ms, acts_in(agent)).await?,
-            Grain::Hop | Grain::Chain(_) | Grain::Consent => {
-                let mut hops = Vec::with_capacity(outcome.hops_revoked.len());
-                for id in &outcome.hops_revoked {
-                    if let Some(hop) = self
-                        .ledger
-                        .hop(&HopId(id.clone()))
-                        .await
-                        .map_err(unavailable)?
-                    {
-                        if hop.expires_at * 1000 > at_ms {
-                            hops.push(hop);
-                        }
-                    }
+        // Every grain's outcome names the hops it killed (a subject's or an agent's: the live
+        // ones, found by the revocation itself).
+        let mut hops = Vec::with_capacity(outcome.hops_revoked.len());
+        for id in &outcome.hops_revoked {
+            if let Some(hop) = self
+                .ledger
+                .hop(&HopId(id.clone()))
+                .await
+                .map_err(unavailable)?
+            {
+                if hop.expires_at * 1000 > at_ms {
+                    hops.push(hop);
                 }
-                hops
             }
-        };
+        }
         let mut queued = 0;
         for stream in &streams {
             let Some(owner) = self.owner(&stream.owner).await? else {
@@ -564,45 +556,6 @@ impl SsfTransmitter {
         }
     }
 
-    /// The live hops (unexpired at `at_ms`) that `matches`, among the chains started within the
-    /// live window, read a page of chains at a time.
-    async fn live_hops(
-        &self,
-        at_ms: i64,
-        matches: impl Fn(&HopRecord) -> bool,
-    ) -> Result<Vec<HopRecord>, SsfError> {
-        let mut page = ChainPage {
-            since: Some(at_ms.div_euclid(1000) - self.settings.live_window_secs),
-            until: None,
-            after: None,
-            limit: 200,
-        };
-        let mut found = Vec::new();
-        loop {
-            let starts = self
-                .ledger
-                .chains_by_start(&page)
-                .await
-                .map_err(unavailable)?;
-            for start in &starts {
-                for hop in self
-                    .ledger
-                    .chain(&start.chain_id)
-                    .await
-                    .map_err(unavailable)?
-                {
-                    if hop.expires_at * 1000 > at_ms && matches(&hop) {
-                        found.push(hop);
-                    }
-                }
-            }
-            if starts.len() < page.limit {
-                return Ok(found);
-            }
-            page.after = starts.last().cloned();
-        }
-    }
-
     /// Queues a CAEP `credential-change` describing `change` for every stream asking for it whose
     /// owner holds an audience of one of the agent's live tokens, naming the agent as a `complex`
     /// application subject; returns how many were queued.
@@ -616,7 +569,14 @@ impl SsfTransmitter {
         if streams.is_empty() {
             return Ok(0);
         }
-        let hops = self.live_hops(at_ms, acts_in(agent)).await?;
+        let hops = crate::live::live_hops(
+            self.ledger.as_ref(),
+            self.settings.live_window_secs,
+            at_ms,
+            crate::live::acts_in(agent),
+        )
+        .await
+        .map_err(SsfError::Unavailable)?;
         let event = json!({
             "credential_type": change.credential_type(),
             "change_type": change.change_type(),
@@ -776,18 +736,6 @@ pub fn key_change(before: Option<&Value>, after: Option<&Value>) -> Option<KeyCh
         (true, false) => Some(KeyChange::Added),
         (false, true) => Some(KeyChange::Removed),
         (true, true) => Some(KeyChange::Replaced),
-    }
-}
-
-/// Whether `agent` is the client of a hop, one of its actors, or a hand-off's recipient.
-fn acts_in(agent: &str) -> impl Fn(&HopRecord) -> bool + '_ {
-    move |hop| {
-        hop.client_id.as_str() == agent
-            || hop.actors.iter().any(|actor| actor.as_str() == agent)
-            || hop
-                .audience
-                .agent()
-                .is_some_and(|recipient| recipient.as_str() == agent)
     }
 }
 

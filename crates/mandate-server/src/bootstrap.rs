@@ -280,7 +280,8 @@ impl AppState {
                 .map(|ti: &Arc<TrustedIssuer>| ti.settings.max_token_age_secs)
                 .max()
                 .unwrap_or(0),
-        );
+        )
+        .with_max_chain_depth(tokens.max_chain_depth);
         let ids: Arc<dyn mandate_core::IdGenerator> = options
             .ids
             .clone()
@@ -367,20 +368,7 @@ impl AppState {
             mandate_core::TransmitterSettings {
                 issuer: settings.issuer.clone(),
                 queue_cap: SSF_QUEUE_CAP,
-                live_window_secs: i64::from(
-                    trusted_issuers
-                        .iter()
-                        .map(|ti| ti.settings.max_token_age_secs)
-                        .max()
-                        .unwrap_or(0),
-                ) + (i64::from(settings.tokens.max_chain_depth) + 1)
-                    * i64::from(
-                        settings
-                            .tokens
-                            .access_token_ttl_secs
-                            .max(settings.tokens.id_jag_ttl_secs),
-                    )
-                    + i64::from(settings.tokens.clock_skew_secs),
+                live_window_secs: lifetimes.live_window_secs(),
             },
         );
         let pause = options.exchange_pause.map(|pause| {

@@ -266,6 +266,69 @@ async fn an_agent_entry_kills_every_token_it_acts_in() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+fn ids(body: &Value, key: &str) -> Vec<String> {
+    let mut ids: Vec<String> = body[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn jtis(tokens: &[&String]) -> Vec<String> {
+    let mut ids: Vec<String> = tokens
+        .iter()
+        .map(|t| claims_of(t)["jti"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A user's or an agent's revocation answers the live hops and chains it killed: an incident
+/// responder reading "0" would think nothing was affected.
+#[tokio::test]
+async fn subject_and_agent_revocations_answer_the_live_hops_and_chains_they_killed() {
+    let w = world().await;
+    let t = tree(&w).await;
+    let chain = claims_of(&t.root)["chain_id"].as_str().unwrap().to_owned();
+    let (status, body) = admin_post(&w.server, "/admin/agents/helper/suspend", OPS).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // helper is the client of L and the recipient of M.
+    assert_eq!(
+        ids(&body["revocation"], "hops_revoked"),
+        jtis(&[&t.middle, &t.leaf])
+    );
+    assert_eq!(ids(&body["revocation"], "chains_revoked"), [chain.clone()]);
+
+    // A second chain of alice's, then her revocation: every live hop of both.
+    let other = issue(&w.server, &id_token(&w), "id_token", MAIL, "assistant").await;
+    let other_chain = claims_of(&other)["chain_id"].as_str().unwrap().to_owned();
+    let (status, body) = admin_post(&w.server, "/admin/subjects/corp%7Calice/revoke", OPS).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        ids(&body, "hops_revoked"),
+        jtis(&[&t.root, &t.middle, &t.leaf, &t.sibling, &other])
+    );
+    let mut chains = vec![chain, other_chain];
+    chains.sort();
+    assert_eq!(ids(&body, "chains_revoked"), chains);
+
+    // Expired hops are not live: once the tokens' lifetime has passed, a revocation finds none.
+    w.clock.advance(3_600);
+    let (status, body) = admin_post(&w.server, "/admin/agents/booking-tool/suspend", OPS).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        ids(&body["revocation"], "hops_revoked").is_empty(),
+        "{body}"
+    );
+    // Nobody else's.
+    let (status, body) = admin_post(&w.server, "/admin/subjects/corp%7Cbob/revoke", OPS).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(ids(&body, "chains_revoked").is_empty(), "{body}");
+}
+
 #[tokio::test]
 async fn withdrawing_a_consent_kills_the_chains_rooted_on_it() {
     let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
