@@ -41,7 +41,7 @@ impl RevocationOutcome {
     fn new(entries: Vec<RevocationRecord>, hops: &[HopRecord]) -> Self {
         let mut chains_revoked: Vec<String> = Vec::new();
         for hop in hops {
-            if !chains_revoked.iter().any(|c| *c == hop.chain_id.0) {
+            if !chains_revoked.contains(&hop.chain_id.0) {
                 chains_revoked.push(hop.chain_id.0.clone());
             }
         }
