@@ -1091,3 +1091,56 @@ pub async fn ssf_streams(store: &dyn crate::SsfStreamStore) {
     );
     assert!(store.delete(b).await.expect("delete"));
 }
+
+/// The participation contract: a report lives until its expiry, the same owner, kind and
+/// instance replace their report, others stand beside it. Expects no participant of owner
+/// `participation-contract`.
+pub async fn participation(store: &dyn crate::ParticipationStore) {
+    use crate::Participant;
+    let report = |instance: &str, mode: &str, seen: i64| Participant {
+        owner: "participation-contract".into(),
+        kind: "sdk".into(),
+        instance: instance.into(),
+        mode: mode.into(),
+        audiences: vec!["https://calendar.example.com".into()],
+        node: "host-1".into(),
+        version: "0.1.0".into(),
+        lag_ms: Some(12),
+        count: 1,
+        seen_at_ms: seen,
+    };
+    let ours = |all: Vec<Participant>| -> Vec<Participant> {
+        all.into_iter()
+            .filter(|p| p.owner == "participation-contract")
+            .collect()
+    };
+    let now = 1_000_000;
+    store
+        .report(&report("a", "followed", now), now + 1_000)
+        .await
+        .expect("report a");
+    store
+        .report(&report("b", "none", now), now + 5_000)
+        .await
+        .expect("report b");
+    let live = ours(store.live(now).await.expect("live"));
+    assert_eq!(
+        live,
+        vec![report("a", "followed", now), report("b", "none", now)]
+    );
+    // A new report of `a` replaces the old one.
+    store
+        .report(&report("a", "feed", now + 500), now + 2_000)
+        .await
+        .expect("report a again");
+    let live = ours(store.live(now + 600).await.expect("live"));
+    assert_eq!(
+        live,
+        vec![report("a", "feed", now + 500), report("b", "none", now)]
+    );
+    // Past its expiry a report is gone, and stays gone.
+    let live = ours(store.live(now + 2_000).await.expect("live"));
+    assert_eq!(live, vec![report("b", "none", now)]);
+    assert!(ours(store.live(now + 5_000).await.expect("live")).is_empty());
+    assert!(ours(store.live(now).await.expect("live")).is_empty());
+}

@@ -17,6 +17,7 @@ mod consent;
 )]
 pub mod contract;
 mod ledger;
+mod participation;
 mod policy;
 mod rate_limit;
 #[cfg(feature = "redis")]
@@ -33,6 +34,9 @@ pub use clients::{
 };
 pub use consent::MemoryConsentStore;
 pub use ledger::MemoryLedger;
+#[cfg(feature = "redis")]
+pub use participation::RedisParticipation;
+pub use participation::{MemoryParticipation, Participant, ParticipationStore};
 pub use policy::MemoryPolicyStore;
 pub use rate_limit::{MemoryRateLimiter, RateDecision, RateLimiter};
 #[cfg(feature = "redis")]
