@@ -136,6 +136,12 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: SsfCommand,
     },
+    /// Which apps take part: per audience, its owners, live verifiers, their modes and lag,
+    /// and the verdict (follows revocations, introspects, verifies only, silent).
+    Participation {
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// The audit stream, newest first.
     Audit {
         #[command(flatten)]
@@ -547,6 +553,11 @@ async fn execute(command: AdminCommand) -> Result<String, CliError> {
             let client = connect(&connection)?;
             let answer = client.send(Request::get(&["ssf", "streams"])).await?;
             Ok(output(connection.json, &answer.body, render::ssf_streams))
+        }
+        AdminCommand::Participation { connection } => {
+            let client = connect(&connection)?;
+            let answer = client.send(Request::get(&["participation"])).await?;
+            Ok(output(connection.json, &answer.body, render::participation))
         }
         AdminCommand::Audit {
             connection,

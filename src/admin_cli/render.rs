@@ -517,6 +517,66 @@ pub fn ssf_streams(body: &Value) -> String {
     table.render()
 }
 
+/// `GET /admin/participation`: a line per audience with its verdict, then its verifiers.
+pub fn participation(body: &Value) -> String {
+    let mut table = Table::new(&[
+        "AUDIENCE", "VERDICT", "OWNERS", "VERIFIER", "MODE", "LAG", "NODE", "SEEN",
+    ]);
+    for audience in items(body, "audiences") {
+        let owners: Vec<String> = items(audience, "owners")
+            .iter()
+            .map(|o| {
+                let people = list(o, "owners", ",");
+                format!("{} ({people})", text(o, "client_id"))
+            })
+            .collect();
+        let mut rows: Vec<Vec<String>> = items(audience, "verifiers")
+            .iter()
+            .map(|v| {
+                vec![
+                    format!("{} {}", text(v, "kind"), text(v, "instance")),
+                    text(v, "mode"),
+                    v.get("lag_ms")
+                        .and_then(Value::as_u64)
+                        .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms")),
+                    text(v, "node"),
+                    millis(v.get("seen_at_ms")),
+                ]
+            })
+            .collect();
+        rows.extend(items(audience, "streams").iter().map(|s| {
+            vec![
+                format!("ssf {}", text(s, "stream_id")),
+                text(s, "delivery"),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]
+        }));
+        if rows.is_empty() {
+            rows.push(vec!["-".into(); 5]);
+        }
+        for (i, row) in rows.into_iter().enumerate() {
+            let (name, verdict, owned) = if i == 0 {
+                (
+                    text(audience, "audience"),
+                    text(audience, "verdict"),
+                    clean(&owners.join(", ")),
+                )
+            } else {
+                (String::new(), String::new(), String::new())
+            };
+            let mut line = vec![name, verdict, owned];
+            line.extend(row);
+            table.row(line);
+        }
+    }
+    if table.is_empty() {
+        return "no audiences\n".into();
+    }
+    table.render()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
@@ -593,5 +653,26 @@ mod tests {
             shown.ends_with("hops revoked: 2 (hop_b, hop_c)\nchains revoked: 1 (chn_1)\n"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn participation_shows_each_audience_with_its_verdict_and_verifiers() {
+        let body = json!({"audiences": [
+            {"audience": "https://calendar.example.com", "verdict": "follows revocations",
+             "owners": [{"client_id": "calendar-api", "owners": ["team-cal"]}],
+             "verifiers": [{"kind": "sdk", "instance": "cal-1", "mode": "followed", "lag_ms": 120,
+                            "node": "host-a", "seen_at_ms": 1_764_316_800_000_i64}],
+             "streams": []},
+            {"audience": "https://mail.example.com", "verdict": "silent",
+             "owners": [{"client_id": "mail-api", "owners": []}], "verifiers": [], "streams": []},
+        ]});
+        let shown = participation(&body);
+        assert!(shown.contains("follows revocations"), "{shown}");
+        assert!(shown.contains("calendar-api (team-cal)"), "{shown}");
+        assert!(shown.contains("sdk cal-1"), "{shown}");
+        assert!(shown.contains("120 ms"), "{shown}");
+        assert!(shown.contains("https://mail.example.com"), "{shown}");
+        assert!(shown.contains("silent"), "{shown}");
+        assert_eq!(participation(&json!({"audiences": []})), "no audiences\n");
     }
 }

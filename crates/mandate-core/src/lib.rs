@@ -13,6 +13,7 @@ pub mod grants;
 pub mod ids;
 pub mod keys;
 mod live;
+pub mod participation;
 pub mod policies;
 pub mod revocation;
 pub mod ssf;
@@ -23,6 +24,7 @@ pub use consents::{ConsentError, ConsentService, NewConsent};
 pub use grants::{GrantError, GrantPorts, GrantService, GrantSettings, HopRecordedHook};
 pub use ids::{IdGenerator, RandomIds};
 pub use keys::KeyRing;
+pub use participation::{ParticipationError, ParticipationService, Report, Verdict};
 pub use policies::{
     target_is_registered, ExplainAnswer, ExplainQuestion, ExplainSettings, ExplainedToken,
     PolicyError, PolicyPorts, PolicyService,

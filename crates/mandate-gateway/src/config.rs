@@ -125,6 +125,23 @@ pub struct RouteConfig {
     pub upstream: Option<String>,
 }
 
+/// `[report]`: participation reports to mandate (docs/GOVERNANCE.md), as the routes'
+/// `resource_server` client.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    /// The resource server's client id.
+    pub client_id: String,
+    /// A file holding its secret.
+    pub client_secret_file: PathBuf,
+    /// mandate's participation endpoint (default: the issuer's `/participation`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// This gateway's instance name (default: host and process id).
+    #[serde(default)]
+    pub instance: Option<String>,
+}
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +165,9 @@ pub struct GatewayConfig {
     pub revocation: RevocationConfig,
     /// The protected routes (at least one).
     pub routes: Vec<RouteConfig>,
+    /// Participation reports (optional).
+    #[serde(default)]
+    pub report: Option<ReportSettings>,
 }
 
 impl GatewayConfig {

@@ -105,6 +105,11 @@ impl Gate {
         }
     }
 
+    /// Every route's verifier (they share one revocation source).
+    pub fn verifiers(&self) -> Vec<&Verifier> {
+        self.routes.iter().map(|p| &p.verifier).collect()
+    }
+
     /// The RFC 9728 document served at `path`, if a route's metadata lives there.
     pub fn metadata(&self, path: &str) -> Option<Value> {
         self.routes

@@ -107,10 +107,39 @@ pub async fn build(config: &GatewayConfig) -> Result<server::Gateway, StartError
         revocation,
     )
     .await?;
+    let reporter = match &config.report {
+        Some(report) => Some(reporter(config, report, &gate)?),
+        None => None,
+    };
     Ok(server::Gateway {
         gate,
         mode: config.mode,
         client: server::upstream_client().map_err(|e| StartError::Client(e.to_string()))?,
         max_body_bytes: config.max_body_bytes,
+        reporter,
     })
+}
+
+/// Participation reports for every route's audience, as `kind: gateway`.
+fn reporter(
+    config: &GatewayConfig,
+    report: &config::ReportSettings,
+    gate: &gate::Gate,
+) -> Result<mandate_verify::report::Reporter, StartError> {
+    let secret = std::fs::read_to_string(&report.client_secret_file)
+        .map_err(|e| StartError::Secret(format!("{}: {e}", report.client_secret_file.display())))?;
+    let endpoint = report
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("{}/participation", config.issuer.trim_end_matches('/')));
+    let mut settings =
+        mandate_verify::report::ReportConfig::new(&endpoint, &report.client_id, secret.trim());
+    settings.kind = "gateway";
+    if let Some(instance) = &report.instance {
+        settings.instance = instance.clone();
+    }
+    Ok(mandate_verify::report::Reporter::spawn(
+        &gate.verifiers(),
+        settings,
+    )?)
 }

@@ -20,6 +20,8 @@ pub struct Gateway {
     pub client: reqwest::Client,
     /// The largest request body forwarded.
     pub max_body_bytes: usize,
+    /// Sends participation reports while the gateway runs.
+    pub reporter: Option<mandate_verify::report::Reporter>,
 }
 
 /// The upstream client: redirects are the app's answer to pass on, never to follow.

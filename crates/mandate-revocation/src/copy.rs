@@ -73,6 +73,12 @@ impl FollowedCopy {
         Ok(self.entries.verdict(facts, self.store_now_ms(now)))
     }
 
+    /// How old the view is at `now`: the time since the newest heartbeat heard (since following
+    /// began, when none has been), the lag a follower reports.
+    pub fn view_age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.heartbeat.unwrap_or(self.started))
+    }
+
     /// The store's clock at `now`, from the reading that puts it latest (`i64::MIN` before any:
     /// nothing counts as expired then).
     pub fn store_now_ms(&self, now: Instant) -> i64 {

@@ -131,6 +131,11 @@ impl RevocationFollower {
         self.shell.ready(timeout).await
     }
 
+    /// The time since the newest heartbeat received: the lag of this follower's view.
+    pub fn view_age(&self) -> Duration {
+        self.shell.view_age()
+    }
+
     /// How many live entries are held; the stream position; how many snapshots were taken and
     /// how many errors met (for tests and metrics).
     pub fn stats(&self) -> FollowerStats {

@@ -95,6 +95,11 @@ impl<S: FollowerState> FollowerShell<S> {
         self.shared.lock().copy().check(facts, Instant::now())
     }
 
+    /// How old the copy's view is now ([`FollowedCopy::view_age`]).
+    pub fn view_age(&self) -> Duration {
+        self.shared.lock().copy().view_age(Instant::now())
+    }
+
     /// Waits until the first snapshot is loaded (bounded by `timeout`); whether it is.
     pub async fn ready(&self, timeout: Duration) -> bool {
         let mut ready = self.shared.ready.subscribe();

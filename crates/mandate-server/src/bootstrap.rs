@@ -380,6 +380,10 @@ impl AppState {
         if let Some(pause) = &pause {
             grants = grants.with_hook(pause.clone());
         }
+        let node_id = format!(
+            "node-{}",
+            crate::chain_id::new_hop_id().0.trim_start_matches("hop_")
+        );
         let state = Self {
             settings: Arc::new(settings),
             source,
@@ -398,10 +402,14 @@ impl AppState {
             revocations: backends.revocations,
             audit,
             feed_hubs: Arc::new(crate::feed::FeedHubs::default()),
-            node_id: format!(
-                "node-{}",
-                crate::chain_id::new_hop_id().0.trim_start_matches("hop_")
-            ),
+            participation: Arc::new(mandate_core::ParticipationService::new(
+                backends.participation.clone(),
+                backends.clients.clone(),
+                backends.ssf_streams.clone(),
+                clock.clone(),
+                node_id.clone(),
+            )),
+            node_id,
             clock,
             discovery: Arc::new(discovery),
             ids,
@@ -436,6 +444,7 @@ struct Backends {
     revocations: Arc<dyn RevocationStore>,
     audit: Arc<dyn crate::audit::AuditLog>,
     ssf_streams: Arc<dyn mandate_store::SsfStreamStore>,
+    participation: Arc<dyn mandate_store::ParticipationStore>,
 }
 
 impl Backends {
@@ -452,6 +461,7 @@ impl Backends {
             consents: Arc::new(MemoryConsentStore::new()),
             revocations: Arc::new(MemoryRevocations::new(clock)),
             ssf_streams: Arc::new(mandate_store::MemorySsfStreams::new()),
+            participation: Arc::new(mandate_store::MemoryParticipation::new()),
             audit: Arc::new(crate::audit::MemoryAuditLog::new(
                 usize::try_from(settings.limits.audit_stream_max).unwrap_or(usize::MAX),
             )),
@@ -517,6 +527,7 @@ impl Backends {
             )),
             consents: Arc::new(RedisConsentStore::new(connection.clone())),
             ssf_streams: Arc::new(mandate_store::RedisSsfStreams::new(connection.clone())),
+            participation: Arc::new(mandate_store::RedisParticipation::new(connection.clone())),
             revocations: Arc::new(revocations),
             audit: Arc::new(crate::audit::RedisAuditLog::new(
                 connection,

@@ -181,6 +181,24 @@ impl From<mandate_core::SsfError> for OAuthError {
     }
 }
 
+impl From<mandate_core::ParticipationError> for OAuthError {
+    fn from(error: mandate_core::ParticipationError) -> Self {
+        use mandate_core::ParticipationError;
+        match error {
+            ParticipationError::NotAResourceServer => {
+                OAuthError::invalid_request(error.to_string()).with_status(StatusCode::FORBIDDEN)
+            }
+            ParticipationError::Invalid(message) => OAuthError::invalid_request(message),
+            ParticipationError::TooMany => {
+                OAuthError::invalid_request(error.to_string()).with_status(StatusCode::CONFLICT)
+            }
+            ParticipationError::Unavailable(cause) => {
+                OAuthError::store_down("participation", &cause)
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for OAuthError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}: {}", self.code, self.description)

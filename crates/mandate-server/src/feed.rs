@@ -156,10 +156,31 @@ pub async fn revocations(
     )
     .await?;
     tracing::info!(target: "audit", client_id = %client.id, resumed = requested.is_some(), "revocation feed opened");
-    let body = futures_util::stream::unfold(feed, |mut feed| async move {
-        let chunk = feed.next_chunk().await?;
-        Some((Ok::<_, Infallible>(chunk), feed))
-    });
+    // While the connection stays open it counts as a verifier following revocations
+    // (participation), renewed with the heartbeats at most every report interval.
+    let connection = crate::chain_id::new_hop_id()
+        .0
+        .trim_start_matches("hop_")
+        .chars()
+        .take(12)
+        .collect::<String>();
+    let renew = std::time::Duration::from_secs(mandate_core::participation::REPORT_EVERY_SECS);
+    let following = (state.clone(), client.clone(), connection);
+    let body = futures_util::stream::unfold(
+        (feed, following, None::<std::time::Instant>),
+        move |(mut feed, following, renewed)| async move {
+            let renewed = match renewed {
+                Some(at) if at.elapsed() < renew => Some(at),
+                _ => {
+                    let (state, client, connection) = &following;
+                    state.participation.following_feed(client, connection).await;
+                    Some(std::time::Instant::now())
+                }
+            };
+            let chunk = feed.next_chunk().await?;
+            Some((Ok::<_, Infallible>(chunk), (feed, following, renewed)))
+        },
+    );
     // A stopping node ends its feeds at once (readers reconnect to another node with their
     // last event id) instead of holding its graceful shutdown open until the timeout.
     let stopping = request.app_data::<crate::server::Stopping>().cloned();

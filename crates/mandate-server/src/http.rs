@@ -40,6 +40,10 @@ pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 .route("/healthz", web::get().to(healthz))
                 .route("/revocations", web::get().to(crate::feed::revocations))
                 .route(
+                    "/participation",
+                    web::post().to(crate::participation::report),
+                )
+                .route(
                     "/ssf/receive/{alias}",
                     web::post().to(crate::ssf_receive::receive),
                 )
@@ -170,6 +174,7 @@ async fn introspect(
     let (form, client) = authenticated_form(&state, &request, payload).await?;
     // `token_type_hint` is ignored: mandate introspects only its own access tokens.
     let answer = crate::introspect::introspect(&state, &client, form.required("token")?).await?;
+    state.participation.introspected(&client).await;
     Ok(ok_no_store().json(answer.to_json()))
 }
 

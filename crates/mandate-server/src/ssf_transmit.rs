@@ -65,8 +65,9 @@ pub async fn configuration(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-/// The resource server calling, authenticated with HTTP Basic (its client secret).
-async fn caller(
+/// The client calling, authenticated with HTTP Basic (its client secret) and charged against
+/// its rate budget.
+pub(crate) async fn caller(
     state: &AppState,
     request: &HttpRequest,
 ) -> Result<std::sync::Arc<Client>, OAuthError> {

@@ -178,6 +178,8 @@ pub struct AppState {
     pub policy_rows: mandate_core::PolicyService,
     /// Shared Signals streams and the events revocations raise for them (mandate-core).
     pub ssf: mandate_core::SsfTransmitter,
+    /// Which apps take part, and how (mandate-core).
+    pub participation: Arc<mandate_core::ParticipationService>,
     /// The token endpoint's grants: exchange, ID-JAG issuance and redemption (mandate-core).
     pub grants: mandate_core::GrantService,
 }

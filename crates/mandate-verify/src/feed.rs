@@ -193,6 +193,11 @@ impl Feed {
         })
     }
 
+    /// The time since the newest heartbeat received: the lag of this feed's view.
+    pub fn view_age(&self) -> Duration {
+        self.shell.view_age()
+    }
+
     /// What the feed holds, where it is, how many snapshots, connections and errors it has seen.
     pub fn stats(&self) -> FeedStats {
         let state = self.shell.shared().lock();
@@ -216,6 +221,14 @@ impl Feed {
 impl RevocationSource for Feed {
     async fn verdict(&self, facts: &TokenFacts) -> Result<Verdict, VerifyError> {
         self.check(facts)
+    }
+
+    fn mode(&self) -> &'static str {
+        "feed"
+    }
+
+    fn view_age(&self) -> Option<Duration> {
+        Some(Feed::view_age(self))
     }
 }
 

@@ -53,6 +53,7 @@ pub mod bearer;
 mod error;
 mod feed;
 mod keys;
+pub mod report;
 pub mod resource;
 mod revocation;
 mod token;
@@ -179,6 +180,17 @@ impl Verifier {
     /// This app's identifier, which tokens' `aud` must name.
     pub fn audience(&self) -> &str {
         &self.inner.audience
+    }
+
+    /// How revocations are followed: the source's mode (`followed`, `direct`, `feed`), or
+    /// `none` without a source.
+    pub fn revocation_mode(&self) -> &'static str {
+        self.inner.revocation.as_ref().map_or("none", |s| s.mode())
+    }
+
+    /// The age of the revocation source's view, for sources that keep a copy.
+    pub fn revocation_view_age(&self) -> Option<Duration> {
+        self.inner.revocation.as_ref().and_then(|s| s.view_age())
     }
 
     /// Verifies `token` (the compact JWS from `Authorization: Bearer`, without the scheme).

@@ -17,6 +17,17 @@ use crate::VerifyError;
 pub trait RevocationSource: Send + Sync + Debug {
     /// The verdict for `facts`.
     async fn verdict(&self, facts: &TokenFacts) -> Result<Verdict, VerifyError>;
+
+    /// How this source follows revocations, as participation reports name it: `followed`,
+    /// `direct` or `feed`.
+    fn mode(&self) -> &'static str {
+        "direct"
+    }
+
+    /// The age of its view of the revocation list, for sources that keep a copy.
+    fn view_age(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// `Direct` mode: every verification asks the revocation store itself, in one round trip
@@ -130,5 +141,13 @@ impl RevocationSource for Followed {
         self.0
             .check(facts)
             .map_err(|e| VerifyError::RevocationUnavailable(e.to_string()))
+    }
+
+    fn mode(&self) -> &'static str {
+        "followed"
+    }
+
+    fn view_age(&self) -> Option<std::time::Duration> {
+        Some(self.0.view_age())
     }
 }

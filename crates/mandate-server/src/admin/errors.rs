@@ -65,6 +65,15 @@ impl From<PolicyError> for AdminError {
     }
 }
 
+impl From<mandate_core::ParticipationError> for AdminError {
+    fn from(error: mandate_core::ParticipationError) -> Self {
+        match error {
+            mandate_core::ParticipationError::Unavailable(cause) => AdminError::store_down(&cause),
+            other => AdminError::bad_request(other.to_string()),
+        }
+    }
+}
+
 impl From<SsfError> for AdminError {
     fn from(error: SsfError) -> Self {
         match error {

@@ -16,6 +16,7 @@ mod audit;
 mod chains;
 mod consents;
 mod errors;
+mod participation;
 mod policies;
 mod ssf;
 
@@ -220,6 +221,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(policies::routes)
             .configure(audit::routes)
             .configure(ssf::routes)
+            .configure(participation::routes)
             .route("/openapi.json", web::get().to(openapi)),
     )
     .default_service(web::to(|| async {
