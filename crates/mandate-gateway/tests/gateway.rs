@@ -340,7 +340,13 @@ staleness_bound_secs = {BOUND_SECS}
 [[routes]]
 prefix = "/"
 audience = "{CAL}"
+
+[report]
+client_id = "calendar-api"
+client_secret_file = "{}"
+instance = "gateway-feed"
 "#,
+        secret.display(),
         secret.display()
     );
     let _gateway = gateway(dir.path(), "feed", &config, port);
@@ -354,6 +360,42 @@ audience = "{CAL}"
     let answer = call(&base, "/events", Some(&calendar), &[]).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.seen("x-mandate-actors"), ["assistant"]);
+
+    // The gateway reported itself: mandate's participation map shows it following the feed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (calendar_entry, gateway_report) = loop {
+        let map: Value = server
+            .http
+            .get(server.admin_url("/admin/participation"))
+            .bearer_auth(mandate_testkit::ADMIN_READER)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let entry = map["audiences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["audience"] == CAL)
+            .unwrap()
+            .clone();
+        let report = entry["verifiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["kind"] == "gateway")
+            .cloned();
+        if let Some(report) = report {
+            break (entry, report);
+        }
+        assert!(Instant::now() < deadline, "no gateway report in {entry}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(calendar_entry["verdict"], "follows revocations");
+    assert_eq!(gateway_report["instance"], "gateway-feed");
+    assert_eq!(gateway_report["mode"], "feed");
 
     revoke_hop(&server, &calendar).await;
     until(&base, &calendar, Duration::from_secs(BOUND_SECS + 3), |a| {
