@@ -70,6 +70,7 @@ pub fn agents(body: &Value) -> String {
         "STATE",
         "AUTH",
         "OWNERS",
+        "LAST_EXCHANGE",
         "DESCRIPTION",
     ]);
     for agent in items(body, "agents") {
@@ -79,6 +80,7 @@ pub fn agents(body: &Value) -> String {
             text(agent, "state"),
             text(agent, "auth_method"),
             list(agent, "owners", ", "),
+            text(agent, "last_exchange_at"),
             text(agent, "description"),
         ]);
     }
@@ -137,6 +139,8 @@ pub fn agent(agent: &Value) -> String {
             },
         ),
         ("audiences", list(agent, "audiences", ", ")),
+        ("last_authenticated_at", text(agent, "last_authenticated_at")),
+        ("last_exchange_at", text(agent, "last_exchange_at")),
     ];
     for (name, by) in [("created_at", "created_by"), ("updated_at", "updated_by")] {
         if agent.get(name).is_some() {

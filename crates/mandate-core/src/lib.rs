@@ -17,6 +17,7 @@ pub mod participation;
 pub mod policies;
 pub mod revocation;
 pub mod ssf;
+pub mod usage;
 
 pub use agents::{AgentError, AgentPatch, AgentService, NewAgent};
 pub use chain_id::{new_hop_id, ChainIdKey};
@@ -35,3 +36,4 @@ pub use revocation::{
 pub use ssf::{
     CredentialChange, KeyChange, SsfError, SsfTransmitter, StreamRequest, TransmitterSettings,
 };
+pub use usage::UsageTracker;

@@ -402,6 +402,10 @@ impl AppState {
             revocations: backends.revocations,
             audit,
             feed_hubs: Arc::new(crate::feed::FeedHubs::default()),
+            usage: Arc::new(mandate_core::UsageTracker::new(
+                backends.last_use.clone(),
+                clock.clone(),
+            )),
             participation: Arc::new(mandate_core::ParticipationService::new(
                 backends.participation.clone(),
                 backends.clients.clone(),
@@ -445,6 +449,7 @@ struct Backends {
     audit: Arc<dyn crate::audit::AuditLog>,
     ssf_streams: Arc<dyn mandate_store::SsfStreamStore>,
     participation: Arc<dyn mandate_store::ParticipationStore>,
+    last_use: Arc<dyn mandate_store::LastUseStore>,
 }
 
 impl Backends {
@@ -462,6 +467,7 @@ impl Backends {
             revocations: Arc::new(MemoryRevocations::new(clock)),
             ssf_streams: Arc::new(mandate_store::MemorySsfStreams::new()),
             participation: Arc::new(mandate_store::MemoryParticipation::new()),
+            last_use: Arc::new(mandate_store::MemoryLastUse::new()),
             audit: Arc::new(crate::audit::MemoryAuditLog::new(
                 usize::try_from(settings.limits.audit_stream_max).unwrap_or(usize::MAX),
             )),
@@ -528,6 +534,7 @@ impl Backends {
             consents: Arc::new(RedisConsentStore::new(connection.clone())),
             ssf_streams: Arc::new(mandate_store::RedisSsfStreams::new(connection.clone())),
             participation: Arc::new(mandate_store::RedisParticipation::new(connection.clone())),
+            last_use: Arc::new(mandate_store::RedisLastUse::new(connection.clone())),
             revocations: Arc::new(revocations),
             audit: Arc::new(crate::audit::RedisAuditLog::new(
                 connection,

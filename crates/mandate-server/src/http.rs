@@ -117,11 +117,19 @@ async fn token(
         GrantKind::TokenExchange => {
             let request = TokenExchangeRequest::from_form(&form)?;
             let response = exchange(&state.grants, &client, request).await?;
+            state
+                .usage
+                .seen(client.id.as_str(), mandate_store::UseKind::Exchange)
+                .await;
             Ok(ok_no_store().json(response))
         }
         GrantKind::JwtBearer => {
             let request = crate::id_jag::redeem_request(&form)?;
             let response = crate::id_jag::redeem(&state.grants, &client, request).await?;
+            state
+                .usage
+                .seen(client.id.as_str(), mandate_store::UseKind::Exchange)
+                .await;
             Ok(ok_no_store().json(response))
         }
     }

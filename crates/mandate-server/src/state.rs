@@ -178,6 +178,8 @@ pub struct AppState {
     pub policy_rows: mandate_core::PolicyService,
     /// Shared Signals streams and the events revocations raise for them (mandate-core).
     pub ssf: mandate_core::SsfTransmitter,
+    /// When each client was last used (mandate-core).
+    pub usage: Arc<mandate_core::UsageTracker>,
     /// Which apps take part, and how (mandate-core).
     pub participation: Arc<mandate_core::ParticipationService>,
     /// The token endpoint's grants: exchange, ID-JAG issuance and redemption (mandate-core).
@@ -229,10 +231,14 @@ impl AppState {
         credentials: &PresentedCredentials,
     ) -> Result<Arc<Client>, OAuthError> {
         let used_basic = credentials.used_basic();
-        self.authenticator.authenticate(credentials).await.map_err(|error| {
+        let client = self.authenticator.authenticate(credentials).await.map_err(|error| {
             tracing::info!(target: "audit", credentials = ?credentials, reason = %error, "client authentication failed");
             error.into_oauth(used_basic)
-        })
+        })?;
+        self.usage
+            .seen(client.id.as_str(), mandate_store::UseKind::Authenticated)
+            .await;
+        Ok(client)
     }
 
     /// The claims of `token` if it is a genuine, unexpired mandate access token (signature by a

@@ -1144,3 +1144,43 @@ pub async fn participation(store: &dyn crate::ParticipationStore) {
     assert!(ours(store.live(now + 5_000).await.expect("live")).is_empty());
     assert!(ours(store.live(now).await.expect("live")).is_empty());
 }
+
+/// The last-use contract: each kind kept apart, a later time replaces an earlier one, an earlier
+/// one never replaces a later. Expects no client named `last-use-contract`.
+pub async fn last_use(store: &dyn crate::LastUseStore) {
+    use crate::{LastUse, UseKind};
+    let client = "last-use-contract";
+    store
+        .touch(client, UseKind::Authenticated, 2_000)
+        .await
+        .expect("touch");
+    store
+        .touch(client, UseKind::Exchange, 1_000)
+        .await
+        .expect("touch");
+    store
+        .touch(client, UseKind::Authenticated, 1_500)
+        .await
+        .expect("an earlier time");
+    let all = store.all().await.expect("all");
+    assert_eq!(
+        all.get(client).copied(),
+        Some(LastUse {
+            authenticated_at_ms: Some(2_000),
+            exchange_at_ms: Some(1_000),
+        })
+    );
+    store
+        .touch(client, UseKind::Exchange, 3_000)
+        .await
+        .expect("touch");
+    assert_eq!(
+        store
+            .all()
+            .await
+            .expect("all")
+            .get(client)
+            .and_then(|u| u.exchange_at_ms),
+        Some(3_000)
+    );
+}

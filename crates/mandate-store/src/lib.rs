@@ -16,6 +16,7 @@ mod consent;
     reason = "contract assertions fail loudly"
 )]
 pub mod contract;
+mod last_use;
 mod ledger;
 mod participation;
 mod policy;
@@ -33,6 +34,9 @@ pub use clients::{
     UpstreamId,
 };
 pub use consent::MemoryConsentStore;
+#[cfg(feature = "redis")]
+pub use last_use::RedisLastUse;
+pub use last_use::{LastUse, LastUseStore, MemoryLastUse, UseKind};
 pub use ledger::MemoryLedger;
 #[cfg(feature = "redis")]
 pub use participation::RedisParticipation;

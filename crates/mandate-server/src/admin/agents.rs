@@ -55,6 +55,31 @@ struct AgentView<'a> {
     created_by: Option<&'a str>,
     updated_at: Option<String>,
     updated_by: Option<&'a str>,
+    /// Its last successful authentication, to within a minute.
+    last_authenticated_at: Option<String>,
+    /// Its last token exchange, to within a minute.
+    last_exchange_at: Option<String>,
+}
+
+impl AgentView<'_> {
+    fn with_use(mut self, used: Option<&mandate_store::LastUse>) -> Self {
+        let at = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis).map(instant);
+        if let Some(used) = used {
+            self.last_authenticated_at = at(used.authenticated_at_ms);
+            self.last_exchange_at = at(used.exchange_at_ms);
+        }
+        self
+    }
+}
+
+async fn last_uses(
+    state: &AppState,
+) -> Result<std::collections::HashMap<String, mandate_store::LastUse>, AdminError> {
+    state
+        .usage
+        .all()
+        .await
+        .map_err(|e| AdminError::store_down(&e))
 }
 
 impl<'a> From<&'a Client> for AgentView<'a> {
@@ -92,6 +117,8 @@ impl<'a> From<&'a Client> for AgentView<'a> {
             created_by: client.created_by.as_deref(),
             updated_at: client.updated_at.map(instant),
             updated_by: client.updated_by.as_deref(),
+            last_authenticated_at: None,
+            last_exchange_at: None,
         }
     }
 }
@@ -127,9 +154,10 @@ async fn list_agents(
         .transpose()
         .map_err(|_| AdminError::bad_request("state is staged, active, suspended or retired"))?;
     let clients = state.agents.list(kind, client_state).await?;
+    let uses = last_uses(&state).await?;
     let views: Vec<AgentView<'_>> = clients
         .iter()
-        .map(|c| AgentView::from(c.as_ref()))
+        .map(|c| AgentView::from(c.as_ref()).with_use(uses.get(c.id.as_str())))
         .collect();
     Ok(answer(StatusCode::OK, json!({ "agents": views })))
 }
@@ -157,7 +185,9 @@ async fn show_agent(
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Read)?;
     let client = state.agents.show(&client_id(&id)?).await?;
-    Ok(answer(StatusCode::OK, AgentView::from(client.as_ref())))
+    let uses = last_uses(&state).await?;
+    let view = AgentView::from(client.as_ref()).with_use(uses.get(client.id.as_str()));
+    Ok(answer(StatusCode::OK, view))
 }
 
 async fn update_agent(

@@ -1068,3 +1068,78 @@ async fn the_audit_stream_records_each_change_with_the_credentials_name() {
         "{audit}"
     );
 }
+
+/// An agent's last authentication and exchange are kept (to within a minute) and shown.
+#[tokio::test]
+async fn an_agents_last_use_moves_with_its_exchanges() {
+    let env = env().await;
+    let (status, body) = call(
+        &env.server,
+        Method::GET,
+        "/admin/agents/assistant",
+        Some(MANAGER),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["last_exchange_at"], Value::Null, "{body}");
+    assert_eq!(body["last_authenticated_at"], Value::Null, "{body}");
+    let mut claims = mandate_testkit::id_token_claims(mandate_testkit::CORP, "alice", "assistant");
+    claims["iat"] = json!(env.clock.now_secs());
+    let id_token = env.corp.sign(None, &claims).unwrap();
+    mandate_testkit::delegation_issue(&env.server, &id_token, "id_token", CAL, "assistant")
+        .await
+        .unwrap();
+    let (_, listed) = call(
+        &env.server,
+        Method::GET,
+        "/admin/agents",
+        Some(MANAGER),
+        None,
+    )
+    .await;
+    let assistant = listed["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["client_id"] == "assistant")
+        .unwrap()
+        .clone();
+    let now = chrono::DateTime::from_timestamp(env.clock.now_secs(), 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(assistant["last_exchange_at"], now.as_str(), "{assistant}");
+    assert_eq!(
+        assistant["last_authenticated_at"],
+        now.as_str(),
+        "{assistant}"
+    );
+    // Nobody else moved.
+    let helper = listed["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["client_id"] == "helper")
+        .unwrap();
+    assert_eq!(helper["last_exchange_at"], Value::Null);
+    // A minute later, the next exchange moves it again.
+    env.clock.advance(120);
+    let mut claims = mandate_testkit::id_token_claims(mandate_testkit::CORP, "alice", "assistant");
+    claims["iat"] = json!(env.clock.now_secs());
+    let id_token = env.corp.sign(None, &claims).unwrap();
+    mandate_testkit::delegation_issue(&env.server, &id_token, "id_token", CAL, "assistant")
+        .await
+        .unwrap();
+    let (_, shown) = call(
+        &env.server,
+        Method::GET,
+        "/admin/agents/assistant",
+        Some(MANAGER),
+        None,
+    )
+    .await;
+    let later = chrono::DateTime::from_timestamp(env.clock.now_secs(), 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(shown["last_exchange_at"], later.as_str(), "{shown}");
+}

@@ -42,6 +42,7 @@ async fn meets_every_contract<C: RedisConnection>(connection: C) {
     .await;
     contract::ssf_streams(&mandate_store::RedisSsfStreams::new(connection.clone())).await;
     contract::participation(&mandate_store::RedisParticipation::new(connection.clone())).await;
+    contract::last_use(&mandate_store::RedisLastUse::new(connection.clone())).await;
     contract::audit(&mandate_store::RedisAuditLog::new(
         connection.clone(),
         1_000,
