@@ -192,6 +192,16 @@ pub enum ClientsCommand {
         /// The client id.
         client_id: String,
     },
+    /// Agents to look at: unused for N days, expired or expiring soon, or without owners.
+    Review {
+        /// Unused: no exchange and no authentication for this many days (never used: created
+        /// this long ago).
+        #[arg(long, default_value_t = 30)]
+        unused_days: i64,
+        /// Expiring: `expires_at` within this many days.
+        #[arg(long, default_value_t = 7)]
+        expiring_days: i64,
+    },
 }
 
 /// `mandate clients add`.
@@ -603,6 +613,22 @@ async fn clients(connection: &Connection, command: ClientsCommand) -> Result<Str
         ClientsCommand::Show { client_id } => {
             let answer = client.send(Request::get(&["agents", &client_id])).await?;
             Ok(output(json, &answer.body, render::agent))
+        }
+        ClientsCommand::Review {
+            unused_days,
+            expiring_days,
+        } => {
+            let answer = client
+                .send(Request::get(&["agents"]).query("kind", Some("agent")))
+                .await?;
+            let limits = render::ReviewLimits {
+                now: chrono::Utc::now(),
+                unused: chrono::Duration::days(unused_days),
+                expiring: chrono::Duration::days(expiring_days),
+            };
+            Ok(output(json, &answer.body, |body| {
+                render::review(body, &limits)
+            }))
         }
         ClientsCommand::Add(add) => {
             let body = add_body(&add)?;

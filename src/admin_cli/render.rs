@@ -90,6 +90,82 @@ pub fn agents(body: &Value) -> String {
     table.render()
 }
 
+/// What `clients review` looks for.
+pub struct ReviewLimits {
+    /// The time of the review.
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// Unused for longer than this.
+    pub unused: chrono::Duration,
+    /// Expiring within this.
+    pub expiring: chrono::Duration,
+}
+
+fn instant_of(agent: &Value, key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    agent
+        .get(key)
+        .and_then(Value::as_str)
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// Why `agent` needs a look, if it does (retired agents never do).
+fn review_reasons(agent: &Value, limits: &ReviewLimits) -> Vec<String> {
+    if text(agent, "state") == "retired" {
+        return Vec::new();
+    }
+    let mut reasons = Vec::new();
+    let last = [
+        instant_of(agent, "last_exchange_at"),
+        instant_of(agent, "last_authenticated_at"),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    match last {
+        Some(at) if limits.now - at > limits.unused => {
+            reasons.push(format!("unused for {} days", (limits.now - at).num_days()));
+        }
+        None => {
+            let created = instant_of(agent, "created_at");
+            if created.is_none_or(|at| limits.now - at > limits.unused) {
+                reasons.push("never used".into());
+            }
+        }
+        Some(_) => {}
+    }
+    if let Some(expires) = instant_of(agent, "expires_at") {
+        if expires <= limits.now {
+            reasons.push("expired".into());
+        } else if expires - limits.now <= limits.expiring {
+            reasons.push(format!("expires {}", text(agent, "expires_at")));
+        }
+    }
+    if items(agent, "owners").is_empty() {
+        reasons.push("no owners".into());
+    }
+    reasons
+}
+
+/// `mandate clients review`: the agents that need a look, and why.
+pub fn review(body: &Value, limits: &ReviewLimits) -> String {
+    let mut table = Table::new(&["CLIENT_ID", "STATE", "LAST_EXCHANGE", "WHY"]);
+    for agent in items(body, "agents") {
+        let reasons = review_reasons(agent, limits);
+        if !reasons.is_empty() {
+            table.row(vec![
+                text(agent, "client_id"),
+                text(agent, "state"),
+                text(agent, "last_exchange_at"),
+                clean(&reasons.join("; ")),
+            ]);
+        }
+    }
+    if table.is_empty() {
+        return "no agent needs a look\n".into();
+    }
+    table.render()
+}
+
 /// One `Agent`.
 pub fn agent(agent: &Value) -> String {
     let upstream = items(agent, "upstream_ids")
@@ -139,7 +215,10 @@ pub fn agent(agent: &Value) -> String {
             },
         ),
         ("audiences", list(agent, "audiences", ", ")),
-        ("last_authenticated_at", text(agent, "last_authenticated_at")),
+        (
+            "last_authenticated_at",
+            text(agent, "last_authenticated_at"),
+        ),
         ("last_exchange_at", text(agent, "last_exchange_at")),
     ];
     for (name, by) in [("created_at", "created_by"), ("updated_at", "updated_by")] {
@@ -678,5 +757,37 @@ mod tests {
         assert!(shown.contains("https://mail.example.com"), "{shown}");
         assert!(shown.contains("silent"), "{shown}");
         assert_eq!(participation(&json!({"audiences": []})), "no audiences\n");
+    }
+
+    #[test]
+    fn review_names_unused_expiring_and_ownerless_agents() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let limits = ReviewLimits {
+            now,
+            unused: chrono::Duration::days(30),
+            expiring: chrono::Duration::days(7),
+        };
+        let body = json!({"agents": [
+            {"client_id": "busy", "state": "active", "owners": ["a"], "last_exchange_at": "2026-12-06T00:00:00Z"},
+            {"client_id": "idle", "state": "active", "owners": ["a"], "last_exchange_at": "2026-10-01T00:00:00Z", "last_authenticated_at": "2026-10-02T00:00:00Z"},
+            {"client_id": "fresh", "state": "staged", "owners": ["a"], "created_at": "2026-12-01T00:00:00Z"},
+            {"client_id": "ghost", "state": "active", "owners": ["a"], "created_at": "2026-01-01T00:00:00Z"},
+            {"client_id": "soon", "state": "active", "owners": [], "last_exchange_at": "2026-12-06T00:00:00Z", "expires_at": "2026-12-10T00:00:00Z"},
+            {"client_id": "gone", "state": "retired", "owners": []},
+        ]});
+        let shown = review(&body, &limits);
+        assert!(shown.contains("unused for 66 days"), "{shown}");
+        assert!(shown.contains("never used"), "{shown}");
+        assert!(
+            shown.contains("expires 2026-12-10T00:00:00Z; no owners"),
+            "{shown}"
+        );
+        for quiet in ["busy", "fresh", "gone"] {
+            assert!(!shown.contains(quiet), "{quiet} in {shown}");
+        }
+        let none = json!({"agents": [{"client_id": "busy", "state": "active", "owners": ["a"], "last_exchange_at": "2026-12-06T00:00:00Z"}]});
+        assert_eq!(review(&none, &limits), "no agent needs a look\n");
     }
 }
