@@ -113,6 +113,14 @@ async fn state(server: &TestServer) -> Value {
             response.status()
         );
         let mut body: Value = response.json().await.unwrap();
+        // A client's last successful authentication is usage bookkeeping, like the audit
+        // stream's refusals below: a request refused after the client authenticated still moves
+        // it (an exchange's time, `last_exchange_at`, moves only on success and stays compared).
+        if let Some(agents) = body.get_mut("agents").and_then(Value::as_array_mut) {
+            for agent in agents.iter_mut().filter_map(Value::as_object_mut) {
+                agent.remove("last_authenticated_at");
+            }
+        }
         if let Some(events) = body.get_mut("events").and_then(Value::as_array_mut) {
             events.retain(|e| {
                 !e["action"]
