@@ -382,9 +382,7 @@ impl ParticipationService {
                 .filter(|s| {
                     s.status == StreamStatus::Enabled
                         && s.aud.contains(&entry.audience)
-                        && crate::SsfTransmitter::events_delivered(&s.events_requested)
-                            .iter()
-                            .any(|e| e == crate::ssf::SESSION_REVOKED)
+                        && crate::SsfTransmitter::delivers(s, crate::ssf::SESSION_REVOKED)
                 })
                 .collect();
             entry.verdict = verdict(&verifiers, &delivering);

@@ -97,9 +97,9 @@ pub enum Grain<'a> {
     Chain(&'a str),
     /// A withdrawn consent: the chains rooted on it (the hops are given).
     Consent,
-    /// Every delegation of a user (the hops are looked up).
+    /// Every delegation of a user (the hops are its live ones, found by the revocation).
     Subject(&'a str),
-    /// Every token an agent acts in (the hops are looked up).
+    /// Every token an agent acts in (the hops are its live ones, found by the revocation).
     Agent(&'a str),
 }
 
@@ -431,13 +431,15 @@ impl SsfTransmitter {
             .await
             .map_err(unavailable)?
             .into_iter()
-            .filter(|s| s.status != StreamStatus::Disabled)
-            .filter(|s| {
-                Self::events_delivered(&s.events_requested)
-                    .iter()
-                    .any(|e| e == event)
-            })
+            .filter(|s| s.status != StreamStatus::Disabled && Self::delivers(s, event))
             .collect())
+    }
+
+    /// Whether `stream` is sent `event`: it asked for it, and mandate transmits it.
+    pub fn delivers(stream: &SsfStream, event: &str) -> bool {
+        Self::events_delivered(&stream.events_requested)
+            .iter()
+            .any(|e| e == event)
     }
 
     /// Queues the SETs a revocation raises, for every enabled or paused stream whose owner holds

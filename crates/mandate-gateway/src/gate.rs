@@ -13,6 +13,8 @@ struct Protected {
     route: Route,
     verifier: Verifier,
     metadata: ProtectedResource,
+    /// The metadata document, built once.
+    document: Value,
 }
 
 /// What the gateway answers for a request.
@@ -65,6 +67,7 @@ impl Gate {
             protected.push(Protected {
                 route,
                 verifier,
+                document: metadata.document(),
                 metadata,
             });
         }
@@ -84,7 +87,7 @@ impl Gate {
         };
         let deny = |error: BearerError| Decision::Deny {
             error,
-            resource_metadata: protected.metadata.url(),
+            resource_metadata: protected.metadata.url().to_owned(),
         };
         let token = match mandate_verify::bearer_token(authorization) {
             Ok(token) => token.to_owned(),
@@ -111,11 +114,11 @@ impl Gate {
     }
 
     /// The RFC 9728 document served at `path`, if a route's metadata lives there.
-    pub fn metadata(&self, path: &str) -> Option<Value> {
+    pub fn metadata(&self, path: &str) -> Option<&Value> {
         self.routes
             .iter()
             .find(|p| p.metadata.path() == path)
-            .map(|p| p.metadata.document())
+            .map(|p| &p.document)
     }
 
     fn route(&self, path: &str) -> Option<&Protected> {

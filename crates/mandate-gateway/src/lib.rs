@@ -41,6 +41,13 @@ pub enum StartError {
     Client(String),
 }
 
+/// A client secret from its file, without the line end editors add.
+fn read_secret(path: &std::path::Path) -> Result<String, StartError> {
+    std::fs::read_to_string(path)
+        .map(|secret| secret.trim().to_owned())
+        .map_err(|e| StartError::Secret(format!("{}: {e}", path.display())))
+}
+
 /// Opens the revocation source the configuration names and waits until it can decide (its first
 /// snapshot and a heartbeat are in), so that the gateway does not refuse live tokens while it
 /// starts.
@@ -76,14 +83,12 @@ async fn open_source(config: &RevocationConfig) -> Result<Arc<dyn RevocationSour
             client_secret_file,
             ..
         } => {
-            let secret = std::fs::read_to_string(client_secret_file).map_err(|e| {
-                StartError::Secret(format!("{}: {e}", client_secret_file.display()))
-            })?;
+            let secret = read_secret(client_secret_file)?;
             let feed_config = FeedConfig {
                 staleness_bound: bound,
                 ..FeedConfig::default()
             };
-            let feed = Feed::connect(url, client_id, secret.trim(), feed_config).await?;
+            let feed = Feed::connect(url, client_id, &secret, feed_config).await?;
             if !feed.ready(READY_WITHIN).await {
                 feed.stop();
                 return Err(VerifyError::RevocationUnavailable(
@@ -126,14 +131,13 @@ fn reporter(
     report: &config::ReportSettings,
     gate: &gate::Gate,
 ) -> Result<mandate_verify::report::Reporter, StartError> {
-    let secret = std::fs::read_to_string(&report.client_secret_file)
-        .map_err(|e| StartError::Secret(format!("{}: {e}", report.client_secret_file.display())))?;
+    let secret = read_secret(&report.client_secret_file)?;
     let endpoint = report
         .endpoint
         .clone()
         .unwrap_or_else(|| format!("{}/participation", config.issuer.trim_end_matches('/')));
     let mut settings =
-        mandate_verify::report::ReportConfig::new(&endpoint, &report.client_id, secret.trim());
+        mandate_verify::report::ReportConfig::new(&endpoint, &report.client_id, &secret);
     settings.kind = "gateway";
     if let Some(instance) = &report.instance {
         settings.instance = instance.clone();

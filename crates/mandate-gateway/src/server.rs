@@ -138,10 +138,10 @@ fn hop_by_hop(name: &str, connection: &[String]) -> bool {
     HOP_BY_HOP.contains(&name) || connection.iter().any(|c| c.eq_ignore_ascii_case(name))
 }
 
-fn connection_tokens(headers: &header::HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
+/// The header names a message's `Connection` header values list, lower-cased.
+fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    values
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
@@ -172,7 +172,12 @@ async fn proxy(request: &HttpRequest, payload: web::Payload, gateway: &Gateway) 
         return HttpResponse::MethodNotAllowed().finish();
     };
     let mut forwarded = reqwest::header::HeaderMap::new();
-    let connection = connection_tokens(request.headers());
+    let connection = connection_tokens(
+        request
+            .headers()
+            .get_all(header::CONNECTION)
+            .map(HeaderValue::as_bytes),
+    );
     for (name, value) in request.headers() {
         let name = name.as_str();
         if hop_by_hop(name, &connection) || name == "host" || identity::is_reserved(name) {
@@ -229,14 +234,13 @@ async fn proxy(request: &HttpRequest, payload: web::Payload, gateway: &Gateway) 
     };
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
-    let connection: Vec<String> = answer
-        .headers()
-        .get_all(reqwest::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
+    let connection = connection_tokens(
+        answer
+            .headers()
+            .get_all(reqwest::header::CONNECTION)
+            .iter()
+            .map(reqwest::header::HeaderValue::as_bytes),
+    );
     for (name, value) in answer.headers() {
         if hop_by_hop(name.as_str(), &connection) {
             continue;

@@ -82,14 +82,12 @@ impl FromRequest for Authenticated {
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let verifier = req.app_data::<web::Data<Verifier>>().cloned();
-        let resource_metadata = req
-            .app_data::<web::Data<ProtectedResource>>()
-            .map(|metadata| metadata.url());
+        let metadata = req.app_data::<web::Data<ProtectedResource>>().cloned();
         let credentials = bearer_token(req);
         let refuse = move |error: BearerError| -> actix_web::Error {
             Refusal {
                 error,
-                resource_metadata: resource_metadata.clone(),
+                metadata: metadata.clone(),
             }
             .into()
         };
@@ -128,7 +126,7 @@ pub fn require_scope(token: &VerifiedToken, scope: &str) -> Result<(), actix_web
 #[derive(Debug)]
 struct Refusal {
     error: BearerError,
-    resource_metadata: Option<String>,
+    metadata: Option<web::Data<ProtectedResource>>,
 }
 
 impl fmt::Display for Refusal {
@@ -143,7 +141,7 @@ impl ResponseError for Refusal {
     }
 
     fn error_response(&self) -> HttpResponse {
-        respond(&self.error, self.resource_metadata.as_deref())
+        respond(&self.error, self.metadata.as_ref().map(|m| m.url()))
     }
 }
 

@@ -25,6 +25,9 @@ pub struct ProtectedResource {
     authorization_servers: Vec<String>,
     scopes: Vec<String>,
     name: Option<String>,
+    /// Derived from `resource` once, since every challenge names the URL.
+    path: String,
+    url: String,
 }
 
 impl ProtectedResource {
@@ -32,11 +35,24 @@ impl ProtectedResource {
     /// or fragment; for a mandate app, the audience it is registered with) whose tokens come from
     /// the authorization server `issuer`.
     pub fn new(resource: &str, issuer: &str) -> Self {
+        let (path, url) = match url::Url::parse(resource) {
+            Ok(parsed) => {
+                let path = format!("{WELL_KNOWN}{}", parsed.path().trim_end_matches('/'));
+                let url = format!("{}{path}", parsed.origin().ascii_serialization());
+                (path, url)
+            }
+            Err(_) => (
+                WELL_KNOWN.to_owned(),
+                format!("{}{WELL_KNOWN}", resource.trim_end_matches('/')),
+            ),
+        };
         Self {
             resource: resource.to_owned(),
             authorization_servers: vec![issuer.to_owned()],
             scopes: Vec::new(),
             name: None,
+            path,
+            url,
         }
     }
 
@@ -62,20 +78,14 @@ impl ProtectedResource {
     }
 
     /// The path the document is served at: [`WELL_KNOWN`] and the identifier's path (§3.1).
-    pub fn path(&self) -> String {
-        match url::Url::parse(&self.resource) {
-            Ok(url) => format!("{WELL_KNOWN}{}", url.path().trim_end_matches('/')),
-            Err(_) => WELL_KNOWN.to_owned(),
-        }
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     /// The document's URL: the identifier's origin and [`path`](Self::path). This is the
     /// `resource_metadata` of the app's challenges (§5.1).
-    pub fn url(&self) -> String {
-        match url::Url::parse(&self.resource) {
-            Ok(url) => format!("{}{}", url.origin().ascii_serialization(), self.path()),
-            Err(_) => format!("{}{WELL_KNOWN}", self.resource.trim_end_matches('/')),
-        }
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The JSON document (§2): `resource`, `authorization_servers`, `bearer_methods_supported`

@@ -49,10 +49,10 @@ struct Shared {
     metadata: Option<Metadata>,
 }
 
+/// The metadata and its document, serialized once.
 #[derive(Clone, Debug)]
 struct Metadata {
-    path: String,
-    url: String,
+    resource: ProtectedResource,
     document: String,
 }
 
@@ -77,9 +77,8 @@ impl MandateLayer {
     /// Serves `metadata` at its path and names it in every challenge.
     pub fn metadata(mut self, metadata: ProtectedResource) -> Self {
         self.shared.metadata = Some(Metadata {
-            path: metadata.path(),
-            url: metadata.url(),
             document: metadata.document().to_string(),
+            resource: metadata,
         });
         self
     }
@@ -125,7 +124,9 @@ where
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             if let Some(metadata) = &shared.metadata {
-                if request.method() == Method::GET && request.uri().path() == metadata.path {
+                if request.method() == Method::GET
+                    && request.uri().path() == metadata.resource.path()
+                {
                     return Ok(metadata_response(&metadata.document));
                 }
             }
@@ -140,7 +141,7 @@ where
                     inner.call(request).await
                 }
                 Err(error) => {
-                    let url = shared.metadata.as_ref().map(|m| m.url.as_str());
+                    let url = shared.metadata.as_ref().map(|m| m.resource.url());
                     Ok(refusal(&error, url))
                 }
             }

@@ -1283,13 +1283,7 @@ mod extractor {
     async fn the_extractor_fails_closed() {
         let (corp, server) = world().await;
         let (_, calendar) = handoff_chain(&server, &corp).await;
-        let verifier = Verifier::builder(server.issuer(), CAL)
-            .discover()
-            .revocation(Arc::new(Hanging))
-            .revocation_timeout(Duration::from_millis(100))
-            .build()
-            .await
-            .unwrap();
+        let verifier = hanging_verifier(&server).await;
         let app = app!(verifier);
         let request = test::TestRequest::get()
             .uri("/events")
@@ -1336,7 +1330,7 @@ async fn the_extractor_names_the_resource_metadata_it_serves() {
             .route("/whoami", web::get().to(whoami)),
     )
     .await;
-    let request = test::TestRequest::get().uri(&metadata.path()).to_request();
+    let request = test::TestRequest::get().uri(metadata.path()).to_request();
     let response = test::call_service(&app, request).await;
     assert_eq!(response.status(), 200);
     let document: Value = test::read_body_json(response).await;
@@ -1444,7 +1438,7 @@ mod tower_layer {
             json!({"subject": "corp|alice", "actors": ["booking-tool", "assistant"]})
         );
         // The metadata is served without a token.
-        let response = get(&metadata.path(), &[]).await;
+        let response = get(metadata.path(), &[]).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.json::<Value>().await.unwrap()["resource"], CAL);
 
@@ -1495,13 +1489,7 @@ mod tower_layer {
     async fn the_layer_fails_closed() {
         let (corp, server) = world().await;
         let (_, calendar) = handoff_chain(&server, &corp).await;
-        let verifier = Verifier::builder(server.issuer(), CAL)
-            .discover()
-            .revocation(Arc::new(Hanging))
-            .revocation_timeout(Duration::from_millis(100))
-            .build()
-            .await
-            .unwrap();
+        let verifier = hanging_verifier(&server).await;
         let base = serve(
             Router::new()
                 .route("/whoami", get(whoami))
@@ -1518,6 +1506,18 @@ mod tower_layer {
         assert!(response.headers().get("www-authenticate").is_none());
         server.stop().await;
     }
+}
+
+/// A verifier for the calendar whose revocation source never answers (100 ms timeout).
+#[cfg(any(feature = "actix-web", feature = "tower"))]
+async fn hanging_verifier(server: &TestServer) -> Verifier {
+    Verifier::builder(server.issuer(), CAL)
+        .discover()
+        .revocation(Arc::new(Hanging))
+        .revocation_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap()
 }
 
 async fn issue(

@@ -1069,6 +1069,16 @@ async fn the_audit_stream_records_each_change_with_the_credentials_name() {
     );
 }
 
+/// The assistant exchanges a fresh ID token of alice's for a calendar token.
+async fn assistant_exchanges(env: &Env) {
+    let mut claims = mandate_testkit::id_token_claims(mandate_testkit::CORP, "alice", "assistant");
+    claims["iat"] = json!(env.clock.now_secs());
+    let id_token = env.corp.sign(None, &claims).unwrap();
+    mandate_testkit::delegation_issue(&env.server, &id_token, "id_token", CAL, "assistant")
+        .await
+        .unwrap();
+}
+
 /// An agent's last authentication and exchange are kept (to within a minute) and shown.
 #[tokio::test]
 async fn an_agents_last_use_moves_with_its_exchanges() {
@@ -1084,12 +1094,7 @@ async fn an_agents_last_use_moves_with_its_exchanges() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["last_exchange_at"], Value::Null, "{body}");
     assert_eq!(body["last_authenticated_at"], Value::Null, "{body}");
-    let mut claims = mandate_testkit::id_token_claims(mandate_testkit::CORP, "alice", "assistant");
-    claims["iat"] = json!(env.clock.now_secs());
-    let id_token = env.corp.sign(None, &claims).unwrap();
-    mandate_testkit::delegation_issue(&env.server, &id_token, "id_token", CAL, "assistant")
-        .await
-        .unwrap();
+    assistant_exchanges(&env).await;
     let (_, listed) = call(
         &env.server,
         Method::GET,
@@ -1124,12 +1129,7 @@ async fn an_agents_last_use_moves_with_its_exchanges() {
     assert_eq!(helper["last_exchange_at"], Value::Null);
     // A minute later, the next exchange moves it again.
     env.clock.advance(120);
-    let mut claims = mandate_testkit::id_token_claims(mandate_testkit::CORP, "alice", "assistant");
-    claims["iat"] = json!(env.clock.now_secs());
-    let id_token = env.corp.sign(None, &claims).unwrap();
-    mandate_testkit::delegation_issue(&env.server, &id_token, "id_token", CAL, "assistant")
-        .await
-        .unwrap();
+    assistant_exchanges(&env).await;
     let (_, shown) = call(
         &env.server,
         Method::GET,
