@@ -137,10 +137,13 @@ pub enum AdminCommand {
         command: SsfCommand,
     },
     /// Which apps take part: per audience, its owners, live verifiers, their modes and lag,
-    /// and the verdict (follows revocations, introspects, verifies only, silent).
+    /// its gate and the verdict (follows revocations, introspects, verifies only, silent);
+    /// `participation gates …` lists, sets and removes the gates.
     Participation {
         #[command(flatten)]
         connection: Connection,
+        #[command(subcommand)]
+        command: Option<ParticipationCommand>,
     },
     /// The audit stream, newest first.
     Audit {
@@ -437,6 +440,55 @@ pub enum ChainStatusArg {
     Expired,
 }
 
+/// `mandate participation …`.
+#[derive(Subcommand, Debug)]
+pub enum ParticipationCommand {
+    /// Participation gates: what an app's verifiers must do before tokens are issued for it.
+    Gates {
+        #[command(subcommand)]
+        command: GatesCommand,
+    },
+}
+
+/// `mandate participation gates …`.
+#[derive(Subcommand, Debug)]
+pub enum GatesCommand {
+    /// Every gate, with its audience's verdict now and whether it meets the gate.
+    List,
+    /// Sets an audience's gate (replacing its gate, if any).
+    Set {
+        /// The app audience (`https://…`).
+        #[arg(long)]
+        audience: String,
+        /// What its verifiers must do.
+        #[arg(long, value_enum)]
+        require: RequireArg,
+        /// Only audit what would be refused (`gates.would_refuse`), issuing anyway.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Removes an audience's gate.
+    Remove {
+        /// The app audience.
+        #[arg(long)]
+        audience: String,
+    },
+}
+
+/// What a gate requires.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RequireArg {
+    /// A live verifier follows revocations (or the app introspects).
+    #[value(name = "follows_revocations")]
+    FollowsRevocations,
+    /// A live verifier checks tokens.
+    #[value(name = "verifies")]
+    Verifies,
+    /// Nothing (the gate only shows the verdict).
+    #[value(name = "none")]
+    None,
+}
+
 /// A subject token type, as explain names it.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum TokenTypeArg {
@@ -564,11 +616,18 @@ async fn execute(command: AdminCommand) -> Result<String, CliError> {
             let answer = client.send(Request::get(&["ssf", "streams"])).await?;
             Ok(output(connection.json, &answer.body, render::ssf_streams))
         }
-        AdminCommand::Participation { connection } => {
+        AdminCommand::Participation {
+            connection,
+            command: None,
+        } => {
             let client = connect(&connection)?;
             let answer = client.send(Request::get(&["participation"])).await?;
             Ok(output(connection.json, &answer.body, render::participation))
         }
+        AdminCommand::Participation {
+            connection,
+            command: Some(ParticipationCommand::Gates { command }),
+        } => gates(&connection, command).await,
         AdminCommand::Audit {
             connection,
             limit,
@@ -879,6 +938,36 @@ async fn policies(connection: &Connection, command: PoliciesCommand) -> Result<S
                 .send(Request::post(&["policies", "explain"]).json(Value::Object(body)))
                 .await?;
             Ok(output(json, &answer.body, render::explain))
+        }
+    }
+}
+
+async fn gates(connection: &Connection, command: GatesCommand) -> Result<String, CliError> {
+    let client = connect(connection)?;
+    let path = ["participation", "gates"];
+    match command {
+        GatesCommand::List => {
+            let answer = client.send(Request::get(&path)).await?;
+            Ok(output(connection.json, &answer.body, render::gates))
+        }
+        GatesCommand::Set {
+            audience,
+            require,
+            dry_run,
+        } => {
+            let body = json!({"audience": audience, "require": wire(require), "dry_run": dry_run});
+            let answer = client.send(Request::put(&path).json(body)).await?;
+            Ok(output(connection.json, &answer.body, |body| {
+                render::gates(&json!({ "gates": [body.get("gate")] }))
+            }))
+        }
+        GatesCommand::Remove { audience } => {
+            let answer = client
+                .send(Request::delete(&path).query("audience", Some(&audience)))
+                .await?;
+            Ok(output(connection.json, &answer.body, |_| {
+                format!("gate removed: {audience}\n")
+            }))
         }
     }
 }

@@ -517,6 +517,31 @@ pub fn policies(body: &Value) -> String {
 
 /// `POST /admin/policies/explain`.
 pub fn explain(body: &Value) -> String {
+    let mut answer = explain_decision(body);
+    if let Some(gate) = body.get("gate") {
+        answer.push_str(&fields(&[(
+            "gate",
+            format!(
+                "requires {}{}; participation '{}': {}",
+                text(gate, "require"),
+                if gate.get("dry_run").and_then(Value::as_bool) == Some(true) {
+                    " (dry run)"
+                } else {
+                    ""
+                },
+                text(gate, "verdict"),
+                if gate.get("met").and_then(Value::as_bool) == Some(true) {
+                    "met"
+                } else {
+                    "not met"
+                }
+            ),
+        )]));
+    }
+    answer
+}
+
+fn explain_decision(body: &Value) -> String {
     if body.get("allowed").and_then(Value::as_bool) == Some(true) {
         let row = body.get("row").unwrap_or(&Value::Null);
         fields(&[
@@ -600,10 +625,59 @@ pub fn ssf_streams(body: &Value) -> String {
     table.render()
 }
 
+/// An audience's gate in the map: what it requires, and whether it is met.
+fn gate_cell(gate: Option<&Value>) -> String {
+    match gate {
+        Some(gate) if gate.is_object() => format!(
+            "{}{} {}",
+            text(gate, "require"),
+            if gate.get("dry_run").and_then(Value::as_bool) == Some(true) {
+                " (dry run)"
+            } else {
+                ""
+            },
+            if gate.get("met").and_then(Value::as_bool) == Some(true) {
+                "✓"
+            } else {
+                "✗"
+            }
+        ),
+        _ => "-".into(),
+    }
+}
+
+/// `GET /admin/participation/gates`.
+pub fn gates(body: &Value) -> String {
+    let mut table = Table::new(&[
+        "AUDIENCE", "REQUIRE", "MODE", "VERDICT", "MET", "SET BY", "SET",
+    ]);
+    for gate in items(body, "gates") {
+        let dry_run = gate.get("dry_run").and_then(Value::as_bool) == Some(true);
+        let met = gate.get("met").and_then(Value::as_bool) == Some(true);
+        table.row(vec![
+            text(gate, "audience"),
+            text(gate, "require"),
+            if dry_run { "dry run" } else { "enforced" }.into(),
+            text(gate, "verdict"),
+            match (met, dry_run) {
+                (true, _) => "✓".into(),
+                (false, true) => "✗ (would refuse)".into(),
+                (false, false) => "✗ refusing".into(),
+            },
+            text(gate, "set_by"),
+            millis(gate.get("set_at_ms")),
+        ]);
+    }
+    if table.is_empty() {
+        return "no gates\n".into();
+    }
+    table.render()
+}
+
 /// `GET /admin/participation`: a line per audience with its verdict, then its verifiers.
 pub fn participation(body: &Value) -> String {
     let mut table = Table::new(&[
-        "AUDIENCE", "VERDICT", "OWNERS", "VERIFIER", "MODE", "LAG", "NODE", "SEEN",
+        "AUDIENCE", "VERDICT", "GATE", "OWNERS", "VERIFIER", "MODE", "LAG", "NODE", "SEEN",
     ]);
     for audience in items(body, "audiences") {
         let owners: Vec<String> = items(audience, "owners")
@@ -640,16 +714,17 @@ pub fn participation(body: &Value) -> String {
             rows.push(vec!["-".into(); 5]);
         }
         for (i, row) in rows.into_iter().enumerate() {
-            let (name, verdict, owned) = if i == 0 {
+            let (name, verdict, gate, owned) = if i == 0 {
                 (
                     text(audience, "audience"),
                     text(audience, "verdict"),
+                    gate_cell(audience.get("gate")),
                     clean(&owners.join(", ")),
                 )
             } else {
-                (String::new(), String::new(), String::new())
+                (String::new(), String::new(), String::new(), String::new())
             };
-            let mut line = vec![name, verdict, owned];
+            let mut line = vec![name, verdict, gate, owned];
             line.extend(row);
             table.row(line);
         }
@@ -745,11 +820,13 @@ mod tests {
              "owners": [{"client_id": "calendar-api", "owners": ["team-cal"]}],
              "verifiers": [{"kind": "sdk", "instance": "cal-1", "mode": "followed", "lag_ms": 120,
                             "node": "host-a", "seen_at_ms": 1_764_316_800_000_i64}],
-             "streams": []},
+             "streams": [], "gate": {"require": "follows_revocations", "dry_run": true, "met": true}},
             {"audience": "https://mail.example.com", "verdict": "silent",
-             "owners": [{"client_id": "mail-api", "owners": []}], "verifiers": [], "streams": []},
+             "owners": [{"client_id": "mail-api", "owners": []}], "verifiers": [], "streams": [],
+             "gate": null},
         ]});
         let shown = participation(&body);
+        assert!(shown.contains("follows_revocations (dry run) ✓"), "{shown}");
         assert!(shown.contains("follows revocations"), "{shown}");
         assert!(shown.contains("calendar-api (team-cal)"), "{shown}");
         assert!(shown.contains("sdk cal-1"), "{shown}");
@@ -757,6 +834,29 @@ mod tests {
         assert!(shown.contains("https://mail.example.com"), "{shown}");
         assert!(shown.contains("silent"), "{shown}");
         assert_eq!(participation(&json!({"audiences": []})), "no audiences\n");
+    }
+
+    #[test]
+    fn gates_say_what_they_require_and_whether_they_refuse() {
+        let body = json!({"gates": [
+            {"audience": "https://calendar.example.com", "require": "follows_revocations",
+             "dry_run": false, "verdict": "verifies only", "met": false, "set_by": "ops",
+             "set_at_ms": 1_764_316_800_000_i64},
+            {"audience": "https://mail.example.com", "require": "verifies", "dry_run": true,
+             "verdict": "silent", "met": false, "set_by": "config", "set_at_ms": 0},
+        ]});
+        let shown = gates(&body);
+        assert!(shown.contains("✗ refusing"), "{shown}");
+        assert!(shown.contains("dry run"), "{shown}");
+        assert!(shown.contains("✗ (would refuse)"), "{shown}");
+        assert_eq!(gates(&json!({"gates": []})), "no gates\n");
+        let explained = explain(&json!({"allowed": false, "error": "invalid_target",
+            "rule": "participation_gate", "message": "m",
+            "gate": {"require": "verifies", "dry_run": false, "verdict": "silent", "met": false}}));
+        assert!(
+            explained.contains("requires verifies; participation 'silent': not met"),
+            "{explained}"
+        );
     }
 
     #[test]

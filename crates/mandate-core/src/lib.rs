@@ -25,10 +25,13 @@ pub use consents::{ConsentError, ConsentService, NewConsent};
 pub use grants::{GrantError, GrantPorts, GrantService, GrantSettings, HopRecordedHook};
 pub use ids::{IdGenerator, RandomIds};
 pub use keys::KeyRing;
-pub use participation::{ParticipationError, ParticipationService, Report, Verdict};
+pub use participation::{
+    GateDecision, NewGate, NoGates, ParticipationError, ParticipationPorts, ParticipationService,
+    Report, TargetGate, Verdict,
+};
 pub use policies::{
-    target_is_registered, ExplainAnswer, ExplainQuestion, ExplainSettings, ExplainedToken,
-    PolicyError, PolicyPorts, PolicyService,
+    target_is_registered, ExplainAnswer, ExplainQuestion, ExplainSettings, Explained,
+    ExplainedToken, PolicyError, PolicyPorts, PolicyService,
 };
 pub use revocation::{
     facts_of_hop, EntryLifetimes, RevocationOutcome, RevocationService, RevokeError,

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use mandate_model::{Audience, ClientKind, Clock};
 use mandate_store::{
-    Client, ClientRegistry, Participant, ParticipationStore, SsfStream, SsfStreamStore, StoreError,
-    StreamStatus,
+    AuditEvent, AuditLog, Client, ClientRegistry, Gate, GateStore, Participant, ParticipationStore,
+    Requirement, SsfStream, SsfStreamStore, StoreError, StreamStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,12 @@ pub enum ParticipationError {
     /// The client already has the most live instances.
     #[error("at most {MAX_INSTANCES_PER_OWNER} live instances per resource server")]
     TooMany,
+    /// A gate names something that is not an app audience.
+    #[error("a gate guards an app audience (an absolute https URI), not {0}")]
+    NotAnAppAudience(String),
+    /// No gate guards the audience.
+    #[error("no gate for {0}")]
+    NoGate(String),
     /// The store did not answer.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -119,6 +125,103 @@ pub fn verdict(participants: &[&Participant], streams: &[&SsfStream]) -> Verdict
     }
 }
 
+/// Whether `verdict` meets `require`. Introspection meets `follows_revocations`: the app asks
+/// mandate about every token, so a revocation is seen at its next request.
+pub fn meets(require: Requirement, verdict: Verdict) -> bool {
+    match require {
+        Requirement::FollowsRevocations => verdict <= Verdict::Introspects,
+        Requirement::Verifies => verdict <= Verdict::VerifiesOnly,
+        Requirement::None => true,
+    }
+}
+
+/// A gate judged against its audience's verdict now.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateDecision {
+    /// The gate.
+    #[serde(flatten)]
+    pub gate: Gate,
+    /// The audience's verdict.
+    pub verdict: Verdict,
+    /// Whether the verdict meets the gate.
+    pub met: bool,
+}
+
+impl GateDecision {
+    /// `gate` judged against `verdict`.
+    pub fn new(gate: Gate, verdict: Verdict) -> Self {
+        let met = meets(gate.require, verdict);
+        Self { gate, verdict, met }
+    }
+
+    /// Whether an exchange for the audience is refused (not met, and not a dry run).
+    pub fn refuses(&self) -> bool {
+        !self.met && !self.gate.dry_run
+    }
+
+    /// Why the gate is not met, in mandate's words (the audience is not repeated: it is the
+    /// caller's own input).
+    pub fn shortfall(&self) -> String {
+        let wanted = match self.gate.require {
+            Requirement::FollowsRevocations => "a verifier that follows revocations",
+            Requirement::Verifies => "a verifier",
+            Requirement::None => "nothing",
+        };
+        format!(
+            "the participation gate of this audience requires {wanted}; its participation is '{}'",
+            self.verdict
+        )
+    }
+}
+
+/// What an exchange asks about its target's gate. [`ParticipationService`] answers it; a
+/// deployment without gates answers [`NoGates`].
+#[async_trait::async_trait]
+pub trait TargetGate: Send + Sync + std::fmt::Debug {
+    /// The gate of `target`, if it is an app audience with one.
+    async fn gate(&self, target: &Audience) -> Result<Option<Gate>, StoreError>;
+    /// `gate` judged against its audience's verdict now.
+    async fn judge(&self, gate: Gate) -> Result<GateDecision, StoreError>;
+}
+
+/// No gates (tests of the grants that are not about participation).
+#[derive(Debug, Default)]
+pub struct NoGates;
+
+#[async_trait::async_trait]
+impl TargetGate for NoGates {
+    async fn gate(&self, _target: &Audience) -> Result<Option<Gate>, StoreError> {
+        Ok(None)
+    }
+
+    async fn judge(&self, gate: Gate) -> Result<GateDecision, StoreError> {
+        Ok(GateDecision::new(gate, Verdict::Silent))
+    }
+}
+
+/// A gate to set.
+#[derive(Debug, Clone)]
+pub struct NewGate {
+    /// The app audience.
+    pub audience: String,
+    /// What its verifiers must do.
+    pub require: Requirement,
+    /// Only audit what would be refused.
+    pub dry_run: bool,
+}
+
+/// The Shared Signals streams delivering revocations for `audience`.
+fn delivering<'a>(streams: &'a [SsfStream], audience: &str) -> Vec<&'a SsfStream> {
+    streams
+        .iter()
+        .filter(|s| {
+            s.status == StreamStatus::Enabled
+                && s.aud.iter().any(|a| a == audience)
+                && crate::SsfTransmitter::delivers(s, crate::ssf::SESSION_REVOKED)
+        })
+        .collect()
+}
+
 /// A Shared Signals stream as the participation map shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamView {
@@ -143,6 +246,19 @@ pub struct AudienceParticipation {
     pub verifiers: Vec<Participant>,
     /// Enabled Shared Signals streams delivering revocations for it.
     pub streams: Vec<StreamView>,
+    /// Its participation gate, if any, and whether the verdict meets it.
+    pub gate: Option<GateState>,
+}
+
+/// An audience's gate as the map shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateState {
+    /// What its verifiers must do.
+    pub require: Requirement,
+    /// Whether it only audits.
+    pub dry_run: bool,
+    /// Whether the verdict meets it.
+    pub met: bool,
 }
 
 /// A resource server owning an audience.
@@ -154,12 +270,29 @@ pub struct OwnerView {
     pub owners: Vec<String>,
 }
 
-/// Takes reports, records what mandate sees, and draws the map.
+/// The ports [`ParticipationService`] reads and writes.
+#[derive(Debug, Clone)]
+pub struct ParticipationPorts {
+    /// The verifiers' reports and what mandate saw.
+    pub participants: Arc<dyn ParticipationStore>,
+    /// The gates.
+    pub gates: Arc<dyn GateStore>,
+    /// The registry (audiences and their owners).
+    pub clients: Arc<dyn ClientRegistry>,
+    /// Shared Signals streams.
+    pub streams: Arc<dyn SsfStreamStore>,
+    /// The audit stream (gate changes).
+    pub audit: Arc<dyn AuditLog>,
+}
+
+/// Takes reports, records what mandate sees, draws the map, and keeps the gates.
 #[derive(Debug)]
 pub struct ParticipationService {
     store: Arc<dyn ParticipationStore>,
+    gates: Arc<dyn GateStore>,
     clients: Arc<dyn ClientRegistry>,
     streams: Arc<dyn SsfStreamStore>,
+    audit: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
     node: String,
     /// Per app: introspection calls on this node, and when they were last written.
@@ -183,17 +316,13 @@ fn checked_name(what: &str, value: &str, required: bool) -> Result<(), Participa
 
 impl ParticipationService {
     /// The service; `node` names this mandate node in what it records itself.
-    pub fn new(
-        store: Arc<dyn ParticipationStore>,
-        clients: Arc<dyn ClientRegistry>,
-        streams: Arc<dyn SsfStreamStore>,
-        clock: Arc<dyn Clock>,
-        node: String,
-    ) -> Self {
+    pub fn new(ports: ParticipationPorts, clock: Arc<dyn Clock>, node: String) -> Self {
         Self {
-            store,
-            clients,
-            streams,
+            store: ports.participants,
+            gates: ports.gates,
+            clients: ports.clients,
+            streams: ports.streams,
+            audit: ports.audit,
             clock,
             node,
             introspections: Mutex::new(HashMap::new()),
@@ -349,6 +478,7 @@ impl ParticipationService {
         let live = self.store.live(self.now_ms()).await?;
         let streams = self.streams.all().await?;
         let clients = self.clients.clients().await?;
+        let gates = self.gates.gates().await?;
         let mut audiences: Vec<AudienceParticipation> = Vec::new();
         for client in clients
             .iter()
@@ -368,6 +498,7 @@ impl ParticipationService {
                         verdict: Verdict::Silent,
                         verifiers: Vec::new(),
                         streams: Vec::new(),
+                        gate: None,
                     }),
                 }
             }
@@ -377,15 +508,16 @@ impl ParticipationService {
                 .iter()
                 .filter(|p| p.audiences.contains(&entry.audience))
                 .collect();
-            let delivering: Vec<&SsfStream> = streams
-                .iter()
-                .filter(|s| {
-                    s.status == StreamStatus::Enabled
-                        && s.aud.contains(&entry.audience)
-                        && crate::SsfTransmitter::delivers(s, crate::ssf::SESSION_REVOKED)
-                })
-                .collect();
+            let delivering = delivering(&streams, &entry.audience);
             entry.verdict = verdict(&verifiers, &delivering);
+            entry.gate = gates
+                .iter()
+                .find(|g| g.audience == entry.audience)
+                .map(|g| GateState {
+                    require: g.require,
+                    dry_run: g.dry_run,
+                    met: meets(g.require, entry.verdict),
+                });
             entry.verifiers = verifiers.into_iter().cloned().collect();
             entry.streams = delivering
                 .iter()
@@ -401,6 +533,108 @@ impl ParticipationService {
         }
         audiences.sort_by(|a, b| a.audience.cmp(&b.audience));
         Ok(audiences)
+    }
+
+    /// The verdict of `audience` now.
+    pub async fn verdict_of(&self, audience: &str) -> Result<Verdict, StoreError> {
+        let (live, streams) = tokio::join!(self.store.live(self.now_ms()), self.streams.all());
+        let (live, streams) = (live?, streams?);
+        let verifiers: Vec<&Participant> = live
+            .iter()
+            .filter(|p| p.audiences.iter().any(|a| a == audience))
+            .collect();
+        Ok(verdict(&verifiers, &delivering(&streams, audience)))
+    }
+
+    /// Every gate judged against its audience's verdict now, ordered by audience.
+    pub async fn gates(&self) -> Result<Vec<GateDecision>, ParticipationError> {
+        let mut decisions = Vec::new();
+        for gate in self.gates.gates().await? {
+            let verdict = self.verdict_of(&gate.audience).await?;
+            decisions.push(GateDecision::new(gate, verdict));
+        }
+        Ok(decisions)
+    }
+
+    /// Sets the gate of an app audience (audited as `gates.set`), judged now.
+    pub async fn set_gate(
+        &self,
+        new: NewGate,
+        by: &str,
+    ) -> Result<GateDecision, ParticipationError> {
+        let gate = self.gate_of(new, by)?;
+        self.gates.put(&gate).await?;
+        let detail = format!(
+            "require {}{}",
+            gate.require,
+            if gate.dry_run { ", dry run" } else { "" }
+        );
+        self.audit
+            .record(AuditEvent::new(
+                gate.set_at_ms,
+                by,
+                "gates.set",
+                &gate.audience,
+                detail,
+            ))
+            .await;
+        let verdict = self.verdict_of(&gate.audience).await?;
+        Ok(GateDecision::new(gate, verdict))
+    }
+
+    /// The gate `new` describes, set by `by` now; an audience that is not an app's is refused.
+    pub fn gate_of(&self, new: NewGate, by: &str) -> Result<Gate, ParticipationError> {
+        match Audience::parse(&new.audience) {
+            Ok(audience @ Audience::App(_)) => Ok(Gate {
+                audience: audience.to_string(),
+                require: new.require,
+                dry_run: new.dry_run,
+                set_by: by.into(),
+                set_at_ms: self.now_ms(),
+            }),
+            _ => Err(ParticipationError::NotAnAppAudience(new.audience)),
+        }
+    }
+
+    /// Removes the gate of `audience` (audited as `gates.remove`).
+    pub async fn remove_gate(&self, audience: &str, by: &str) -> Result<(), ParticipationError> {
+        if !self.gates.remove(audience).await? {
+            return Err(ParticipationError::NoGate(audience.into()));
+        }
+        self.audit
+            .record(AuditEvent::new(
+                self.now_ms(),
+                by,
+                "gates.remove",
+                audience,
+                String::new(),
+            ))
+            .await;
+        Ok(())
+    }
+
+    /// Seeds the configured gates into a store never written; whether it did.
+    pub async fn seed_gates(&self, gates: Vec<NewGate>) -> Result<bool, ParticipationError> {
+        let gates = gates
+            .into_iter()
+            .map(|g| self.gate_of(g, "config"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.gates.seed_if_never_written(&gates).await?)
+    }
+}
+
+#[async_trait::async_trait]
+impl TargetGate for ParticipationService {
+    async fn gate(&self, target: &Audience) -> Result<Option<Gate>, StoreError> {
+        match target {
+            Audience::App(_) => self.gates.gate(&target.to_string()).await,
+            Audience::Agent(_) => Ok(None),
+        }
+    }
+
+    async fn judge(&self, gate: Gate) -> Result<GateDecision, StoreError> {
+        let verdict = self.verdict_of(&gate.audience).await?;
+        Ok(GateDecision::new(gate, verdict))
     }
 }
 
@@ -447,6 +681,42 @@ mod tests {
             verdict(&[&participant("feed", "feed")], &[]),
             Verdict::FollowsRevocations
         );
+    }
+
+    #[test]
+    fn a_gate_is_met_by_its_verdict_or_a_better_one() {
+        use Requirement::{FollowsRevocations, None, Verifies};
+        use Verdict::{Introspects, Silent, VerifiesOnly};
+        let follows = Verdict::FollowsRevocations;
+        for verdict in [follows, Introspects, VerifiesOnly, Silent] {
+            assert!(meets(None, verdict));
+        }
+        assert!(meets(FollowsRevocations, follows));
+        assert!(meets(FollowsRevocations, Introspects));
+        assert!(!meets(FollowsRevocations, VerifiesOnly));
+        assert!(!meets(FollowsRevocations, Silent));
+        assert!(meets(Verifies, VerifiesOnly));
+        assert!(meets(Verifies, Introspects));
+        assert!(!meets(Verifies, Silent));
+    }
+
+    #[test]
+    fn only_an_unmet_enforced_gate_refuses() {
+        let gate = |dry_run| Gate {
+            audience: "https://calendar.example.com".into(),
+            require: Requirement::FollowsRevocations,
+            dry_run,
+            set_by: "ops".into(),
+            set_at_ms: 0,
+        };
+        let unmet = GateDecision::new(gate(false), Verdict::VerifiesOnly);
+        assert!(unmet.refuses());
+        assert_eq!(
+            unmet.shortfall(),
+            "the participation gate of this audience requires a verifier that follows revocations; its participation is 'verifies only'"
+        );
+        assert!(!GateDecision::new(gate(true), Verdict::VerifiesOnly).refuses());
+        assert!(!GateDecision::new(gate(false), Verdict::FollowsRevocations).refuses());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use mandate_model::{Audience, ClientId, ClientKind, Clock, ScopeSet, Subject};
 use mandate_revocation::{RevocationStore, Verdict};
 use mandate_store::{AuditEvent, AuditLog, ClientRegistry, StoreError};
 
+use crate::participation::{GateDecision, TargetGate};
 use crate::revocation::facts_of_hop;
 
 /// Why a policy operation did not complete.
@@ -113,6 +114,16 @@ pub enum ExplainAnswer {
     },
 }
 
+/// An explained exchange: the answer, and the target's participation gate judged now.
+#[derive(Debug)]
+pub struct Explained {
+    /// What `/token` would answer. An exchange the policy allows but an enforced gate refuses
+    /// is refused here (`invalid_target`, rule `participation_gate`).
+    pub answer: ExplainAnswer,
+    /// The target's gate, if it has one.
+    pub gate: Option<GateDecision>,
+}
+
 /// The settings explain decides with, as `/token` does.
 #[derive(Debug, Clone)]
 pub struct ExplainSettings {
@@ -133,6 +144,7 @@ pub struct PolicyService {
     ledger: Arc<dyn Ledger>,
     revocations: Arc<dyn RevocationStore>,
     audit: Arc<dyn AuditLog>,
+    gate: Arc<dyn TargetGate>,
     clock: Arc<dyn Clock>,
     settings: ExplainSettings,
 }
@@ -152,6 +164,8 @@ pub struct PolicyPorts {
     pub revocations: Arc<dyn RevocationStore>,
     /// The audit stream.
     pub audit: Arc<dyn AuditLog>,
+    /// The participation gates (explain shows the target's).
+    pub gate: Arc<dyn TargetGate>,
 }
 
 impl PolicyService {
@@ -164,6 +178,7 @@ impl PolicyService {
             ledger: ports.ledger,
             revocations: ports.revocations,
             audit: ports.audit,
+            gate: ports.gate,
             clock,
             settings,
         }
@@ -229,8 +244,31 @@ impl PolicyService {
 
     /// Explains an exchange with the facts `/token` would see (the agent's registration and
     /// state, whether the target is registered, the parent hop and its revocation, the stored
-    /// grants, the policy, the store's clock), then lets the validator decide.
-    pub async fn explain(&self, question: &ExplainQuestion) -> Result<ExplainAnswer, PolicyError> {
+    /// grants, the policy, the store's clock, the target's participation gate), then lets the
+    /// validator decide, and the gate after it, as `/token` does.
+    pub async fn explain(&self, question: &ExplainQuestion) -> Result<Explained, PolicyError> {
+        let gate = match self.gate.gate(&question.audience).await.map_err(down)? {
+            Some(gate) => Some(self.gate.judge(gate).await.map_err(down)?),
+            None => None,
+        };
+        let answer = self.explain_policy(question).await?;
+        let answer = match (&answer, &gate) {
+            (ExplainAnswer::Decided(Explanation::Allowed(_)), Some(gate)) if gate.refuses() => {
+                ExplainAnswer::Refused {
+                    error: "invalid_target",
+                    rule: "participation_gate",
+                    message: gate.shortfall(),
+                }
+            }
+            _ => answer,
+        };
+        Ok(Explained { answer, gate })
+    }
+
+    async fn explain_policy(
+        &self,
+        question: &ExplainQuestion,
+    ) -> Result<ExplainAnswer, PolicyError> {
         let client = self
             .clients
             .client(&question.agent)

@@ -22,13 +22,15 @@ use mandate_core::grants::{
 };
 use mandate_core::{
     ChainIdKey, EntryLifetimes, GrantError, GrantPorts, GrantService, GrantSettings,
-    HopRecordedHook, KeyRing, RevocationService,
+    HopRecordedHook, KeyRing, NewGate, ParticipationPorts, ParticipationService, Report,
+    RevocationService,
 };
 use mandate_model::{Audience, ClientId, ClientKind, Clock, FixedClock, IssuerAlias, ScopeSet};
 use mandate_revocation::MemoryRevocations;
 use mandate_store::{
     AuditFilter, AuditLog, Client, ClientRegistry, MemoryAuditLog, MemoryClientRegistry,
-    MemoryConsentStore, MemoryLedger, MemoryPolicyStore, MemoryReplayCache,
+    MemoryConsentStore, MemoryGates, MemoryLedger, MemoryParticipation, MemoryPolicyStore,
+    MemoryReplayCache, MemorySsfStreams, Requirement,
 };
 use mandate_token::{
     AccessTokenClaims, Algorithm, IdJagClaims, KeySet, SigningAlgorithm, SigningKey, UnverifiedJws,
@@ -88,6 +90,7 @@ fn verifying(key: &SigningKey) -> VerifyingKeySet {
 
 struct Node {
     grants: GrantService,
+    participation: Arc<ParticipationService>,
     keys: KeyRing,
     ledger: Arc<MemoryLedger>,
     audit: Arc<MemoryAuditLog>,
@@ -141,6 +144,17 @@ async fn node(
         audit.clone(),
         EntryLifetimes::new(60, 300, 3_600),
     );
+    let participation = Arc::new(ParticipationService::new(
+        ParticipationPorts {
+            participants: Arc::new(MemoryParticipation::new()),
+            gates: Arc::new(MemoryGates::new()),
+            clients: clients.clone(),
+            streams: Arc::new(MemorySsfStreams::new()),
+            audit: audit.clone(),
+        },
+        clock.clone(),
+        "node-1".into(),
+    ));
     let grants = GrantService::new(
         GrantPorts {
             clients,
@@ -155,6 +169,7 @@ async fn node(
             chain_key: Arc::new(
                 ChainIdKey::from_bytes(zeroize::Zeroizing::new(vec![7; 32])).unwrap(),
             ),
+            gate: participation.clone(),
         },
         GrantSettings {
             issuer: issuer.into(),
@@ -169,6 +184,7 @@ async fn node(
     );
     Node {
         grants,
+        participation,
         keys,
         ledger,
         audit,
@@ -280,6 +296,124 @@ async fn an_exchange_signs_at_the_stores_clock_and_records_its_hop() {
     assert!(
         audit_actions(&m.audit).await.is_empty(),
         "a granted exchange is not a refusal"
+    );
+}
+
+fn calendar_report(mode: &str) -> Report {
+    serde_json::from_value(json!({
+        "instance": "cal-1", "kind": "sdk", "mode": mode, "audiences": [CAL]
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_gated_app_gets_tokens_only_once_a_verifier_follows_revocations() {
+    let w = world().await;
+    let m = &w.mandate;
+    let gate = NewGate {
+        audience: CAL.into(),
+        require: Requirement::FollowsRevocations,
+        dry_run: false,
+    };
+    m.participation.set_gate(gate, "ops").await.unwrap();
+    // Silent: refused, audited, nothing recorded.
+    let error = m
+        .grants
+        .exchange(&m.assistant, for_calendar(id_token(&w), "calendar.read"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "invalid_target", "{error}");
+    assert!(
+        error.to_string().contains("its participation is 'silent'"),
+        "{error}"
+    );
+    assert!(
+        !error.to_string().contains(CAL),
+        "the audience is not echoed: {error}"
+    );
+    assert!(m
+        .ledger
+        .hop(&HopId("hop_0".into()))
+        .await
+        .unwrap()
+        .is_none());
+    // A verifier that follows nothing does not meet it either.
+    let calendar = client("calendar", ClientKind::ResourceServer, &[CAL]);
+    m.participation
+        .report(&calendar, calendar_report("none"))
+        .await
+        .unwrap();
+    let error = m
+        .grants
+        .exchange(&m.assistant, for_calendar(id_token(&w), "calendar.read"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("'verifies only'"), "{error}");
+    // The follower starts: the same exchange passes.
+    m.participation
+        .report(&calendar, calendar_report("followed"))
+        .await
+        .unwrap();
+    m.grants
+        .exchange(&m.assistant, for_calendar(id_token(&w), "calendar.read"))
+        .await
+        .unwrap();
+    let actions = audit_actions(&m.audit).await;
+    let refusals: Vec<_> = actions
+        .iter()
+        .filter(|(action, _)| action == "exchange.refused")
+        .collect();
+    assert_eq!(refusals.len(), 2, "{actions:?}");
+    assert!(refusals[0]
+        .1
+        .starts_with("invalid_target: the participation gate"));
+    // Its report expires (two minutes): silent again, refused again.
+    w.clock.advance(121);
+    let error = m
+        .grants
+        .exchange(&m.assistant, for_calendar(id_token(&w), "calendar.read"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("'silent'"), "{error}");
+}
+
+#[tokio::test]
+async fn a_dry_run_gate_issues_and_audits_what_it_would_refuse() {
+    let w = world().await;
+    let m = &w.mandate;
+    let gate = NewGate {
+        audience: CAL.into(),
+        require: Requirement::Verifies,
+        dry_run: true,
+    };
+    m.participation.set_gate(gate, "ops").await.unwrap();
+    m.grants
+        .exchange(&m.assistant, for_calendar(id_token(&w), "calendar.read"))
+        .await
+        .unwrap();
+    let actions = audit_actions(&m.audit).await;
+    let would: Vec<_> = actions
+        .iter()
+        .filter(|(action, _)| action == "gates.would_refuse")
+        .collect();
+    assert_eq!(would.len(), 1, "{actions:?}");
+    assert!(would[0]
+        .1
+        .contains("requires a verifier; its participation is 'silent'"));
+    assert!(!actions.iter().any(|(a, _)| a == "exchange.refused"));
+    // A refused exchange is not also a dry-run refusal: the gate is asked only once the rest
+    // allowed it.
+    m.grants
+        .exchange(&m.assistant, for_calendar(id_token(&w), "calendar.admin"))
+        .await
+        .unwrap_err();
+    let actions = audit_actions(&m.audit).await;
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|(a, _)| a == "gates.would_refuse")
+            .count(),
+        1
     );
 }
 
@@ -453,6 +587,35 @@ async fn an_id_jag_issued_by_one_node_is_redeemed_once_at_the_resource_as() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), "invalid_target", "{refused}");
+    // Nor does a refusal by the calendar's participation gate, until its verifier reports.
+    let gate = NewGate {
+        audience: CAL.into(),
+        require: Requirement::Verifies,
+        dry_run: false,
+    };
+    resource_as
+        .participation
+        .set_gate(gate, "ops")
+        .await
+        .unwrap();
+    let refused = resource_as
+        .grants
+        .redeem_id_jag(&resource_as.assistant, redeem(None))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "invalid_target", "{refused}");
+    assert!(
+        refused.to_string().contains("participation gate"),
+        "{refused}"
+    );
+    resource_as
+        .participation
+        .report(
+            &client("calendar", ClientKind::ResourceServer, &[CAL]),
+            calendar_report("none"),
+        )
+        .await
+        .unwrap();
     let redeemed = resource_as
         .grants
         .redeem_id_jag(&resource_as.assistant, redeem(None))
@@ -478,7 +641,7 @@ async fn an_id_jag_issued_by_one_node_is_redeemed_once_at_the_resource_as() {
             .iter()
             .filter(|(action, _)| action == "id_jag_redeem.refused")
             .count(),
-        3,
+        4,
         "{events:?}"
     );
 }

@@ -388,6 +388,7 @@ fn policy_service(w: &World) -> mandate_core::PolicyService {
             ledger: w.ledger.clone(),
             revocations: w.list.clone(),
             audit: w.audit.clone(),
+            gate: Arc::new(mandate_core::NoGates),
         },
         w.clock.clone(),
         mandate_core::ExplainSettings {
@@ -452,7 +453,7 @@ async fn policy_rows_are_replaced_over_the_version_read_and_explained_as_token_w
         audience: Audience::parse(CAL).unwrap(),
         scope: None,
     };
-    match policies.explain(&question).await.unwrap() {
+    match policies.explain(&question).await.unwrap().answer {
         mandate_core::ExplainAnswer::Decided(mandate_chain::Explanation::Refused {
             error, ..
         }) => assert_eq!(error, "invalid_target"),

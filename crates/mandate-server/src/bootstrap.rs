@@ -270,6 +270,44 @@ impl AppState {
             }
         }
         let audit = backends.audit.clone();
+        let node_id = format!(
+            "node-{}",
+            crate::chain_id::new_hop_id().0.trim_start_matches("hop_")
+        );
+        let participation = Arc::new(mandate_core::ParticipationService::new(
+            mandate_core::ParticipationPorts {
+                participants: backends.participation.clone(),
+                gates: backends.gates.clone(),
+                clients: backends.clients.clone(),
+                streams: backends.ssf_streams.clone(),
+                audit: audit.clone(),
+            },
+            clock.clone(),
+            node_id.clone(),
+        ));
+        // `[[participation_gates]]` are checked always and seed a store that never held a
+        // gate; once an admin changed the gates (even removing all of them), the store's win.
+        let gates = settings
+            .participation_gates
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                participation
+                    .gate_of(g.gate(), "config")
+                    .map(|_| g.gate())
+                    .map_err(|e| invalid(format!("participation_gates[{i}]"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !gates.is_empty() {
+            let count = gates.len();
+            let seeded = participation
+                .seed_gates(gates)
+                .await
+                .map_err(|e| invalid("participation_gates".into(), e.to_string()))?;
+            if !seeded {
+                tracing::info!("participation_gates: the store's gates win; the {count} configuration gates are skipped");
+            }
+        }
         let discovery = discovery_document(&settings);
         let tokens = &settings.tokens;
         let lifetimes = mandate_core::EntryLifetimes::new(
@@ -318,6 +356,7 @@ impl AppState {
                 ledger: backends.ledger.clone(),
                 revocations: backends.revocations.clone(),
                 audit: audit.clone(),
+                gate: participation.clone(),
             },
             clock.clone(),
             mandate_core::ExplainSettings {
@@ -346,6 +385,7 @@ impl AppState {
                 ),
                 keys: keys.clone(),
                 chain_key: chain_key.clone(),
+                gate: participation.clone(),
             },
             mandate_core::GrantSettings {
                 issuer: settings.issuer.clone(),
@@ -380,10 +420,6 @@ impl AppState {
         if let Some(pause) = &pause {
             grants = grants.with_hook(pause.clone());
         }
-        let node_id = format!(
-            "node-{}",
-            crate::chain_id::new_hop_id().0.trim_start_matches("hop_")
-        );
         let state = Self {
             settings: Arc::new(settings),
             source,
@@ -406,13 +442,7 @@ impl AppState {
                 backends.last_use.clone(),
                 clock.clone(),
             )),
-            participation: Arc::new(mandate_core::ParticipationService::new(
-                backends.participation.clone(),
-                backends.clients.clone(),
-                backends.ssf_streams.clone(),
-                clock.clone(),
-                node_id.clone(),
-            )),
+            participation,
             node_id,
             clock,
             discovery: Arc::new(discovery),
@@ -449,6 +479,7 @@ struct Backends {
     audit: Arc<dyn crate::audit::AuditLog>,
     ssf_streams: Arc<dyn mandate_store::SsfStreamStore>,
     participation: Arc<dyn mandate_store::ParticipationStore>,
+    gates: Arc<dyn mandate_store::GateStore>,
     last_use: Arc<dyn mandate_store::LastUseStore>,
 }
 
@@ -467,6 +498,7 @@ impl Backends {
             revocations: Arc::new(MemoryRevocations::new(clock)),
             ssf_streams: Arc::new(mandate_store::MemorySsfStreams::new()),
             participation: Arc::new(mandate_store::MemoryParticipation::new()),
+            gates: Arc::new(mandate_store::MemoryGates::new()),
             last_use: Arc::new(mandate_store::MemoryLastUse::new()),
             audit: Arc::new(crate::audit::MemoryAuditLog::new(
                 usize::try_from(settings.limits.audit_stream_max).unwrap_or(usize::MAX),
@@ -534,6 +566,7 @@ impl Backends {
             consents: Arc::new(RedisConsentStore::new(connection.clone())),
             ssf_streams: Arc::new(mandate_store::RedisSsfStreams::new(connection.clone())),
             participation: Arc::new(mandate_store::RedisParticipation::new(connection.clone())),
+            gates: Arc::new(mandate_store::RedisGates::new(connection.clone())),
             last_use: Arc::new(mandate_store::RedisLastUse::new(connection.clone())),
             revocations: Arc::new(revocations),
             audit: Arc::new(crate::audit::RedisAuditLog::new(

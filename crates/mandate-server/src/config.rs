@@ -70,6 +70,9 @@ pub struct Settings {
     /// Cross-app access (ID-JAG), IdP half.
     #[serde(default)]
     pub id_jag: IdJagSettings,
+    /// Participation gates seeded into a store that never held any.
+    #[serde(default)]
+    pub participation_gates: Vec<GateSettings>,
 }
 
 mod defaults {
@@ -398,6 +401,31 @@ pub struct PolicySettings {
     /// At most this many hops on any path through this row.
     #[serde(default)]
     pub max_depth: Option<u32>,
+}
+
+/// `[[participation_gates]]`: what an app audience's verifiers must do before tokens are issued
+/// for it (docs/GOVERNANCE.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSettings {
+    /// The app audience.
+    pub audience: Audience,
+    /// `follows_revocations`, `verifies` or `none`.
+    pub require: mandate_store::Requirement,
+    /// Only audit what would be refused.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl GateSettings {
+    /// The gate to set.
+    pub fn gate(&self) -> mandate_core::NewGate {
+        mandate_core::NewGate {
+            audience: self.audience.to_string(),
+            require: self.require,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 /// `[[consents]]`.

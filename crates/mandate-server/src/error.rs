@@ -189,6 +189,10 @@ impl From<mandate_core::ParticipationError> for OAuthError {
                 OAuthError::invalid_request(error.to_string()).with_status(StatusCode::FORBIDDEN)
             }
             ParticipationError::Invalid(message) => OAuthError::invalid_request(message),
+            // Gates are changed on the admin listener only.
+            ParticipationError::NotAnAppAudience(_) | ParticipationError::NoGate(_) => {
+                OAuthError::invalid_request(error.to_string())
+            }
             ParticipationError::TooMany => {
                 OAuthError::invalid_request(error.to_string()).with_status(StatusCode::CONFLICT)
             }

@@ -99,6 +99,9 @@ fn reference_config_parses_and_lists_every_key() {
         .any(|p| p.audience.agent().is_some()));
     assert_eq!(settings.consents.len(), 1);
     assert_eq!(settings.id_jag.resource_servers.len(), 1);
+    assert!(defaults.participation_gates.is_empty());
+    assert_eq!(settings.participation_gates.len(), 1);
+    assert!(settings.participation_gates[0].dry_run);
 }
 
 #[test]
@@ -115,6 +118,7 @@ fn reference_config_documents_every_section() {
         "[[policies]]",
         "[[consents]]",
         "[[id_jag.resource_servers]]",
+        "[[participation_gates]]",
     ] {
         let as_header = text
             .lines()

@@ -1184,3 +1184,62 @@ pub async fn last_use(store: &dyn crate::LastUseStore) {
         Some(3_000)
     );
 }
+
+/// The gate contract: one gate per audience, replaced by a later one, removed; a store once
+/// written is never seeded again, even when every gate was removed. Expects a store never
+/// written.
+pub async fn gates(store: &dyn crate::GateStore) {
+    use crate::{Gate, Requirement};
+    let gate = |audience: &str, require: Requirement, dry_run: bool| Gate {
+        audience: audience.into(),
+        require,
+        dry_run,
+        set_by: "contract".into(),
+        set_at_ms: 1_000,
+    };
+    let calendar = "https://calendar.example.com";
+    let mail = "https://mail.example.com";
+    assert_eq!(store.gate(calendar).await.expect("gate"), None);
+    assert!(store
+        .seed_if_never_written(&[gate(calendar, Requirement::Verifies, true)])
+        .await
+        .expect("seed"));
+    assert_eq!(
+        store.gate(calendar).await.expect("gate"),
+        Some(gate(calendar, Requirement::Verifies, true))
+    );
+    assert!(
+        !store
+            .seed_if_never_written(&[gate(mail, Requirement::None, false)])
+            .await
+            .expect("seed again"),
+        "a seeded store is not seeded again"
+    );
+    store
+        .put(&gate(calendar, Requirement::FollowsRevocations, false))
+        .await
+        .expect("put");
+    store
+        .put(&gate(mail, Requirement::None, false))
+        .await
+        .expect("put");
+    assert_eq!(
+        store.gates().await.expect("gates"),
+        vec![
+            gate(calendar, Requirement::FollowsRevocations, false),
+            gate(mail, Requirement::None, false)
+        ]
+    );
+    assert!(store.remove(calendar).await.expect("remove"));
+    assert!(!store.remove(calendar).await.expect("remove again"));
+    assert!(store.remove(mail).await.expect("remove"));
+    assert!(store.gates().await.expect("gates").is_empty());
+    assert!(
+        !store
+            .seed_if_never_written(&[gate(mail, Requirement::None, false)])
+            .await
+            .expect("seed after removals"),
+        "removing every gate is a change an operator made, not an empty store"
+    );
+    assert_eq!(store.gate("").await.expect("the empty audience"), None);
+}

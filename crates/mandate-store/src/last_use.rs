@@ -20,6 +20,10 @@ pub enum UseKind {
 }
 
 impl UseKind {
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(dead_code, reason = "the Redis fields' names")
+    )]
     fn as_str(self) -> &'static str {
         match self {
             Self::Authenticated => "authenticated",

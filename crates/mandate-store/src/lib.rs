@@ -16,6 +16,7 @@ mod consent;
     reason = "contract assertions fail loudly"
 )]
 pub mod contract;
+mod gates;
 mod last_use;
 mod ledger;
 mod participation;
@@ -34,6 +35,9 @@ pub use clients::{
     UpstreamId,
 };
 pub use consent::MemoryConsentStore;
+#[cfg(feature = "redis")]
+pub use gates::RedisGates;
+pub use gates::{Gate, GateStore, MemoryGates, Requirement};
 #[cfg(feature = "redis")]
 pub use last_use::RedisLastUse;
 pub use last_use::{LastUse, LastUseStore, MemoryLastUse, UseKind};

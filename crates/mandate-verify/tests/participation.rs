@@ -287,3 +287,227 @@ async fn a_redis_follower_reports_through_a_redis_backed_mandate() {
     other.stop().await;
     server.stop().await;
 }
+
+const ADMIN_MANAGER: &str = "manager-secret-0123456789abcdefghijk";
+
+/// The world, with a `manage` admin credential (gates are changed with it).
+async fn gated_world(redis: Option<&mandate_testkit::redis::RedisServer>) -> (TestKey, TestServer) {
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let mut settings = delegation_settings(&corp);
+    settings
+        .admin
+        .credentials
+        .push(mandate_server::config::AdminCredentialSettings {
+            name: "gatekeeper".into(),
+            role: mandate_server::config::AdminRole::Manage,
+            secret_hash: mandate_model::SecretHash::of(ADMIN_MANAGER),
+        });
+    if let Some(redis) = redis {
+        settings.store.kind = mandate_server::config::StoreKind::Redis;
+        settings.store.url = Some(mandate_server::config::StoreUrl::One(redis.url()));
+    }
+    (corp, TestServer::spawn(settings).await.unwrap())
+}
+
+async fn set_gate(server: &TestServer, gate: Value) -> Value {
+    let response = server
+        .http
+        .put(server.admin_url("/admin/participation/gates"))
+        .bearer_auth(ADMIN_MANAGER)
+        .json(&gate)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn explain(server: &TestServer, audience: &str) -> Value {
+    let response = server
+        .http
+        .post(server.admin_url("/admin/policies/explain"))
+        .bearer_auth(ADMIN_READER)
+        .json(
+            &json!({"agent": "assistant", "subject_token_type": "id_token",
+                      "audience": audience, "subject": "corp|alice"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn audit(server: &TestServer, action: &str) -> Vec<Value> {
+    let response = server
+        .http
+        .get(server.admin_url(&format!("/admin/audit?action={action}")))
+        .bearer_auth(ADMIN_READER)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    body["events"].as_array().unwrap().clone()
+}
+
+/// The calendar's gate requires a follower: exchanges for it are refused (and explain says
+/// so) until a verifier that follows revocations reports, then pass; the mail app's dry-run
+/// gate only audits what it would refuse; a read credential cannot set a gate.
+async fn a_gate_refuses_until_a_follower_reports(
+    redis: Option<&mandate_testkit::redis::RedisServer>,
+) {
+    let (corp, server) = gated_world(redis).await;
+    let id_token = || {
+        corp.sign(None, &id_token_claims(CORP, "alice", "assistant"))
+            .unwrap()
+    };
+    let set = set_gate(
+        &server,
+        json!({"audience": CAL, "require": "follows_revocations"}),
+    )
+    .await;
+    assert_eq!(set["gate"]["verdict"], "silent", "{set}");
+    assert_eq!(set["gate"]["met"], false, "{set}");
+    let (status, body) =
+        mandate_testkit::delegation_exchange(&server, &id_token(), "id_token", CAL, "assistant")
+            .await
+            .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_target", "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("requires a verifier that follows revocations"),
+        "{body}"
+    );
+    let explained = explain(&server, CAL).await;
+    assert_eq!(explained["allowed"], false, "{explained}");
+    assert_eq!(explained["rule"], "participation_gate", "{explained}");
+    assert_eq!(explained["gate"]["met"], false, "{explained}");
+    assert_eq!(audience(&map(&server).await, CAL)["gate"]["met"], false);
+
+    // The calendar's follower starts and reports: the gate is met. On Redis it checks the
+    // list itself on every request (Direct), else it follows mandate's feed.
+    let follower: Arc<dyn mandate_verify::RevocationSource> = match redis {
+        #[cfg(feature = "redis")]
+        Some(redis) => Arc::new(mandate_verify::Direct::redis(&redis.url()).await.unwrap()),
+        _ => {
+            let feed = Feed::connect(
+                &server.url("/revocations"),
+                "calendar-api",
+                "calendar-secret",
+                FeedConfig::default(),
+            )
+            .await
+            .unwrap();
+            assert!(feed.ready(Duration::from_secs(5)).await);
+            Arc::new(feed)
+        }
+    };
+    let mode = if redis.is_some() { "direct" } else { "feed" };
+    let calendar = Verifier::builder(server.issuer(), CAL)
+        .discover()
+        .revocation(follower)
+        .build()
+        .await
+        .unwrap();
+    let _reports = Reporter::spawn(
+        &[&calendar],
+        reporting(&server, "calendar-api", "calendar-secret", "cal-1"),
+    )
+    .unwrap();
+    let cal = until(&server, CAL, Duration::from_secs(5), |a| {
+        a["verifiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["kind"] == "sdk" && v["mode"] == mode)
+    })
+    .await;
+    assert_eq!(cal["gate"]["met"], true, "{cal}");
+    let token = delegation_issue(&server, &id_token(), "id_token", CAL, "assistant")
+        .await
+        .unwrap();
+    // A follower answers once it has heard a heartbeat (it may not have yet).
+    let started = Instant::now();
+    while let Err(error) = calendar.verify(&token).await {
+        assert!(started.elapsed() < Duration::from_secs(5), "{error}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let explained = explain(&server, CAL).await;
+    assert_eq!(explained["allowed"], true, "{explained}");
+    assert_eq!(explained["gate"]["verdict"], "follows revocations");
+
+    // A dry run on the silent mail app: issued, and audited as what it would refuse.
+    set_gate(
+        &server,
+        json!({"audience": MAIL, "require": "verifies", "dry_run": true}),
+    )
+    .await;
+    delegation_issue(&server, &id_token(), "id_token", MAIL, "assistant")
+        .await
+        .unwrap();
+    let would = audit(&server, "gates.would_refuse").await;
+    assert_eq!(would.len(), 1, "{would:?}");
+    assert_eq!(would[0]["target"], MAIL);
+    assert_eq!(would[0]["actor"], "client:assistant");
+    assert_eq!(audit(&server, "gates.set").await.len(), 2);
+
+    // A read credential cannot change gates; a gate guards apps, not agents; removing one
+    // that is not there is a 404.
+    let response = server
+        .http
+        .put(server.admin_url("/admin/participation/gates"))
+        .bearer_auth(ADMIN_READER)
+        .json(&json!({"audience": MAIL, "require": "none"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = server
+        .http
+        .put(server.admin_url("/admin/participation/gates"))
+        .bearer_auth(ADMIN_MANAGER)
+        .json(&json!({"audience": "agent:helper", "require": "none"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let remove = |audience: &str| {
+        server
+            .http
+            .delete(server.admin_url("/admin/participation/gates"))
+            .query(&[("audience", audience)])
+            .bearer_auth(ADMIN_MANAGER)
+            .send()
+    };
+    assert_eq!(remove(MAIL).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(remove(MAIL).await.unwrap().status(), StatusCode::NOT_FOUND);
+    let listed: Value = server
+        .http
+        .get(server.admin_url("/admin/participation/gates"))
+        .bearer_auth(ADMIN_READER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["gates"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["gates"][0]["audience"], CAL);
+    assert_eq!(listed["gates"][0]["set_by"], "gatekeeper");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_gate_refuses_until_a_feed_follower_reports() {
+    a_gate_refuses_until_a_follower_reports(None).await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_gate_refuses_until_a_direct_verifier_reports_on_redis() {
+    let redis = mandate_testkit::redis::RedisServer::start().await.unwrap();
+    a_gate_refuses_until_a_follower_reports(Some(&redis)).await;
+}

@@ -106,13 +106,15 @@ impl GrantService {
         // decided before all of them are in, and their outcomes are judged in the order they
         // used to be made: the target, then the revocation list, then the evidence and the
         // policy.
-        let (target_known, checked, evidence, policy) = tokio::join!(
+        let (target_known, checked, evidence, policy, gate) = tokio::join!(
             crate::target_is_registered(self.ports.clients.as_ref(), &request.target),
             self.ports.revocations.check(&first_facts),
             self.read_evidence(client, &subject),
             self.ports.policies.policy(),
+            self.ports.gate.gate(&request.target),
         );
         let target_known = target_known.map_err(|e| unavailable(&e))?;
+        let gate = gate.map_err(|e| unavailable(&e))?;
         let checked = checked.map_err(|e| unavailable(&e))?;
         if let Verdict::Revoked { kind, .. } = &checked.verdict {
             return Err(refuse(
@@ -194,6 +196,7 @@ impl GrantService {
                 GrantError::refused(&refusal, GrantKind::TokenExchange),
             )
         })?;
+        self.pass_gate(client.id.as_str(), gate, refusals).await?;
         let access_token = self
             .sign_and_record(
                 urn::TYP_ACCESS_TOKEN,

@@ -333,9 +333,12 @@ impl GrantService {
             .map_err(|e| refuse(&e, e.to_grant_error()))?;
         let target = choose_target(jag.resources.as_deref(), request.resource.as_deref())
             .map_err(|e| refuse(&"resource not chosen", e))?;
-        let target_known = crate::target_is_registered(self.ports.clients.as_ref(), &target)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let (target_known, gate) = tokio::join!(
+            crate::target_is_registered(self.ports.clients.as_ref(), &target),
+            self.ports.gate.gate(&target),
+        );
+        let target_known = target_known.map_err(|e| unavailable(&e))?;
+        let gate = gate.map_err(|e| unavailable(&e))?;
         let alias = jag.issuer.alias().as_str();
         let chain_id = self.ports.chain_key.derive(alias, &jag.jti);
 
@@ -396,6 +399,8 @@ impl GrantService {
                     GrantError::refused(&refusal, GrantKind::JwtBearer),
                 )
             })?;
+        // Before the ID-JAG is spent: a refusal by the gate does not burn the grant.
+        self.pass_gate(client.id.as_str(), gate, refusals).await?;
         // Decision D2. Strict (default): single use, remembered until exp + skew + 1 s, spent
         // only once everything else has passed, so a refused request does not burn the grant.
         // Reuse: the same client may present it again until it expires; no other client can, as

@@ -24,6 +24,7 @@ use mandate_revocation::{RevocationKind, RevocationStore, Verdict};
 use mandate_store::{AuditEvent, AuditLog, ClientRegistry, ReplayCache};
 use serde::Serialize;
 
+use crate::participation::TargetGate;
 use crate::{facts_of_hop, ChainIdKey, IdGenerator, KeyRing};
 
 pub use exchange::{AccessTokenRequest, Exchanged};
@@ -147,6 +148,8 @@ pub struct GrantPorts {
     pub keys: KeyRing,
     /// Derives chain ids.
     pub chain_key: Arc<ChainIdKey>,
+    /// The participation gates of app audiences.
+    pub gate: Arc<dyn TargetGate>,
 }
 
 /// Called after a grant has recorded its hop and before the second revocation check. Tests use
@@ -198,6 +201,49 @@ impl GrantService {
     /// Whether ID-JAGs can be issued (at least one resource AS is configured).
     pub fn issues_id_jags(&self) -> bool {
         !self.settings.resource_servers.is_empty()
+    }
+
+    /// Lets an allowed grant for `target` pass its participation gate, read with the grant's
+    /// other facts: an unmet gate refuses (`invalid_target`), an unmet dry-run gate only
+    /// appends `gates.would_refuse` to the audit stream. No gate costs nothing more.
+    async fn pass_gate(
+        &self,
+        client_id: &str,
+        gate: Option<mandate_store::Gate>,
+        refusals: &Refusals,
+    ) -> Result<(), GrantError> {
+        let Some(gate) = gate else {
+            return Ok(());
+        };
+        let decision = self
+            .ports
+            .gate
+            .judge(gate)
+            .await
+            .map_err(|e| GrantError::unavailable("the participation gate", e))?;
+        if decision.met {
+            return Ok(());
+        }
+        let shortfall = decision.shortfall();
+        if decision.refuses() {
+            return Err(refusals.refuse(
+                &shortfall,
+                GrantError::InvalidTarget(Cow::Owned(shortfall.clone())),
+            ));
+        }
+        tracing::info!(target: "audit", client_id = %client_id, audience = %decision.gate.audience, "participation gate (dry run) would refuse");
+        let at = self.clock.now().timestamp_millis();
+        self.ports
+            .audit
+            .record(AuditEvent::new(
+                at,
+                format!("client:{client_id}"),
+                "gates.would_refuse",
+                &decision.gate.audience,
+                format!("invalid_target: {shortfall} (dry run: issued)"),
+            ))
+            .await;
+        Ok(())
     }
 
     /// Signs `claims` as `typ`, records `hop` (nothing is issued unless its hop is recorded,

@@ -69,6 +69,9 @@ impl From<mandate_core::ParticipationError> for AdminError {
     fn from(error: mandate_core::ParticipationError) -> Self {
         match error {
             mandate_core::ParticipationError::Unavailable(cause) => AdminError::store_down(&cause),
+            mandate_core::ParticipationError::NoGate(audience) => {
+                AdminError::not_found(format!("gate for {audience}"))
+            }
             other => AdminError::bad_request(other.to_string()),
         }
     }

@@ -257,7 +257,8 @@ async fn explain_request(
     request: ExplainRequest,
 ) -> Result<serde_json::Value, AdminError> {
     let question = ExplainQuestion::from(request);
-    Ok(match state.policy_rows.explain(&question).await? {
+    let explained = state.policy_rows.explain(&question).await?;
+    let mut answer = match explained.answer {
         ExplainAnswer::Refused {
             error,
             rule,
@@ -297,7 +298,19 @@ async fn explain_request(
         ExplainAnswer::Decided(Explanation::Refused { refusal, error }) => {
             refused(error, refusal.rule(), &refusal.to_string())
         }
-    })
+    };
+    if let (Some(gate), Some(object)) = (explained.gate, answer.as_object_mut()) {
+        object.insert(
+            "gate".into(),
+            json!({
+                "require": gate.gate.require,
+                "dry_run": gate.gate.dry_run,
+                "verdict": gate.verdict,
+                "met": gate.met,
+            }),
+        );
+    }
+    Ok(answer)
 }
 
 /// `POST /admin/policies/explain`.

@@ -206,6 +206,38 @@ async fn policies_must_name_known_agents_and_valid_audiences() {
     build(&fine).await.unwrap();
 }
 
+#[tokio::test]
+async fn participation_gates_guard_app_audiences_and_seed_an_unwritten_store() {
+    let gate = |audience: &str, require: &str| {
+        format!("{AGENT}\n[[participation_gates]]\naudience = \"{audience}\"\nrequire = \"{require}\"\n")
+    };
+    refused(
+        &gate("agent:travel-agent", "verifies"),
+        &["participation_gates[0]", "app audience"],
+    )
+    .await;
+    refused(
+        &gate("https://calendar.example.com", "sometimes"),
+        &["require"],
+    )
+    .await;
+    let state = build(&format!(
+        "{}dry_run = true\n",
+        gate("https://calendar.example.com", "follows_revocations")
+    ))
+    .await
+    .unwrap();
+    let gates = state.participation.gates().await.unwrap();
+    assert_eq!(gates.len(), 1);
+    assert_eq!(gates[0].gate.audience, "https://calendar.example.com");
+    assert_eq!(
+        gates[0].gate.require,
+        mandate_store::Requirement::FollowsRevocations
+    );
+    assert!(gates[0].gate.dry_run);
+    assert_eq!(gates[0].gate.set_by, "config");
+}
+
 fn issuer(alias: &str, host: &str, as_is: bool) -> String {
     format!(
         "[[trusted_issuers]]\nissuer = \"https://{host}\"\nalias = \"{alias}\"\nsubject_as_is = {as_is}\njwks_file = \"{}\"\nalgorithms = [\"ES256\"]\n",

@@ -23,6 +23,9 @@
 //! | `mandate:policy` | hash | `rows` (the policy rows, one JSON array), `version`, `written` (Redis `TIME` of the write) | never |
 //! | `mandate:replay:<key>` | string | `1` | at the identifier's own expiry (`PXAT`) |
 //! | `mandate:rate:<key>` | hash | `tokens`, `updated_ms` | 2 s after the last request |
+//! | `mandate:participation` | hash | `<owner>\|<kind>\|<instance>` → the verifier's latest report and its expiry, JSON | fields dropped when read past their expiry |
+//! | `mandate:last-use` | hash | per client and kind, the last use (ms) | never |
+//! | `mandate:gates` | hash | app audience → its participation gate, JSON; field `""` once ever written | never |
 //! | `mandate:audit` | stream | audit events (`event`: JSON) | trimmed with `MAXLEN ~` to the configured cap |
 //!
 //! The ledger is sharded by chain: every key of one chain carries the hash tag `{<chain_id>}`,

@@ -43,6 +43,7 @@ async fn meets_every_contract<C: RedisConnection>(connection: C) {
     contract::ssf_streams(&mandate_store::RedisSsfStreams::new(connection.clone())).await;
     contract::participation(&mandate_store::RedisParticipation::new(connection.clone())).await;
     contract::last_use(&mandate_store::RedisLastUse::new(connection.clone())).await;
+    contract::gates(&mandate_store::RedisGates::new(connection.clone())).await;
     contract::audit(&mandate_store::RedisAuditLog::new(
         connection.clone(),
         1_000,
