@@ -145,6 +145,13 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: Option<ParticipationCommand>,
     },
+    /// Users: their standing authority (which agents can act for them now, and where).
+    Subjects {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: SubjectsCommand,
+    },
     /// The audit stream, newest first.
     Audit {
         #[command(flatten)]
@@ -304,6 +311,17 @@ pub enum RevokeCommand {
         /// Why (recorded; at most 500 characters).
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+/// `mandate subjects …`.
+#[derive(Subcommand, Debug)]
+pub enum SubjectsCommand {
+    /// Which agents can act for the user now (live chains, stored consents, their policy rows)
+    /// and which apps that authority reaches.
+    Authority {
+        /// The subject (`corp|alice`).
+        subject: String,
     },
 }
 
@@ -584,6 +602,20 @@ async fn execute(command: AdminCommand) -> Result<String, CliError> {
             connection,
             command,
         } => chains(&connection, command).await,
+        AdminCommand::Subjects {
+            connection,
+            command: SubjectsCommand::Authority { subject },
+        } => {
+            let client = connect(&connection)?;
+            let answer = client
+                .send(Request::get(&["subjects", subject.as_str(), "authority"]))
+                .await?;
+            Ok(output(
+                connection.json,
+                &answer.body,
+                render::standing_authority,
+            ))
+        }
         AdminCommand::Revoke {
             connection,
             command,

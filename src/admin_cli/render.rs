@@ -580,6 +580,93 @@ fn explain_decision(body: &Value) -> String {
     }
 }
 
+/// `GET /admin/subjects/{sub}/authority`: the agents, then the apps they reach.
+pub fn standing_authority(body: &Value) -> String {
+    let mut agents = Table::new(&[
+        "AGENT",
+        "STATE",
+        "CAN ACT",
+        "OWNERS",
+        "LIVE HOPS",
+        "CONSENTS",
+        "POLICY ROWS",
+    ]);
+    for agent in items(body, "agents") {
+        let hops: Vec<String> = items(agent, "live_hops")
+            .iter()
+            .map(|h| format!("{} → {}", text(h, "hop"), text(h, "audience")))
+            .collect();
+        let consents: Vec<String> = items(agent, "consents")
+            .iter()
+            .map(|c| {
+                let unusable = if c.get("allowed_by_policy").and_then(Value::as_bool) == Some(true)
+                {
+                    ""
+                } else {
+                    " (no policy row)"
+                };
+                format!(
+                    "{} {}{unusable}",
+                    text(c, "consent_id"),
+                    text(c, "audience")
+                )
+            })
+            .collect();
+        let rows: Vec<String> = items(agent, "policy")
+            .iter()
+            .map(|r| format!("{} [{}]", text(r, "audience"), list(r, "scopes", " ")))
+            .collect();
+        let dash = |v: Vec<String>| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                clean(&v.join(", "))
+            }
+        };
+        agents.row(vec![
+            text(agent, "client_id"),
+            text(agent, "state"),
+            if agent.get("can_act").and_then(Value::as_bool) == Some(true) {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            clean(&list(agent, "owners", ",")),
+            dash(hops),
+            dash(consents),
+            dash(rows),
+        ]);
+    }
+    let mut apps = Table::new(&["APP", "AGENT", "VIA", "SCOPES", "UNTIL", "EVIDENCE"]);
+    for app in items(body, "apps") {
+        for (i, access) in items(app, "access").iter().enumerate() {
+            apps.row(vec![
+                if i == 0 {
+                    text(app, "audience")
+                } else {
+                    String::new()
+                },
+                text(access, "client_id"),
+                text(access, "via"),
+                list(access, "scopes", " "),
+                text(access, "until"),
+                text(access, "evidence"),
+            ]);
+        }
+    }
+    let subject = text(body, "subject");
+    if agents.is_empty() {
+        return format!("no agent holds or was granted authority of {subject}\n");
+    }
+    let mut out = format!("{subject}: agents\n{}", agents.render());
+    if apps.is_empty() {
+        out.push_str("\nno app is reached now\n");
+    } else {
+        out.push_str(&format!("\napps reached now\n{}", apps.render()));
+    }
+    out
+}
+
 /// `GET /admin/audit`.
 pub fn audit(body: &Value) -> String {
     let mut table = Table::new(&["AT", "ACTOR", "ACTION", "TARGET", "DETAIL"]);
@@ -834,6 +921,39 @@ mod tests {
         assert!(shown.contains("https://mail.example.com"), "{shown}");
         assert!(shown.contains("silent"), "{shown}");
         assert_eq!(participation(&json!({"audiences": []})), "no audiences\n");
+    }
+
+    #[test]
+    fn standing_authority_lists_agents_then_the_apps_they_reach() {
+        let body = json!({"subject": "corp|alice", "at": "2026-12-07T10:00:00.000Z",
+            "agents": [
+                {"client_id": "assistant", "state": "active", "can_act": true, "owners": ["a@x"],
+                 "live_hops": [{"hop": "hop_1", "audience": "https://calendar.example.com"}],
+                 "consents": [{"consent_id": "cns_1", "audience": "https://mail.example.com",
+                               "allowed_by_policy": false}],
+                 "policy": [{"audience": "https://calendar.example.com", "scopes": ["calendar.read"]}]},
+                {"client_id": "idle", "state": "suspended", "can_act": false, "owners": [],
+                 "live_hops": [], "consents": [], "policy": []}],
+            "apps": [{"audience": "https://calendar.example.com", "access": [
+                {"client_id": "assistant", "via": "token", "scopes": ["calendar.read"],
+                 "until": "2026-12-07T10:05:00Z", "evidence": "hop_1"}]}]});
+        let shown = standing_authority(&body);
+        assert!(
+            shown.contains("hop_1 → https://calendar.example.com"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("cns_1 https://mail.example.com (no policy row)"),
+            "{shown}"
+        );
+        assert!(shown.contains("apps reached now"), "{shown}");
+        assert!(shown.contains("token"), "{shown}");
+        assert!(shown.contains("suspended"), "{shown}");
+        let nobody = json!({"subject": "corp|bob", "agents": [], "apps": []});
+        assert_eq!(
+            standing_authority(&nobody),
+            "no agent holds or was granted authority of corp|bob\n"
+        );
     }
 
     #[test]

@@ -473,6 +473,36 @@ pub fn patched_fields(patch: &AgentPatch) -> Vec<&'static str> {
     .collect()
 }
 
+/// Who suspends unused agents, in the audit stream and the revocation entries.
+pub const LIFECYCLE: &str = "system:lifecycle";
+
+/// The active agents unused for `after` or longer at `now`: their last authentication or
+/// exchange, or, never used, their registration, is that old. An agent never used whose
+/// registration time is unknown (records older than that field) is not judged.
+pub fn unused_agents(
+    clients: &[Arc<Client>],
+    last_use: &std::collections::HashMap<String, mandate_store::LastUse>,
+    now: DateTime<Utc>,
+    after: Duration,
+) -> Vec<ClientId> {
+    let cutoff = (now - after).timestamp_millis();
+    clients
+        .iter()
+        .filter(|c| c.kind == ClientKind::Agent && c.state == ClientState::Active)
+        .filter(|c| {
+            let used = last_use.get(c.id.as_str()).and_then(|u| {
+                match (u.authenticated_at_ms, u.exchange_at_ms) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                }
+            });
+            let since = used.or_else(|| c.created_at.map(|at| at.timestamp_millis()));
+            since.is_some_and(|since| since <= cutoff)
+        })
+        .map(|c| c.id.clone())
+        .collect()
+}
+
 /// The agent registry and lifecycle: registration, changes, secret rotation and state
 /// transitions, each retried over concurrent changes and each audited (`agent.create`,
 /// `agent.update`, `agent.secret.rotate`, `agent.<transition>`).
@@ -687,6 +717,34 @@ impl AgentService {
         }
     }
 
+    /// Suspends every active agent unused for `after` or longer (the lifecycle policy, docs/
+    /// GOVERNANCE.md): each suspension is a [`Transition::Suspend`] by `system:lifecycle`, with
+    /// its revocation and audit event. An agent that changed meanwhile, or that another node
+    /// suspended first, is skipped. What was suspended, with what each suspension revoked.
+    pub async fn suspend_unused(
+        &self,
+        usage: &crate::UsageTracker,
+        after: Duration,
+    ) -> Result<Vec<(Arc<Client>, RevocationOutcome)>, AgentError> {
+        let last_use = usage.all().await?;
+        let clients = self.clients.clients().await?;
+        let now = self.clock.now();
+        let reason = format!("unused for {} days", after.num_days());
+        let mut suspended = Vec::new();
+        for id in unused_agents(&clients, &last_use, now, after) {
+            match self
+                .transition(&id, Transition::Suspend, &reason, LIFECYCLE)
+                .await
+            {
+                Ok((client, Some(outcome))) => suspended.push((client, outcome)),
+                Ok((_, None)) => {}
+                Err(AgentError::InvalidTransition(_) | AgentError::NotFound(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(suspended)
+    }
+
     /// Gives the client a new secret. The old one keeps authenticating for `overlap_secs` (0:
     /// not at all); a secret rotated out earlier stops at once, so at most two secrets ever
     /// work.
@@ -766,6 +824,54 @@ mod tests {
             Err(AgentError::Invalid(message)) => message,
             other => panic!("expected a refusal, got {:?}", other.map(|c| c.id)),
         }
+    }
+
+    #[test]
+    fn unused_agents_are_active_agents_idle_past_the_bound() {
+        let agent = |id: &str, state: ClientState, created_days_ago: Option<i64>| {
+            let mut client = client_from_request(
+                request(json!({"client_id": id, "kind": "agent", "owners": ["a@x"],
+                               "auth_method": "client_secret_basic"})),
+                &[CORP],
+                now(),
+                "ops",
+            )
+            .unwrap();
+            client.state = state;
+            client.created_at = created_days_ago.map(|d| now() - Duration::days(d));
+            Arc::new(client)
+        };
+        let clients = vec![
+            agent("busy", ClientState::Active, Some(100)),
+            agent("idle", ClientState::Active, Some(100)),
+            agent("never", ClientState::Active, Some(40)),
+            agent("new", ClientState::Active, Some(3)),
+            agent("ancient", ClientState::Active, None),
+            agent("staged", ClientState::Staged, Some(100)),
+            agent("stopped", ClientState::Suspended, Some(100)),
+        ];
+        let days_ago = |d: i64| Some((now() - Duration::days(d)).timestamp_millis());
+        let last_use: std::collections::HashMap<String, mandate_store::LastUse> = [
+            ("busy", days_ago(40), days_ago(1)),
+            ("idle", days_ago(31), days_ago(45)),
+            ("staged", None, None),
+        ]
+        .into_iter()
+        .map(|(id, authenticated_at_ms, exchange_at_ms)| {
+            (
+                id.to_owned(),
+                mandate_store::LastUse {
+                    authenticated_at_ms,
+                    exchange_at_ms,
+                },
+            )
+        })
+        .collect();
+        let unused: Vec<String> = unused_agents(&clients, &last_use, now(), Duration::days(30))
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect();
+        assert_eq!(unused, ["idle", "never"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! Nothing here knows HTTP: the CI dependency rules keep actix-web out of this crate.
 
 pub mod agents;
+pub mod authority;
 pub mod chain_id;
 pub mod consents;
 pub mod grants;
@@ -20,6 +21,7 @@ pub mod ssf;
 pub mod usage;
 
 pub use agents::{AgentError, AgentPatch, AgentService, NewAgent};
+pub use authority::{AuthorityError, AuthorityPorts, AuthorityService, StandingAuthority};
 pub use chain_id::{new_hop_id, ChainIdKey};
 pub use consents::{ConsentError, ConsentService, NewConsent};
 pub use grants::{GrantError, GrantPorts, GrantService, GrantSettings, HopRecordedHook};

@@ -667,7 +667,8 @@ impl SsfTransmitter {
 }
 
 /// Who asked for a revocation, in CAEP's words: the token's own client (RFC 7009, for its user)
-/// is `user`, an identity provider's signal is `system`, an administrator is `admin`.
+/// is `user`, an identity provider's signal or mandate's own lifecycle policy is `system`, an
+/// administrator is `admin`.
 fn initiating_entity(outcome: &RevocationOutcome) -> &'static str {
     let by = outcome
         .entries
@@ -675,7 +676,7 @@ fn initiating_entity(outcome: &RevocationOutcome) -> &'static str {
         .map_or("", |entry| entry.by.as_str());
     if by.starts_with("client:") {
         "user"
-    } else if by.starts_with("ssf:") {
+    } else if by.starts_with("ssf:") || by.starts_with("system:") {
         "system"
     } else {
         "admin"

@@ -460,3 +460,167 @@ async fn policy_rows_are_replaced_over_the_version_read_and_explained_as_token_w
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// alice's standing authority: the assistant holds a calendar token and a hand-off to the
+/// booking tool, which may exchange it for the calendar (its row allows) but not for mail (no
+/// row); a consent grant to the helper reaches mail only through a row; a revoked hop, an
+/// expired hop and bob's hop are not hers now; a suspended agent reaches nothing.
+#[tokio::test]
+async fn a_users_standing_authority_is_what_is_live_granted_and_allowed() {
+    use mandate_chain::{ConsentGrant, PolicyStore};
+    let w = world();
+    for (id, kind, audiences) in [
+        ("assistant", ClientKind::Agent, vec![]),
+        ("booking-tool", ClientKind::Agent, vec![]),
+        ("helper", ClientKind::Agent, vec![]),
+        ("idle", ClientKind::Agent, vec![]),
+        ("calendar", ClientKind::ResourceServer, vec![CAL]),
+    ] {
+        let mut registered = client(id, kind, &audiences);
+        if id == "idle" {
+            registered.state = ClientState::Suspended;
+        }
+        w.clients.insert_if_absent(registered).await.unwrap();
+    }
+    const MAIL: &str = "https://mail.example.com";
+    let token = hop(
+        "hop_token",
+        "chn_a",
+        None,
+        (EvidenceKind::UpstreamAudience, "assistant"),
+    );
+    let mut hand_off = hop(
+        "hop_handoff",
+        "chn_a",
+        Some("hop_token"),
+        (EvidenceKind::HandOff, "hop_token"),
+    );
+    hand_off.audience = Audience::parse("agent:booking-tool").unwrap();
+    hand_off
+        .authority
+        .insert(MAIL, ScopeSet::parse("mail.read").unwrap());
+    let revoked = hop(
+        "hop_revoked",
+        "chn_b",
+        None,
+        (EvidenceKind::UpstreamAudience, "assistant"),
+    );
+    let mut expired = hop(
+        "hop_expired",
+        "chn_c",
+        None,
+        (EvidenceKind::UpstreamAudience, "assistant"),
+    );
+    expired.expires_at = NOW - 1;
+    let mut bobs = hop(
+        "hop_bob",
+        "chn_d",
+        None,
+        (EvidenceKind::UpstreamAudience, "assistant"),
+    );
+    bobs.subject = Subject::parse("corp|bob").unwrap();
+    let mut idle = hop(
+        "hop_idle",
+        "chn_e",
+        None,
+        (EvidenceKind::UpstreamAudience, "idle"),
+    );
+    idle.client_id = ClientId::parse("idle").unwrap();
+    for record in [&token, &hand_off, &revoked, &expired, &bobs, &idle] {
+        w.ledger.record(record).await.unwrap();
+    }
+    w.revocation
+        .revoke_hop("hop_revoked", "test", "ops")
+        .await
+        .unwrap();
+    let alice = Subject::parse("corp|alice").unwrap();
+    w.consents
+        .insert_if_absent(ConsentGrant {
+            id: "cns_mail".into(),
+            subject: alice.clone(),
+            actor: ClientId::parse("helper").unwrap(),
+            audience: Audience::parse(MAIL).unwrap(),
+            scopes: ScopeSet::parse("mail.read mail.send").unwrap(),
+            expires_at: NOW + 3_600,
+        })
+        .await
+        .unwrap();
+    let policies = Arc::new(mandate_store::MemoryPolicyStore::new());
+    let mut helper_mail = row("helper", MAIL);
+    helper_mail.scopes = ScopeSet::parse("mail.read").unwrap();
+    policies
+        .seed_if_empty(vec![
+            row("assistant", CAL),
+            row("assistant", "agent:booking-tool"),
+            row("booking-tool", CAL),
+            helper_mail,
+        ])
+        .await
+        .unwrap();
+    let service = mandate_core::AuthorityService::new(
+        mandate_core::AuthorityPorts {
+            ledger: w.ledger.clone(),
+            revocations: w.list.clone(),
+            consents: w.consents.clone(),
+            clients: w.clients.clone(),
+            policies,
+        },
+        3_600 + 300 * 6,
+    );
+    let authority = service.of(&alice).await.unwrap();
+    let agents: Vec<&str> = authority
+        .agents
+        .iter()
+        .map(|a| a.client_id.as_str())
+        .collect();
+    assert_eq!(agents, ["assistant", "booking-tool", "helper", "idle"]);
+    let assistant = &authority.agents[0];
+    let held: Vec<&str> = assistant.live_hops.iter().map(|h| h.hop.as_str()).collect();
+    assert_eq!(
+        held,
+        ["hop_token"],
+        "revoked, expired and bob's hops are not hers now"
+    );
+    assert!(assistant.can_act);
+    assert_eq!(assistant.policy.len(), 2);
+    let booking = &authority.agents[1];
+    assert_eq!(booking.live_hops[0].hop, "hop_handoff");
+    let helper = &authority.agents[2];
+    assert!(helper.consents[0].allowed_by_policy);
+    let idle_agent = &authority.agents[3];
+    assert!(!idle_agent.can_act);
+    assert_eq!(idle_agent.state.as_deref(), Some("suspended"));
+
+    type Access<'a> = (&'a str, &'a str, Vec<String>);
+    let reach: Vec<(&str, Vec<Access>)> = authority
+        .apps
+        .iter()
+        .map(|app| {
+            (
+                app.audience.as_str(),
+                app.access
+                    .iter()
+                    .map(|a| (a.client_id.as_str(), a.via, a.scopes.clone()))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reach,
+        vec![
+            (
+                CAL,
+                vec![
+                    ("assistant", "token", vec!["calendar.read".to_owned()]),
+                    ("booking-tool", "hand_off", vec!["calendar.read".to_owned()]),
+                ]
+            ),
+            // The hand-off carries mail.read, but the booking tool has no mail row; the helper's
+            // grant is cut to its row.
+            (
+                MAIL,
+                vec![("helper", "consent", vec!["mail.read".to_owned()])]
+            ),
+        ]
+    );
+}

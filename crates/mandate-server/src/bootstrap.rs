@@ -420,6 +420,16 @@ impl AppState {
         if let Some(pause) = &pause {
             grants = grants.with_hook(pause.clone());
         }
+        let authority = mandate_core::AuthorityService::new(
+            mandate_core::AuthorityPorts {
+                ledger: backends.ledger.clone(),
+                revocations: backends.revocations.clone(),
+                consents: consents.clone(),
+                clients: clients.clone(),
+                policies: policies.clone(),
+            },
+            lifetimes.live_window_secs(),
+        );
         let state = Self {
             settings: Arc::new(settings),
             source,
@@ -443,6 +453,7 @@ impl AppState {
                 clock.clone(),
             )),
             participation,
+            authority,
             node_id,
             clock,
             discovery: Arc::new(discovery),

@@ -73,6 +73,18 @@ pub struct Settings {
     /// Participation gates seeded into a store that never held any.
     #[serde(default)]
     pub participation_gates: Vec<GateSettings>,
+    /// Agent lifecycle policy.
+    #[serde(default)]
+    pub lifecycle: LifecycleSettings,
+}
+
+/// `[lifecycle]`: what mandate does by itself about agents (docs/GOVERNANCE.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleSettings {
+    /// Suspend active agents unused for this many days (last authentication or exchange, or,
+    /// never used, registration), checked hourly by every node; 0 (the default) never does.
+    pub suspend_unused_agents_after_days: u32,
 }
 
 mod defaults {
@@ -640,13 +652,13 @@ impl Settings {
             }
             // The audit stream and the Shared Signals' `initiating_entity` tell an
             // administrator from a client (RFC 7009) or an IdP's signal by these prefixes.
-            if ["client:", "ssf:"]
+            if ["client:", "ssf:", "system:"]
                 .iter()
                 .any(|prefix| credential.name.starts_with(prefix))
             {
                 return Err(invalid(
                     format!("admin.credentials[{i}].name"),
-                    "must not start with `client:` or `ssf:`, which name clients and identity providers in the audit stream".into(),
+                    "must not start with `client:`, `ssf:` or `system:`, which name clients, identity providers and mandate itself in the audit stream".into(),
                 ));
             }
         }

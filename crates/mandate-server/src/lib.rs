@@ -25,6 +25,7 @@ pub mod id_jag;
 pub mod introspect;
 pub mod jwks_remote;
 pub mod keys;
+pub mod lifecycle;
 pub mod participation;
 pub mod revocation;
 pub mod server;

@@ -75,6 +75,7 @@ pub struct RunningServer {
     heartbeat: tokio::task::JoinHandle<()>,
     ssf_poller: tokio::task::JoinHandle<()>,
     ssf_pusher: tokio::task::JoinHandle<()>,
+    lifecycle: tokio::task::JoinHandle<()>,
     reloader: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -84,6 +85,7 @@ impl RunningServer {
         self.heartbeat.abort();
         self.ssf_poller.abort();
         self.ssf_pusher.abort();
+        self.lifecycle.abort();
         if let Some(reloader) = &self.reloader {
             reloader.abort();
         }
@@ -103,6 +105,7 @@ impl RunningServer {
         self.heartbeat.abort();
         self.ssf_poller.abort();
         self.ssf_pusher.abort();
+        self.lifecycle.abort();
         if let Some(reloader) = &self.reloader {
             reloader.abort();
         }
@@ -533,6 +536,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
     let tasks = vec![tokio::spawn(public), tokio::spawn(admin)];
     let ssf_poller = tokio::spawn(crate::ssf_receive::poll_issuers(state.clone()));
     let ssf_pusher = tokio::spawn(crate::ssf_transmit::push_deliverer(state.clone()));
+    let lifecycle = tokio::spawn(crate::lifecycle::sweeps(state.clone()));
     let heartbeat = tokio::spawn(heartbeats(state));
     Ok(RunningServer {
         public_addr,
@@ -542,6 +546,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
         heartbeat,
         ssf_poller,
         ssf_pusher,
+        lifecycle,
         reloader,
     })
 }

@@ -182,6 +182,8 @@ pub struct AppState {
     pub usage: Arc<mandate_core::UsageTracker>,
     /// Which apps take part, and how (mandate-core).
     pub participation: Arc<mandate_core::ParticipationService>,
+    /// Users' standing authority (mandate-core).
+    pub authority: mandate_core::AuthorityService,
     /// The token endpoint's grants: exchange, ID-JAG issuance and redemption (mandate-core).
     pub grants: mandate_core::GrantService,
 }

@@ -100,6 +100,10 @@ fn reference_config_parses_and_lists_every_key() {
     assert_eq!(settings.consents.len(), 1);
     assert_eq!(settings.id_jag.resource_servers.len(), 1);
     assert!(defaults.participation_gates.is_empty());
+    assert_eq!(
+        settings.lifecycle.suspend_unused_agents_after_days,
+        defaults.lifecycle.suspend_unused_agents_after_days
+    );
     assert_eq!(settings.participation_gates.len(), 1);
     assert!(settings.participation_gates[0].dry_run);
 }
@@ -112,6 +116,7 @@ fn reference_config_documents_every_section() {
         "[signing]",
         "[tokens]",
         "[limits]",
+        "[lifecycle]",
         "[[admin.credentials]]",
         "[[trusted_issuers]]",
         "[[clients]]",

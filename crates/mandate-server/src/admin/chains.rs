@@ -19,7 +19,27 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/chains/{id}", web::get().to(show_chain))
         .route("/chains/{id}/revoke", web::post().to(revoke_chain))
         .route("/hops/{jti}/revoke", web::post().to(revoke_hop))
-        .route("/subjects/{sub}/revoke", web::post().to(revoke_subject));
+        .route("/subjects/{sub}/revoke", web::post().to(revoke_subject))
+        .route(
+            "/subjects/{sub}/authority",
+            web::get().to(subject_authority),
+        );
+}
+
+/// `GET /admin/subjects/{sub}/authority`: which agents can act for the user now, and which
+/// apps that reaches (docs/GOVERNANCE.md).
+async fn subject_authority(
+    caller: AdminCaller,
+    state: web::Data<AppState>,
+    subject: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    caller.require(AdminRole::Read)?;
+    let subject = Subject::parse(&subject)
+        .map_err(|e| AdminError::bad_request(format!("invalid subject: {e}")))?;
+    let authority = state.authority.of(&subject).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(authority))
 }
 
 async fn revoke_chain(

@@ -92,3 +92,11 @@ impl From<SsfError> for AdminError {
         }
     }
 }
+
+impl From<mandate_core::AuthorityError> for AdminError {
+    fn from(error: mandate_core::AuthorityError) -> Self {
+        match error {
+            mandate_core::AuthorityError::Unavailable(cause) => AdminError::store_down(&cause),
+        }
+    }
+}

@@ -27,8 +27,14 @@ pub struct Env {
 /// The delegation world of the test kit, on a fixed clock, with a `manage` credential
 /// (`ops-admin`) next to its `revoke` (`ops-oncall`) and `read` (`auditor`) ones.
 pub async fn env() -> Env {
+    env_with(|_| {}).await
+}
+
+/// [`env`], with `tweak` applied to its settings.
+pub async fn env_with(tweak: impl FnOnce(&mut mandate_server::Settings)) -> Env {
     let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
     let mut settings = delegation_settings(&corp);
+    tweak(&mut settings);
     settings.admin.credentials.push(AdminCredentialSettings {
         name: "ops-admin".into(),
         role: AdminRole::Manage,
@@ -1142,4 +1148,80 @@ async fn an_agents_last_use_moves_with_its_exchanges() {
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     assert_eq!(shown["last_exchange_at"], later.as_str(), "{shown}");
+}
+
+/// `[lifecycle] suspend_unused_agents_after_days = 30`: a sweep suspends the agents neither
+/// used nor registered within 30 days (by `system:lifecycle`, audited, revoking), and leaves the
+/// agent used yesterday, resource servers and suspended agents alone; off, it suspends nothing.
+#[tokio::test]
+async fn unused_agents_are_suspended_by_the_lifecycle_policy() {
+    let off = env().await;
+    off.clock.advance(40 * 86_400);
+    assert_eq!(
+        mandate_server::lifecycle::sweep(&off.server.state).await,
+        Ok(0)
+    );
+
+    let env = env_with(|settings| settings.lifecycle.suspend_unused_agents_after_days = 30).await;
+    // Nothing is 30 days old yet: the clients were registered (seeded) now.
+    assert_eq!(
+        mandate_server::lifecycle::sweep(&env.server.state).await,
+        Ok(0)
+    );
+    env.clock.advance(31 * 86_400);
+    // The assistant is used a day before the sweep.
+    env.clock.advance(-86_400);
+    let mut claims = id_token_claims(CORP, "alice", "assistant");
+    claims["iat"] = json!(env.clock.now_secs());
+    claims["exp"] = json!(env.clock.now_secs() + 600);
+    let id_token = env.corp.sign(None, &claims).unwrap();
+    delegation_issue(&env.server, &id_token, "id_token", CAL, "assistant")
+        .await
+        .unwrap();
+    env.clock.advance(86_400);
+    assert_eq!(
+        mandate_server::lifecycle::sweep(&env.server.state).await,
+        Ok(2)
+    );
+    let states: Vec<(String, String)> = get(&env, "/admin/agents?kind=agent").await["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["client_id"].as_str().unwrap().to_owned(),
+                a["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("assistant".to_owned(), "active".to_owned()),
+            ("booking-tool".to_owned(), "suspended".to_owned()),
+            ("helper".to_owned(), "suspended".to_owned()),
+        ]
+    );
+    let events = get(&env, "/admin/audit?action=agent.suspend").await;
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for event in events {
+        assert_eq!(event["actor"], "system:lifecycle");
+        assert!(
+            event["detail"]
+                .as_str()
+                .unwrap()
+                .ends_with("unused for 30 days"),
+            "{event}"
+        );
+    }
+    // A suspended agent no longer authenticates; a second sweep finds nothing more.
+    let (status, body) = delegation_exchange(&env.server, &id_token, "id_token", CAL, "helper")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        mandate_server::lifecycle::sweep(&env.server.state).await,
+        Ok(0)
+    );
 }

@@ -359,3 +359,78 @@ async fn listing_needs_a_reader_and_refuses_bad_queries() {
     );
     w.server.stop().await;
 }
+
+/// `GET /admin/subjects/{sub}/authority` over HTTP: the assistant's calendar token and its
+/// hand-off to the booking tool (which reaches the calendar and mail through its own rows), a
+/// stored consent; a revoked subject holds no live hop any more; readers may look, a malformed
+/// subject is 400.
+#[tokio::test]
+async fn a_users_standing_authority_follows_exchanges_and_revocations() {
+    let w = world().await;
+    w.chain("alice", CAL).await;
+    let (_, hand_off) = w.chain("alice", "agent:booking-tool").await;
+    w.chain("bob", MAIL).await;
+    let path = "/admin/subjects/corp%7Calice/authority";
+    let (status, body) = w.get(path, Some(READER)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["subject"], "corp|alice");
+    let agents: Vec<&str> = body["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["client_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(agents, ["assistant", "booking-tool"], "{body}");
+    assert_eq!(
+        body["agents"][1]["live_hops"][0]["hop"],
+        claims_of(&hand_off)["jti"]
+    );
+    let reach = |body: &Value, app: &str| -> Vec<(String, String)> {
+        body["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["audience"] == app)
+            .flat_map(|a| a["access"].as_array().unwrap().clone())
+            .map(|a| {
+                (
+                    a["client_id"].as_str().unwrap().to_owned(),
+                    a["via"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        reach(&body, CAL),
+        [
+            ("assistant".to_owned(), "token".to_owned()),
+            ("booking-tool".to_owned(), "hand_off".to_owned())
+        ]
+    );
+    assert_eq!(
+        reach(&body, MAIL),
+        [("booking-tool".to_owned(), "hand_off".to_owned())],
+        "{body}"
+    );
+    // Bob's mail token is not alice's authority.
+    assert!(!body.to_string().contains("corp|bob"));
+
+    let revoked = w
+        .server
+        .http
+        .post(w.server.admin_url("/admin/subjects/corp%7Calice/revoke"))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let (_, after) = w.get(path, Some(READER)).await;
+    assert_eq!(after["agents"], json!([]), "{after}");
+    assert_eq!(after["apps"], json!([]));
+
+    assert_eq!(w.get(path, None).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _) = w
+        .get("/admin/subjects/corp%7C/authority", Some(READER))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
