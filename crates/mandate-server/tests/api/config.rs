@@ -133,7 +133,7 @@ async fn bad_values_name_their_key() {
     )
     .await;
     // An administrator cannot pass for a client or an identity provider in the audit stream.
-    for name in ["client:travel-agent", "ssf:corp"] {
+    for name in ["client:travel-agent", "ssf:corp", "system:lifecycle"] {
         let admin = ADMIN.replace("name = \"ops\"", &format!("name = \"{name}\""));
         refused(&admin, &["admin.credentials[0].name", "client:"]).await;
     }
