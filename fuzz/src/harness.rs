@@ -348,6 +348,7 @@ fn chain_case(bytes: &mut Bytes<'_>) -> Option<bool> {
         let depth = u32::try_from(actors.len()).ok()?;
         let parent_audience = audience(bytes)?;
         let parent = HopRecord {
+            jkt: None,
             id: HopId("hop_parent".into()),
             parent: None,
             chain_id: ChainId("chn_root".into()),
@@ -369,6 +370,7 @@ fn chain_case(bytes: &mut Bytes<'_>) -> Option<bool> {
         };
         let names: Vec<String> = actors.iter().map(ToString::to_string).collect();
         let mut claims = AccessTokenClaims {
+            cnf: None,
             iss: ISSUER.into(),
             sub: user.to_string(),
             aud: parent_audience.to_string(),

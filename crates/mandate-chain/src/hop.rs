@@ -96,6 +96,9 @@ pub struct HopRecord {
     pub evidence: Evidence,
     /// For roots: the upstream grant.
     pub upstream: Option<UpstreamGrant>,
+    /// RFC 9449: the thumbprint of the key the token is bound to (`cnf.jkt`), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 impl HopRecord {

@@ -367,6 +367,7 @@ fn decide_root(
     let expires_at = lifetime(context, upstream.expires_at)?;
     let actors = vec![actor.clone()];
     let hop = HopRecord {
+        jkt: None,
         id: context.new_hop_id.clone(),
         parent: None,
         chain_id: context.root_chain_id.clone(),
@@ -474,6 +475,7 @@ fn decide_child(
     let mut ancestors = parent.ancestors.clone();
     ancestors.push(parent.id.clone());
     let hop = HopRecord {
+        jkt: None,
         id: context.new_hop_id.clone(),
         parent: Some(parent.id.clone()),
         chain_id: parent.chain_id.clone(),
@@ -540,6 +542,7 @@ pub fn decide_id_jag(
         reference["act"] = act.clone();
     }
     let hop = HopRecord {
+        jkt: None,
         id: context.new_hop_id.clone(),
         parent: None,
         chain_id: context.root_chain_id.clone(),
@@ -607,6 +610,7 @@ pub fn decide_id_jag_issuance(
     let mut authority = Authority::new();
     authority.insert(uri, grant.scopes.clone());
     Ok(HopRecord {
+        jkt: None,
         id: context.new_hop_id.clone(),
         parent: None,
         chain_id: context.root_chain_id.clone(),
@@ -759,6 +763,7 @@ pub(crate) fn claims_for(hop: &HopRecord, issuer: &str) -> AccessTokenClaims {
         Audience::Agent(_) => (None, Some(hop.authority.to_details())),
     };
     AccessTokenClaims {
+        cnf: None,
         iss: issuer.to_owned(),
         sub: hop.subject.to_string(),
         aud: hop.audience.to_string(),

@@ -125,14 +125,25 @@ async fn node(
         .insert_if_absent(client("calendar", ClientKind::ResourceServer, &[CAL]))
         .await
         .unwrap();
+    // A second agent the first may hand calendar work to.
+    clients
+        .insert_if_absent(client("booking-tool", ClientKind::Agent, &[]))
+        .await
+        .unwrap();
+    let row = |actor: &ClientId, audience: &str| PolicyRow {
+        actor: actor.clone(),
+        audience: Audience::parse(audience).unwrap(),
+        scopes: ScopeSet::parse("calendar.read calendar.write").unwrap(),
+        max_depth: None,
+    };
+    let booking = ClientId::parse("booking-tool").unwrap();
     let policies = Arc::new(MemoryPolicyStore::new());
     policies
-        .seed_if_empty(vec![PolicyRow {
-            actor: assistant.id.clone(),
-            audience: Audience::parse(CAL).unwrap(),
-            scopes: ScopeSet::parse("calendar.read calendar.write").unwrap(),
-            max_depth: None,
-        }])
+        .seed_if_empty(vec![
+            row(&assistant.id, CAL),
+            row(&assistant.id, "agent:booking-tool"),
+            row(&booking, CAL),
+        ])
         .await
         .unwrap();
     let revocations = Arc::new(MemoryRevocations::new(clock.clone()));
@@ -178,6 +189,7 @@ async fn node(
             max_chain_depth: 4,
             clock_skew_secs: 30,
             resource_servers,
+            dpop: mandate_core::grants::DpopSettings::for_endpoint(format!("{issuer}/token")),
         },
         clock,
         Arc::new(CountingIds::default()),
@@ -253,6 +265,7 @@ fn for_calendar(subject_token: String, scope: &str) -> AccessTokenRequest {
         target: Audience::parse(CAL).unwrap(),
         scope: Some(ScopeSet::parse(scope).unwrap()),
         details: None,
+        dpop: None,
     }
 }
 
@@ -528,6 +541,7 @@ async fn an_id_jag_issued_by_one_node_is_redeemed_once_at_the_resource_as() {
                 audience: RESOURCE_AS.into(),
                 resource: None,
                 scope: None,
+                dpop: None,
             },
         )
         .await
@@ -568,6 +582,7 @@ async fn an_id_jag_issued_by_one_node_is_redeemed_once_at_the_resource_as() {
         assertion: issued.token.clone(),
         resource: resource.map(str::to_owned),
         scope: None,
+        dpop: None,
     };
     // Another client cannot present it: its client_id names `assistant-at-as`.
     let other = client("assistant", ClientKind::Agent, &[]);
@@ -644,4 +659,179 @@ async fn an_id_jag_issued_by_one_node_is_redeemed_once_at_the_resource_as() {
         4,
         "{events:?}"
     );
+}
+
+/// A DPoP proof for `MANDATE`'s token endpoint, by `key`, now.
+fn proof(w: &World, key: &SigningKey, jti: &str) -> String {
+    key.sign_dpop_proof(&json!({
+        "jti": jti, "htm": "POST", "htu": format!("{MANDATE}/token"), "iat": w.clock.now_secs()
+    }))
+    .unwrap()
+}
+
+fn jkt(key: &SigningKey) -> String {
+    mandate_token::thumbprint(key.public_key().jwk()).unwrap()
+}
+
+/// RFC 9449 at the token endpoint: the assistant's hand-off to the booking tool is bound to the
+/// assistant's key; the booking tool cannot exchange it without a proof, and with its own proof
+/// gets a token bound to its own key; the ledger records each hop's thumbprint; a replayed proof
+/// and a proof for another endpoint are refused and record nothing.
+#[tokio::test]
+async fn every_hop_is_bound_to_the_key_of_the_agent_that_holds_it() {
+    let w = world().await;
+    let m = &w.mandate;
+    let (a_key, b_key) = (
+        SigningKey::generate(SigningAlgorithm::Es256).unwrap(),
+        SigningKey::generate(SigningAlgorithm::EdDsa).unwrap(),
+    );
+    let mut hand_off = for_calendar(id_token(&w), "calendar.read");
+    hand_off.target = Audience::parse("agent:booking-tool").unwrap();
+    hand_off.dpop = Some(proof(&w, &a_key, "a-1"));
+    let exchanged = m.grants.exchange(&m.assistant, hand_off).await.unwrap();
+    assert!(exchanged.bound);
+    let claims = claims_of(&m.keys, &exchanged.access_token);
+    assert_eq!(claims.cnf.as_ref().unwrap().jkt, jkt(&a_key));
+    let parent = m
+        .ledger
+        .hop(&HopId(claims.jti.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(parent.jkt.as_deref(), Some(jkt(&a_key).as_str()));
+
+    let booking = common::client("booking-tool", ClientKind::Agent, &[]);
+    let from_hand_off = |dpop: Option<String>| AccessTokenRequest {
+        subject_token: exchanged.access_token.clone(),
+        subject_token_type: SubjectTokenType::AccessToken,
+        target: Audience::parse(CAL).unwrap(),
+        scope: Some(ScopeSet::parse("calendar.read").unwrap()),
+        details: None,
+        dpop,
+    };
+    // Never less bound than its parent.
+    let refused = m
+        .grants
+        .exchange(&booking, from_hand_off(None))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "invalid_dpop_proof", "{refused}");
+    // A proof for another endpoint, or a stale one.
+    let elsewhere = b_key
+        .sign_dpop_proof(&json!({"jti": "b-0", "htm": "POST",
+            "htu": format!("{MANDATE}/revoke"), "iat": w.clock.now_secs()}))
+        .unwrap();
+    let refused = m
+        .grants
+        .exchange(&booking, from_hand_off(Some(elsewhere)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "invalid_dpop_proof", "{refused}");
+    let b_proof = proof(&w, &b_key, "b-1");
+    let child = m
+        .grants
+        .exchange(&booking, from_hand_off(Some(b_proof.clone())))
+        .await
+        .unwrap();
+    assert!(child.bound);
+    let child_claims = claims_of(&m.keys, &child.access_token);
+    assert_eq!(child_claims.cnf.unwrap().jkt, jkt(&b_key));
+    let child_hop = m
+        .ledger
+        .hop(&HopId(child_claims.jti.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(child_hop.jkt.as_deref(), Some(jkt(&b_key).as_str()));
+    assert_eq!(child_hop.parent.as_ref(), Some(&parent.id));
+    // The same proof again: refused, nothing more recorded.
+    let chain_before = m.ledger.chain(&parent.chain_id).await.unwrap().len();
+    let replayed = m
+        .grants
+        .exchange(&booking, from_hand_off(Some(b_proof)))
+        .await
+        .unwrap_err();
+    assert_eq!(replayed.code(), "invalid_dpop_proof", "{replayed}");
+    assert!(replayed.to_string().contains("used already"), "{replayed}");
+    assert_eq!(
+        m.ledger.chain(&parent.chain_id).await.unwrap().len(),
+        chain_before
+    );
+    // Without DPoP nothing is bound.
+    let bearer = m
+        .grants
+        .exchange(&m.assistant, for_calendar(id_token(&w), "calendar.read"))
+        .await
+        .unwrap();
+    assert!(!bearer.bound);
+    assert!(claims_of(&m.keys, &bearer.access_token).cnf.is_none());
+}
+
+/// PROTOCOLS.md 2.6: an ID-JAG issued with a proof carries `cnf.jkt`; the resource AS redeems
+/// it only with a proof by that key (another key or none: invalid_grant, the grant unspent),
+/// and binds its access token to it.
+#[tokio::test]
+async fn a_bound_id_jag_is_redeemed_only_by_its_key() {
+    let w = world().await;
+    let m = &w.mandate;
+    let key = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+    let issued = m
+        .grants
+        .issue_id_jag(
+            &m.assistant,
+            IdJagIssueRequest {
+                subject_token: id_token(&w),
+                audience: RESOURCE_AS.into(),
+                resource: None,
+                scope: None,
+                dpop: Some(proof(&w, &key, "i-1")),
+            },
+        )
+        .await
+        .unwrap();
+    let jws = UnverifiedJws::parse(&issued.token).unwrap();
+    let jag: IdJagClaims = m.keys.current().verify(&jws).unwrap().claims().unwrap();
+    assert_eq!(jag.cnf, Some(json!({ "jkt": jkt(&key) })));
+
+    let idp_node: Arc<dyn UpstreamIssuer> = Arc::new(Issuer {
+        issuer: MANDATE.into(),
+        alias: IssuerAlias::parse("enterprise").unwrap(),
+        accepts: vec![Acceptance::IdJag],
+        keys: VerifyingKeySet::from_jwks(m.keys.current().jwks(), &[Algorithm::Es256]).unwrap(),
+    });
+    let resource_as = node(
+        RESOURCE_AS,
+        "assistant-at-as",
+        w.clock.clone(),
+        vec![idp_node],
+        vec![],
+    )
+    .await;
+    let at_as = |key: Option<&SigningKey>, jti: &str| IdJagRedeemRequest {
+        assertion: issued.token.clone(),
+        resource: None,
+        scope: None,
+        dpop: key.map(|k| {
+            k.sign_dpop_proof(&json!({"jti": jti, "htm": "POST",
+                "htu": format!("{RESOURCE_AS}/token"), "iat": w.clock.now_secs()}))
+                .unwrap()
+        }),
+    };
+    let other = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+    for (presented, jti) in [(None, "r-0"), (Some(&other), "r-1")] {
+        let refused = resource_as
+            .grants
+            .redeem_id_jag(&resource_as.assistant, at_as(presented, jti))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), "invalid_grant", "{refused}");
+    }
+    let redeemed = resource_as
+        .grants
+        .redeem_id_jag(&resource_as.assistant, at_as(Some(&key), "r-2"))
+        .await
+        .unwrap();
+    assert!(redeemed.bound);
+    let claims = claims_of(&resource_as.keys, &redeemed.access_token);
+    assert_eq!(claims.cnf.unwrap().jkt, jkt(&key));
 }

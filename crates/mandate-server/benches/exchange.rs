@@ -114,7 +114,7 @@ fn server_bench(c: &mut Criterion) {
                     "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={}&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aid_token&audience=https%3A%2F%2Fcalendar.example.com",
                     subjects[next]
                 );
-                TokenExchangeRequest::from_form(&Form::parse(body.as_bytes()).unwrap()).unwrap()
+                TokenExchangeRequest::from_form(&Form::parse(body.as_bytes()).unwrap(), None).unwrap()
             },
             |request| {
                 let (state, client) = (&state, &client);

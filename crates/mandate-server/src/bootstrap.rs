@@ -394,6 +394,7 @@ impl AppState {
                 max_chain_depth: settings.tokens.max_chain_depth,
                 clock_skew_secs: settings.tokens.clock_skew_secs,
                 resource_servers: settings.id_jag.resource_servers.clone(),
+                dpop: mandate_core::grants::DpopSettings::for_endpoint(settings.token_endpoint()),
             },
             clock.clone(),
             ids.clone(),

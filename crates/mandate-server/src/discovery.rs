@@ -29,6 +29,13 @@ pub fn discovery_document(settings: &Settings) -> Value {
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_signing_alg_values_supported": algorithms,
         "authorization_details_types_supported": [mandate_token::DELEGATION_DETAIL_TYPE],
+        "dpop_signing_alg_values_supported": mandate_core::grants::DpopSettings::for_endpoint(
+            String::new()
+        )
+        .algorithms
+        .iter()
+        .map(|a| a.name())
+        .collect::<Vec<_>>(),
     });
     // ID-JAG -03 §7: the profile, never which issuers are trusted for it.
     if crate::grant::accepts_id_jags(settings) {

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     InvalidScope,
     /// Audience or resource not allowed (RFC 8707, RFC 8693).
     InvalidTarget,
+    /// A bad, replayed or missing DPoP proof (RFC 9449 §5).
+    InvalidDpopProof,
     /// Rate limited.
     SlowDown,
     /// The store cannot be reached.
@@ -143,6 +145,9 @@ impl From<mandate_core::GrantError> for OAuthError {
             }
             GrantError::InvalidScope(description) => {
                 Self::new(ErrorCode::InvalidScope, description)
+            }
+            GrantError::InvalidDpopProof(description) => {
+                Self::new(ErrorCode::InvalidDpopProof, description)
             }
             GrantError::Unavailable { operation, cause } => Self::store_down(operation, &cause),
             GrantError::Internal { description, cause } => {

@@ -24,7 +24,7 @@ pub enum TokenExchangeRequest {
 
 impl TokenExchangeRequest {
     /// Reads the exchange parameters; every refusal here is about the request's shape.
-    pub fn from_form(form: &Form) -> Result<Self, OAuthError> {
+    pub fn from_form(form: &Form, dpop: Option<String>) -> Result<Self, OAuthError> {
         // RFC 8693 §2.1: actor_token_type goes with actor_token. mandate takes neither: the
         // authenticated client is the actor (DESIGN.md section 5).
         if form.single("actor_token")?.is_some() || form.single("actor_token_type")?.is_some() {
@@ -37,7 +37,8 @@ impl TokenExchangeRequest {
         match form.single("requested_token_type")? {
             None | Some(urn::TOKEN_TYPE_ACCESS_TOKEN) => {}
             Some(urn::TOKEN_TYPE_ID_JAG) => {
-                return id_jag_request(form, subject_token, subject_token_type).map(Self::IdJag)
+                return id_jag_request(form, subject_token, subject_token_type, dpop)
+                    .map(Self::IdJag)
             }
             Some(_) => {
                 return Err(OAuthError::invalid_request(
@@ -90,6 +91,7 @@ impl TokenExchangeRequest {
             target,
             scope,
             details,
+            dpop,
         }))
     }
 }
@@ -101,6 +103,7 @@ fn id_jag_request(
     form: &Form,
     subject_token: String,
     subject_token_type: SubjectTokenType,
+    dpop: Option<String>,
 ) -> Result<IdJagIssueRequest, OAuthError> {
     if subject_token_type != SubjectTokenType::IdToken {
         return Err(OAuthError::invalid_request(
@@ -133,6 +136,7 @@ fn id_jag_request(
         audience,
         resource,
         scope,
+        dpop,
     })
 }
 
@@ -161,7 +165,7 @@ pub async fn exchange(
             ExchangeResponse {
                 access_token: exchanged.access_token,
                 issued_token_type: urn::TOKEN_TYPE_ACCESS_TOKEN,
-                token_type: "Bearer",
+                token_type: if exchanged.bound { "DPoP" } else { "Bearer" },
                 expires_in: exchanged.expires_in,
                 scope: exchanged.scope,
                 authorization_details: exchanged.authorization_details,

@@ -113,9 +113,10 @@ async fn token(
     let credentials = PresentedCredentials::from_request(&request, &form)?;
     let client = state.authenticate_agent(&credentials).await?;
     state.charge_rate_limit(client.id.as_str()).await?;
+    let dpop = dpop_proof(&request)?;
     match GrantKind::parse(form.required("grant_type")?, &state.settings)? {
         GrantKind::TokenExchange => {
-            let request = TokenExchangeRequest::from_form(&form)?;
+            let request = TokenExchangeRequest::from_form(&form, dpop)?;
             let response = exchange(&state.grants, &client, request).await?;
             state
                 .usage
@@ -124,7 +125,7 @@ async fn token(
             Ok(ok_no_store().json(response))
         }
         GrantKind::JwtBearer => {
-            let request = crate::id_jag::redeem_request(&form)?;
+            let request = crate::id_jag::redeem_request(&form, dpop)?;
             let response = crate::id_jag::redeem(&state.grants, &client, request).await?;
             state
                 .usage
@@ -132,6 +133,24 @@ async fn token(
                 .await;
             Ok(ok_no_store().json(response))
         }
+    }
+}
+
+/// The request's `DPoP` proof (RFC 9449 §4.3 step 1: at most one header, a string).
+fn dpop_proof(request: &HttpRequest) -> Result<Option<String>, OAuthError> {
+    let mut values = request.headers().get_all("dpop");
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(value), None) => value.to_str().map(|v| Some(v.to_owned())).map_err(|_| {
+            OAuthError::new(
+                crate::error::ErrorCode::InvalidDpopProof,
+                "the DPoP header is not a JWT",
+            )
+        }),
+        (Some(_), Some(_)) => Err(OAuthError::new(
+            crate::error::ErrorCode::InvalidDpopProof,
+            "at most one DPoP header is allowed",
+        )),
     }
 }
 

@@ -11,7 +11,7 @@ use crate::form::Form;
 
 /// Reads the jwt-bearer parameters (RFC 7523 §2.1; `resource` per RFC 8707). Refusals here are
 /// about the request's shape, not the assertion.
-pub fn redeem_request(form: &Form) -> Result<IdJagRedeemRequest, OAuthError> {
+pub fn redeem_request(form: &Form, dpop: Option<String>) -> Result<IdJagRedeemRequest, OAuthError> {
     let assertion = form.required("assertion")?.to_owned();
     let resource = form.one_target("resource", "exactly one resource is supported per token")?;
     let scope = form.scope()?;
@@ -19,6 +19,7 @@ pub fn redeem_request(form: &Form) -> Result<IdJagRedeemRequest, OAuthError> {
         assertion,
         resource,
         scope,
+        dpop,
     })
 }
 
@@ -42,7 +43,7 @@ pub async fn redeem(
     let redeemed = grants.redeem_id_jag(client, request).await?;
     Ok(IdJagResponse {
         access_token: redeemed.access_token,
-        token_type: "Bearer",
+        token_type: if redeemed.bound { "DPoP" } else { "Bearer" },
         expires_in: redeemed.expires_in,
         scope: redeemed.scope,
     })

@@ -71,8 +71,11 @@ pub struct ActiveToken {
     pub nbf: i64,
     /// The hop id.
     pub jti: String,
-    /// Always `Bearer`.
+    /// `DPoP` for a bound token (RFC 9449 §6.2), else `Bearer`.
     pub token_type: &'static str,
+    /// The binding, for a DPoP-bound token: `{"jkt": …}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<mandate_token::Confirmation>,
     /// The actor chain, current actor outermost.
     pub act: Act,
     /// The chain.
@@ -95,7 +98,12 @@ impl From<AccessTokenClaims> for ActiveToken {
             iat: claims.iat,
             nbf: claims.nbf,
             jti: claims.jti,
-            token_type: "Bearer",
+            token_type: if claims.cnf.is_some() {
+                "DPoP"
+            } else {
+                "Bearer"
+            },
+            cnf: claims.cnf,
             act: claims.act,
             chain_id: claims.chain_id,
             ancestors: claims.ancestors,

@@ -43,6 +43,7 @@ fn hop(id: &str, chain: &str, parent: Option<&str>, evidence: (EvidenceKind, &st
         ScopeSet::parse("calendar.read").expect("scope"),
     );
     HopRecord {
+        jkt: None,
         id: HopId(id.into()),
         parent: parent.map(|p| HopId(p.into())),
         chain_id: ChainId(chain.into()),

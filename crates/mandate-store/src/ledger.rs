@@ -227,6 +227,7 @@ mod tests {
 
     fn hop(id: &str, chain: &str) -> HopRecord {
         HopRecord {
+            jkt: None,
             id: HopId(id.into()),
             parent: None,
             chain_id: ChainId(chain.into()),

@@ -18,6 +18,7 @@ use mandate_token::{
 /// A calendar token three hops down: helper ← booking-tool ← assistant.
 fn claims() -> AccessTokenClaims {
     AccessTokenClaims {
+        cnf: None,
         iss: "https://mandate.example.com".into(),
         sub: "corp|alice".into(),
         aud: "https://calendar.example.com".into(),

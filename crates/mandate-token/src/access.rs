@@ -102,6 +102,16 @@ pub struct AccessTokenClaims {
     pub chain_id: String,
     /// The hop ids this token derives from, root first.
     pub ancestors: Vec<String>,
+    /// RFC 9449 binding: the thumbprint of the key its holder proves on every use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 7800 `cnf` as DPoP uses it (RFC 9449 §6.1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The RFC 7638 SHA-256 thumbprint of the bound key.
+    pub jkt: String,
 }
 
 /// The claims mandate reads from an upstream ID token or JWT. Unknown claims are ignored.
@@ -200,6 +210,7 @@ mod tests {
     #[test]
     fn claims_serialise_whole_seconds() {
         let claims = AccessTokenClaims {
+            cnf: None,
             iss: "https://m.example.com".into(),
             sub: "corp|alice".into(),
             aud: "https://calendar.example.com".into(),

@@ -180,6 +180,34 @@ impl<'a> UnverifiedJws<'a> {
         })
     }
 
+    /// Verifies the signature with `key` and `algorithm` alone (a DPoP proof's own key), with
+    /// the same refusals as [`UnverifiedJws::verify`] but no `kid` lookup.
+    pub(crate) fn verify_with(
+        &self,
+        key: &crate::VerifyingKey,
+        algorithm: Algorithm,
+    ) -> Result<Verified, JwtError> {
+        if self.header.crit.is_some() {
+            return Err(JwtError::CriticalHeader);
+        }
+        if Algorithm::from_name(&self.header.alg) != Some(algorithm) {
+            return Err(JwtError::AlgorithmNotAllowed(sanitize(&self.header.alg)));
+        }
+        let verifier = key.verifier(algorithm).ok_or(JwtError::UnknownKey)?;
+        verifier
+            .verify(self.signing_input.as_bytes(), &self.signature)
+            .map_err(|_| JwtError::BadSignature)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(self.payload_b64)
+            .map_err(|_| JwtError::Malformed("payload is not base64url"))?;
+        Ok(Verified {
+            header: self.header.clone(),
+            algorithm,
+            kid: None,
+            payload,
+        })
+    }
+
     /// The claims without any verification. Only for display (`mandate token decode`) and for
     /// choosing which key set to verify with; never for a decision.
     pub fn dangerous_unverified_claims<T: DeserializeOwned>(&self) -> Result<T, JwtError> {

@@ -8,11 +8,13 @@
 //! The rules it enforces (RFC 8725, PROTOCOLS.md section 6.1): the accepted `alg` is decided by
 //! configuration and the key's type, never by the token header alone; `none` and HMAC are never
 //! accepted; header-supplied keys and URLs (`jwk`, `jku`, `x5u`, `x5c`) are ignored; unknown `crit`
-//! members are refused; `kid` is only ever a lookup key.
+//! members are refused; `kid` is only ever a lookup key. The one exception to header-supplied
+//! keys is a DPoP proof's `jwk` ([`dpop`]), which proves possession of the key it names.
 
 mod access;
 mod alg;
 mod claims;
+pub mod dpop;
 mod error;
 mod jwk;
 mod jws;
@@ -20,7 +22,8 @@ mod signing;
 pub mod urn;
 
 pub use access::{
-    AccessTokenClaims, Act, DelegationDetail, IdJagClaims, UpstreamClaims, DELEGATION_DETAIL_TYPE,
+    AccessTokenClaims, Act, Confirmation, DelegationDetail, IdJagClaims, UpstreamClaims,
+    DELEGATION_DETAIL_TYPE,
 };
 pub use alg::Algorithm;
 pub use claims::{OneOrMany, TimeError, TimeWindow};

@@ -934,6 +934,7 @@ fn jwks_of(keys: &[&SigningKey]) -> Value {
 
 fn signed_by(key: &SigningKey, issuer: &str) -> String {
     let claims = AccessTokenClaims {
+        cnf: None,
         iss: issuer.into(),
         sub: "corp|alice".into(),
         aud: CAL.into(),

@@ -8,7 +8,7 @@ use mandate_chain::{
 use mandate_model::{Audience, ScopeSet};
 use mandate_revocation::{TokenFacts, Verdict};
 use mandate_store::Client;
-use mandate_token::{urn, DelegationDetail};
+use mandate_token::{urn, Confirmation, DelegationDetail};
 
 use super::{GrantError, GrantService, Refusals, VerifiedSubject};
 
@@ -25,6 +25,8 @@ pub struct AccessTokenRequest {
     pub scope: Option<ScopeSet>,
     /// The requested `authorization_details`, if any.
     pub details: Option<Authority>,
+    /// The request's `DPoP` proof, if any.
+    pub dpop: Option<String>,
 }
 
 /// An exchanged access token (the RFC 8693 §2.2.1 response's content).
@@ -38,6 +40,8 @@ pub struct Exchanged {
     pub scope: Option<String>,
     /// The granted `authorization_details`.
     pub authorization_details: Option<Vec<DelegationDetail>>,
+    /// Whether it is DPoP-bound (`token_type: DPoP`).
+    pub bound: bool,
 }
 
 /// What the decision reads from the store about the subject token: the stored consent grants of
@@ -73,6 +77,7 @@ impl GrantService {
     ) -> Result<Exchanged, GrantError> {
         let refuse = |reason: &dyn std::fmt::Display, error| refusals.refuse(reason, error);
         let unavailable = |e: &dyn std::fmt::Display| GrantError::unavailable("token exchange", e);
+        let proof = self.check_proof(request.dpop.as_deref(), refusals)?;
         let subject = self
             .verify_subject(&request.subject_token, request.subject_token_type)
             .await
@@ -190,13 +195,32 @@ impl GrantService {
             new_hop_id,
             root_chain_id,
         };
-        let decision = decide(&policy, &exchange_request, &grant, &context).map_err(|refusal| {
-            refuse(
-                &refusal,
-                GrantError::refused(&refusal, GrantKind::TokenExchange),
-            )
-        })?;
+        let mut decision =
+            decide(&policy, &exchange_request, &grant, &context).map_err(|refusal| {
+                refuse(
+                    &refusal,
+                    GrantError::refused(&refusal, GrantKind::TokenExchange),
+                )
+            })?;
         self.pass_gate(client.id.as_str(), gate, refusals).await?;
+        // A hop is never less bound than its parent: a bound subject token (a hand-off bound to
+        // its delegator's key) is exchanged only with a proof, of the presenting agent's own key.
+        if let VerifiedSubject::Mandate(claims) = &subject {
+            if claims.cnf.is_some() {
+                Self::require_proof(
+                    proof.as_ref(),
+                    "the subject token is DPoP-bound: the exchange needs a DPoP proof",
+                    refusals,
+                )?;
+            }
+        }
+        self.spend_proof(proof.as_ref(), now, refusals).await?;
+        if let Some(proof) = &proof {
+            decision.claims.cnf = Some(Confirmation {
+                jkt: proof.jkt().to_owned(),
+            });
+            decision.hop.jkt = Some(proof.jkt().to_owned());
+        }
         let access_token = self
             .sign_and_record(
                 urn::TYP_ACCESS_TOKEN,
@@ -224,6 +248,7 @@ impl GrantService {
             expires_in: decision.claims.exp - now,
             scope: decision.claims.scope.clone(),
             authorization_details: decision.claims.authorization_details.clone(),
+            bound: proof.is_some(),
         })
     }
 

@@ -47,6 +47,8 @@ pub struct IdJagIssueRequest {
     pub resource: Option<String>,
     /// The requested scope, if any.
     pub scope: Option<ScopeSet>,
+    /// The request's `DPoP` proof, if any: the ID-JAG is then bound to its key.
+    pub dpop: Option<String>,
 }
 
 /// What the row grants: the resource (when one), the scopes and the client id at that server.
@@ -148,6 +150,7 @@ impl GrantService {
                 GrantError::InvalidRequest("this server is not configured to issue ID-JAGs".into()),
             ));
         }
+        let proof = self.check_proof(request.dpop.as_deref(), refusals)?;
         let subject = self
             .verify_subject(&request.subject_token, SubjectTokenType::IdToken)
             .await
@@ -258,17 +261,22 @@ impl GrantService {
                 expires_at: id_token_exp,
             },
         };
-        let hop = decide_id_jag_issuance(&issuance, &context).map_err(|refusal| match refusal {
-            Refusal::Expired => refuse(
-                &"ID token expires now",
-                GrantError::InvalidRequest("subject_token has expired".into()),
-            ),
-            other => refuse(
-                &other,
-                GrantError::refused(&other, GrantKind::TokenExchange),
-            ),
-        })?;
+        let mut hop =
+            decide_id_jag_issuance(&issuance, &context).map_err(|refusal| match refusal {
+                Refusal::Expired => refuse(
+                    &"ID token expires now",
+                    GrantError::InvalidRequest("subject_token has expired".into()),
+                ),
+                other => refuse(
+                    &other,
+                    GrantError::refused(&other, GrantKind::TokenExchange),
+                ),
+            })?;
         let expires_at = hop.expires_at;
+        // PROTOCOLS.md 2.6: with a proof the ID-JAG carries `cnf.jkt` (its response still says
+        // `token_type: N_A`); the resource AS then requires a proof by the same key.
+        self.spend_proof(proof.as_ref(), now, refusals).await?;
+        hop.jkt = proof.as_ref().map(|p| p.jkt().to_owned());
         // `sub` is mandate's namespaced subject (`corp|alice`; bare for the `subject_as_is`
         // issuer): the resource AS trusts mandate as the enterprise's IdP, and `sub` must be
         // unique per `iss` across every upstream issuer mandate brokers (DECISIONS.md, "ID-JAG
@@ -285,7 +293,10 @@ impl GrantService {
             resource: granted.resource.clone().map(OneOrMany::One),
             scope: Some(granted.scope.to_string()),
             act: None,
-            cnf: None,
+            cnf: hop
+                .jkt
+                .as_ref()
+                .map(|jkt| serde_json::json!({ "jkt": jkt })),
             tenant: None,
             auth_time: claims.auth_time,
         };

@@ -30,6 +30,8 @@ pub struct IdJagRedeemRequest {
     pub resource: Option<String>,
     /// The requested scope, if any.
     pub scope: Option<ScopeSet>,
+    /// The request's `DPoP` proof, if any.
+    pub dpop: Option<String>,
 }
 
 /// A redeemed ID-JAG's access token (the RFC 6749 §5.1 response's content).
@@ -41,6 +43,8 @@ pub struct RedeemedIdJag {
     pub expires_in: i64,
     /// The granted scope.
     pub scope: Option<String>,
+    /// Whether it is DPoP-bound (`token_type: DPoP`).
+    pub bound: bool,
 }
 
 /// A verified ID-JAG.
@@ -62,6 +66,8 @@ pub struct VerifiedIdJag {
     pub resources: Option<Vec<String>>,
     /// The `scope` claim, when it has one.
     pub scope: Option<ScopeSet>,
+    /// `cnf.jkt`: the key it is bound to, when it is (PROTOCOLS.md 2.6).
+    pub jkt: Option<String>,
 }
 
 /// Why an ID-JAG was refused (logged; the client sees the matching fixed description).
@@ -100,8 +106,8 @@ pub enum IdJagError {
     /// Time claims.
     #[error("assertion time claims rejected: {0}")]
     Time(TimeError),
-    /// `cnf`: sender-constrained ID-JAGs need DPoP, which mandate does not support yet.
-    #[error("assertion is bound to a key (cnf) and DPoP is not supported")]
+    /// `cnf` is not `{"jkt": "<thumbprint>"}` (mandate binds by DPoP only).
+    #[error("assertion cnf is not a DPoP key thumbprint")]
     KeyBound,
     /// Any other claim problem.
     #[error("assertion claims rejected: {0}")]
@@ -136,9 +142,7 @@ impl IdJagError {
             IdJagError::Time(TimeError::NotYetValid) => "the ID-JAG is not yet valid",
             IdJagError::Time(TimeError::LifetimeTooLong) => "the ID-JAG lives too long",
             IdJagError::Time(_) => "the ID-JAG is not valid at this time",
-            IdJagError::KeyBound => {
-                "the ID-JAG is bound to a key (cnf); DPoP is not supported by this server"
-            }
+            IdJagError::KeyBound => "the ID-JAG cnf must be a DPoP key thumbprint (jkt)",
             IdJagError::Claims(what) => what,
         };
         GrantError::InvalidGrant(description.into())
@@ -269,11 +273,19 @@ impl GrantService {
                 "the ID-JAG jti is longer than 256 characters",
             ));
         }
-        // PROTOCOLS.md 2.6 case 2: a key-bound ID-JAG without a proof is invalid_grant; mandate
-        // takes no DPoP proofs yet.
-        if claims.cnf.is_some() {
-            return Err(IdJagError::KeyBound);
-        }
+        // PROTOCOLS.md 2.6: a bound ID-JAG names its key's thumbprint; the redemption checks the
+        // proof against it.
+        let jkt = match &claims.cnf {
+            None => None,
+            Some(cnf) => Some(
+                cnf.get("jkt")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|jkt| !jkt.is_empty() && jkt.len() <= 128)
+                    .filter(|_| cnf.as_object().is_some_and(|o| o.len() == 1))
+                    .ok_or(IdJagError::KeyBound)?
+                    .to_owned(),
+            ),
+        };
         let subject = Subject::from_upstream(issuer.alias(), &sub, issuer.subject_as_is())
             .map_err(|_| IdJagError::Claims("the ID-JAG sub cannot be used for this issuer"))?;
         let resources = match &claims.resource {
@@ -298,6 +310,7 @@ impl GrantService {
             expires_at,
             resources,
             scope,
+            jkt,
         })
     }
 
@@ -327,10 +340,33 @@ impl GrantService {
         let refuse = |reason: &dyn std::fmt::Display, error| refusals.refuse(reason, error);
         let unavailable =
             |e: &dyn std::fmt::Display| GrantError::unavailable("ID-JAG redemption", e);
+        let proof = self.check_proof(request.dpop.as_deref(), refusals)?;
         let jag = self
             .verify_id_jag(&request.assertion, client)
             .await
             .map_err(|e| refuse(&e, e.to_grant_error()))?;
+        // PROTOCOLS.md 2.6: a bound ID-JAG needs a proof by its own key (cases 1 and 2).
+        if let Some(jkt) = &jag.jkt {
+            match &proof {
+                Some(proof) if proof.jkt() == jkt => {}
+                Some(_) => {
+                    return Err(refuse(
+                        &"ID-JAG bound to another key",
+                        GrantError::InvalidGrant(
+                            "the DPoP proof is not by the key the ID-JAG is bound to".into(),
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(refuse(
+                        &"bound ID-JAG without a proof",
+                        GrantError::InvalidGrant(
+                            "the ID-JAG is DPoP-bound: proof of possession required".into(),
+                        ),
+                    ))
+                }
+            }
+        }
         let target = choose_target(jag.resources.as_deref(), request.resource.as_deref())
             .map_err(|e| refuse(&"resource not chosen", e))?;
         let (target_known, gate) = tokio::join!(
@@ -392,7 +428,7 @@ impl GrantService {
             .policy()
             .await
             .map_err(|e| unavailable(&e))?;
-        let decision =
+        let mut decision =
             decide_id_jag(&policy, &exchange_request, &grant, &context).map_err(|refusal| {
                 refuse(
                     &refusal,
@@ -401,6 +437,14 @@ impl GrantService {
             })?;
         // Before the ID-JAG is spent: a refusal by the gate does not burn the grant.
         self.pass_gate(client.id.as_str(), gate, refusals).await?;
+        // The proof is spent before the ID-JAG: a replayed proof leaves the grant unspent.
+        self.spend_proof(proof.as_ref(), now, refusals).await?;
+        if let Some(proof) = &proof {
+            decision.claims.cnf = Some(mandate_token::Confirmation {
+                jkt: proof.jkt().to_owned(),
+            });
+            decision.hop.jkt = Some(proof.jkt().to_owned());
+        }
         // Decision D2. Strict (default): single use, remembered until exp + skew + 1 s, spent
         // only once everything else has passed, so a refused request does not burn the grant.
         // Reuse: the same client may present it again until it expires; no other client can, as
@@ -447,6 +491,7 @@ impl GrantService {
             access_token,
             expires_in: decision.claims.exp - now,
             scope: decision.claims.scope.clone(),
+            bound: proof.is_some(),
         })
     }
 }

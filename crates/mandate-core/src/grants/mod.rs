@@ -7,6 +7,7 @@
 //! while the hop is recorded; check the list again; only then hand the token out. A refusal is
 //! appended to the audit stream by the service, so no caller can skip it.
 
+mod dpop;
 mod exchange;
 mod id_jag_issue;
 mod id_jag_redeem;
@@ -27,6 +28,7 @@ use serde::Serialize;
 use crate::participation::TargetGate;
 use crate::{facts_of_hop, ChainIdKey, IdGenerator, KeyRing};
 
+pub use dpop::DpopSettings;
 pub use exchange::{AccessTokenRequest, Exchanged};
 pub use id_jag_issue::{
     grant_at_resource_server, Granted, IdJagIssueRequest, IdJagResourceServer, IssuedIdJag,
@@ -57,6 +59,10 @@ pub enum GrantError {
     /// `invalid_scope`.
     #[error("invalid_scope: {0}")]
     InvalidScope(Cow<'static, str>),
+    /// `invalid_dpop_proof` (RFC 9449 §5): the `DPoP` proof is bad, replayed, or missing where
+    /// a binding requires one.
+    #[error("invalid_dpop_proof: {0}")]
+    InvalidDpopProof(Cow<'static, str>),
     /// The store failed during `operation`; nothing was issued.
     #[error("store unavailable during {operation}: {cause}")]
     Unavailable {
@@ -83,6 +89,7 @@ impl GrantError {
             GrantError::InvalidGrant(_) => "invalid_grant",
             GrantError::InvalidTarget(_) => "invalid_target",
             GrantError::InvalidScope(_) => "invalid_scope",
+            GrantError::InvalidDpopProof(_) => "invalid_dpop_proof",
             GrantError::Unavailable { .. } => "temporarily_unavailable",
             GrantError::Internal { .. } => "server_error",
         }
@@ -123,6 +130,8 @@ pub struct GrantSettings {
     pub clock_skew_secs: u32,
     /// The resource authorization servers ID-JAGs are issued for (`[[id_jag.resource_servers]]`).
     pub resource_servers: Vec<IdJagResourceServer>,
+    /// DPoP proofs at the token endpoint.
+    pub dpop: DpopSettings,
 }
 
 /// The ports the grants read and write.

@@ -134,7 +134,7 @@ async fn show_chain(
             .filter(|(h, _, _)| h.parent.as_ref() == Some(&hop.id))
             .map(|(h, s, r)| node(h, s, r, all))
             .collect();
-        json!({
+        let mut view = json!({
             "jti": hop.id,
             "status": status,
             "revoked_by": revoked_by,
@@ -149,7 +149,12 @@ async fn show_chain(
             "evidence": hop.evidence,
             "upstream": hop.upstream,
             "children": children,
-        })
+        });
+        // RFC 9449: the key the hop's token is bound to, when it is.
+        if let (Some(jkt), Some(object)) = (&hop.jkt, view.as_object_mut()) {
+            object.insert("jkt".into(), json!(jkt));
+        }
+        view
     }
     let roots: Vec<serde_json::Value> = views
         .iter()

@@ -465,13 +465,24 @@ async fn bad_assertions_are_invalid_grant() {
             sign(&env.idp, &with(good(), "exp", json!(now() + 3700))),
         ),
         (
-            "cnf (key-bound, no DPoP)",
+            "cnf (key-bound, no proof)",
             sign(
                 &env.idp,
                 &with(
                     good(),
                     "cnf",
                     json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+                ),
+            ),
+        ),
+        (
+            "cnf not a DPoP thumbprint",
+            sign(
+                &env.idp,
+                &with(
+                    good(),
+                    "cnf",
+                    json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
                 ),
             ),
         ),
@@ -563,7 +574,8 @@ fn refusal_reason(case: &str) -> &'static str {
         "iat in the future" => "issued in the future",
         "nbf in the future" => "not yet valid",
         "lives longer than an hour" => "lives too long",
-        "cnf (key-bound, no DPoP)" => "bound to a key (cnf)",
+        "cnf (key-bound, no proof)" => "proof of possession required",
+        "cnf not a DPoP thumbprint" => "cnf must be a DPoP key thumbprint",
         "issued by this server" | "an ID-JAG this server signed itself" => {
             "does not redeem ID-JAGs it issued"
         }

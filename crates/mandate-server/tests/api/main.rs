@@ -17,6 +17,7 @@ mod attacks;
 mod client_auth;
 mod config;
 mod discovery;
+mod dpop;
 mod exchange;
 mod feed;
 mod id_jag;

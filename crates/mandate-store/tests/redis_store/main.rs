@@ -62,6 +62,7 @@ async fn meets_every_contract<C: RedisConnection>(connection: C) {
 /// A root hop (upstream evidence), as the token exchange records it.
 fn root_hop(id: &str, chain: &str) -> HopRecord {
     HopRecord {
+        jkt: None,
         id: HopId(id.into()),
         parent: None,
         chain_id: ChainId(chain.into()),
