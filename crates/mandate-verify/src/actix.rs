@@ -83,7 +83,7 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let verifier = req.app_data::<web::Data<Verifier>>().cloned();
         let metadata = req.app_data::<web::Data<ProtectedResource>>().cloned();
-        let credentials = bearer_token(req);
+        let request = presented(req, metadata.as_ref().map(|m| m.get_ref()));
         let refuse = move |error: BearerError| -> actix_web::Error {
             Refusal {
                 error,
@@ -99,19 +99,55 @@ impl FromRequest for Authenticated {
                 );
                 return Err(refuse(BearerError::Misconfigured));
             };
-            let token = credentials.map_err(&refuse)?;
-            match verifier.verify(&token).await {
-                Ok(verified) => Ok(Authenticated(verified)),
-                Err(error) => Err(refuse(BearerError::from(error))),
-            }
+            let authorization: Vec<&[u8]> =
+                request.authorization.iter().map(Vec::as_slice).collect();
+            let dpop: Vec<&[u8]> = request.dpop.iter().map(Vec::as_slice).collect();
+            let presented = crate::Presented {
+                authorization: &authorization,
+                dpop: &dpop,
+                method: &request.method,
+                url: &request.url,
+            };
+            verifier
+                .verify_presented(&presented)
+                .await
+                .map(Authenticated)
+                .map_err(refuse)
         })
     }
 }
 
-/// The bearer token of the request ([`crate::bearer_token`]).
-fn bearer_token(req: &HttpRequest) -> Result<String, BearerError> {
-    let values = req.headers().get_all(header::AUTHORIZATION);
-    crate::bearer_token(values.map(HeaderValue::as_bytes)).map(str::to_owned)
+/// What the request presented, owned (the extractor's future outlives the request borrow).
+struct OwnedPresented {
+    authorization: Vec<Vec<u8>>,
+    dpop: Vec<Vec<u8>>,
+    method: String,
+    url: String,
+}
+
+/// The request's credentials, method and URL: the app's origin as its metadata names it (behind
+/// a proxy the connection's own address is not what the client addressed), else the host and
+/// scheme the request arrived with.
+fn presented(req: &HttpRequest, metadata: Option<&ProtectedResource>) -> OwnedPresented {
+    let values = |name| {
+        req.headers()
+            .get_all(name)
+            .map(|v: &HeaderValue| v.as_bytes().to_vec())
+            .collect()
+    };
+    let origin = match metadata {
+        Some(metadata) => metadata.origin().to_owned(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    };
+    OwnedPresented {
+        authorization: values(header::AUTHORIZATION),
+        dpop: values(header::HeaderName::from_static("dpop")),
+        method: req.method().as_str().to_owned(),
+        url: format!("{origin}{}", req.path()),
+    }
 }
 
 /// `Ok` when `token` grants `scope`; otherwise an error answering 403 with

@@ -38,6 +38,44 @@ where
     Ok(token)
 }
 
+/// How a token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer` (RFC 6750).
+    Bearer,
+    /// `Authorization: DPoP`, with a `DPoP` proof (RFC 9449 §7.1).
+    Dpop,
+}
+
+/// The token and its scheme among the values of a request's `Authorization` headers: as
+/// [`bearer_token`], but `DPoP <token>` is read too.
+pub fn presented_token<'a, I>(values: I) -> Result<(Scheme, &'a str), BearerError>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    let mut values = values.into_iter();
+    let Some(value) = values.next() else {
+        return Err(BearerError::Missing);
+    };
+    if values.next().is_some() {
+        return Err(BearerError::InvalidRequest);
+    }
+    let value = std::str::from_utf8(value).map_err(|_| BearerError::InvalidToken)?;
+    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+    let scheme = if scheme.eq_ignore_ascii_case("Bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("DPoP") {
+        Scheme::Dpop
+    } else {
+        return Err(BearerError::Missing);
+    };
+    let token = credentials.trim_matches(' ');
+    if !is_token68(token) {
+        return Err(BearerError::InvalidToken);
+    }
+    Ok((scheme, token))
+}
+
 /// RFC 6750 §2.1 `b64token`: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
 fn is_token68(token: &str) -> bool {
     let body = token.trim_end_matches('=');
@@ -77,6 +115,10 @@ pub enum BearerError {
     Unavailable,
     /// The app is wired wrongly (e.g. no `web::Data<Verifier>`): 500.
     Misconfigured,
+    /// A DPoP-bound token presented as `Bearer`: 401, `DPoP error="invalid_token"`.
+    DpopRequired,
+    /// The DPoP proof is missing or not acceptable: 401, `DPoP error="invalid_dpop_proof"`.
+    InvalidDpopProof,
 }
 
 impl From<VerifyError> for BearerError {
@@ -96,6 +138,8 @@ impl From<VerifyError> for BearerError {
             | VerifyError::Expired
             | VerifyError::NotYetValid
             | VerifyError::Revoked { .. } => Self::InvalidToken,
+            VerifyError::DpopRequired => Self::DpopRequired,
+            VerifyError::DpopProof(_) => Self::InvalidDpopProof,
         }
     }
 }
@@ -109,6 +153,8 @@ impl fmt::Display for BearerError {
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::Unavailable => "token verification unavailable",
             Self::Misconfigured => "token verification not configured",
+            Self::DpopRequired => "invalid_token",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
         })
     }
 }
@@ -119,7 +165,7 @@ impl BearerError {
     /// The HTTP status code.
     pub fn status(&self) -> u16 {
         match self {
-            Self::Missing | Self::InvalidToken => 401,
+            Self::Missing | Self::InvalidToken | Self::DpopRequired | Self::InvalidDpopProof => 401,
             Self::InvalidRequest => 400,
             Self::InsufficientScope(_) => 403,
             Self::Unavailable => 503,
@@ -136,7 +182,21 @@ impl BearerError {
     /// protected resource metadata URL. A URL that would break the quoted string is left out.
     pub fn challenge_with(&self, resource_metadata: Option<&str>) -> Option<String> {
         let mut params: Vec<String> = Vec::new();
+        let mut scheme = "Bearer";
         match self {
+            Self::DpopRequired | Self::InvalidDpopProof => {
+                scheme = "DPoP";
+                params.push(if matches!(self, Self::DpopRequired) {
+                    r#"error="invalid_token""#.into()
+                } else {
+                    r#"error="invalid_dpop_proof""#.into()
+                });
+                let algs: Vec<&str> = crate::dpop::DPOP_ALGORITHMS
+                    .iter()
+                    .map(|a| a.name())
+                    .collect();
+                params.push(format!(r#"algs="{}""#, algs.join(" ")));
+            }
             Self::Missing => {}
             Self::InvalidRequest => params.push(r#"error="invalid_request""#.into()),
             Self::InvalidToken => params.push(r#"error="invalid_token""#.into()),
@@ -159,9 +219,9 @@ impl BearerError {
             }
         }
         Some(if params.is_empty() {
-            "Bearer".to_owned()
+            scheme.to_owned()
         } else {
-            format!("Bearer {}", params.join(", "))
+            format!("{scheme} {}", params.join(", "))
         })
     }
 }
@@ -196,6 +256,33 @@ mod tests {
         );
         assert_eq!(token(&["Bearer a,b"]), Err(BearerError::InvalidToken));
         assert_eq!(token(&["Bearer"]), Err(BearerError::InvalidToken));
+    }
+
+    #[test]
+    fn dpop_tokens_are_read_and_their_refusals_challenge_with_dpop() {
+        let presented = |values: &[&str]| {
+            presented_token(values.iter().map(|v| v.as_bytes())).map(|(s, t)| (s, t.to_owned()))
+        };
+        assert_eq!(
+            presented(&["DPoP a.b.c"]).unwrap(),
+            (Scheme::Dpop, "a.b.c".into())
+        );
+        assert_eq!(
+            presented(&["bearer a.b.c"]).unwrap(),
+            (Scheme::Bearer, "a.b.c".into())
+        );
+        assert_eq!(presented(&["Basic x"]), Err(BearerError::Missing));
+        // The plain bearer reader still does not take DPoP credentials.
+        assert_eq!(token(&["DPoP a.b.c"]), Err(BearerError::Missing));
+        assert_eq!(
+            BearerError::InvalidDpopProof.challenge().unwrap(),
+            r#"DPoP error="invalid_dpop_proof", algs="ES256 ES384 EdDSA RS256 PS256""#
+        );
+        assert!(BearerError::DpopRequired
+            .challenge()
+            .unwrap()
+            .starts_with(r#"DPoP error="invalid_token""#));
+        assert_eq!(BearerError::DpopRequired.status(), 401);
     }
 
     #[test]

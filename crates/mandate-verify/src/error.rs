@@ -74,6 +74,14 @@ pub enum VerifyError {
     /// The authorization server metadata (RFC 8414) could not be obtained or does not match.
     #[error("discovery failed: {0}")]
     Discovery(String),
+    /// The token is DPoP-bound (`cnf.jkt`) but was presented as a bearer token (RFC 9449 §7.1:
+    /// refused; it must come with `Authorization: DPoP` and a proof).
+    #[error("the token is DPoP-bound and was presented without a proof")]
+    DpopRequired,
+    /// The `DPoP` proof is missing, malformed, for another request or token, replayed, or by
+    /// another key than the token is bound to (RFC 9449 §7: `invalid_dpop_proof`).
+    #[error("DPoP proof refused: {0}")]
+    DpopProof(String),
 }
 
 impl VerifyError {
@@ -92,6 +100,8 @@ impl VerifyError {
                 | Self::Expired
                 | Self::NotYetValid
                 | Self::Revoked { .. }
+                | Self::DpopRequired
+                | Self::DpopProof(_)
         )
     }
 }

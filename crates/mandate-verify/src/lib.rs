@@ -50,6 +50,7 @@
 #[cfg(feature = "actix-web")]
 pub mod actix;
 pub mod bearer;
+pub mod dpop;
 mod error;
 mod feed;
 mod keys;
@@ -70,6 +71,7 @@ use serde_json::{Map, Value};
 #[cfg(feature = "actix-web")]
 pub use actix::Authenticated;
 pub use bearer::{bearer_token, BearerError};
+pub use dpop::Presented;
 pub use error::VerifyError;
 pub use feed::{Feed, FeedConfig, FeedStats};
 pub use mandate_model::ScopeSet;
@@ -127,6 +129,7 @@ struct Inner {
     revocation: Option<Arc<dyn RevocationSource>>,
     revocation_timeout: Duration,
     clock: Arc<dyn Clock>,
+    proofs: dpop::ProofReplay,
 }
 
 #[derive(Debug)]
@@ -193,18 +196,39 @@ impl Verifier {
         self.inner.revocation.as_ref().and_then(|s| s.view_age())
     }
 
-    /// Verifies `token` (the compact JWS from `Authorization: Bearer`, without the scheme).
+    /// Verifies `token` (the compact JWS from `Authorization: Bearer`, without the scheme). A
+    /// DPoP-bound token is refused here ([`VerifyError::DpopRequired`]): it is accepted only with
+    /// its proof, through [`Verifier::verify_presented`].
     ///
     /// Every refusal is logged at debug level (never the token itself).
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
-        let result = self.check(token).await;
+        let result = self.check(token).await.and_then(|verified| {
+            if verified.jkt().is_some() {
+                Err(VerifyError::DpopRequired)
+            } else {
+                Ok(verified)
+            }
+        });
         if let Err(error) = &result {
             tracing::debug!(%error, audience = %self.inner.audience, "access token refused");
         }
         result
     }
 
-    async fn check(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+    pub(crate) fn now_secs(&self) -> i64 {
+        self.inner.clock.now_secs()
+    }
+
+    pub(crate) fn skew(&self) -> i64 {
+        self.inner.skew
+    }
+
+    pub(crate) fn proof_replay(&self) -> &dpop::ProofReplay {
+        &self.inner.proofs
+    }
+
+    /// Every check but the binding's.
+    pub(crate) async fn check(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
         let inner = &*self.inner;
         // Size bound and shape: MAX_TOKEN_BYTES is checked before anything is decoded.
         let jws = UnverifiedJws::parse(token).map_err(|_| VerifyError::Malformed)?;
@@ -475,6 +499,7 @@ impl VerifierBuilder {
                 revocation: self.revocation,
                 revocation_timeout: self.revocation_timeout,
                 clock: self.clock,
+                proofs: dpop::ProofReplay::default(),
             }),
         })
     }

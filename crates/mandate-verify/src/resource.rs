@@ -28,6 +28,7 @@ pub struct ProtectedResource {
     /// Derived from `resource` once, since every challenge names the URL.
     path: String,
     url: String,
+    origin: String,
 }
 
 impl ProtectedResource {
@@ -35,15 +36,17 @@ impl ProtectedResource {
     /// or fragment; for a mandate app, the audience it is registered with) whose tokens come from
     /// the authorization server `issuer`.
     pub fn new(resource: &str, issuer: &str) -> Self {
-        let (path, url) = match url::Url::parse(resource) {
+        let (path, url, origin) = match url::Url::parse(resource) {
             Ok(parsed) => {
                 let path = format!("{WELL_KNOWN}{}", parsed.path().trim_end_matches('/'));
-                let url = format!("{}{path}", parsed.origin().ascii_serialization());
-                (path, url)
+                let origin = parsed.origin().ascii_serialization();
+                let url = format!("{origin}{path}");
+                (path, url, origin)
             }
             Err(_) => (
                 WELL_KNOWN.to_owned(),
                 format!("{}{WELL_KNOWN}", resource.trim_end_matches('/')),
+                resource.trim_end_matches('/').to_owned(),
             ),
         };
         Self {
@@ -53,6 +56,7 @@ impl ProtectedResource {
             name: None,
             path,
             url,
+            origin,
         }
     }
 
@@ -88,14 +92,24 @@ impl ProtectedResource {
         &self.url
     }
 
+    /// The identifier's origin (`https://calendar.example.com`): what a request's URL is made of
+    /// when a DPoP proof's `htu` is checked behind a proxy.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// The JSON document (§2): `resource`, `authorization_servers`, `bearer_methods_supported`
-    /// (`header`: mandate-verify reads no other), and `scopes_supported` and `resource_name`
-    /// when set.
+    /// (`header`: mandate-verify reads no other), `dpop_signing_alg_values_supported` (RFC 9449
+    /// proofs it accepts), and `scopes_supported` and `resource_name` when set.
     pub fn document(&self) -> Value {
         let mut document = json!({
             "resource": self.resource,
             "authorization_servers": self.authorization_servers,
             "bearer_methods_supported": ["header"],
+            "dpop_signing_alg_values_supported": crate::dpop::DPOP_ALGORITHMS
+                .iter()
+                .map(|a| a.name())
+                .collect::<Vec<_>>(),
         });
         if !self.scopes.is_empty() {
             document["scopes_supported"] = json!(self.scopes);
@@ -123,7 +137,8 @@ mod tests {
             metadata.document(),
             json!({"resource": "https://app.example:8443",
                 "authorization_servers": ["https://as.example"],
-                "bearer_methods_supported": ["header"]})
+                "bearer_methods_supported": ["header"],
+                "dpop_signing_alg_values_supported": ["ES256", "ES384", "EdDSA", "RS256", "PS256"]})
         );
     }
 

@@ -105,6 +105,12 @@ impl VerifiedToken {
         self.claims.exp
     }
 
+    /// The thumbprint of the key the token is bound to (`cnf.jkt`, RFC 9449), when it is: only
+    /// ever accepted with a proof by that key.
+    pub fn jkt(&self) -> Option<&str> {
+        self.claims.cnf.as_ref().map(|c| c.jkt.as_str())
+    }
+
     /// All claims. `aud` holds this app's identifier (also when the token carried it in an
     /// array).
     pub fn claims(&self) -> &AccessTokenClaims {

@@ -130,12 +130,10 @@ where
                     return Ok(metadata_response(&metadata.document));
                 }
             }
-            // The token is read before any await, so the body need not be `Sync`.
-            let token = {
-                let values = request.headers().get_all(header::AUTHORIZATION);
-                crate::bearer_token(values.iter().map(HeaderValue::as_bytes)).map(str::to_owned)
-            };
-            match authenticate(&shared, token).await {
+            // What the request presented is copied before any await, so the body need not be
+            // `Sync`.
+            let presented = presented(&request, shared.metadata.as_ref());
+            match authenticate(&shared, &presented).await {
                 Ok(token) => {
                     request.extensions_mut().insert(token);
                     inner.call(request).await
@@ -149,11 +147,61 @@ where
     }
 }
 
+/// What a request presented, owned.
+struct OwnedPresented {
+    authorization: Vec<Vec<u8>>,
+    dpop: Vec<Vec<u8>>,
+    method: String,
+    url: String,
+}
+
+/// The request's credentials, method and URL: the origin of the app's metadata when it has one
+/// (what clients address behind a proxy), else the request URI's, else `https://` and `Host`.
+fn presented<B>(request: &Request<B>, metadata: Option<&Metadata>) -> OwnedPresented {
+    let values = |name: &str| {
+        request
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    };
+    let uri = request.uri();
+    let origin = match (metadata, uri.scheme_str(), uri.authority()) {
+        (Some(metadata), _, _) => metadata.resource.origin().to_owned(),
+        (None, Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => {
+            let host = request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            format!("https://{host}")
+        }
+    };
+    OwnedPresented {
+        authorization: values(header::AUTHORIZATION.as_str()),
+        dpop: values("dpop"),
+        method: request.method().as_str().to_owned(),
+        url: format!("{origin}{}", uri.path()),
+    }
+}
+
 async fn authenticate(
     shared: &Shared,
-    token: Result<String, BearerError>,
+    presented: &OwnedPresented,
 ) -> Result<VerifiedToken, BearerError> {
-    let verified = shared.verifier.verify(&token?).await?;
+    let authorization: Vec<&[u8]> = presented.authorization.iter().map(Vec::as_slice).collect();
+    let dpop: Vec<&[u8]> = presented.dpop.iter().map(Vec::as_slice).collect();
+    let verified = shared
+        .verifier
+        .verify_presented(&crate::Presented {
+            authorization: &authorization,
+            dpop: &dpop,
+            method: &presented.method,
+            url: &presented.url,
+        })
+        .await?;
     for scope in &shared.scopes {
         verified.require_scope(scope)?;
     }

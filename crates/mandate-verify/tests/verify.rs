@@ -1338,7 +1338,8 @@ async fn the_extractor_names_the_resource_metadata_it_serves() {
     assert_eq!(
         document,
         json!({"resource": CAL, "authorization_servers": [server.issuer()],
-            "scopes_supported": ["calendar.read"], "bearer_methods_supported": ["header"]})
+            "scopes_supported": ["calendar.read"], "bearer_methods_supported": ["header"],
+            "dpop_signing_alg_values_supported": ["ES256", "ES384", "EdDSA", "RS256", "PS256"]})
     );
     let url = metadata.url();
     for (authorization, expected) in [
