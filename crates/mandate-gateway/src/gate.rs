@@ -45,6 +45,20 @@ pub struct Gate {
     routes: Arc<Vec<Protected>>,
 }
 
+/// A request as the gateway checks it: the original path (query included), the original
+/// method, and the credentials it carried.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'a> {
+    /// The original request's path and query.
+    pub path: &'a str,
+    /// The original request's method.
+    pub method: &'a str,
+    /// Its `Authorization` header values.
+    pub authorization: &'a [&'a [u8]],
+    /// Its `DPoP` header values.
+    pub dpop: &'a [&'a [u8]],
+}
+
 impl Gate {
     /// Builds one verifier per route, all sharing `revocation`; keys come from `jwks_uri`, or by
     /// discovery from the issuer. Fails when mandate's keys cannot be obtained.
@@ -77,11 +91,8 @@ impl Gate {
     }
 
     /// Decides for a request to `path` carrying these `Authorization` header values.
-    pub async fn decide<'a>(
-        &self,
-        path: &str,
-        authorization: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Decision {
+    pub async fn decide(&self, request: &Checked<'_>) -> Decision {
+        let path = request.path;
         let Some(protected) = self.route(path) else {
             return Decision::Unrouted;
         };
@@ -89,13 +100,22 @@ impl Gate {
             error,
             resource_metadata: protected.metadata.url().to_owned(),
         };
-        let token = match mandate_verify::bearer_token(authorization) {
-            Ok(token) => token.to_owned(),
-            Err(error) => return deny(error),
+        // The URL a DPoP proof names: the route's public origin (its audience's) and the path,
+        // without the query.
+        let url = format!(
+            "{}{}",
+            protected.metadata.origin(),
+            path.split(['?', '#']).next().unwrap_or_default()
+        );
+        let presented = mandate_verify::Presented {
+            authorization: request.authorization,
+            dpop: request.dpop,
+            method: request.method,
+            url: &url,
         };
-        let verified = match protected.verifier.verify(&token).await {
+        let verified = match protected.verifier.verify_presented(&presented).await {
             Ok(verified) => verified,
-            Err(error) => return deny(error.into()),
+            Err(error) => return deny(error),
         };
         for scope in &protected.route.scopes {
             if let Err(error) = verified.require_scope(scope) {

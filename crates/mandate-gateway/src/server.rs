@@ -70,11 +70,35 @@ fn original_path(request: &HttpRequest) -> String {
         .unwrap_or_else(|| request.uri().path().to_owned())
 }
 
+/// nginx's snippet names the original method in this header; Traefik sends
+/// `X-Forwarded-Method`; Envoy checks with the original method itself.
+const ORIGINAL_METHOD: [&str; 2] = ["x-original-method", "x-forwarded-method"];
+
 async fn decide(request: &HttpRequest, path: &str, gateway: &Gateway) -> Decision {
-    let authorization = request.headers().get_all(header::AUTHORIZATION);
+    let values = |name| -> Vec<&[u8]> {
+        request
+            .headers()
+            .get_all(name)
+            .map(HeaderValue::as_bytes)
+            .collect()
+    };
+    let authorization = values(header::AUTHORIZATION);
+    let dpop = values(header::HeaderName::from_static("dpop"));
+    let method = match gateway.mode {
+        Mode::ForwardAuth => ORIGINAL_METHOD
+            .iter()
+            .find_map(|name| request.headers().get(*name)?.to_str().ok())
+            .unwrap_or(request.method().as_str()),
+        Mode::Proxy => request.method().as_str(),
+    };
     gateway
         .gate
-        .decide(path, authorization.map(HeaderValue::as_bytes))
+        .decide(&crate::gate::Checked {
+            path,
+            method,
+            authorization: &authorization,
+            dpop: &dpop,
+        })
         .await
 }
 

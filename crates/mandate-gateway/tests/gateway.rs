@@ -275,6 +275,88 @@ async fn nginx_forward_auth_and_proxy_mode_admit_only_live_tokens_for_their_audi
         assert_eq!(answer.body["authorization_servers"][0], issuer.as_str());
     }
 
+    // RFC 9449: a DPoP-bound token passes with a proof for the original request (the route's
+    // public URL, the original method, the token's hash), and is refused as a bearer token.
+    let key = mandate_token::SigningKey::generate(mandate_token::SigningAlgorithm::Es256).unwrap();
+    let bound = {
+        let proof = key
+            .sign_dpop_proof(&serde_json::json!({"jti": "gw-token", "htm": "POST",
+                "htu": server.url("/token"), "iat": mandate_testkit::now()}))
+            .unwrap();
+        let form = mandate_testkit::exchange_form(&id_token, "id_token", CAL, &[]);
+        let body: Value = server
+            .http
+            .post(server.url("/token"))
+            .basic_auth("assistant", Some("assistant-secret"))
+            .header("DPoP", proof)
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["token_type"], "DPoP", "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    };
+    let proof_for = |jti: &str, method: &str| {
+        key.sign_dpop_proof(&serde_json::json!({"jti": jti, "htm": method,
+            "htu": format!("{CAL}/events"), "iat": mandate_testkit::now(),
+            "ath": mandate_token::dpop::access_token_hash(&bound)}))
+            .unwrap()
+    };
+    for (i, base) in bases.iter().enumerate() {
+        let dpop = format!("DPoP {bound}");
+        let good = proof_for(&format!("gw-{i}"), "GET");
+        let answer = call(
+            base,
+            "/events?day=2",
+            None,
+            &[("Authorization", &dpop), ("DPoP", &good)],
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK, "{base}");
+        assert_eq!(answer.seen("x-mandate-subject"), ["corp|alice"], "{base}");
+        // The same proof again, a proof for another method, the token as a bearer token.
+        let other_method = proof_for(&format!("gw-post-{i}"), "POST");
+        for (what, extra) in [
+            (
+                "replayed",
+                vec![("Authorization", dpop.as_str()), ("DPoP", good.as_str())],
+            ),
+            (
+                "another method",
+                vec![
+                    ("Authorization", dpop.as_str()),
+                    ("DPoP", other_method.as_str()),
+                ],
+            ),
+        ] {
+            let answer = call(base, "/events", None, &extra).await;
+            assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{base} {what}");
+            assert!(
+                answer
+                    .challenge
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with(r#"DPoP error="invalid_dpop_proof""#),
+                "{base} {what}: {:?}",
+                answer.challenge
+            );
+        }
+        let answer = call(base, "/events", Some(&bound), &[]).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{base}");
+        assert!(
+            answer
+                .challenge
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with(r#"DPoP error="invalid_token""#),
+            "{base}: {:?}",
+            answer.challenge
+        );
+    }
+
     // Proxy mode strips every X-Mandate-* header a caller sends and forwards bodies.
     let answer = call(
         &bases[1],
