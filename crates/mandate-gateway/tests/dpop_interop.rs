@@ -1,0 +1,267 @@
+//! DPoP with an agent independent of mandate's code (`tests/dpop/agent.py`: jwcrypto and the
+//! Python standard library, its proofs built by hand from RFC 9449): through a hand-off, an
+//! exchange by the recipient with its own key, an ID-JAG issued bound and redeemed at a second
+//! mandate (the resource AS), and calls through the `mandate-gateway` binary in proxy mode in
+//! front of a Python app. Each token's `cnf.jkt` is the thumbprint the agent computed itself.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use mandate_model::{Audience, AuthMethod, ClientId, IssuerAlias, ScopeSet};
+use mandate_server::config::{
+    Acceptance, ConfigSource, IdJagResourceServerSettings, PolicySettings, TrustedIssuerSettings,
+};
+use mandate_server::{AppState, BuildOptions, Listeners, Signals};
+use mandate_testkit::{
+    agent_with_secret, claims_of, delegation_settings, empty_settings, id_token_claims,
+    resource_server, KeyKind, TestKey, TestServer, CAL, CORP,
+};
+use serde_json::Value;
+
+use support::{echo_app, free_port, gateway};
+
+const FILES: &str = "https://files.example.com";
+const RAS_SECRET: &str = "assistant-at-ras-secret-0123456789ab";
+
+fn agent(args: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dpop/agent.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 with jwcrypto runs (pip install jwcrypto)");
+    assert!(
+        output.status.success(),
+        "agent.py {:?}: {}",
+        &args[..1],
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    serde_json::from_str(text.trim()).unwrap_or(Value::String(text.trim().to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_dpop_agent_binds_every_hop_and_calls_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_a = dir.path().join("a.json");
+    let key_b = dir.path().join("b.json");
+    let (a, b) = (key_a.to_str().unwrap(), key_b.to_str().unwrap());
+    let jkt_a = agent(&["keygen", a, "ES256"]).as_str().unwrap().to_owned();
+    let jkt_b = agent(&["keygen", b, "EdDSA"]).as_str().unwrap().to_owned();
+
+    // The IdP-side mandate, which issues ID-JAGs for the resource AS below.
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let ras_listeners = Listeners::bind(loopback, loopback).unwrap();
+    let ras_issuer = format!("http://{}", ras_listeners.public.local_addr().unwrap());
+    let mut settings = delegation_settings(&corp);
+    settings.id_jag.resource_servers = vec![IdJagResourceServerSettings {
+        issuer: ras_issuer.clone(),
+        client_ids: BTreeMap::from([(
+            ClientId::parse("assistant").unwrap(),
+            "assistant-at-ras".to_owned(),
+        )]),
+        resources: vec![Audience::parse(FILES).unwrap()],
+        scopes: ScopeSet::parse("files.read").unwrap(),
+    }];
+    let idp = TestServer::spawn(settings).await.unwrap();
+    let base = idp.issuer().to_owned();
+    let id_token = corp
+        .sign(None, &id_token_claims(CORP, "alice", "assistant"))
+        .unwrap();
+    let exchange = |key: &str, client: &str, secret: &str, fields: Vec<String>| {
+        let mut args = vec![
+            "token".to_owned(),
+            key.to_owned(),
+            base.clone(),
+            client.to_owned(),
+            secret.to_owned(),
+            "grant_type=urn:ietf:params:oauth:grant-type:token-exchange".to_owned(),
+        ];
+        args.extend(fields);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        agent(&args)
+    };
+
+    // The assistant hands work to the booking tool, bound to the assistant's key.
+    let hand_off = exchange(
+        a,
+        "assistant",
+        "assistant-secret",
+        vec![
+            format!("subject_token={id_token}"),
+            "subject_token_type=urn:ietf:params:oauth:token-type:id_token".into(),
+            "audience=agent:booking-tool".into(),
+        ],
+    );
+    assert_eq!(hand_off["status"], 200, "{hand_off}");
+    assert_eq!(hand_off["body"]["token_type"], "DPoP");
+    let hand_off = hand_off["body"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(claims_of(&hand_off)["cnf"]["jkt"], jkt_a.as_str());
+
+    // The booking tool exchanges it: refused without its own proof, bound to its key with it.
+    let from_hand_off = |key: &str| {
+        exchange(
+            key,
+            "booking-tool",
+            "booking-secret",
+            vec![
+                format!("subject_token={hand_off}"),
+                "subject_token_type=urn:ietf:params:oauth:token-type:access_token".into(),
+                format!("audience={CAL}"),
+                "scope=calendar.read".into(),
+            ],
+        )
+    };
+    let refused = from_hand_off("-");
+    assert_eq!(refused["status"], 400, "{refused}");
+    assert_eq!(refused["body"]["error"], "invalid_dpop_proof");
+    let calendar = from_hand_off(b);
+    assert_eq!(calendar["status"], 200, "{calendar}");
+    assert_eq!(calendar["body"]["token_type"], "DPoP");
+    let calendar = calendar["body"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(claims_of(&calendar)["cnf"]["jkt"], jkt_b.as_str());
+
+    // The calendar app behind the gateway: the token works only with the booking tool's proof.
+    let secret = dir.path().join("calendar-secret");
+    std::fs::write(&secret, "calendar-secret").unwrap();
+    let (_app, app) = echo_app();
+    let port = free_port();
+    let config = format!(
+        r#"
+listen = "127.0.0.1:{port}"
+mode = "proxy"
+issuer = "{base}"
+upstream = "http://127.0.0.1:{app}"
+
+[revocation]
+source = "feed"
+url = "{base}/revocations"
+client_id = "calendar-api"
+client_secret_file = "{}"
+
+[[routes]]
+prefix = "/"
+audience = "{CAL}"
+scopes = ["calendar.read"]
+"#,
+        secret.display()
+    );
+    let _gateway = gateway(dir.path(), "dpop", &config, port);
+    let url = format!("http://127.0.0.1:{port}/events");
+    let htu = format!("{CAL}/events");
+    let call = |key: &str, scheme: &str| agent(&["call", key, scheme, &calendar, &url, &htu]);
+    assert_eq!(call(b, "DPoP")["status"], 200);
+    let bearer = call("-", "Bearer");
+    assert_eq!(bearer["status"], 401, "{bearer}");
+    assert!(bearer["challenge"]
+        .as_str()
+        .unwrap()
+        .starts_with(r#"DPoP error="invalid_token""#));
+    let stolen = call(a, "DPoP");
+    assert_eq!(stolen["status"], 401, "another agent's key: {stolen}");
+    assert!(stolen["challenge"]
+        .as_str()
+        .unwrap()
+        .starts_with(r#"DPoP error="invalid_dpop_proof""#));
+    let replayed = agent(&["replay", b, &calendar, &url, &htu]);
+    assert_eq!(replayed["statuses"], serde_json::json!([200, 401]));
+
+    // The resource AS: a second mandate trusting the first for ID-JAGs.
+    let jwks = idp.get_json("/jwks").await.unwrap();
+    let mut ras = empty_settings();
+    ras.listen = ras_listeners.public.local_addr().unwrap();
+    ras.admin_listen = ras_listeners.admin.local_addr().unwrap();
+    ras.issuer = ras_issuer.clone();
+    ras.trusted_issuers = vec![TrustedIssuerSettings {
+        issuer: base.clone(),
+        alias: IssuerAlias::parse("ent").unwrap(),
+        subject_as_is: false,
+        jwks_file: None,
+        jwks_uri: None,
+        jwks: Some(jwks),
+        algorithms: vec!["ES256".into(), "EdDSA".into()],
+        accept: vec![Acceptance::IdJag],
+        max_token_age_secs: 3600,
+        id_jag_reuse: false,
+        ssf_push_token_hash: None,
+        ssf_poll_url: None,
+        ssf_poll_token_file: None,
+    }];
+    ras.clients = vec![
+        agent_with_secret(
+            "assistant-at-ras",
+            RAS_SECRET,
+            AuthMethod::ClientSecretBasic,
+        )
+        .unwrap(),
+        resource_server("files-api", "files-secret", FILES).unwrap(),
+    ];
+    ras.policies = vec![PolicySettings {
+        actor: ClientId::parse("assistant-at-ras").unwrap(),
+        audience: Audience::parse(FILES).unwrap(),
+        scopes: ScopeSet::parse("files.read").unwrap(),
+        max_depth: None,
+    }];
+    let ras_state = AppState::build(ras, ConfigSource::Programmatic, BuildOptions::default())
+        .await
+        .unwrap();
+    let running = mandate_server::start(ras_state, ras_listeners, Signals::Ignore).unwrap();
+
+    // The assistant asks for an ID-JAG with its proof: it is bound to the assistant's key.
+    let issued = exchange(
+        a,
+        "assistant",
+        "assistant-secret",
+        vec![
+            format!("subject_token={id_token}"),
+            "subject_token_type=urn:ietf:params:oauth:token-type:id_token".into(),
+            "requested_token_type=urn:ietf:params:oauth:token-type:id-jag".into(),
+            format!("audience={ras_issuer}"),
+        ],
+    );
+    assert_eq!(issued["status"], 200, "{issued}");
+    assert_eq!(issued["body"]["token_type"], "N_A");
+    let jag = issued["body"]["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims_of(&jag)["cnf"]["jkt"], jkt_a.as_str());
+    let redeem = |key: &str| {
+        agent(&[
+            "token",
+            key,
+            &ras_issuer,
+            "assistant-at-ras",
+            RAS_SECRET,
+            "grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer",
+            &format!("assertion={jag}"),
+        ])
+    };
+    // Another key, or none: invalid_grant, and the ID-JAG is not spent.
+    for key in [b, "-"] {
+        let refused = redeem(key);
+        assert_eq!(refused["status"], 400, "{refused}");
+        assert_eq!(refused["body"]["error"], "invalid_grant", "{refused}");
+    }
+    let redeemed = redeem(a);
+    assert_eq!(redeemed["status"], 200, "{redeemed}");
+    assert_eq!(redeemed["body"]["token_type"], "DPoP");
+    let files = redeemed["body"]["access_token"].as_str().unwrap();
+    assert_eq!(claims_of(files)["cnf"]["jkt"], jkt_a.as_str());
+    running.stop().await;
+    idp.stop().await;
+}
