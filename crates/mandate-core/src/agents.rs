@@ -114,6 +114,9 @@ pub struct NewAgent {
     /// For resource servers only: the app URIs it owns.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// `required`: its tokens must be DPoP-bound (default `allowed`).
+    #[serde(default)]
+    pub dpop: mandate_model::DpopPolicy,
 }
 
 /// `PATCH /admin/agents/{id}`: the fields that may change. Absent leaves a field as it is;
@@ -141,6 +144,9 @@ pub struct AgentPatch {
     /// New expiry; `null` removes it.
     #[serde(default, deserialize_with = "present")]
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// New DPoP policy.
+    #[serde(default, deserialize_with = "present")]
+    pub dpop: Option<Option<mandate_model::DpopPolicy>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from an absent one (`None`, by `default`).
@@ -385,6 +391,7 @@ pub fn client_from_request(
     let upstream_ids = check_upstream_ids(request.kind, &request.upstream_ids, trusted_issuers)?;
     let expires_at = check_expiry(request.expires_at, now)?;
     Ok(Client {
+        dpop: request.dpop,
         id,
         kind: request.kind,
         owners,
@@ -421,6 +428,7 @@ pub fn apply_patch(
         upstream_ids,
         audiences,
         expires_at,
+        dpop,
     } = patch;
     if owners.is_none()
         && description.is_none()
@@ -428,13 +436,17 @@ pub fn apply_patch(
         && upstream_ids.is_none()
         && audiences.is_none()
         && expires_at.is_none()
+        && dpop.is_none()
     {
         return Err(invalid(
             "the body changes nothing: give at least one of owners, description, jwks, \
-             upstream_ids, audiences, expires_at",
+             upstream_ids, audiences, expires_at, dpop",
         ));
     }
     let mut next = current.clone();
+    if let Some(dpop) = dpop {
+        next.dpop = non_null("dpop", *dpop)?;
+    }
     if let Some(owners) = owners {
         next.owners = check_owners(non_null("owners", owners.as_ref())?)?;
     }
@@ -467,6 +479,7 @@ pub fn patched_fields(patch: &AgentPatch) -> Vec<&'static str> {
         ("upstream_ids", patch.upstream_ids.is_some()),
         ("audiences", patch.audiences.is_some()),
         ("expires_at", patch.expires_at.is_some()),
+        ("dpop", patch.dpop.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, set)| set.then_some(name))

@@ -32,8 +32,8 @@ pub use participation::{
     Report, TargetGate, Verdict,
 };
 pub use policies::{
-    target_is_registered, ExplainAnswer, ExplainQuestion, ExplainSettings, Explained,
-    ExplainedToken, PolicyError, PolicyPorts, PolicyService,
+    target_facts, target_is_registered, ExplainAnswer, ExplainQuestion, ExplainSettings, Explained,
+    ExplainedToken, PolicyError, PolicyPorts, PolicyService, TargetFacts,
 };
 pub use revocation::{
     facts_of_hop, EntryLifetimes, RevocationOutcome, RevocationService, RevokeError,

@@ -59,13 +59,39 @@ pub async fn target_is_registered(
     clients: &dyn ClientRegistry,
     target: &Audience,
 ) -> Result<bool, StoreError> {
-    match target {
-        Audience::Agent(id) => Ok(clients
-            .client(id)
-            .await?
-            .is_some_and(|c| c.kind == ClientKind::Agent)),
-        Audience::App(_) => clients.audience_owned(target).await,
-    }
+    Ok(target_facts(clients, target).await?.known)
+}
+
+/// What an exchange needs to know of its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetFacts {
+    /// Registered: an agent for a hand-off, an app some resource server owns.
+    pub known: bool,
+    /// The app's resource server requires DPoP-bound tokens (`dpop = "required"`).
+    pub dpop_required: bool,
+}
+
+/// [`TargetFacts`] from the registry: one read for an agent, the owner's record for an app.
+pub async fn target_facts(
+    clients: &dyn ClientRegistry,
+    target: &Audience,
+) -> Result<TargetFacts, StoreError> {
+    Ok(match target {
+        Audience::Agent(id) => TargetFacts {
+            known: clients
+                .client(id)
+                .await?
+                .is_some_and(|c| c.kind == ClientKind::Agent),
+            dpop_required: false,
+        },
+        Audience::App(_) => {
+            let owner = clients.audience_owner(target).await?;
+            TargetFacts {
+                known: owner.is_some(),
+                dpop_required: owner.is_some_and(|o| o.dpop == mandate_model::DpopPolicy::Required),
+            }
+        }
+    })
 }
 
 /// The subject token an explained exchange would present.

@@ -90,6 +90,7 @@ fn verifying(key: &SigningKey) -> VerifyingKeySet {
 
 struct Node {
     grants: GrantService,
+    clients: Arc<MemoryClientRegistry>,
     participation: Arc<ParticipationService>,
     keys: KeyRing,
     ledger: Arc<MemoryLedger>,
@@ -166,6 +167,7 @@ async fn node(
         clock.clone(),
         "node-1".into(),
     ));
+    let registry = clients.clone();
     let grants = GrantService::new(
         GrantPorts {
             clients,
@@ -196,6 +198,7 @@ async fn node(
     );
     Node {
         grants,
+        clients: registry,
         participation,
         keys,
         ledger,
@@ -834,4 +837,47 @@ async fn a_bound_id_jag_is_redeemed_only_by_its_key() {
     assert!(redeemed.bound);
     let claims = claims_of(&resource_as.keys, &redeemed.access_token);
     assert_eq!(claims.cnf.unwrap().jkt, jkt(&key));
+}
+
+/// `dpop = "required"` on an agent (every request it makes) and on a resource server (every
+/// token for its audiences): without a proof, `invalid_dpop_proof`; with one, a bound token.
+#[tokio::test]
+async fn required_dpop_refuses_bearer_tokens_for_the_agent_and_for_the_app() {
+    let w = world().await;
+    let m = &w.mandate;
+    let key = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+    let mut strict = common::client("assistant", ClientKind::Agent, &[]);
+    strict.dpop = mandate_model::DpopPolicy::Required;
+    let refused = m
+        .grants
+        .exchange(&strict, for_calendar(id_token(&w), "calendar.read"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "invalid_dpop_proof", "{refused}");
+    assert!(refused.to_string().contains("this agent"), "{refused}");
+    let mut proven = for_calendar(id_token(&w), "calendar.read");
+    proven.dpop = Some(proof(&w, &key, "s-1"));
+    assert!(m.grants.exchange(&strict, proven).await.unwrap().bound);
+
+    // The calendar's resource server now wants bound tokens.
+    let current = m
+        .clients
+        .client(&ClientId::parse("calendar").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut calendar = common::client("calendar", ClientKind::ResourceServer, &[CAL]);
+    calendar.revision = current.revision;
+    calendar.dpop = mandate_model::DpopPolicy::Required;
+    m.clients.replace(calendar).await.unwrap();
+    let refused = m
+        .grants
+        .exchange(&m.assistant, for_calendar(id_token(&w), "calendar.read"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "invalid_dpop_proof", "{refused}");
+    assert!(refused.to_string().contains("this audience"), "{refused}");
+    let mut proven = for_calendar(id_token(&w), "calendar.read");
+    proven.dpop = Some(proof(&w, &key, "s-2"));
+    assert!(m.grants.exchange(&m.assistant, proven).await.unwrap().bound);
 }

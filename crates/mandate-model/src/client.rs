@@ -27,6 +27,26 @@ pub enum ClientState {
     Retired,
 }
 
+/// Whether a client's tokens must be DPoP-bound (RFC 9449, docs/DPOP.md). For an agent: every
+/// token it requests must come with a proof. For a resource server: every token for its
+/// audiences must be bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpopPolicy {
+    /// Bound when the request carries a proof, a bearer token otherwise (the default).
+    #[default]
+    Allowed,
+    /// A proof is required.
+    Required,
+}
+
+impl DpopPolicy {
+    /// Whether this is [`DpopPolicy::Allowed`] (stored records leave the default out).
+    pub fn is_allowed(&self) -> bool {
+        *self == Self::Allowed
+    }
+}
+
 /// How a client authenticates at the token, revocation and introspection endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -14,7 +14,7 @@ mod subject;
 
 pub use audience::{is_app_uri, is_loopback_url, Audience, AudienceError};
 pub use client::{
-    AuthMethod, ClientKind, ClientState, InvalidTransition, Transition, UnknownVariant,
+    AuthMethod, ClientKind, ClientState, DpopPolicy, InvalidTransition, Transition, UnknownVariant,
 };
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use ids::{log_safe, ClientId, ClientIdError, IssuerAlias, IssuerAliasError};

@@ -66,6 +66,7 @@ impl AppState {
                 (None, None) => (None, None),
             };
             configured_clients.push(Client {
+                dpop: client.dpop,
                 id: client.client_id.clone(),
                 kind: client.kind,
                 // Trimmed as the admin API stores them (validation has passed them already).

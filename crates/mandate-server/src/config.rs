@@ -382,6 +382,10 @@ pub struct ClientSettings {
     /// For resource servers: the audiences they own.
     #[serde(default)]
     pub audiences: Vec<Audience>,
+    /// `required`: an agent's token requests, or the tokens for a resource server's audiences,
+    /// must be DPoP-bound. Default `allowed`.
+    #[serde(default)]
+    pub dpop: mandate_model::DpopPolicy,
 }
 
 impl PolicySettings {

@@ -72,6 +72,7 @@ pub fn development_settings() -> Result<(Settings, DevExtras), ConfigError> {
             ClientKind::Agent
         };
         settings.clients.push(ClientSettings {
+            dpop: Default::default(),
             client_id: id(client_id)?,
             kind,
             owners: vec!["dev@localhost".into()],

@@ -142,6 +142,7 @@ async fn every_read_sees_the_store_and_a_cut_short_insert_is_completed() {
 
     assert!(clients_b.clients().await.unwrap().is_empty());
     let client = mandate_store::Client::from_stored(mandate_store::StoredClient {
+        dpop: Default::default(),
         id: id("assistant"),
         kind: mandate_model::ClientKind::Agent,
         owners: vec!["alice@example.com".into()],

@@ -3,7 +3,9 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mandate_model::{Audience, AuthMethod, ClientId, ClientKind, ClientState, SecretHash};
+use mandate_model::{
+    Audience, AuthMethod, ClientId, ClientKind, ClientState, DpopPolicy, SecretHash,
+};
 use mandate_token::{Algorithm, VerifyingKeySet};
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +75,9 @@ pub struct Client {
     /// Counts the changes: [`ClientRegistry::replace`] writes only over the revision it was
     /// given, so that two admins cannot overwrite each other's change unseen.
     pub revision: u64,
+    /// Whether its tokens must be DPoP-bound (an agent's requests, a resource server's
+    /// audiences).
+    pub dpop: DpopPolicy,
 }
 
 impl Client {
@@ -132,6 +137,7 @@ impl Client {
             updated_at: self.updated_at,
             updated_by: self.updated_by.clone(),
             revision: self.revision,
+            dpop: self.dpop,
         }
     }
 
@@ -167,6 +173,7 @@ impl Client {
             updated_at: stored.updated_at,
             updated_by: stored.updated_by,
             revision: stored.revision,
+            dpop: stored.dpop,
         })
     }
 }
@@ -224,6 +231,9 @@ pub struct StoredClient {
     /// The change counter ([`Client::revision`]); 0 for records older than it.
     #[serde(default)]
     pub revision: u64,
+    /// [`Client::dpop`]; left out when `allowed`.
+    #[serde(default, skip_serializing_if = "DpopPolicy::is_allowed")]
+    pub dpop: DpopPolicy,
 }
 
 /// What [`ClientRegistry::replace`] did.
@@ -253,7 +263,13 @@ pub trait ClientRegistry: Send + Sync + std::fmt::Debug {
     /// Whether a registered resource server owns `audience` (the token exchange's target
     /// check).
     async fn audience_owned(&self, audience: &Audience) -> Result<bool, StoreError> {
-        Ok(self.clients().await?.iter().any(|c| c.owns(audience)))
+        Ok(self.audience_owner(audience).await?.is_some())
+    }
+
+    /// A registered resource server owning `audience`, if any (the first by id when several
+    /// do): the exchange reads its DPoP policy.
+    async fn audience_owner(&self, audience: &Audience) -> Result<Option<Arc<Client>>, StoreError> {
+        Ok(self.clients().await?.into_iter().find(|c| c.owns(audience)))
     }
 
     /// Registers `client` unless its id is taken; returns whether it was added. Used to seed an
@@ -368,6 +384,7 @@ mod tests {
 
     fn stored(jwks: Option<serde_json::Value>) -> StoredClient {
         StoredClient {
+            dpop: Default::default(),
             id: ClientId::parse("assistant").unwrap(),
             kind: ClientKind::Agent,
             owners: vec!["alice@example.com".into()],

@@ -539,6 +539,7 @@ pub async fn consents(store: &dyn ConsentStore) {
 /// owner and nothing optional set: the fixture the contract registers, for other tests too.
 pub fn client(id: &str, kind: ClientKind, auth_method: AuthMethod) -> Client {
     Client {
+        dpop: Default::default(),
         id: ClientId::parse(id).expect("client id"),
         kind,
         owners: vec![format!("{id}-team@example.com")],

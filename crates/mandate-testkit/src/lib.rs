@@ -201,6 +201,7 @@ pub fn agent_with_secret(
     method: AuthMethod,
 ) -> anyhow::Result<ClientSettings> {
     Ok(ClientSettings {
+        dpop: Default::default(),
         client_id: ClientId::parse(id)?,
         kind: ClientKind::Agent,
         owners: vec!["owner@example.com".into()],

@@ -92,6 +92,32 @@ impl GrantService {
         proof.ok_or_else(|| refusals.refuse(&why, GrantError::InvalidDpopProof(Cow::Borrowed(why))))
     }
 
+    /// The DPoP policy (`dpop = "required"`): an agent that must prove, or a target app whose
+    /// resource server wants bound tokens, gets nothing without a proof.
+    pub(super) fn require_policy_proof(
+        &self,
+        client: &mandate_store::Client,
+        target_requires: bool,
+        proof: Option<&Proof>,
+        refusals: &Refusals,
+    ) -> Result<(), GrantError> {
+        if client.dpop == mandate_model::DpopPolicy::Required {
+            Self::require_proof(
+                proof,
+                "this agent's tokens must be DPoP-bound: the request needs a DPoP proof",
+                refusals,
+            )?;
+        }
+        if target_requires {
+            Self::require_proof(
+                proof,
+                "tokens for this audience must be DPoP-bound: the request needs a DPoP proof",
+                refusals,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Spends the proof's `jti` (remembered for the proof's acceptance window, per key): a
     /// replayed proof is refused. Called last, so that a refused grant leaves its proof unspent.
     pub(super) async fn spend_proof(

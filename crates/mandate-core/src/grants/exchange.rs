@@ -112,13 +112,14 @@ impl GrantService {
         // used to be made: the target, then the revocation list, then the evidence and the
         // policy.
         let (target_known, checked, evidence, policy, gate) = tokio::join!(
-            crate::target_is_registered(self.ports.clients.as_ref(), &request.target),
+            crate::target_facts(self.ports.clients.as_ref(), &request.target),
             self.ports.revocations.check(&first_facts),
             self.read_evidence(client, &subject),
             self.ports.policies.policy(),
             self.ports.gate.gate(&request.target),
         );
-        let target_known = target_known.map_err(|e| unavailable(&e))?;
+        let target = target_known.map_err(|e| unavailable(&e))?;
+        let target_known = target.known;
         let gate = gate.map_err(|e| unavailable(&e))?;
         let checked = checked.map_err(|e| unavailable(&e))?;
         if let Verdict::Revoked { kind, .. } = &checked.verdict {
@@ -214,6 +215,7 @@ impl GrantService {
                 )?;
             }
         }
+        self.require_policy_proof(client, target.dpop_required, proof.as_ref(), refusals)?;
         self.spend_proof(proof.as_ref(), now, refusals).await?;
         if let Some(proof) = &proof {
             decision.claims.cnf = Some(Confirmation {

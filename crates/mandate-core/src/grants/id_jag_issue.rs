@@ -275,6 +275,7 @@ impl GrantService {
         let expires_at = hop.expires_at;
         // PROTOCOLS.md 2.6: with a proof the ID-JAG carries `cnf.jkt` (its response still says
         // `token_type: N_A`); the resource AS then requires a proof by the same key.
+        self.require_policy_proof(client, false, proof.as_ref(), refusals)?;
         self.spend_proof(proof.as_ref(), now, refusals).await?;
         hop.jkt = proof.as_ref().map(|p| p.jkt().to_owned());
         // `sub` is mandate's namespaced subject (`corp|alice`; bare for the `subject_as_is`

@@ -369,11 +369,12 @@ impl GrantService {
         }
         let target = choose_target(jag.resources.as_deref(), request.resource.as_deref())
             .map_err(|e| refuse(&"resource not chosen", e))?;
-        let (target_known, gate) = tokio::join!(
-            crate::target_is_registered(self.ports.clients.as_ref(), &target),
+        let (target_facts, gate) = tokio::join!(
+            crate::target_facts(self.ports.clients.as_ref(), &target),
             self.ports.gate.gate(&target),
         );
-        let target_known = target_known.map_err(|e| unavailable(&e))?;
+        let target_facts = target_facts.map_err(|e| unavailable(&e))?;
+        let target_known = target_facts.known;
         let gate = gate.map_err(|e| unavailable(&e))?;
         let alias = jag.issuer.alias().as_str();
         let chain_id = self.ports.chain_key.derive(alias, &jag.jti);
@@ -437,6 +438,7 @@ impl GrantService {
             })?;
         // Before the ID-JAG is spent: a refusal by the gate does not burn the grant.
         self.pass_gate(client.id.as_str(), gate, refusals).await?;
+        self.require_policy_proof(client, target_facts.dpop_required, proof.as_ref(), refusals)?;
         // The proof is spent before the ID-JAG: a replayed proof leaves the grant unspent.
         self.spend_proof(proof.as_ref(), now, refusals).await?;
         if let Some(proof) = &proof {

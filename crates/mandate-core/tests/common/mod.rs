@@ -24,6 +24,7 @@ impl IdGenerator for CountingIds {
 /// An active client `id` of `kind` owning `audiences`, authenticating with a client secret.
 pub fn client(id: &str, kind: ClientKind, audiences: &[&str]) -> Client {
     Client {
+        dpop: Default::default(),
         id: ClientId::parse(id).unwrap(),
         kind,
         owners: vec!["team@example.com".into()],

@@ -49,6 +49,8 @@ struct AgentView<'a> {
     expires_at: Option<String>,
     upstream_ids: &'a [mandate_store::UpstreamId],
     audiences: Vec<String>,
+    /// `allowed` or `required` (RFC 9449 binding).
+    dpop: mandate_model::DpopPolicy,
     keys: Vec<Value>,
     secret: Option<Value>,
     created_at: Option<String>,
@@ -111,6 +113,7 @@ impl<'a> From<&'a Client> for AgentView<'a> {
             expires_at: client.expires_at.map(instant),
             upstream_ids: &client.upstream_ids,
             audiences: client.audiences.iter().map(ToString::to_string).collect(),
+            dpop: client.dpop,
             keys,
             secret,
             created_at: client.created_at.map(instant),

@@ -264,3 +264,46 @@ async fn broken_proofs_are_refused_and_record_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
 }
+
+/// `dpop = "required"` in an agent's registration: its bearer requests are refused, its proven
+/// ones bound; the admin API shows the policy.
+#[tokio::test]
+async fn an_agent_registered_with_dpop_required_gets_only_bound_tokens() {
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let mut settings = delegation_settings(&corp);
+    for client in &mut settings.clients {
+        if client.client_id.as_str() == "assistant" {
+            client.dpop = mandate_model::DpopPolicy::Required;
+        }
+    }
+    let env = Env {
+        server: TestServer::spawn(settings).await.unwrap(),
+        corp,
+    };
+    let (status, body) = env
+        .exchange("assistant", &env.id_token(), "id_token", CAL, &[])
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
+    let key = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+    let (status, body) = env
+        .exchange(
+            "assistant",
+            &env.id_token(),
+            "id_token",
+            CAL,
+            &[&env.proof(&key, "q-1")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    let shown: Value = env
+        .server
+        .admin_get("/admin/agents/assistant", Some(ADMIN_READER))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["dpop"], "required", "{shown}");
+}

@@ -218,7 +218,7 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
     /// the clients that ever owned it read (its `audience-owners` set, which holds every current
     /// owner), and the hint set (or removed) from what they say. A yes always comes from a client
     /// record read now, so a stale or forged hint changes nothing but the cost.
-    async fn audience_owned(&self, audience: &Audience) -> Result<bool, StoreError> {
+    async fn audience_owner(&self, audience: &Audience) -> Result<Option<Arc<Client>>, StoreError> {
         let mut connection = self.connection.clone();
         let key = owner_hint_key(audience);
         let hint: Option<String> = redis::cmd("GET")
@@ -227,12 +227,8 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
             .await
             .map_err(unavailable)?;
         if let Some(id) = hint.and_then(|id| ClientId::parse(&id).ok()) {
-            if self
-                .read(&id)
-                .await?
-                .is_some_and(|client| client.owns(audience))
-            {
-                return Ok(true);
+            if let Some(client) = self.read(&id).await?.filter(|c| c.owns(audience)) {
+                return Ok(Some(client));
             }
         }
         let mut candidates: Vec<String> = redis::cmd("SMEMBERS")
@@ -257,7 +253,7 @@ impl<C: RedisConnection> ClientRegistry for RedisClientRegistry<C> {
             .query_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        Ok(owner.is_some())
+        Ok(owner)
     }
 
     async fn insert_if_absent(&self, client: Client) -> Result<bool, StoreError> {
