@@ -7,13 +7,16 @@
 //! (or will be) bound to. The key must be public, of an allowed asymmetric algorithm's type, and
 //! verify the proof's signature.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::jwk::{thumbprint, VerifyingKey};
+use crate::jwk::{thumbprint, VerifyingKey, PRIVATE_MEMBERS};
 use crate::{Algorithm, JwtError, UnverifiedJws};
 
 /// The `typ` of a DPoP proof.
@@ -22,6 +25,48 @@ pub const TYP_DPOP: &str = "dpop+jwt";
 pub const MAX_PROOF_BYTES: usize = 8 * 1024;
 /// The longest `jti` accepted.
 const MAX_JTI: usize = 256;
+/// Proof keys kept built at once: past it the cache starts over.
+const KEY_CACHE_CAP: usize = 10_000;
+
+/// Proof keys already built, by thumbprint, algorithm and the JWK's own `alg`: an agent proves
+/// with the same key request after request, and building a verifier from a JWK costs more than
+/// checking a signature. Bounded; shared by every proof a server checks.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    keys: Mutex<HashMap<KeyName, Arc<VerifyingKey>>>,
+}
+
+/// A cached key's name: its thumbprint, the algorithm it verifies, the JWK's own `alg`.
+type KeyName = (String, Algorithm, Option<String>);
+
+impl KeyCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The verifier of `jwk` (thumbprint `jkt`) for `algorithm`, built once.
+    fn key(
+        &self,
+        jwk: &Map<String, Value>,
+        jkt: &str,
+        algorithm: Algorithm,
+    ) -> Result<Arc<VerifyingKey>, DpopError> {
+        let member_alg = jwk.get("alg").and_then(Value::as_str).map(str::to_owned);
+        let entry = (jkt.to_owned(), algorithm, member_alg);
+        if let Some(key) = self.keys.lock().ok().and_then(|k| k.get(&entry).cloned()) {
+            return Ok(key);
+        }
+        let key = Arc::new(VerifyingKey::from_jwk(jwk, &[algorithm]).map_err(|_| DpopError::Key)?);
+        if let Ok(mut keys) = self.keys.lock() {
+            if keys.len() >= KEY_CACHE_CAP {
+                keys.clear();
+            }
+            keys.insert(entry, Arc::clone(&key));
+        }
+        Ok(key)
+    }
+}
 
 /// Why a proof was refused (RFC 9449 `invalid_dpop_proof`). The messages are mandate's own and
 /// never repeat the proof's content.
@@ -159,6 +204,7 @@ pub fn verify_proof(
     proof: &str,
     request: &ProofRequest<'_>,
     policy: &ProofPolicy<'_>,
+    keys: &KeyCache,
 ) -> Result<VerifiedProof, DpopError> {
     if proof.len() > MAX_PROOF_BYTES {
         return Err(DpopError::Malformed);
@@ -183,8 +229,13 @@ pub fn verify_proof(
     let mut jwk = header.jwk.ok_or(DpopError::Key)?;
     // A `kid` in the key is a label only; it must not make the key unfindable.
     jwk.remove("kid");
-    let key = VerifyingKey::from_jwk(&jwk, &[algorithm]).map_err(|_| DpopError::Key)?;
+    // A private key is refused before the cache is asked: a cached verifier of the same public
+    // key must not let it through.
+    if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
+        return Err(DpopError::Key);
+    }
     let jkt = thumbprint(&jwk).map_err(|_| DpopError::Key)?;
+    let key = keys.key(&jwk, &jkt, algorithm)?;
     let verified = jws
         .verify_with(&key, algorithm)
         .map_err(|error| match error {
@@ -238,6 +289,9 @@ mod tests {
     use serde_json::json;
 
     const URL: &str = "https://mandate.example.com/token";
+    /// One cache for the refusal cases: a key built for an earlier case must not let a broken
+    /// later one through.
+    static CACHE: std::sync::LazyLock<KeyCache> = std::sync::LazyLock::new(KeyCache::new);
     const NOW: i64 = 1_900_000_000;
 
     fn policy() -> ProofPolicy<'static> {
@@ -285,22 +339,36 @@ mod tests {
     fn a_good_proof_gives_its_keys_thumbprint() {
         let key = es256();
         let proof = signed(&key, &header(&key), &claims());
-        let verified = verify_proof(&proof, &request(), &policy()).unwrap();
+        let verified = verify_proof(&proof, &request(), &policy(), &KeyCache::new()).unwrap();
         assert_eq!(verified.jkt, thumbprint(key.public_key().jwk()).unwrap());
         assert_eq!((verified.jti.as_str(), verified.iat), ("p-1", NOW));
         // Query, fragment, case and the default port do not matter.
         let mut other = claims();
         other["htu"] = json!("HTTPS://Mandate.Example.com:443/token?x=1#f");
-        verify_proof(&signed(&key, &header(&key), &other), &request(), &policy()).unwrap();
+        verify_proof(
+            &signed(&key, &header(&key), &other),
+            &request(),
+            &policy(),
+            &KeyCache::new(),
+        )
+        .unwrap();
     }
 
     #[test]
     fn every_broken_part_is_refused() {
         let key = es256();
+        // The key is in the cache before the broken proofs come.
+        verify_proof(
+            &signed(&key, &header(&key), &claims()),
+            &request(),
+            &policy(),
+            &CACHE,
+        )
+        .unwrap();
         let with = |edit: &dyn Fn(&mut Value, &mut Value)| {
             let (mut h, mut c) = (header(&key), claims());
             edit(&mut h, &mut c);
-            verify_proof(&signed(&key, &h, &c), &request(), &policy()).unwrap_err()
+            verify_proof(&signed(&key, &h, &c), &request(), &policy(), &CACHE).unwrap_err()
         };
         assert_eq!(with(&|h, _| h["typ"] = json!("JWT")), DpopError::WrongType);
         assert_eq!(with(&|h, _| h["typ"] = json!(null)), DpopError::WrongType);
@@ -357,9 +425,18 @@ mod tests {
     #[test]
     fn a_proof_signed_by_another_key_than_its_jwk_is_refused() {
         let (key, other) = (es256(), es256());
+        let cache = KeyCache::new();
+        // Even with the named key's verifier already built.
+        verify_proof(
+            &signed(&key, &header(&key), &claims()),
+            &request(),
+            &policy(),
+            &cache,
+        )
+        .unwrap();
         let proof = signed(&other, &header(&key), &claims());
         assert_eq!(
-            verify_proof(&proof, &request(), &policy()),
+            verify_proof(&proof, &request(), &policy(), &cache),
             Err(DpopError::Signature)
         );
     }
@@ -376,16 +453,32 @@ mod tests {
         };
         let mut c = json!({"jti": "p-2", "htm": "GET", "htu": "https://calendar.example.com/events",
                            "iat": NOW, "ath": access_token_hash(token), "nonce": "n-1"});
-        verify_proof(&signed(&key, &header(&key), &c), &at_rs, &policy()).unwrap();
+        verify_proof(
+            &signed(&key, &header(&key), &c),
+            &at_rs,
+            &policy(),
+            &KeyCache::new(),
+        )
+        .unwrap();
         c["ath"] = json!(access_token_hash("another.token"));
         assert_eq!(
-            verify_proof(&signed(&key, &header(&key), &c), &at_rs, &policy()),
+            verify_proof(
+                &signed(&key, &header(&key), &c),
+                &at_rs,
+                &policy(),
+                &KeyCache::new()
+            ),
             Err(DpopError::AccessTokenHash)
         );
         c["ath"] = json!(access_token_hash(token));
         c["nonce"] = json!("n-0");
         assert_eq!(
-            verify_proof(&signed(&key, &header(&key), &c), &at_rs, &policy()),
+            verify_proof(
+                &signed(&key, &header(&key), &c),
+                &at_rs,
+                &policy(),
+                &KeyCache::new()
+            ),
             Err(DpopError::Nonce)
         );
     }
@@ -394,13 +487,24 @@ mod tests {
     fn eddsa_proofs_verify_and_oversized_or_garbled_ones_do_not() {
         let key = SigningKey::generate(SigningAlgorithm::EdDsa).unwrap();
         let h = json!({"typ": "dpop+jwt", "alg": "EdDSA", "jwk": key.public_key().jwk()});
-        verify_proof(&signed(&key, &h, &claims()), &request(), &policy()).unwrap();
+        verify_proof(
+            &signed(&key, &h, &claims()),
+            &request(),
+            &policy(),
+            &KeyCache::new(),
+        )
+        .unwrap();
         assert_eq!(
-            verify_proof(&"a".repeat(MAX_PROOF_BYTES + 1), &request(), &policy()),
+            verify_proof(
+                &"a".repeat(MAX_PROOF_BYTES + 1),
+                &request(),
+                &policy(),
+                &KeyCache::new()
+            ),
             Err(DpopError::Malformed)
         );
         assert_eq!(
-            verify_proof("not.a.jwt", &request(), &policy()),
+            verify_proof("not.a.jwt", &request(), &policy(), &KeyCache::new()),
             Err(DpopError::Malformed)
         );
     }

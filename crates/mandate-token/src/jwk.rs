@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::Algorithm;
 
 /// Members that must never appear in a published or registered public key.
-const PRIVATE_MEMBERS: [&str; 9] = ["d", "p", "q", "dp", "dq", "qi", "k", "oth", "r"];
+pub(crate) const PRIVATE_MEMBERS: [&str; 9] = ["d", "p", "q", "dp", "dq", "qi", "k", "oth", "r"];
 
 /// Why a JWK or JWKS was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

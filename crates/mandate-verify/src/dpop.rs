@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use mandate_token::dpop::{verify_proof, ProofPolicy, ProofRequest};
+use mandate_token::dpop::{verify_proof, KeyCache, ProofPolicy, ProofRequest};
 use mandate_token::Algorithm;
 
 use crate::bearer::{presented_token, Scheme};
@@ -43,6 +43,8 @@ pub struct Presented<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct ProofReplay {
     seen: Mutex<HashMap<String, i64>>,
+    /// Proof keys already built.
+    keys: KeyCache,
 }
 
 impl ProofReplay {
@@ -113,6 +115,7 @@ impl Verifier {
                 max_age_secs: PROOF_MAX_AGE_SECS,
                 skew_secs: self.skew(),
             },
+            &self.proof_replay().keys,
         )
         .map_err(|e| VerifyError::DpopProof(e.to_string()))?;
         let verified = self.check(token).await?;

@@ -4,7 +4,9 @@
 
 use std::borrow::Cow;
 
-use mandate_token::dpop::{verify_proof, DpopError, ProofPolicy, ProofRequest, VerifiedProof};
+use mandate_token::dpop::{
+    verify_proof, DpopError, KeyCache, ProofPolicy, ProofRequest, VerifiedProof,
+};
 use mandate_token::Algorithm;
 
 use super::{GrantError, GrantService, Refusals};
@@ -18,6 +20,8 @@ pub struct DpopSettings {
     pub algorithms: Vec<Algorithm>,
     /// How old a proof may be, seconds.
     pub max_age_secs: i64,
+    /// Proof keys already built (shared by every clone of the settings).
+    pub keys: std::sync::Arc<KeyCache>,
 }
 
 impl DpopSettings {
@@ -34,6 +38,7 @@ impl DpopSettings {
                 Algorithm::Ps256,
             ],
             max_age_secs: 300,
+            keys: std::sync::Arc::default(),
         }
     }
 }
@@ -77,7 +82,7 @@ impl GrantService {
             max_age_secs: dpop.max_age_secs,
             skew_secs: i64::from(self.settings.clock_skew_secs),
         };
-        verify_proof(proof, &request, &policy)
+        verify_proof(proof, &request, &policy, &dpop.keys)
             .map(|verified| Some(Proof(verified)))
             .map_err(|error| refusals.refuse(&error, refused(&error)))
     }
