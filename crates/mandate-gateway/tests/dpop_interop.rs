@@ -3,6 +3,9 @@
 //! exchange by the recipient with its own key, an ID-JAG issued bound and redeemed at a second
 //! mandate (the resource AS), and calls through the `mandate-gateway` binary in proxy mode in
 //! front of a Python app. Each token's `cnf.jkt` is the thumbprint the agent computed itself.
+//! And an agent built on openid-client 6 (npm, `tests/dpop/openid_client.mjs`, installed with
+//! `npm ci --prefix tests/dpop`), whose DPoP proofs the library makes, exchanging and calling an
+//! app through the gateway.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -264,4 +267,83 @@ scopes = ["calendar.read"]
     assert_eq!(claims_of(files)["cnf"]["jkt"], jkt_a.as_str());
     running.stop().await;
     idp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openid_client_agent_gets_a_bound_token_and_uses_it_through_the_gateway() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dpop");
+    assert!(
+        root.join("node_modules/openid-client").is_dir(),
+        "openid-client is not installed: run npm ci --prefix tests/dpop"
+    );
+    // The app is addressed where the gateway listens, so that the library's proofs (which name
+    // the URL it calls) name the app's audience.
+    let port = free_port();
+    let app_audience = format!("http://127.0.0.1:{port}");
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let mut settings = delegation_settings(&corp);
+    settings
+        .clients
+        .push(resource_server("gw-app", "gw-app-secret", &app_audience).unwrap());
+    settings.policies.push(PolicySettings {
+        actor: ClientId::parse("assistant").unwrap(),
+        audience: Audience::parse(&app_audience).unwrap(),
+        scopes: ScopeSet::parse("events.read").unwrap(),
+        max_depth: None,
+    });
+    let server = TestServer::spawn(settings).await.unwrap();
+    let issuer = server.issuer().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("gw-app-secret");
+    std::fs::write(&secret, "gw-app-secret").unwrap();
+    let (_app, app) = echo_app();
+    let config = format!(
+        r#"
+listen = "127.0.0.1:{port}"
+mode = "proxy"
+issuer = "{issuer}"
+upstream = "http://127.0.0.1:{app}"
+
+[revocation]
+source = "feed"
+url = "{issuer}/revocations"
+client_id = "gw-app"
+client_secret_file = "{}"
+
+[[routes]]
+prefix = "/"
+audience = "{app_audience}"
+scopes = ["events.read"]
+"#,
+        secret.display()
+    );
+    let _gateway = gateway(dir.path(), "openid-client", &config, port);
+    let id_token = corp
+        .sign(None, &id_token_claims(CORP, "alice", "assistant"))
+        .unwrap();
+    let output = Command::new("node")
+        .arg(root.join("openid_client.mjs"))
+        .args([
+            &issuer,
+            "assistant",
+            "assistant-secret",
+            &id_token,
+            &app_audience,
+            &format!("{app_audience}/events"),
+        ])
+        .output()
+        .expect("node runs (Debian's nodejs)");
+    assert!(
+        output.status.success(),
+        "openid_client.mjs: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    // openid-client lower-cases the token type.
+    assert_eq!(answer["token_type"], "dpop", "{answer}");
+    let token = answer["access_token"].as_str().unwrap();
+    assert_eq!(claims_of(token)["cnf"]["jkt"], answer["jkt"], "{answer}");
+    assert_eq!(answer["app_status"], 200, "{answer}");
+    assert_eq!(answer["bearer_status"], 401, "{answer}");
+    server.stop().await;
 }
