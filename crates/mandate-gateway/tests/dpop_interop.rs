@@ -272,10 +272,24 @@ scopes = ["calendar.read"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openid_client_agent_gets_a_bound_token_and_uses_it_through_the_gateway() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dpop");
-    assert!(
-        root.join("node_modules/openid-client").is_dir(),
-        "openid-client is not installed: run npm ci --prefix tests/dpop"
-    );
+    if !root.join("node_modules/openid-client").is_dir() {
+        // A fresh clone: install the locked versions (from npm's cache when it has them).
+        let installed = Command::new("npm")
+            .args([
+                "ci",
+                "--prefer-offline",
+                "--no-audit",
+                "--no-fund",
+                "--silent",
+            ])
+            .current_dir(&root)
+            .status()
+            .expect("npm runs (Node.js 20 or later with npm)");
+        assert!(
+            installed.success(),
+            "npm ci in tests/dpop failed: install openid-client with npm ci --prefix tests/dpop"
+        );
+    }
     // The app is addressed where the gateway listens, so that the library's proofs (which name
     // the URL it calls) name the app's audience.
     let port = free_port();
