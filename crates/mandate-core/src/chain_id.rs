@@ -40,6 +40,18 @@ impl ChainIdKey {
         Self(bytes)
     }
 
+    /// The DPoP nonce of time bucket `bucket` (RFC 9449 §8): the same on every node sharing the
+    /// key, unguessable without it, never equal to a chain id (its input starts with a byte no
+    /// issuer alias has).
+    pub fn dpop_nonce(&self, bucket: i64) -> String {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else {
+            return String::new();
+        };
+        mac.update(b"\x01dpop-nonce\x00");
+        mac.update(bucket.to_string().as_bytes());
+        URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..18])
+    }
+
     /// `chn_` + base64url(HMAC-SHA256(key, alias NUL grant id)), truncated to 128 bits.
     pub fn derive(&self, issuer_alias: &str, grant_id: &str) -> ChainId {
         let mut mac = match Hmac::<Sha256>::new_from_slice(&self.0) {

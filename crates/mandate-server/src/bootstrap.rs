@@ -395,7 +395,10 @@ impl AppState {
                 max_chain_depth: settings.tokens.max_chain_depth,
                 clock_skew_secs: settings.tokens.clock_skew_secs,
                 resource_servers: settings.id_jag.resource_servers.clone(),
-                dpop: mandate_core::grants::DpopSettings::for_endpoint(settings.token_endpoint()),
+                dpop: mandate_core::grants::DpopSettings {
+                    require_nonce: settings.dpop.require_nonce,
+                    ..mandate_core::grants::DpopSettings::for_endpoint(settings.token_endpoint())
+                },
             },
             clock.clone(),
             ids.clone(),

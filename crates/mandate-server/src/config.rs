@@ -76,6 +76,20 @@ pub struct Settings {
     /// Agent lifecycle policy.
     #[serde(default)]
     pub lifecycle: LifecycleSettings,
+    /// DPoP at the token endpoint.
+    #[serde(default)]
+    pub dpop: DpopConfig,
+}
+
+/// `[dpop]` (docs/DPOP.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpopConfig {
+    /// Require the server's nonce in every proof (RFC 9449 §8): a proof without the current
+    /// one is answered `use_dpop_nonce` with a `DPoP-Nonce` header; every token response carries
+    /// it. Nonces change every five minutes and are the same on every node sharing the
+    /// chain-id key. Default false.
+    pub require_nonce: bool,
 }
 
 /// `[lifecycle]`: what mandate does by itself about agents (docs/GOVERNANCE.md).

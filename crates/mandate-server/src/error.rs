@@ -28,6 +28,8 @@ pub enum ErrorCode {
     InvalidTarget,
     /// A bad, replayed or missing DPoP proof (RFC 9449 §5).
     InvalidDpopProof,
+    /// The DPoP proof must carry the server's nonce (RFC 9449 §8), given in `DPoP-Nonce`.
+    UseDpopNonce,
     /// Rate limited.
     SlowDown,
     /// The store cannot be reached.
@@ -47,6 +49,7 @@ pub struct OAuthError {
     status: StatusCode,
     basic_challenge: bool,
     retry_after: Option<u64>,
+    dpop_nonce: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -71,6 +74,7 @@ impl OAuthError {
             status,
             basic_challenge: false,
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -148,6 +152,14 @@ impl From<mandate_core::GrantError> for OAuthError {
             }
             GrantError::InvalidDpopProof(description) => {
                 Self::new(ErrorCode::InvalidDpopProof, description)
+            }
+            GrantError::UseDpopNonce { nonce } => {
+                let mut error = Self::new(
+                    ErrorCode::UseDpopNonce,
+                    "the DPoP proof must carry the nonce in the DPoP-Nonce header",
+                );
+                error.dpop_nonce = Some(nonce);
+                error
             }
             GrantError::Unavailable { operation, cause } => Self::store_down(operation, &cause),
             GrantError::Internal { description, cause } => {
@@ -228,6 +240,11 @@ impl ResponseError for OAuthError {
         }
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if let Some(nonce) = &self.dpop_nonce {
+            if let Ok(value) = HeaderValue::from_str(nonce) {
+                response.insert_header(("DPoP-Nonce", value));
+            }
         }
         response.json(Body {
             error: self.code,

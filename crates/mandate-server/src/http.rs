@@ -122,7 +122,7 @@ async fn token(
                 .usage
                 .seen(client.id.as_str(), mandate_store::UseKind::Exchange)
                 .await;
-            Ok(ok_no_store().json(response))
+            Ok(with_dpop_nonce(ok_no_store(), &state).json(response))
         }
         GrantKind::JwtBearer => {
             let request = crate::id_jag::redeem_request(&form, dpop)?;
@@ -131,9 +131,21 @@ async fn token(
                 .usage
                 .seen(client.id.as_str(), mandate_store::UseKind::Exchange)
                 .await;
-            Ok(ok_no_store().json(response))
+            Ok(with_dpop_nonce(ok_no_store(), &state).json(response))
         }
     }
+}
+
+/// With `[dpop] require_nonce`, every token response hands over the current nonce (RFC 9449
+/// §8.2), so that clients need not be refused to learn the next one.
+fn with_dpop_nonce(
+    mut response: actix_web::HttpResponseBuilder,
+    state: &AppState,
+) -> actix_web::HttpResponseBuilder {
+    if let Some(nonce) = state.grants.dpop_nonce() {
+        response.insert_header(("DPoP-Nonce", nonce));
+    }
+    response
 }
 
 /// The request's `DPoP` proof (RFC 9449 §4.3 step 1: at most one header, a string).

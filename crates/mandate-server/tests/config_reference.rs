@@ -100,6 +100,7 @@ fn reference_config_parses_and_lists_every_key() {
     assert_eq!(settings.consents.len(), 1);
     assert_eq!(settings.id_jag.resource_servers.len(), 1);
     assert!(defaults.participation_gates.is_empty());
+    assert_eq!(settings.dpop.require_nonce, defaults.dpop.require_nonce);
     assert_eq!(
         settings.lifecycle.suspend_unused_agents_after_days,
         defaults.lifecycle.suspend_unused_agents_after_days
@@ -117,6 +118,7 @@ fn reference_config_documents_every_section() {
         "[tokens]",
         "[limits]",
         "[lifecycle]",
+        "[dpop]",
         "[[admin.credentials]]",
         "[[trusted_issuers]]",
         "[[clients]]",

@@ -143,6 +143,8 @@ pub struct VerifiedProof {
     pub jti: String,
     /// Its `iat`.
     pub iat: i64,
+    /// Its `nonce`, if any (for a server that checks nonces itself, e.g. among several).
+    pub nonce: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -279,6 +281,11 @@ pub fn verify_proof(
         jkt,
         jti: jti.to_owned(),
         iat,
+        nonce: claims
+            .nonce
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 

@@ -22,7 +22,13 @@ pub struct DpopSettings {
     pub max_age_secs: i64,
     /// Proof keys already built (shared by every clone of the settings).
     pub keys: std::sync::Arc<KeyCache>,
+    /// Require the server's nonce in every proof (RFC 9449 §8, `[dpop] require_nonce`).
+    pub require_nonce: bool,
 }
+
+/// How long one nonce is handed out; the previous one is still accepted, so a nonce lives
+/// between one and two of these.
+const NONCE_PERIOD_SECS: i64 = 300;
 
 impl DpopSettings {
     /// Proofs for `token_endpoint` of ES256, ES384, EdDSA, RS256 and PS256 keys, at most five
@@ -39,6 +45,7 @@ impl DpopSettings {
             ],
             max_age_secs: 300,
             keys: std::sync::Arc::default(),
+            require_nonce: false,
         }
     }
 }
@@ -82,9 +89,33 @@ impl GrantService {
             max_age_secs: dpop.max_age_secs,
             skew_secs: i64::from(self.settings.clock_skew_secs),
         };
-        verify_proof(proof, &request, &policy, &dpop.keys)
-            .map(|verified| Some(Proof(verified)))
-            .map_err(|error| refusals.refuse(&error, refused(&error)))
+        let verified = verify_proof(proof, &request, &policy, &dpop.keys)
+            .map_err(|error| refusals.refuse(&error, refused(&error)))?;
+        if dpop.require_nonce {
+            let bucket = policy.now.div_euclid(NONCE_PERIOD_SECS);
+            let accepted = [bucket, bucket - 1].map(|b| self.ports.chain_key.dpop_nonce(b));
+            if !verified
+                .nonce
+                .as_deref()
+                .is_some_and(|n| accepted.iter().any(|a| a == n))
+            {
+                let [nonce, _] = accepted;
+                return Err(refusals.refuse(
+                    &"DPoP proof without the current nonce",
+                    GrantError::UseDpopNonce { nonce },
+                ));
+            }
+        }
+        Ok(Some(Proof(verified)))
+    }
+
+    /// The nonce proofs must carry now, when nonces are required (every token response hands it
+    /// over in `DPoP-Nonce`).
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.settings.dpop.require_nonce.then(|| {
+            let bucket = self.clock.now().timestamp().div_euclid(NONCE_PERIOD_SECS);
+            self.ports.chain_key.dpop_nonce(bucket)
+        })
     }
 
     /// A proof is required: the subject token is bound (a hop is never less bound than its

@@ -63,6 +63,13 @@ pub enum GrantError {
     /// a binding requires one.
     #[error("invalid_dpop_proof: {0}")]
     InvalidDpopProof(Cow<'static, str>),
+    /// `use_dpop_nonce` (RFC 9449 §8): the proof must carry the server's current nonce, which
+    /// the answer hands over (`DPoP-Nonce`).
+    #[error("use_dpop_nonce")]
+    UseDpopNonce {
+        /// The nonce to use.
+        nonce: String,
+    },
     /// The store failed during `operation`; nothing was issued.
     #[error("store unavailable during {operation}: {cause}")]
     Unavailable {
@@ -90,6 +97,7 @@ impl GrantError {
             GrantError::InvalidTarget(_) => "invalid_target",
             GrantError::InvalidScope(_) => "invalid_scope",
             GrantError::InvalidDpopProof(_) => "invalid_dpop_proof",
+            GrantError::UseDpopNonce { .. } => "use_dpop_nonce",
             GrantError::Unavailable { .. } => "temporarily_unavailable",
             GrantError::Internal { .. } => "server_error",
         }

@@ -307,3 +307,66 @@ async fn an_agent_registered_with_dpop_required_gets_only_bound_tokens() {
         .unwrap();
     assert_eq!(shown["dpop"], "required", "{shown}");
 }
+
+/// `[dpop] require_nonce`: a proof without the server's nonce (or with a made-up one) is
+/// answered `use_dpop_nonce` with the nonce in `DPoP-Nonce`; with it, the token is issued, and
+/// every token response hands the current nonce over.
+#[tokio::test]
+async fn with_nonces_required_a_proof_must_carry_the_servers_nonce() {
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let mut settings = delegation_settings(&corp);
+    settings.dpop.require_nonce = true;
+    let env = Env {
+        server: TestServer::spawn(settings).await.unwrap(),
+        corp,
+    };
+    let key = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+    let proof = |jti: &str, nonce: Option<&str>| {
+        let mut claims = json!({"jti": jti, "htm": "POST", "htu": env.server.url("/token"),
+            "iat": now()});
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
+        key.sign_dpop_proof(&claims).unwrap()
+    };
+    let id_token = env.id_token();
+    let send = |dpop: String| {
+        let form = exchange_form(&id_token, "id_token", CAL, &[]);
+        env.server
+            .http
+            .post(env.server.url("/token"))
+            .basic_auth("assistant", Some("assistant-secret"))
+            .header("DPoP", dpop)
+            .form(&form)
+            .send()
+    };
+    let mut nonces = Vec::new();
+    for (jti, nonce) in [("n-1", None), ("n-2", Some("made-up"))] {
+        let response = send(proof(jti, nonce)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let nonce = response.headers()["dpop-nonce"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "use_dpop_nonce", "{body}");
+        nonces.push(nonce);
+    }
+    assert_eq!(nonces[0], nonces[1], "one nonce at a time");
+    assert!(nonces[0].len() >= 20);
+    let response = send(proof("n-3", Some(&nonces[0]))).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["dpop-nonce"], nonces[0].as_str());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    // Nothing was issued for the refused proofs: one chain only.
+    let listed: Value = env
+        .server
+        .admin_get("/admin/chains", Some(ADMIN_READER))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["chains"].as_array().unwrap().len(), 1, "{listed}");
+}
