@@ -292,6 +292,12 @@ async fn redis_killed_under_load_loses_nothing_and_recovers_within_two_seconds()
         .min()
         .expect("nothing was issued after Redis came back");
     let recovery = first_after - back;
+    let during_restart = record
+        .revocations
+        .iter()
+        .filter(|r| r.3 == StatusCode::OK && r.2 >= restarting && r.2 < back)
+        .count();
+    println!("fault: {during_restart} revocations written between the restart and Redis answering the test's PING");
     let revoked_ok: Vec<&(String, &str, Instant, StatusCode)> = record
         .revocations
         .iter()
@@ -353,13 +359,26 @@ async fn redis_killed_under_load_loses_nothing_and_recovers_within_two_seconds()
         "answers other than 200 and 503: {counts:?}"
     );
     assert!(counts.contains_key(&("before", 200)) && counts.contains_key(&("after", 200)));
-    // A revocation is answered 200 only once written: never while Redis is down.
+    // A revocation is answered 200 only once written: never while Redis is down. Down ends when
+    // its restart begins, as for issuance above: the restarted server accepts writes a few
+    // milliseconds before the test has polled it ready, and a revocation waiting on its
+    // connection is written then.
     assert!(
         !record
             .revocations
             .iter()
-            .any(|r| r.3 == StatusCode::OK && r.2 > grace && r.2 < back),
-        "a revocation was answered 200 while Redis was down"
+            .any(|r| r.3 == StatusCode::OK && r.2 > grace && r.2 < restarting),
+        "a revocation was answered 200 while Redis was down: {:?}",
+        record
+            .revocations
+            .iter()
+            .filter(|r| r.3 == StatusCode::OK && r.2 > killed && r.2 < back)
+            .map(|r| (
+                r.1,
+                r.2.duration_since(killed),
+                restarting.duration_since(killed)
+            ))
+            .collect::<Vec<_>>()
     );
     assert!(
         revocation_counts
