@@ -38,6 +38,8 @@ pub fn configure(state: &AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(crate::ssf_transmit::routes)
                 .route("/jwks", web::get().to(jwks))
                 .route("/healthz", web::get().to(healthz))
+                .route("/livez", web::get().to(livez))
+                .route("/readyz", web::get().to(healthz))
                 .route("/revocations", web::get().to(crate::feed::revocations))
                 .route(
                     "/participation",
@@ -88,6 +90,17 @@ fn jwks_cache_control() -> String {
     format!("public, max-age={JWKS_MAX_AGE_SECS}")
 }
 
+/// `GET /livez` (Kubernetes liveness): the process serves requests. It reads nothing, so that a
+/// store outage never gets a healthy node restarted.
+async fn livez() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz` (Kubernetes readiness), also `GET /healthz`: 200 while the store answers (the
+/// client registry and the revocation list), else 503, so that a load balancer sends no exchange
+/// to a node that would refuse it. (A node without a signing key does not start at all.)
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let store_ready =
         state.clients.clients().await.is_ok() && state.revocations.ping().await.is_ok();

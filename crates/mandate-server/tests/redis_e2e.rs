@@ -202,6 +202,13 @@ async fn redis_down_means_503_and_recovery_needs_no_restart() {
         .unwrap();
     assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body_json(health).await["store"], "unavailable");
+    // Kubernetes: not ready, but alive (a store outage must not get the node restarted).
+    let probe = |path: &'static str| server.http.get(server.url(path)).send();
+    assert_eq!(
+        probe("/readyz").await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(probe("/livez").await.unwrap().status(), StatusCode::OK);
 
     redis.restart().await.unwrap();
     // The server recovers by itself; earlier ledger entries and revocations are still there.
@@ -241,6 +248,8 @@ async fn redis_down_means_503_and_recovery_needs_no_restart() {
         .await
         .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+    let ready = server.http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
     server.stop().await;
 }
 
