@@ -265,7 +265,6 @@ pub fn standing_authority(
         }
     }
     for agent in agents.values_mut() {
-        let id = ClientId::parse(&agent.client_id).ok();
         if let Some(client) = clients.get(&agent.client_id) {
             agent.state = Some(client.state.to_string());
             agent.can_act = client.kind == ClientKind::Agent && client.may_authenticate(now_time);
@@ -274,7 +273,7 @@ pub fn standing_authority(
         agent.policy = policy
             .rows()
             .iter()
-            .filter(|row| Some(&row.actor) == id.as_ref())
+            .filter(|row| row.actor.as_str() == agent.client_id)
             .map(|row| RowView {
                 audience: row.audience.to_string(),
                 scopes: scopes(&row.scopes),
@@ -350,18 +349,21 @@ impl AuthorityService {
         )
         .await
         .map_err(AuthorityError::Unavailable)?;
-        let mut hops = Vec::with_capacity(candidates.len());
-        for hop in candidates {
-            let checked = self
-                .ports
-                .revocations
-                .check(&facts_of_hop(&hop))
-                .await
-                .map_err(down)?;
-            if checked.verdict == Verdict::Live {
-                hops.push(hop);
-            }
-        }
+        // One revocation check per candidate, all in flight together (one round trip on Redis).
+        let facts: Vec<_> = candidates.iter().map(facts_of_hop).collect();
+        let checks = futures_util::future::try_join_all(
+            facts
+                .iter()
+                .map(|facts| self.ports.revocations.check(facts)),
+        )
+        .await
+        .map_err(down)?;
+        let hops: Vec<HopRecord> = candidates
+            .into_iter()
+            .zip(checks)
+            .filter(|(_, checked)| checked.verdict == Verdict::Live)
+            .map(|(hop, _)| hop)
+            .collect();
         let consents = self
             .ports
             .consents

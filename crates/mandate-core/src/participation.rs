@@ -210,16 +210,44 @@ pub struct NewGate {
     pub dry_run: bool,
 }
 
-/// The Shared Signals streams delivering revocations for `audience`.
-fn delivering<'a>(streams: &'a [SsfStream], audience: &str) -> Vec<&'a SsfStream> {
-    streams
-        .iter()
-        .filter(|s| {
-            s.status == StreamStatus::Enabled
-                && s.aud.iter().any(|a| a == audience)
-                && crate::SsfTransmitter::delivers(s, crate::ssf::SESSION_REVOKED)
-        })
-        .collect()
+/// What takes part, read once: the live participants and the Shared Signals streams.
+struct Seen {
+    live: Vec<Participant>,
+    streams: Vec<SsfStream>,
+}
+
+/// One audience's part of what was seen.
+struct Taking<'a> {
+    verifiers: Vec<&'a Participant>,
+    streams: Vec<&'a SsfStream>,
+    verdict: Verdict,
+}
+
+impl Seen {
+    /// The live verifiers of `audience`, the enabled streams delivering its revocations, and
+    /// their verdict.
+    fn of(&self, audience: &str) -> Taking<'_> {
+        let verifiers: Vec<&Participant> = self
+            .live
+            .iter()
+            .filter(|p| p.audiences.iter().any(|a| a == audience))
+            .collect();
+        let streams: Vec<&SsfStream> = self
+            .streams
+            .iter()
+            .filter(|s| {
+                s.status == StreamStatus::Enabled
+                    && s.aud.iter().any(|a| a == audience)
+                    && crate::SsfTransmitter::delivers(s, crate::ssf::SESSION_REVOKED)
+            })
+            .collect();
+        let verdict = verdict(&verifiers, &streams);
+        Taking {
+            verifiers,
+            streams,
+            verdict,
+        }
+    }
 }
 
 /// A Shared Signals stream as the participation map shows it.
@@ -475,8 +503,7 @@ impl ParticipationService {
     /// Every audience a resource server owns, with its owners, its live verifiers, its streams
     /// and its verdict, sorted by audience.
     pub async fn map(&self) -> Result<Vec<AudienceParticipation>, ParticipationError> {
-        let live = self.store.live(self.now_ms()).await?;
-        let streams = self.streams.all().await?;
+        let seen = self.taking_part().await?;
         let clients = self.clients.clients().await?;
         let gates = self.gates.gates().await?;
         let mut audiences: Vec<AudienceParticipation> = Vec::new();
@@ -504,12 +531,8 @@ impl ParticipationService {
             }
         }
         for entry in &mut audiences {
-            let verifiers: Vec<&Participant> = live
-                .iter()
-                .filter(|p| p.audiences.contains(&entry.audience))
-                .collect();
-            let delivering = delivering(&streams, &entry.audience);
-            entry.verdict = verdict(&verifiers, &delivering);
+            let taking = seen.of(&entry.audience);
+            entry.verdict = taking.verdict;
             entry.gate = gates
                 .iter()
                 .find(|g| g.audience == entry.audience)
@@ -518,8 +541,9 @@ impl ParticipationService {
                     dry_run: g.dry_run,
                     met: meets(g.require, entry.verdict),
                 });
-            entry.verifiers = verifiers.into_iter().cloned().collect();
-            entry.streams = delivering
+            entry.verifiers = taking.verifiers.into_iter().cloned().collect();
+            entry.streams = taking
+                .streams
                 .iter()
                 .map(|s| StreamView {
                     stream_id: s.stream_id.clone(),
@@ -535,25 +559,32 @@ impl ParticipationService {
         Ok(audiences)
     }
 
-    /// The verdict of `audience` now.
-    pub async fn verdict_of(&self, audience: &str) -> Result<Verdict, StoreError> {
+    /// The live participants and the streams, read together.
+    async fn taking_part(&self) -> Result<Seen, StoreError> {
         let (live, streams) = tokio::join!(self.store.live(self.now_ms()), self.streams.all());
-        let (live, streams) = (live?, streams?);
-        let verifiers: Vec<&Participant> = live
-            .iter()
-            .filter(|p| p.audiences.iter().any(|a| a == audience))
-            .collect();
-        Ok(verdict(&verifiers, &delivering(&streams, audience)))
+        Ok(Seen {
+            live: live?,
+            streams: streams?,
+        })
     }
 
-    /// Every gate judged against its audience's verdict now, ordered by audience.
+    /// The verdict of `audience` now.
+    pub async fn verdict_of(&self, audience: &str) -> Result<Verdict, StoreError> {
+        Ok(self.taking_part().await?.of(audience).verdict)
+    }
+
+    /// Every gate judged against its audience's verdict now, ordered by audience (what takes
+    /// part is read once for all of them).
     pub async fn gates(&self) -> Result<Vec<GateDecision>, ParticipationError> {
-        let mut decisions = Vec::new();
-        for gate in self.gates.gates().await? {
-            let verdict = self.verdict_of(&gate.audience).await?;
-            decisions.push(GateDecision::new(gate, verdict));
-        }
-        Ok(decisions)
+        let (gates, seen) = tokio::join!(self.gates.gates(), self.taking_part());
+        let seen = seen?;
+        Ok(gates?
+            .into_iter()
+            .map(|gate| {
+                let verdict = seen.of(&gate.audience).verdict;
+                GateDecision::new(gate, verdict)
+            })
+            .collect())
     }
 
     /// Sets the gate of an app audience (audited as `gates.set`), judged now.
@@ -613,13 +644,10 @@ impl ParticipationService {
         Ok(())
     }
 
-    /// Seeds the configured gates into a store never written; whether it did.
-    pub async fn seed_gates(&self, gates: Vec<NewGate>) -> Result<bool, ParticipationError> {
-        let gates = gates
-            .into_iter()
-            .map(|g| self.gate_of(g, "config"))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(self.gates.seed_if_never_written(&gates).await?)
+    /// Seeds configured gates (made by [`ParticipationService::gate_of`]) into a store that
+    /// never held any; whether it did.
+    pub async fn seed_gates(&self, gates: &[Gate]) -> Result<bool, ParticipationError> {
+        Ok(self.gates.seed_if_never_written(gates).await?)
     }
 }
 

@@ -261,6 +261,25 @@ fn id_token(w: &World) -> String {
         .unwrap()
 }
 
+/// A resource AS node trusting `w`'s mandate for ID-JAGs; its agent is `assistant-at-as`.
+async fn resource_as(w: &World) -> Node {
+    let idp_node: Arc<dyn UpstreamIssuer> = Arc::new(Issuer {
+        issuer: MANDATE.into(),
+        alias: IssuerAlias::parse("enterprise").unwrap(),
+        accepts: vec![Acceptance::IdJag],
+        keys: VerifyingKeySet::from_jwks(w.mandate.keys.current().jwks(), &[Algorithm::Es256])
+            .unwrap(),
+    });
+    node(
+        RESOURCE_AS,
+        "assistant-at-as",
+        w.clock.clone(),
+        vec![idp_node],
+        vec![],
+    )
+    .await
+}
+
 fn for_calendar(subject_token: String, scope: &str) -> AccessTokenRequest {
     AccessTokenRequest {
         subject_token,
@@ -567,20 +586,7 @@ async fn an_id_jag_issued_by_one_node_is_redeemed_once_at_the_resource_as() {
     assert_eq!(hop.depth, 1);
 
     // The resource AS trusts the IdP node for ID-JAGs; its agent is `assistant-at-as`.
-    let idp_node: Arc<dyn UpstreamIssuer> = Arc::new(Issuer {
-        issuer: MANDATE.into(),
-        alias: IssuerAlias::parse("enterprise").unwrap(),
-        accepts: vec![Acceptance::IdJag],
-        keys: VerifyingKeySet::from_jwks(m.keys.current().jwks(), &[Algorithm::Es256]).unwrap(),
-    });
-    let resource_as = node(
-        RESOURCE_AS,
-        "assistant-at-as",
-        w.clock.clone(),
-        vec![idp_node],
-        vec![],
-    )
-    .await;
+    let resource_as = resource_as(&w).await;
     let redeem = |resource: Option<&str>| IdJagRedeemRequest {
         assertion: issued.token.clone(),
         resource: resource.map(str::to_owned),
@@ -796,20 +802,7 @@ async fn a_bound_id_jag_is_redeemed_only_by_its_key() {
     let jag: IdJagClaims = m.keys.current().verify(&jws).unwrap().claims().unwrap();
     assert_eq!(jag.cnf, Some(json!({ "jkt": jkt(&key) })));
 
-    let idp_node: Arc<dyn UpstreamIssuer> = Arc::new(Issuer {
-        issuer: MANDATE.into(),
-        alias: IssuerAlias::parse("enterprise").unwrap(),
-        accepts: vec![Acceptance::IdJag],
-        keys: VerifyingKeySet::from_jwks(m.keys.current().jwks(), &[Algorithm::Es256]).unwrap(),
-    });
-    let resource_as = node(
-        RESOURCE_AS,
-        "assistant-at-as",
-        w.clock.clone(),
-        vec![idp_node],
-        vec![],
-    )
-    .await;
+    let resource_as = resource_as(&w).await;
     let at_as = |key: Option<&SigningKey>, jti: &str| IdJagRedeemRequest {
         assertion: issued.token.clone(),
         resource: None,
@@ -880,4 +873,61 @@ async fn required_dpop_refuses_bearer_tokens_for_the_agent_and_for_the_app() {
     let mut proven = for_calendar(id_token(&w), "calendar.read");
     proven.dpop = Some(proof(&w, &key, "s-2"));
     assert!(m.grants.exchange(&m.assistant, proven).await.unwrap().bound);
+}
+
+/// At the resource AS, an app whose resource server requires DPoP gets no token from an
+/// unbound ID-JAG redeemed without a proof (and the ID-JAG is not spent); with a proof it does.
+#[tokio::test]
+async fn a_resource_server_requiring_dpop_refuses_an_unproven_redemption() {
+    let w = world().await;
+    let m = &w.mandate;
+    let issued = m
+        .grants
+        .issue_id_jag(
+            &m.assistant,
+            IdJagIssueRequest {
+                subject_token: id_token(&w),
+                audience: RESOURCE_AS.into(),
+                resource: None,
+                scope: None,
+                dpop: None,
+            },
+        )
+        .await
+        .unwrap();
+    let resource_as = resource_as(&w).await;
+    let calendar_id = ClientId::parse("calendar").unwrap();
+    let current = resource_as
+        .clients
+        .client(&calendar_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut calendar = common::client("calendar", ClientKind::ResourceServer, &[CAL]);
+    calendar.revision = current.revision;
+    calendar.dpop = mandate_model::DpopPolicy::Required;
+    resource_as.clients.replace(calendar).await.unwrap();
+    let redeem = |dpop: Option<String>| IdJagRedeemRequest {
+        assertion: issued.token.clone(),
+        resource: None,
+        scope: None,
+        dpop,
+    };
+    let refused = resource_as
+        .grants
+        .redeem_id_jag(&resource_as.assistant, redeem(None))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "invalid_dpop_proof", "{refused}");
+    let key = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+    let proof = key
+        .sign_dpop_proof(&json!({"jti": "rr-1", "htm": "POST",
+            "htu": format!("{RESOURCE_AS}/token"), "iat": w.clock.now_secs()}))
+        .unwrap();
+    let redeemed = resource_as
+        .grants
+        .redeem_id_jag(&resource_as.assistant, redeem(Some(proof)))
+        .await
+        .unwrap();
+    assert!(redeemed.bound);
 }

@@ -20,21 +20,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use mandate_model::{Audience, AuthMethod, ClientId, IssuerAlias, ScopeSet};
-use mandate_server::config::{
-    Acceptance, ConfigSource, IdJagResourceServerSettings, PolicySettings, TrustedIssuerSettings,
-};
+use mandate_model::{Audience, ClientId, ScopeSet};
+use mandate_server::config::{ConfigSource, IdJagResourceServerSettings, PolicySettings};
 use mandate_server::{AppState, BuildOptions, Listeners, Signals};
 use mandate_testkit::{
-    agent_with_secret, claims_of, delegation_settings, empty_settings, id_token_claims,
-    resource_server, KeyKind, TestKey, TestServer, CAL, CORP,
+    claims_of, delegation_settings, id_token_claims, resource_as_settings, resource_server,
+    KeyKind, TestKey, TestServer, CAL, CORP, FILES, RAS_SECRET,
 };
 use serde_json::Value;
 
 use support::{echo_app, free_port, gateway};
-
-const FILES: &str = "https://files.example.com";
-const RAS_SECRET: &str = "assistant-at-ras-secret-0123456789ab";
 
 fn agent(args: &[&str]) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/dpop/agent.py");
@@ -51,6 +46,38 @@ fn agent(args: &[&str]) -> Value {
     );
     let text = String::from_utf8(output.stdout).unwrap();
     serde_json::from_str(text.trim()).unwrap_or(Value::String(text.trim().to_owned()))
+}
+
+/// A gateway in proxy mode on `port` in front of the app on `app`, following `issuer`'s feed as
+/// `client` (its secret in a file), one route for `route` (audience, scope).
+fn proxy_config(
+    port: u16,
+    issuer: &str,
+    app: u16,
+    client: (&str, &Path),
+    route: (&str, &str),
+) -> String {
+    let ((client_id, secret), (audience, scope)) = (client, route);
+    format!(
+        r#"
+listen = "127.0.0.1:{port}"
+mode = "proxy"
+issuer = "{issuer}"
+upstream = "http://127.0.0.1:{app}"
+
+[revocation]
+source = "feed"
+url = "{issuer}/revocations"
+client_id = "{client_id}"
+client_secret_file = "{}"
+
+[[routes]]
+prefix = "/"
+audience = "{audience}"
+scopes = ["{scope}"]
+"#,
+        secret.display()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,25 +173,12 @@ async fn an_independent_dpop_agent_binds_every_hop_and_calls_through_the_gateway
     std::fs::write(&secret, "calendar-secret").unwrap();
     let (_app, app) = echo_app();
     let port = free_port();
-    let config = format!(
-        r#"
-listen = "127.0.0.1:{port}"
-mode = "proxy"
-issuer = "{base}"
-upstream = "http://127.0.0.1:{app}"
-
-[revocation]
-source = "feed"
-url = "{base}/revocations"
-client_id = "calendar-api"
-client_secret_file = "{}"
-
-[[routes]]
-prefix = "/"
-audience = "{CAL}"
-scopes = ["calendar.read"]
-"#,
-        secret.display()
+    let config = proxy_config(
+        port,
+        &base,
+        app,
+        ("calendar-api", &secret),
+        (CAL, "calendar.read"),
     );
     let _gateway = gateway(dir.path(), "dpop", &config, port);
     let url = format!("http://127.0.0.1:{port}/events");
@@ -188,40 +202,14 @@ scopes = ["calendar.read"]
 
     // The resource AS: a second mandate trusting the first for ID-JAGs.
     let jwks = idp.get_json("/jwks").await.unwrap();
-    let mut ras = empty_settings();
+    let mut ras = resource_as_settings(
+        &ras_issuer,
+        &base,
+        jwks,
+        vec!["ES256".into(), "EdDSA".into()],
+    );
     ras.listen = ras_listeners.public.local_addr().unwrap();
     ras.admin_listen = ras_listeners.admin.local_addr().unwrap();
-    ras.issuer = ras_issuer.clone();
-    ras.trusted_issuers = vec![TrustedIssuerSettings {
-        issuer: base.clone(),
-        alias: IssuerAlias::parse("ent").unwrap(),
-        subject_as_is: false,
-        jwks_file: None,
-        jwks_uri: None,
-        jwks: Some(jwks),
-        algorithms: vec!["ES256".into(), "EdDSA".into()],
-        accept: vec![Acceptance::IdJag],
-        max_token_age_secs: 3600,
-        id_jag_reuse: false,
-        ssf_push_token_hash: None,
-        ssf_poll_url: None,
-        ssf_poll_token_file: None,
-    }];
-    ras.clients = vec![
-        agent_with_secret(
-            "assistant-at-ras",
-            RAS_SECRET,
-            AuthMethod::ClientSecretBasic,
-        )
-        .unwrap(),
-        resource_server("files-api", "files-secret", FILES).unwrap(),
-    ];
-    ras.policies = vec![PolicySettings {
-        actor: ClientId::parse("assistant-at-ras").unwrap(),
-        audience: Audience::parse(FILES).unwrap(),
-        scopes: ScopeSet::parse("files.read").unwrap(),
-        max_depth: None,
-    }];
     let ras_state = AppState::build(ras, ConfigSource::Programmatic, BuildOptions::default())
         .await
         .unwrap();
@@ -313,25 +301,12 @@ async fn an_openid_client_agent_gets_a_bound_token_and_uses_it_through_the_gatew
     let secret = dir.path().join("gw-app-secret");
     std::fs::write(&secret, "gw-app-secret").unwrap();
     let (_app, app) = echo_app();
-    let config = format!(
-        r#"
-listen = "127.0.0.1:{port}"
-mode = "proxy"
-issuer = "{issuer}"
-upstream = "http://127.0.0.1:{app}"
-
-[revocation]
-source = "feed"
-url = "{issuer}/revocations"
-client_id = "gw-app"
-client_secret_file = "{}"
-
-[[routes]]
-prefix = "/"
-audience = "{app_audience}"
-scopes = ["events.read"]
-"#,
-        secret.display()
+    let config = proxy_config(
+        port,
+        &issuer,
+        app,
+        ("gw-app", &secret),
+        (&app_audience, "events.read"),
     );
     let _gateway = gateway(dir.path(), "openid-client", &config, port);
     let id_token = corp

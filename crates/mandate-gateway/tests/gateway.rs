@@ -61,6 +61,16 @@ struct Answer {
 }
 
 impl Answer {
+    /// A 401 with a DPoP challenge naming `error` (RFC 9449 §7.1).
+    fn assert_dpop_refusal(&self, error: &str, what: &str) {
+        assert_eq!(self.status, StatusCode::UNAUTHORIZED, "{what}");
+        let challenge = self.challenge.as_deref().unwrap_or_default();
+        assert!(
+            challenge.starts_with(&format!(r#"DPoP error="{error}""#)),
+            "{what}: {challenge:?}"
+        );
+    }
+
     /// The values of header `name` as the app received it.
     fn seen(&self, name: &str) -> Vec<String> {
         self.body["headers"][name]
@@ -333,28 +343,10 @@ async fn nginx_forward_auth_and_proxy_mode_admit_only_live_tokens_for_their_audi
             ),
         ] {
             let answer = call(base, "/events", None, &extra).await;
-            assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{base} {what}");
-            assert!(
-                answer
-                    .challenge
-                    .as_deref()
-                    .unwrap_or_default()
-                    .starts_with(r#"DPoP error="invalid_dpop_proof""#),
-                "{base} {what}: {:?}",
-                answer.challenge
-            );
+            answer.assert_dpop_refusal("invalid_dpop_proof", &format!("{base} {what}"));
         }
         let answer = call(base, "/events", Some(&bound), &[]).await;
-        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{base}");
-        assert!(
-            answer
-                .challenge
-                .as_deref()
-                .unwrap_or_default()
-                .starts_with(r#"DPoP error="invalid_token""#),
-            "{base}: {:?}",
-            answer.challenge
-        );
+        answer.assert_dpop_refusal("invalid_token", base);
     }
 
     // Proxy mode strips every X-Mandate-* header a caller sends and forwards bodies.

@@ -295,14 +295,13 @@ impl AppState {
             .map(|(i, g)| {
                 participation
                     .gate_of(g.gate(), "config")
-                    .map(|_| g.gate())
                     .map_err(|e| invalid(format!("participation_gates[{i}]"), e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if !gates.is_empty() {
             let count = gates.len();
             let seeded = participation
-                .seed_gates(gates)
+                .seed_gates(&gates)
                 .await
                 .map_err(|e| invalid("participation_gates".into(), e.to_string()))?;
             if !seeded {

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -289,28 +289,31 @@ pub struct MemoryClientRegistry {
     clients: RwLock<Registered>,
 }
 
-/// The clients, and how many resource servers own each audience: the exchange's target check
+/// The clients, and the resource servers owning each audience: the exchange's target check
 /// asks on every request, and should not walk every client to answer.
 #[derive(Debug, Default)]
 struct Registered {
     by_id: BTreeMap<ClientId, Arc<Client>>,
-    owners: HashMap<Audience, usize>,
+    owners: HashMap<Audience, BTreeSet<ClientId>>,
 }
 
 impl Registered {
     fn put(&mut self, client: Client) {
         if let Some(previous) = self.by_id.remove(&client.id) {
             for audience in previous.owned_audiences() {
-                if let Some(count) = self.owners.get_mut(audience) {
-                    *count -= 1;
-                    if *count == 0 {
+                if let Some(owners) = self.owners.get_mut(audience) {
+                    owners.remove(&previous.id);
+                    if owners.is_empty() {
                         self.owners.remove(audience);
                     }
                 }
             }
         }
         for audience in client.owned_audiences() {
-            *self.owners.entry(audience.clone()).or_default() += 1;
+            self.owners
+                .entry(audience.clone())
+                .or_default()
+                .insert(client.id.clone());
         }
         self.by_id.insert(client.id.clone(), Arc::new(client));
     }
@@ -347,6 +350,16 @@ impl ClientRegistry for MemoryClientRegistry {
 
     async fn audience_owned(&self, audience: &Audience) -> Result<bool, StoreError> {
         Ok(self.read()?.owners.contains_key(audience))
+    }
+
+    async fn audience_owner(&self, audience: &Audience) -> Result<Option<Arc<Client>>, StoreError> {
+        let registered = self.read()?;
+        Ok(registered
+            .owners
+            .get(audience)
+            .and_then(|owners| owners.first())
+            .and_then(|id| registered.by_id.get(id))
+            .cloned())
     }
 
     async fn insert_if_absent(&self, client: Client) -> Result<bool, StoreError> {

@@ -702,7 +702,8 @@ pub async fn clients(registry: &dyn ClientRegistry) {
     client_changes(registry).await;
 }
 
-/// Checks [`ClientRegistry::audience_owned`] for each (audience, owned) pair.
+/// Checks [`ClientRegistry::audience_owned`] for each (audience, owned) pair, and that
+/// [`ClientRegistry::audience_owner`] names a resource server that owns it exactly then.
 async fn assert_owned(registry: &dyn ClientRegistry, cases: &[(&str, bool)], when: &str) {
     for (audience, owned) in cases {
         let audience = Audience::parse(audience).expect("audience");
@@ -714,6 +715,14 @@ async fn assert_owned(registry: &dyn ClientRegistry, cases: &[(&str, bool)], whe
             *owned,
             "{audience} {when}"
         );
+        let owner = registry
+            .audience_owner(&audience)
+            .await
+            .expect("audience_owner");
+        assert_eq!(owner.is_some(), *owned, "owner of {audience} {when}");
+        if let Some(owner) = owner {
+            assert!(owner.owns(&audience), "{} owns {audience} {when}", owner.id);
+        }
     }
 }
 

@@ -496,6 +496,57 @@ pub const CORP: &str = "https://corp.example.com";
 pub const CAL: &str = "https://calendar.example.com";
 /// The mail app.
 pub const MAIL: &str = "https://mail.example.com";
+/// The files app of [`resource_as_settings`].
+pub const FILES: &str = "https://files.example.com";
+/// The secret of `assistant-at-ras`, the agent of [`resource_as_settings`].
+pub const RAS_SECRET: &str = "assistant-at-ras-secret-0123456789ab";
+
+#[expect(clippy::expect_used, reason = "static test data always parses")]
+/// A resource authorization server for cross-app access at `issuer`: it trusts `idp` (alias
+/// `ent`) for ID-JAGs signed by the keys of `jwks` with `algorithms`; its agent
+/// `assistant-at-ras` ([`RAS_SECRET`], client_secret_basic) may get `files.read` at [`FILES`],
+/// which `files-api` (secret `files-secret`) owns.
+pub fn resource_as_settings(
+    issuer: &str,
+    idp: &str,
+    jwks: Value,
+    algorithms: Vec<String>,
+) -> Settings {
+    let mut ras = empty_settings();
+    ras.issuer = issuer.to_owned();
+    ras.trusted_issuers = vec![mandate_server::config::TrustedIssuerSettings {
+        issuer: idp.to_owned(),
+        alias: mandate_model::IssuerAlias::parse("ent").expect("static test data"),
+        subject_as_is: false,
+        jwks_file: None,
+        jwks_uri: None,
+        jwks: Some(jwks),
+        algorithms,
+        accept: vec![mandate_server::config::Acceptance::IdJag],
+        max_token_age_secs: 3600,
+        id_jag_reuse: false,
+        ssf_push_token_hash: None,
+        ssf_poll_url: None,
+        ssf_poll_token_file: None,
+    }];
+    ras.clients = vec![
+        agent_with_secret(
+            "assistant-at-ras",
+            RAS_SECRET,
+            AuthMethod::ClientSecretBasic,
+        )
+        .expect("static test data"),
+        resource_server("files-api", "files-secret", FILES).expect("static test data"),
+    ];
+    ras.policies = vec![mandate_server::config::PolicySettings {
+        actor: mandate_model::ClientId::parse("assistant-at-ras").expect("static test data"),
+        audience: mandate_model::Audience::parse(FILES).expect("static test data"),
+        scopes: mandate_model::ScopeSet::parse("files.read").expect("static test data"),
+        max_depth: None,
+    }];
+    ras
+}
+
 /// The `revoke` admin secret of [`delegation_settings`].
 pub const ADMIN_OPS: &str = "ops-secret-0123456789abcdefghijklmnop";
 /// The `read` admin secret of [`delegation_settings`].

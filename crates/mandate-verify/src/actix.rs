@@ -51,6 +51,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 
+use crate::dpop::OwnedPresented;
 pub use crate::BearerError;
 use crate::{ProtectedResource, VerifiedToken, Verifier};
 
@@ -99,30 +100,13 @@ impl FromRequest for Authenticated {
                 );
                 return Err(refuse(BearerError::Misconfigured));
             };
-            let authorization: Vec<&[u8]> =
-                request.authorization.iter().map(Vec::as_slice).collect();
-            let dpop: Vec<&[u8]> = request.dpop.iter().map(Vec::as_slice).collect();
-            let presented = crate::Presented {
-                authorization: &authorization,
-                dpop: &dpop,
-                method: &request.method,
-                url: &request.url,
-            };
-            verifier
-                .verify_presented(&presented)
+            request
+                .verify(&verifier)
                 .await
                 .map(Authenticated)
                 .map_err(refuse)
         })
     }
-}
-
-/// What the request presented, owned (the extractor's future outlives the request borrow).
-struct OwnedPresented {
-    authorization: Vec<Vec<u8>>,
-    dpop: Vec<Vec<u8>>,
-    method: String,
-    url: String,
 }
 
 /// The request's credentials, method and URL: the app's origin as its metadata names it (behind

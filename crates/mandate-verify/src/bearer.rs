@@ -18,24 +18,7 @@ pub fn bearer_token<'a, I>(values: I) -> Result<&'a str, BearerError>
 where
     I: IntoIterator<Item = &'a [u8]>,
 {
-    let mut values = values.into_iter();
-    let Some(value) = values.next() else {
-        return Err(BearerError::Missing);
-    };
-    if values.next().is_some() {
-        return Err(BearerError::InvalidRequest);
-    }
-    let value = std::str::from_utf8(value).map_err(|_| BearerError::InvalidToken)?;
-    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
-    // RFC 7235 §2.1: the scheme is case-insensitive.
-    if !scheme.eq_ignore_ascii_case("Bearer") {
-        return Err(BearerError::Missing);
-    }
-    let token = credentials.trim_matches(' ');
-    if !is_token68(token) {
-        return Err(BearerError::InvalidToken);
-    }
-    Ok(token)
+    read_token(values, false).map(|(_, token)| token)
 }
 
 /// How a token was presented.
@@ -53,6 +36,15 @@ pub fn presented_token<'a, I>(values: I) -> Result<(Scheme, &'a str), BearerErro
 where
     I: IntoIterator<Item = &'a [u8]>,
 {
+    read_token(values, true)
+}
+
+/// The one reading of `Authorization` behind [`bearer_token`] and [`presented_token`]: the
+/// `DPoP` scheme counts only when `dpop` says so (otherwise it is another scheme: `Missing`).
+fn read_token<'a, I>(values: I, dpop: bool) -> Result<(Scheme, &'a str), BearerError>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
     let mut values = values.into_iter();
     let Some(value) = values.next() else {
         return Err(BearerError::Missing);
@@ -64,7 +56,7 @@ where
     let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
     let scheme = if scheme.eq_ignore_ascii_case("Bearer") {
         Scheme::Bearer
-    } else if scheme.eq_ignore_ascii_case("DPoP") {
+    } else if dpop && scheme.eq_ignore_ascii_case("DPoP") {
         Scheme::Dpop
     } else {
         return Err(BearerError::Missing);

@@ -39,34 +39,65 @@ pub struct Presented<'a> {
     pub url: &'a str,
 }
 
-/// The `jti`s of proofs seen, per key, until their window closes.
+/// What a request presented, owned: the integrations copy it out of the request before their
+/// futures run, so that neither the request nor its body need outlive them.
+#[cfg(any(feature = "actix-web", feature = "tower"))]
+#[derive(Debug)]
+pub(crate) struct OwnedPresented {
+    /// The values of its `Authorization` headers.
+    pub(crate) authorization: Vec<Vec<u8>>,
+    /// The values of its `DPoP` headers.
+    pub(crate) dpop: Vec<Vec<u8>>,
+    /// Its method.
+    pub(crate) method: String,
+    /// Its public URL (origin and path).
+    pub(crate) url: String,
+}
+
+#[cfg(any(feature = "actix-web", feature = "tower"))]
+impl OwnedPresented {
+    /// [`Verifier::verify_presented`] on what was copied.
+    pub(crate) async fn verify(&self, verifier: &Verifier) -> Result<VerifiedToken, BearerError> {
+        let authorization: Vec<&[u8]> = self.authorization.iter().map(Vec::as_slice).collect();
+        let dpop: Vec<&[u8]> = self.dpop.iter().map(Vec::as_slice).collect();
+        verifier
+            .verify_presented(&Presented {
+                authorization: &authorization,
+                dpop: &dpop,
+                method: &self.method,
+                url: &self.url,
+            })
+            .await
+    }
+}
+
+/// What a verifier keeps of proofs: the `jti`s seen, per key, until their window closes, and
+/// the proof keys already built.
 #[derive(Debug, Default)]
-pub(crate) struct ProofReplay {
+pub(crate) struct ProofState {
     seen: Mutex<HashMap<String, i64>>,
     /// Proof keys already built.
     keys: KeyCache,
 }
 
-impl ProofReplay {
+impl ProofState {
     /// Whether `key` is new at `now` (then remembered until `until`).
     fn first_use(&self, key: String, until: i64, now: i64) -> Result<bool, VerifyError> {
         let mut seen = self
             .seen
             .lock()
             .map_err(|_| VerifyError::DpopProof("proof cache unusable".into()))?;
+        if seen.get(&key).is_some_and(|expiry| *expiry > now) {
+            return Ok(false);
+        }
         if seen.len() >= PROOF_CACHE_CAP {
             seen.retain(|_, until| *until > now);
             if seen.len() >= PROOF_CACHE_CAP {
                 return Err(VerifyError::DpopProof("too many proofs in flight".into()));
             }
         }
-        match seen.get(&key) {
-            Some(expiry) if *expiry > now => Ok(false),
-            _ => {
-                seen.insert(key, until);
-                Ok(true)
-            }
-        }
+        seen.insert(key, until);
+        Ok(true)
     }
 }
 
@@ -80,13 +111,11 @@ impl Verifier {
     ) -> Result<VerifiedToken, BearerError> {
         let (scheme, token) = presented_token(presented.authorization.iter().copied())?;
         let result = match scheme {
-            Scheme::Bearer => self.verify(token).await,
+            Scheme::Bearer => self.verify_bearer(token).await,
             Scheme::Dpop => self.verify_bound(token, presented).await,
         };
-        result.map_err(|error| {
-            tracing::debug!(%error, audience = %self.audience(), "access token refused");
-            BearerError::from(error)
-        })
+        self.log_refusal(&result);
+        result.map_err(BearerError::from)
     }
 
     async fn verify_bound(
@@ -115,7 +144,7 @@ impl Verifier {
                 max_age_secs: PROOF_MAX_AGE_SECS,
                 skew_secs: self.skew(),
             },
-            &self.proof_replay().keys,
+            &self.proof_state().keys,
         )
         .map_err(|e| VerifyError::DpopProof(e.to_string()))?;
         let verified = self.check(token).await?;
@@ -127,11 +156,39 @@ impl Verifier {
         // Spent last: a proof for a refused token stays unspent.
         let until = proof.iat + PROOF_MAX_AGE_SECS + self.skew() + 1;
         if !self
-            .proof_replay()
+            .proof_state()
             .first_use(format!("{}:{}", proof.jkt, proof.jti), until, now)?
         {
             return Err(VerifyError::DpopProof("the proof was used already".into()));
         }
         Ok(verified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proof_is_used_once_within_its_window_and_the_cache_fails_closed_when_full() {
+        let state = ProofState::default();
+        assert!(state.first_use("k:a".into(), 100, 10).unwrap());
+        assert!(!state.first_use("k:a".into(), 100, 50).unwrap(), "replayed");
+        // Past its window the entry no longer counts (the proof itself is stale by then).
+        assert!(state.first_use("k:a".into(), 200, 100).unwrap());
+        // Full of live entries: a new proof is refused, not a remembered one forgotten.
+        for i in 1..PROOF_CACHE_CAP {
+            assert!(state.first_use(format!("k:{i}"), 1_000, 150).unwrap());
+        }
+        assert!(matches!(
+            state.first_use("k:new".into(), 1_000, 150),
+            Err(VerifyError::DpopProof(_))
+        ));
+        assert!(
+            !state.first_use("k:a".into(), 1_000, 150).unwrap(),
+            "still remembered"
+        );
+        // Once they expire, room is made again.
+        assert!(state.first_use("k:new".into(), 2_000, 1_000).unwrap());
     }
 }

@@ -129,7 +129,7 @@ struct Inner {
     revocation: Option<Arc<dyn RevocationSource>>,
     revocation_timeout: Duration,
     clock: Arc<dyn Clock>,
-    proofs: dpop::ProofReplay,
+    proofs: dpop::ProofState,
 }
 
 #[derive(Debug)]
@@ -202,17 +202,25 @@ impl Verifier {
     ///
     /// Every refusal is logged at debug level (never the token itself).
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
-        let result = self.check(token).await.and_then(|verified| {
-            if verified.jkt().is_some() {
-                Err(VerifyError::DpopRequired)
-            } else {
-                Ok(verified)
-            }
-        });
-        if let Err(error) = &result {
+        let result = self.verify_bearer(token).await;
+        self.log_refusal(&result);
+        result
+    }
+
+    /// [`Verifier::verify`] without the log line.
+    pub(crate) async fn verify_bearer(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        let verified = self.check(token).await?;
+        if verified.jkt().is_some() {
+            return Err(VerifyError::DpopRequired);
+        }
+        Ok(verified)
+    }
+
+    /// Every refusal is logged at debug level, once (never the token itself).
+    pub(crate) fn log_refusal(&self, result: &Result<VerifiedToken, VerifyError>) {
+        if let Err(error) = result {
             tracing::debug!(%error, audience = %self.inner.audience, "access token refused");
         }
-        result
     }
 
     pub(crate) fn now_secs(&self) -> i64 {
@@ -223,7 +231,7 @@ impl Verifier {
         self.inner.skew
     }
 
-    pub(crate) fn proof_replay(&self) -> &dpop::ProofReplay {
+    pub(crate) fn proof_state(&self) -> &dpop::ProofState {
         &self.inner.proofs
     }
 
@@ -499,7 +507,7 @@ impl VerifierBuilder {
                 revocation: self.revocation,
                 revocation_timeout: self.revocation_timeout,
                 clock: self.clock,
-                proofs: dpop::ProofReplay::default(),
+                proofs: dpop::ProofState::default(),
             }),
         })
     }

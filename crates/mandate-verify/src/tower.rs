@@ -34,6 +34,7 @@ use http::{Method, Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::dpop::OwnedPresented;
 use crate::{BearerError, ProtectedResource, VerifiedToken, Verifier};
 
 /// Verifies every request's token with one [`Verifier`]; see the module docs.
@@ -147,14 +148,6 @@ where
     }
 }
 
-/// What a request presented, owned.
-struct OwnedPresented {
-    authorization: Vec<Vec<u8>>,
-    dpop: Vec<Vec<u8>>,
-    method: String,
-    url: String,
-}
-
 /// The request's credentials, method and URL: the origin of the app's metadata when it has one
 /// (what clients address behind a proxy), else the request URI's, else `https://` and `Host`.
 fn presented<B>(request: &Request<B>, metadata: Option<&Metadata>) -> OwnedPresented {
@@ -191,17 +184,7 @@ async fn authenticate(
     shared: &Shared,
     presented: &OwnedPresented,
 ) -> Result<VerifiedToken, BearerError> {
-    let authorization: Vec<&[u8]> = presented.authorization.iter().map(Vec::as_slice).collect();
-    let dpop: Vec<&[u8]> = presented.dpop.iter().map(Vec::as_slice).collect();
-    let verified = shared
-        .verifier
-        .verify_presented(&crate::Presented {
-            authorization: &authorization,
-            dpop: &dpop,
-            method: &presented.method,
-            url: &presented.url,
-        })
-        .await?;
+    let verified = presented.verify(&shared.verifier).await?;
     for scope in &shared.scopes {
         verified.require_scope(scope)?;
     }

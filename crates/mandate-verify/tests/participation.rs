@@ -78,6 +78,20 @@ async fn until(
     }
 }
 
+/// The calendar's resource server following mandate's feed, its first snapshot loaded.
+async fn calendar_feed(server: &TestServer) -> Feed {
+    let feed = Feed::connect(
+        &server.url("/revocations"),
+        "calendar-api",
+        "calendar-secret",
+        FeedConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert!(feed.ready(Duration::from_secs(5)).await);
+    feed
+}
+
 fn reporting(server: &TestServer, client: &str, secret: &str, instance: &str) -> ReportConfig {
     let mut config = ReportConfig::new(&server.url("/participation"), client, secret);
     config.instance = instance.into();
@@ -89,15 +103,7 @@ fn reporting(server: &TestServer, client: &str, secret: &str, instance: &str) ->
 async fn each_audience_gets_the_verdict_of_what_takes_part() {
     let (corp, server) = world(None).await;
     // The calendar follows the feed and reports; the mail app verifies without following.
-    let feed = Feed::connect(
-        &server.url("/revocations"),
-        "calendar-api",
-        "calendar-secret",
-        FeedConfig::default(),
-    )
-    .await
-    .unwrap();
-    assert!(feed.ready(Duration::from_secs(5)).await);
+    let feed = calendar_feed(&server).await;
     let calendar = Verifier::builder(server.issuer(), CAL)
         .discover()
         .revocation(Arc::new(feed.clone()))
@@ -392,18 +398,7 @@ async fn a_gate_refuses_until_a_follower_reports(
     let follower: Arc<dyn mandate_verify::RevocationSource> = match redis {
         #[cfg(feature = "redis")]
         Some(redis) => Arc::new(mandate_verify::Direct::redis(&redis.url()).await.unwrap()),
-        _ => {
-            let feed = Feed::connect(
-                &server.url("/revocations"),
-                "calendar-api",
-                "calendar-secret",
-                FeedConfig::default(),
-            )
-            .await
-            .unwrap();
-            assert!(feed.ready(Duration::from_secs(5)).await);
-            Arc::new(feed)
-        }
+        _ => Arc::new(calendar_feed(&server).await),
     };
     let mode = if redis.is_some() { "direct" } else { "feed" };
     let calendar = Verifier::builder(server.issuer(), CAL)

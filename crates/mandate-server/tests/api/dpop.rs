@@ -370,3 +370,76 @@ async fn with_nonces_required_a_proof_must_carry_the_servers_nonce() {
         .unwrap();
     assert_eq!(listed["chains"].as_array().unwrap().len(), 1, "{listed}");
 }
+
+/// A nonce is handed out for five minutes and accepted for five more, then refused with the
+/// current one; a nonce computed for the future is no nonce at all (fixed clock, no sleeps).
+#[tokio::test]
+async fn a_nonce_lives_one_period_after_its_own_and_no_longer() {
+    use mandate_model::{Clock, FixedClock};
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let mut settings = delegation_settings(&corp);
+    settings.dpop.require_nonce = true;
+    // The start of a five-minute period, so that each step below lands in a known one.
+    let start = (now() / 300 + 1) * 300;
+    let clock = std::sync::Arc::new(FixedClock::at(start));
+    let server = TestServer::spawn_with(
+        settings,
+        mandate_server::BuildOptions {
+            clock: Some(clock.clone()),
+            ..mandate_server::BuildOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let key = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+    let mut serial = 0;
+    let mut exchange = |nonce: Option<String>| {
+        serial += 1;
+        let at = clock.now_secs();
+        let mut claims = json!({"jti": format!("w-{serial}"), "htm": "POST",
+            "htu": server.url("/token"), "iat": at});
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
+        let proof = key.sign_dpop_proof(&claims).unwrap();
+        let mut id_token = id_token_claims(CORP, "alice", "assistant");
+        id_token["iat"] = json!(at);
+        id_token["exp"] = json!(at + 600);
+        let subject_token = corp.sign(None, &id_token).unwrap();
+        let form = exchange_form(&subject_token, "id_token", CAL, &[]);
+        let request = server
+            .http
+            .post(server.url("/token"))
+            .basic_auth("assistant", Some("assistant-secret"))
+            .header("DPoP", proof)
+            .form(&form);
+        async move {
+            let response = request.send().await.unwrap();
+            let nonce = response.headers()["dpop-nonce"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (response.status(), nonce)
+        }
+    };
+    let (status, first) = exchange(None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    clock.advance(299);
+    assert_eq!(exchange(Some(first.clone())).await.0, StatusCode::OK);
+    // The next period hands out another nonce, and still takes the first.
+    clock.advance(1);
+    let (status, second) = exchange(Some(first.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(second, first);
+    // Two periods on, the first is refused, with the current one to use.
+    clock.advance(300);
+    let (status, third) = exchange(Some(first.clone())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_ne!(third, second);
+    assert_eq!(exchange(Some(third.clone())).await.0, StatusCode::OK);
+    // The nonce of the period after the current one is not taken either: it is what a client
+    // could only know by holding the key.
+    clock.advance(-300);
+    assert_eq!(exchange(Some(third)).await.0, StatusCode::BAD_REQUEST);
+    server.stop().await;
+}

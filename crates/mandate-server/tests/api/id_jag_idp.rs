@@ -6,15 +6,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use mandate_chain::{EvidenceKind, HopId, UpstreamGrant};
-use mandate_model::{Audience, AuthMethod, ClientId, IssuerAlias, ScopeSet};
-use mandate_server::config::{
-    Acceptance, ConfigSource, IdJagResourceServerSettings, PolicySettings, TrustedIssuerSettings,
-};
+use mandate_model::{Audience, ClientId, ScopeSet};
+use mandate_server::config::{ConfigSource, IdJagResourceServerSettings};
 use mandate_server::{AppState, BuildOptions, Listeners, RunningServer, Signals};
 use mandate_testkit::{
-    agent_with_secret, body_json, claims_of, delegation_settings, empty_settings, exchange_form,
-    header_of, id_token_claims, now, resource_server, ClientAuth, KeyKind, TestKey, TestServer,
-    CORP,
+    body_json, claims_of, delegation_settings, exchange_form, header_of, id_token_claims, now,
+    resource_as_settings, ClientAuth, KeyKind, TestKey, TestServer, CORP, FILES, RAS_SECRET,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -22,12 +19,10 @@ use serde_json::{json, Value};
 const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// The API behind the resource AS.
-const FILES: &str = "https://files.example.com";
 /// A second API the row does not list.
 const OTHER_API: &str = "https://other-api.example.com";
 /// A resource AS whose row maps no client id for the assistant.
 const UNMAPPED_AS: &str = "https://unmapped-as.example.com";
-const RAS_SECRET: &str = "assistant-at-ras-secret-0123456789ab";
 
 /// mandate as the enterprise IdP broker, and a second mandate as the resource AS.
 struct Env {
@@ -91,40 +86,9 @@ async fn env() -> Env {
         .as_str()
         .unwrap_or("ES256")
         .to_owned();
-    let mut ras = empty_settings();
+    let mut ras = resource_as_settings(&ras_issuer, idp.issuer(), jwks, vec![alg]);
     ras.listen = ras_public;
     ras.admin_listen = ras_admin;
-    ras.issuer = ras_issuer.clone();
-    ras.trusted_issuers = vec![TrustedIssuerSettings {
-        issuer: idp.issuer().to_owned(),
-        alias: IssuerAlias::parse("ent").unwrap(),
-        subject_as_is: false,
-        jwks_file: None,
-        jwks_uri: None,
-        jwks: Some(jwks),
-        algorithms: vec![alg],
-        accept: vec![Acceptance::IdJag],
-        max_token_age_secs: 3600,
-        id_jag_reuse: false,
-        ssf_push_token_hash: None,
-        ssf_poll_url: None,
-        ssf_poll_token_file: None,
-    }];
-    ras.clients = vec![
-        agent_with_secret(
-            "assistant-at-ras",
-            RAS_SECRET,
-            AuthMethod::ClientSecretBasic,
-        )
-        .unwrap(),
-        resource_server("files-api", "files-secret", FILES).unwrap(),
-    ];
-    ras.policies = vec![PolicySettings {
-        actor: ClientId::parse("assistant-at-ras").unwrap(),
-        audience: Audience::parse(FILES).unwrap(),
-        scopes: ScopeSet::parse("files.read").unwrap(),
-        max_depth: None,
-    }];
     let ras_state = AppState::build(ras, ConfigSource::Programmatic, BuildOptions::default())
         .await
         .unwrap();
