@@ -261,6 +261,24 @@ fn id_token(w: &World) -> String {
         .unwrap()
 }
 
+/// alice's ID-JAG for the resource AS, issued to the assistant (with `dpop` as its proof).
+async fn issue_id_jag(w: &World, dpop: Option<String>) -> mandate_core::grants::IssuedIdJag {
+    let m = &w.mandate;
+    m.grants
+        .issue_id_jag(
+            &m.assistant,
+            IdJagIssueRequest {
+                subject_token: id_token(w),
+                audience: RESOURCE_AS.into(),
+                resource: None,
+                scope: None,
+                dpop,
+            },
+        )
+        .await
+        .unwrap()
+}
+
 /// A resource AS node trusting `w`'s mandate for ID-JAGs; its agent is `assistant-at-as`.
 async fn resource_as(w: &World) -> Node {
     let idp_node: Arc<dyn UpstreamIssuer> = Arc::new(Issuer {
@@ -554,20 +572,7 @@ async fn a_revocation_between_the_hops_write_and_the_second_check_leaves_no_toke
 async fn an_id_jag_issued_by_one_node_is_redeemed_once_at_the_resource_as() {
     let w = world().await;
     let m = &w.mandate;
-    let issued = m
-        .grants
-        .issue_id_jag(
-            &m.assistant,
-            IdJagIssueRequest {
-                subject_token: id_token(&w),
-                audience: RESOURCE_AS.into(),
-                resource: None,
-                scope: None,
-                dpop: None,
-            },
-        )
-        .await
-        .unwrap();
+    let issued = issue_id_jag(&w, None).await;
     assert_eq!(
         (issued.expires_in, issued.scope.as_str()),
         (120, "calendar.read")
@@ -784,20 +789,7 @@ async fn a_bound_id_jag_is_redeemed_only_by_its_key() {
     let w = world().await;
     let m = &w.mandate;
     let key = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
-    let issued = m
-        .grants
-        .issue_id_jag(
-            &m.assistant,
-            IdJagIssueRequest {
-                subject_token: id_token(&w),
-                audience: RESOURCE_AS.into(),
-                resource: None,
-                scope: None,
-                dpop: Some(proof(&w, &key, "i-1")),
-            },
-        )
-        .await
-        .unwrap();
+    let issued = issue_id_jag(&w, Some(proof(&w, &key, "i-1"))).await;
     let jws = UnverifiedJws::parse(&issued.token).unwrap();
     let jag: IdJagClaims = m.keys.current().verify(&jws).unwrap().claims().unwrap();
     assert_eq!(jag.cnf, Some(json!({ "jkt": jkt(&key) })));
@@ -880,21 +872,7 @@ async fn required_dpop_refuses_bearer_tokens_for_the_agent_and_for_the_app() {
 #[tokio::test]
 async fn a_resource_server_requiring_dpop_refuses_an_unproven_redemption() {
     let w = world().await;
-    let m = &w.mandate;
-    let issued = m
-        .grants
-        .issue_id_jag(
-            &m.assistant,
-            IdJagIssueRequest {
-                subject_token: id_token(&w),
-                audience: RESOURCE_AS.into(),
-                resource: None,
-                scope: None,
-                dpop: None,
-            },
-        )
-        .await
-        .unwrap();
+    let issued = issue_id_jag(&w, None).await;
     let resource_as = resource_as(&w).await;
     let calendar_id = ClientId::parse("calendar").unwrap();
     let current = resource_as
