@@ -1,5 +1,6 @@
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -45,5 +46,53 @@ impl Clock for FixedClock {
         Utc.timestamp_opt(self.0.load(Ordering::SeqCst), 0)
             .single()
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+}
+
+/// Where ages and intervals are measured from (cache ages, refresh floors, a followed copy's
+/// staleness): monotonic, so a wall-clock step neither expires a cache nor makes a stale copy
+/// look fresh, and injectable, so tests move it instead of sleeping.
+pub trait Monotonic: Send + Sync + fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> Instant;
+}
+
+/// The process's monotonic clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemMonotonic;
+
+impl Monotonic for SystemMonotonic {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A monotonic clock that moves only when told: for tests. It starts at the instant it was made.
+#[derive(Debug)]
+pub struct ManualMonotonic {
+    origin: Instant,
+    elapsed_nanos: AtomicU64,
+}
+
+impl Default for ManualMonotonic {
+    fn default() -> Self {
+        Self {
+            origin: Instant::now(),
+            elapsed_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ManualMonotonic {
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.elapsed_nanos.fetch_add(nanos, Ordering::SeqCst);
+    }
+}
+
+impl Monotonic for ManualMonotonic {
+    fn now(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.elapsed_nanos.load(Ordering::SeqCst))
     }
 }

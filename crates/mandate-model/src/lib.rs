@@ -16,7 +16,7 @@ pub use audience::{is_app_uri, is_loopback_url, Audience, AudienceError};
 pub use client::{
     AuthMethod, ClientKind, ClientState, DpopPolicy, InvalidTransition, Transition, UnknownVariant,
 };
-pub use clock::{Clock, FixedClock, SystemClock};
+pub use clock::{Clock, FixedClock, ManualMonotonic, Monotonic, SystemClock, SystemMonotonic};
 pub use ids::{log_safe, ClientId, ClientIdError, IssuerAlias, IssuerAliasError};
 pub use scope::{ScopeError, ScopeSet};
 pub use secret::{SecretHash, SecretHashError};

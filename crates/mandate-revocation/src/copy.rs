@@ -43,14 +43,14 @@ pub struct FollowedCopy {
 
 impl FollowedCopy {
     /// An empty copy, not ready, that answers only while its newest heartbeat is at most
-    /// `staleness_bound` old.
-    pub fn new(staleness_bound: Duration) -> Self {
+    /// `staleness_bound` old; following began at `started`.
+    pub fn new(staleness_bound: Duration, started: Instant) -> Self {
         Self {
             entries: RevocationSet::default(),
             loaded: false,
             heartbeat: None,
             clock: None,
-            started: Instant::now(),
+            started,
             staleness_bound,
         }
     }
@@ -181,8 +181,8 @@ mod tests {
 
     #[test]
     fn it_answers_only_once_loaded_and_while_heartbeats_are_fresh() {
-        let mut copy = FollowedCopy::new(Duration::from_secs(3));
         let now = Instant::now();
+        let mut copy = FollowedCopy::new(Duration::from_secs(3), now);
         assert_eq!(
             copy.check(&facts("hop_a", 1), now),
             Err(FollowerError::NotReady)
@@ -216,8 +216,8 @@ mod tests {
 
     #[test]
     fn an_old_heartbeat_does_not_make_the_copy_fresh_and_the_clock_never_goes_back() {
-        let mut copy = FollowedCopy::new(Duration::from_secs(3));
         let now = Instant::now();
+        let mut copy = FollowedCopy::new(Duration::from_secs(3), now);
         copy.observe_clock(100_000, now);
         // Replayed after a reconnection: written ten seconds ago by the store's clock.
         copy.heard_heartbeat(90_000, now);
@@ -237,8 +237,8 @@ mod tests {
 
     #[test]
     fn expiry_follows_the_stores_clock() {
-        let mut copy = FollowedCopy::new(Duration::from_secs(3));
         let now = Instant::now();
+        let mut copy = FollowedCopy::new(Duration::from_secs(3), now);
         copy.observe_clock(100_000, now);
         copy.insert(entry("hop_a", 90_000, 100_500));
         copy.mark_loaded();

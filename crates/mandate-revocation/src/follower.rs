@@ -18,6 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mandate_model::{Monotonic, SystemMonotonic};
 use redis::aio::ConnectionLike;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::Value;
@@ -102,13 +103,26 @@ impl RevocationFollower {
         connection: C,
         config: FollowerConfig,
     ) -> Self {
+        Self::spawn_timed(connection, config, Arc::new(SystemMonotonic))
+    }
+
+    /// [`Self::spawn`] with ages (staleness, pruning) measured by `time`.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime (as `tokio::spawn` does).
+    pub fn spawn_timed<C: ConnectionLike + Clone + Send + Sync + 'static>(
+        connection: C,
+        config: FollowerConfig,
+        time: Arc<dyn Monotonic>,
+    ) -> Self {
         let state = State {
-            copy: FollowedCopy::new(config.staleness_bound),
+            copy: FollowedCopy::new(config.staleness_bound, time.now()),
             position: StreamPos::default(),
             snapshots: 0,
             errors: 0,
         };
-        let shell = FollowerShell::spawn(state, |shared| {
+        let shell = FollowerShell::spawn(state, time, |shared| {
             Task {
                 connection,
                 config,
@@ -258,7 +272,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Task<C> {
     async fn run(mut self) {
         let mut position: Option<Position> = None;
         let mut retry = RETRY_MIN;
-        let mut pruned = Instant::now();
+        let mut pruned = self.shared.now();
         loop {
             let step = match position {
                 // First, after a trim past the position, and after any error (once Redis
@@ -280,8 +294,9 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Task<C> {
                     retry = (retry * 2).min(RETRY_MAX);
                 }
             }
-            if pruned.elapsed() >= PRUNE_EVERY {
-                pruned = Instant::now();
+            let now = self.shared.now();
+            if now.duration_since(pruned) >= PRUNE_EVERY {
+                pruned = now;
                 self.shared.lock().copy.prune(pruned);
             }
         }
@@ -298,7 +313,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Task<C> {
             .arg("+")
             .query_async(&mut self.connection)
             .await?;
-        let received = Instant::now();
+        let received = self.shared.now();
         let mut batch = Batch::new(time_ms(&time)?, received);
         for record in &records.ids {
             batch.push(record);
@@ -348,7 +363,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> Task<C> {
             .cmd("TIME")
             .query_async(&mut self.connection)
             .await?;
-        let received = Instant::now();
+        let received = self.shared.now();
         let mut batch = Batch::new(time_ms(&time)?, received);
         for stream in read.iter().flat_map(|r| &r.keys) {
             if stream.key == STREAM_KEY {
@@ -407,7 +422,7 @@ mod tests {
 
         // Absorbed, the newest heartbeat is fresh as of its arrival.
         let mut state = State {
-            copy: FollowedCopy::new(Duration::from_secs(3)),
+            copy: FollowedCopy::new(Duration::from_secs(3), Instant::now()),
             position: StreamPos::default(),
             snapshots: 0,
             errors: 0,

@@ -6,6 +6,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use mandate_model::Monotonic;
+
 use tokio::sync::watch;
 
 use crate::{FollowedCopy, FollowerError, TokenFacts, Verdict};
@@ -21,6 +23,7 @@ pub trait FollowerState: Send + 'static {
 pub struct ShellShared<S> {
     ready: watch::Sender<bool>,
     state: Mutex<S>,
+    time: Arc<dyn Monotonic>,
 }
 
 impl<S> ShellShared<S> {
@@ -28,6 +31,11 @@ impl<S> ShellShared<S> {
     /// while holding the lock leaves nothing half-done and the lock is taken over.
     pub fn lock(&self) -> MutexGuard<'_, S> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The follower's monotonic now: when a reply arrived, how old the copy is.
+    pub fn now(&self) -> Instant {
+        self.time.now()
     }
 
     /// Signals that the first snapshot is in (waking waiters the first time only).
@@ -64,12 +72,16 @@ impl<S> Clone for FollowerShell<S> {
 }
 
 impl<S: FollowerState> FollowerShell<S> {
-    /// Spawns `run` (tokio) over the shared state.
+    /// Spawns `run` (tokio) over the shared state; ages are measured with `time`.
     ///
     /// # Panics
     ///
     /// When called outside a Tokio runtime (as `tokio::spawn` does).
-    pub fn spawn<F>(state: S, run: impl FnOnce(Arc<ShellShared<S>>) -> F) -> Self
+    pub fn spawn<F>(
+        state: S,
+        time: Arc<dyn Monotonic>,
+        run: impl FnOnce(Arc<ShellShared<S>>) -> F,
+    ) -> Self
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -77,6 +89,7 @@ impl<S: FollowerState> FollowerShell<S> {
         let shared = Arc::new(ShellShared {
             ready,
             state: Mutex::new(state),
+            time,
         });
         let handle = tokio::spawn(run(Arc::clone(&shared)));
         Self {
@@ -92,12 +105,14 @@ impl<S: FollowerState> FollowerShell<S> {
 
     /// Decides for `facts` from the copy, no I/O ([`FollowedCopy::check`]).
     pub fn check(&self, facts: &TokenFacts) -> Result<Verdict, FollowerError> {
-        self.shared.lock().copy().check(facts, Instant::now())
+        let now = self.shared.now();
+        self.shared.lock().copy().check(facts, now)
     }
 
     /// How old the copy's view is now ([`FollowedCopy::view_age`]).
     pub fn view_age(&self) -> Duration {
-        self.shared.lock().copy().view_age(Instant::now())
+        let now = self.shared.now();
+        self.shared.lock().copy().view_age(now)
     }
 
     /// Waits until the first snapshot is loaded (bounded by `timeout`); whether it is.
@@ -132,7 +147,8 @@ mod tests {
         let (dropped, mut dropped_rx) = tokio::sync::oneshot::channel::<()>();
         let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
         let shell = FollowerShell::spawn(
-            Held(FollowedCopy::new(Duration::from_secs(5))),
+            Held(FollowedCopy::new(Duration::from_secs(5), Instant::now())),
+            Arc::new(mandate_model::SystemMonotonic),
             |shared| async move {
                 // Tells the test when the task is dropped (aborted).
                 let _dropped = dropped;
@@ -157,6 +173,30 @@ mod tests {
                 .await
                 .is_ok(),
             "the task stopped with the last handle"
+        );
+    }
+
+    #[tokio::test]
+    async fn checks_turn_stale_when_the_follower_clock_passes_the_bound() {
+        let time = Arc::new(mandate_model::ManualMonotonic::default());
+        let mut copy = FollowedCopy::new(Duration::from_secs(3), time.now());
+        copy.observe_clock(100_000, time.now());
+        copy.heard_heartbeat(100_000, time.now());
+        copy.mark_loaded();
+        let shell = FollowerShell::spawn(Held(copy), time.clone(), |_| std::future::pending());
+        let facts = TokenFacts::default();
+        assert_eq!(shell.check(&facts), Ok(Verdict::Live));
+        time.advance(Duration::from_secs(3));
+        assert_eq!(
+            shell.check(&facts),
+            Ok(Verdict::Live),
+            "at the bound: fresh"
+        );
+        assert_eq!(shell.view_age(), Duration::from_secs(3));
+        time.advance(Duration::from_millis(1));
+        assert_eq!(
+            shell.check(&facts),
+            Err(FollowerError::Stale { since_ms: 3001 })
         );
     }
 }

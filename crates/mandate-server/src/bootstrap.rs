@@ -40,6 +40,9 @@ impl AppState {
             message,
         };
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let monotonic = options
+            .monotonic
+            .unwrap_or_else(|| Arc::new(mandate_model::SystemMonotonic));
 
         let keys = load_keys(&settings, &invalid)?;
 
@@ -116,9 +119,11 @@ impl AppState {
             };
             let remote = match &issuer.jwks_uri {
                 Some(uri) => Some(
-                    RemoteJwks::new(uri, algorithms.clone(), FetchLimits::default()).map_err(
-                        |e| invalid(format!("trusted_issuers[{i}].jwks_uri"), e.to_string()),
-                    )?,
+                    RemoteJwks::new(uri, algorithms.clone(), FetchLimits::default())
+                        .map_err(|e| {
+                            invalid(format!("trusted_issuers[{i}].jwks_uri"), e.to_string())
+                        })?
+                        .with_monotonic(Arc::clone(&monotonic)),
                 ),
                 None => None,
             };

@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use mandate_model::{Monotonic, SystemMonotonic};
 use mandate_token::{Algorithm, VerifyingKeySet};
 use serde_json::Value;
 use url::Url;
@@ -93,8 +94,9 @@ struct FetchState {
 }
 
 impl FetchState {
-    fn attempted_within(&self, interval: Duration) -> bool {
-        self.last_attempt.is_some_and(|at| at.elapsed() < interval)
+    fn attempted_within(&self, interval: Duration, now: Instant) -> bool {
+        self.last_attempt
+            .is_some_and(|at| now.saturating_duration_since(at) < interval)
     }
 }
 
@@ -109,6 +111,7 @@ pub struct RemoteJwks {
     algorithms: Vec<Algorithm>,
     limits: FetchLimits,
     client: reqwest::Client,
+    time: Arc<dyn Monotonic>,
     cache: RwLock<Option<Cached>>,
     /// Held across a fetch, so concurrent callers wait for one fetch instead of each starting
     /// their own (no thundering herd on the IdP).
@@ -117,7 +120,7 @@ pub struct RemoteJwks {
 
 impl fmt::Debug for RemoteJwks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cached = self.read_cache(|c| (c.keys.len(), c.fetched_at.elapsed()));
+        let cached = self.read_cache(|c| (c.keys.len(), self.age(c)));
         f.debug_struct("RemoteJwks")
             .field("uri", &self.url.as_str())
             .field("algorithms", &self.algorithms)
@@ -151,9 +154,22 @@ impl RemoteJwks {
             algorithms,
             limits,
             client,
+            time: Arc::new(SystemMonotonic),
             cache: RwLock::new(None),
             fetch: tokio::sync::Mutex::new(FetchState::default()),
         })
+    }
+
+    /// Measures the cache's age and the refresh interval with `time` (tests move it instead of
+    /// sleeping); the default is the process's monotonic clock.
+    #[must_use]
+    pub fn with_monotonic(mut self, time: Arc<dyn Monotonic>) -> Self {
+        self.time = time;
+        self
+    }
+
+    fn age(&self, cached: &Cached) -> Duration {
+        self.time.now().saturating_duration_since(cached.fetched_at)
     }
 
     /// The cached key set, fetched on first use and re-fetched when older than `max_age`.
@@ -170,7 +186,7 @@ impl RemoteJwks {
         if let Some(keys) = self.fresh() {
             return Ok(keys);
         }
-        if state.attempted_within(self.limits.min_refresh_interval) {
+        if state.attempted_within(self.limits.min_refresh_interval, self.time.now()) {
             if let Some(error) = &state.last_error {
                 return self.usable().ok_or_else(|| error.clone());
             }
@@ -186,7 +202,7 @@ impl RemoteJwks {
     /// without waiting for `max_age` (RFC 7517 §5, OIDC Core §10.1.1).
     pub async fn refresh_for_unknown_kid(&self) -> Result<Arc<VerifyingKeySet>, JwksFetchError> {
         let mut state = self.fetch.lock().await;
-        if state.attempted_within(self.limits.min_refresh_interval) {
+        if state.attempted_within(self.limits.min_refresh_interval, self.time.now()) {
             if let Some(keys) = self.usable() {
                 return Ok(keys);
             }
@@ -223,7 +239,7 @@ impl RemoteJwks {
     }
 
     fn cached_within(&self, age: Duration) -> Option<Arc<VerifyingKeySet>> {
-        self.read_cache(|c| (c.fetched_at.elapsed() <= age).then(|| Arc::clone(&c.keys)))
+        self.read_cache(|c| (self.age(c) <= age).then(|| Arc::clone(&c.keys)))
             .flatten()
     }
 
@@ -234,7 +250,7 @@ impl RemoteJwks {
         state: &mut FetchState,
     ) -> Result<Arc<VerifyingKeySet>, JwksFetchError> {
         let result = self.fetch_once().await;
-        let now = Instant::now();
+        let now = self.time.now();
         state.last_attempt = Some(now);
         match result {
             Ok((keys, kids)) => {
@@ -253,7 +269,7 @@ impl RemoteJwks {
                 state.last_error = Some(error.clone());
                 match self.usable() {
                     Some(keys) => {
-                        let age = self.read_cache(|c| c.fetched_at.elapsed().as_secs());
+                        let age = self.read_cache(|c| self.age(c).as_secs());
                         tracing::warn!(
                             jwks_uri = %self.url,
                             %error,
@@ -313,6 +329,7 @@ impl From<mandate_fetch::FetchError> for JwksFetchError {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use mandate_model::ManualMonotonic;
     use mandate_token::{SigningAlgorithm, SigningKey};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -470,7 +487,10 @@ mod tests {
     async fn unknown_kid_refresh_is_rate_limited() {
         let (jwks, _) = ec_jwks();
         let server = TestServer::start(move |_| Reply::json(jwks.clone())).await;
-        let remote = RemoteJwks::new(&server.uri(), es256(), limits(200, 3_600_000)).unwrap();
+        let time = Arc::new(ManualMonotonic::default());
+        let remote = RemoteJwks::new(&server.uri(), es256(), limits(60_000, 3_600_000))
+            .unwrap()
+            .with_monotonic(time.clone());
 
         let first = remote.keys().await.unwrap();
         assert_eq!(server.hits(), 1);
@@ -480,8 +500,11 @@ mod tests {
             remote.refresh_for_unknown_kid().await.unwrap();
         }
         assert_eq!(server.hits(), 1, "no fetch within min_refresh_interval");
+        time.advance(Duration::from_millis(59_999));
+        remote.refresh_for_unknown_kid().await.unwrap();
+        assert_eq!(server.hits(), 1, "no fetch within min_refresh_interval");
 
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        time.advance(Duration::from_millis(1));
         let refreshed = remote.refresh_for_unknown_kid().await.unwrap();
         assert_eq!(server.hits(), 2);
         assert!(!Arc::ptr_eq(&first, &refreshed));
@@ -507,11 +530,15 @@ mod tests {
     async fn an_old_cache_is_refetched() {
         let (jwks, _) = ec_jwks();
         let server = TestServer::start(move |_| Reply::json(jwks.clone())).await;
-        let remote = RemoteJwks::new(&server.uri(), es256(), limits(0, 150)).unwrap();
+        let time = Arc::new(ManualMonotonic::default());
+        let remote = RemoteJwks::new(&server.uri(), es256(), limits(0, 3_600_000))
+            .unwrap()
+            .with_monotonic(time.clone());
         remote.keys().await.unwrap();
+        time.advance(Duration::from_secs(3600));
         remote.keys().await.unwrap();
-        assert_eq!(server.hits(), 1);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(server.hits(), 1, "not older than max_age yet");
+        time.advance(Duration::from_millis(1));
         remote.keys().await.unwrap();
         assert_eq!(server.hits(), 2);
     }
@@ -527,23 +554,32 @@ mod tests {
             }
         })
         .await;
-        let remote = RemoteJwks::new(&server.uri(), es256(), limits(0, 150)).unwrap();
+        let time = Arc::new(ManualMonotonic::default());
+        let remote = RemoteJwks::new(&server.uri(), es256(), limits(0, 3_600_000))
+            .unwrap()
+            .with_monotonic(time.clone());
         let first = remote.keys().await.unwrap();
 
-        tokio::time::sleep(Duration::from_millis(200)).await; // older than max_age, < 2 × max_age
+        time.advance(Duration::from_secs(3601)); // older than max_age, < 2 × max_age
         let stale = remote.keys().await.unwrap();
         assert!(Arc::ptr_eq(&first, &stale));
         assert_eq!(server.hits(), 2);
-
-        tokio::time::sleep(Duration::from_millis(150)).await; // older than 2 × max_age
-        assert_eq!(remote.keys().await.unwrap_err(), JwksFetchError::Http(500));
+        time.advance(Duration::from_secs(3599)); // exactly 2 × max_age: still served
+        assert!(Arc::ptr_eq(&first, &remote.keys().await.unwrap()));
         assert_eq!(server.hits(), 3);
+
+        time.advance(Duration::from_millis(1)); // older than 2 × max_age
+        assert_eq!(remote.keys().await.unwrap_err(), JwksFetchError::Http(500));
+        assert_eq!(server.hits(), 4);
     }
 
     #[tokio::test]
     async fn a_failure_with_nothing_cached_is_an_error_and_is_not_retried_at_once() {
         let server = TestServer::start(|_| Reply::status(500)).await;
-        let remote = RemoteJwks::new(&server.uri(), es256(), limits(200, 3_600_000)).unwrap();
+        let time = Arc::new(ManualMonotonic::default());
+        let remote = RemoteJwks::new(&server.uri(), es256(), limits(60_000, 3_600_000))
+            .unwrap()
+            .with_monotonic(time.clone());
         assert_eq!(remote.keys().await.unwrap_err(), JwksFetchError::Http(500));
         assert_eq!(remote.keys().await.unwrap_err(), JwksFetchError::Http(500));
         assert_eq!(
@@ -551,7 +587,7 @@ mod tests {
             JwksFetchError::Http(500)
         );
         assert_eq!(server.hits(), 1);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        time.advance(Duration::from_secs(60));
         assert_eq!(remote.keys().await.unwrap_err(), JwksFetchError::Http(500));
         assert_eq!(server.hits(), 2);
     }

@@ -193,6 +193,9 @@ pub struct AppState {
 pub struct BuildOptions {
     /// The clock (default: the system clock).
     pub clock: Option<Arc<dyn Clock>>,
+    /// The monotonic clock of cache ages and refresh intervals: trusted issuers' fetched key
+    /// sets (default: the process's).
+    pub monotonic: Option<Arc<dyn mandate_model::Monotonic>>,
     /// The ids of hops and consent grants (default: random).
     pub ids: Option<Arc<dyn mandate_core::IdGenerator>>,
     /// Serve the development demo identity provider, signing with this key.

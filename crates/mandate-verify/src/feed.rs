@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use mandate_model::{Monotonic, SystemMonotonic};
 use mandate_revocation::{
     FollowedCopy, FollowerShell, FollowerState, RevocationRecord, ShellShared, TokenFacts, Verdict,
 };
@@ -142,6 +143,28 @@ impl Feed {
         client_secret: &str,
         config: FeedConfig,
     ) -> Result<Self, VerifyError> {
+        Self::connect_timed(
+            feed_url,
+            client_id,
+            client_secret,
+            config,
+            Arc::new(SystemMonotonic),
+        )
+        .await
+    }
+
+    /// [`Self::connect`] with ages (staleness, pruning) measured by `time`.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime (as `tokio::spawn` does).
+    pub async fn connect_timed(
+        feed_url: &str,
+        client_id: &str,
+        client_secret: &str,
+        config: FeedConfig,
+        time: Arc<dyn Monotonic>,
+    ) -> Result<Self, VerifyError> {
         let unavailable = |m: String| VerifyError::RevocationUnavailable(m);
         let url = crate::keys::checked_url(feed_url)
             .map_err(|m| unavailable(format!("feed URL: {m}")))?;
@@ -165,9 +188,9 @@ impl Feed {
             client_secret: encode(client_secret),
         };
         let first = opener.open(None).await.map_err(unavailable)?;
-        let mut state = State::new(FollowedCopy::new(config.staleness_bound));
+        let mut state = State::new(FollowedCopy::new(config.staleness_bound, time.now()));
         state.connections = 1;
-        let shell = FollowerShell::spawn(state, |shared| {
+        let shell = FollowerShell::spawn(state, time, |shared| {
             Task {
                 opener,
                 config,
@@ -426,7 +449,7 @@ impl Task {
                 Ok(Ok(None)) => return (delivered, "feed: mandate ended the stream".into()),
                 Ok(Ok(Some(chunk))) => chunk,
             };
-            let received = Instant::now();
+            let received = self.shared.now();
             let events = match parser.push(&chunk) {
                 Ok(events) => events,
                 Err(error) => return (delivered, format!("feed: {error}")),
@@ -626,7 +649,7 @@ mod tests {
     }
 
     fn state_with_clock(ms: i64, at: Instant) -> State {
-        let mut copy = FollowedCopy::new(Duration::from_secs(3));
+        let mut copy = FollowedCopy::new(Duration::from_secs(3), at);
         copy.observe_clock(ms, at);
         copy.mark_loaded();
         State::new(copy)

@@ -12,6 +12,8 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use mandate_model::Monotonic;
+
 use mandate_token::{Algorithm, VerifyingKey, VerifyingKeySet};
 use serde_json::Value;
 use url::Url;
@@ -110,7 +112,11 @@ impl Snapshot {
     /// algorithms (an unknown `kty`, an RSA key when only ES256 is allowed), are skipped rather
     /// than failing the whole set (RFC 7517 §5: ignore what cannot be used); a set with no usable
     /// key at all is an error.
-    fn from_fetched(document: &Value, algorithms: &[Algorithm]) -> Result<Self, String> {
+    fn from_fetched(
+        document: &Value,
+        algorithms: &[Algorithm],
+        fetched_at: Instant,
+    ) -> Result<Self, String> {
         let keys = document
             .get("keys")
             .and_then(Value::as_array)
@@ -130,14 +136,14 @@ impl Snapshot {
             return Err("no key usable with the allowed algorithms".into());
         }
         let keys = VerifyingKeySet::new(built).map_err(|e| e.to_string())?;
-        Ok(Self::of(keys))
+        Ok(Self::of(keys, fetched_at))
     }
 
-    fn of(keys: VerifyingKeySet) -> Self {
+    fn of(keys: VerifyingKeySet, fetched_at: Instant) -> Self {
         Self {
             kids: keys.kids(),
             keys,
-            fetched_at: Instant::now(),
+            fetched_at,
         }
     }
 }
@@ -171,7 +177,8 @@ impl KeySource {
     ) -> Result<Self, VerifyError> {
         let keys = VerifyingKeySet::from_jwks(document, algorithms)
             .map_err(|e| VerifyError::Keys(e.to_string()))?;
-        Ok(Self::Static(Arc::new(Snapshot::of(keys))))
+        // A static set never ages: its fetch time is never read.
+        Ok(Self::Static(Arc::new(Snapshot::of(keys, Instant::now()))))
     }
 
     /// The keys to verify with now. A remote set older than its maximum age is re-fetched in the
@@ -181,7 +188,7 @@ impl KeySource {
             Self::Static(snapshot) => Arc::clone(snapshot),
             Self::Remote(remote) => {
                 let snapshot = remote.cached();
-                if snapshot.fetched_at.elapsed() > remote.max_age {
+                if remote.age(&snapshot) > remote.max_age {
                     RemoteJwks::refresh_in_background(remote);
                 }
                 snapshot
@@ -214,6 +221,7 @@ pub(crate) struct RemoteJwks {
     algorithms: Vec<Algorithm>,
     floor: Duration,
     max_age: Duration,
+    time: Arc<dyn Monotonic>,
     cache: RwLock<Arc<Snapshot>>,
     /// When the last fetch was attempted. Held across a fetch, so concurrent callers wait for
     /// that one fetch instead of starting their own.
@@ -226,7 +234,7 @@ impl fmt::Debug for RemoteJwks {
         f.debug_struct("RemoteJwks")
             .field("jwks_uri", &self.url.as_str())
             .field("keys", &cached.keys.len())
-            .field("age", &cached.fetched_at.elapsed())
+            .field("age", &self.age(&cached))
             .field("refresh_floor", &self.floor)
             .field("max_age", &self.max_age)
             .finish()
@@ -241,8 +249,9 @@ impl RemoteJwks {
         algorithms: Vec<Algorithm>,
         floor: Duration,
         max_age: Duration,
+        time: Arc<dyn Monotonic>,
     ) -> Result<Self, VerifyError> {
-        let snapshot = fetch(&client, &url, &algorithms)
+        let snapshot = fetch(&client, &url, &algorithms, time.as_ref())
             .await
             .map_err(|m| VerifyError::Keys(format!("{url}: {m}")))?;
         tracing::info!(jwks_uri = %url, keys = snapshot.keys.len(), "fetched the issuer's keys");
@@ -252,9 +261,22 @@ impl RemoteJwks {
             algorithms,
             floor,
             max_age,
+            last_attempt: tokio::sync::Mutex::new(time.now()),
+            time,
             cache: RwLock::new(Arc::new(snapshot)),
-            last_attempt: tokio::sync::Mutex::new(Instant::now()),
         })
+    }
+
+    /// How long ago `snapshot` was fetched.
+    fn age(&self, snapshot: &Snapshot) -> Duration {
+        self.time
+            .now()
+            .saturating_duration_since(snapshot.fetched_at)
+    }
+
+    /// How long ago a fetch was last attempted.
+    fn since(&self, attempt: Instant) -> Duration {
+        self.time.now().saturating_duration_since(attempt)
     }
 
     fn cached(&self) -> Arc<Snapshot> {
@@ -275,15 +297,21 @@ impl RemoteJwks {
     async fn refresh_for_unknown_kid(&self, kid: &str) -> Arc<Snapshot> {
         let mut last_attempt = self.last_attempt.lock().await;
         let cached = self.cached();
-        if cached.has_kid(kid) || last_attempt.elapsed() < self.floor {
+        if cached.has_kid(kid) || self.since(*last_attempt) < self.floor {
             return cached;
         }
         self.fetch_and_store(&mut last_attempt).await
     }
 
     async fn fetch_and_store(&self, last_attempt: &mut Instant) -> Arc<Snapshot> {
-        let result = fetch(&self.client, &self.url, &self.algorithms).await;
-        *last_attempt = Instant::now();
+        let result = fetch(
+            &self.client,
+            &self.url,
+            &self.algorithms,
+            self.time.as_ref(),
+        )
+        .await;
+        *last_attempt = self.time.now();
         match result {
             Ok(snapshot) => {
                 tracing::info!(
@@ -315,8 +343,8 @@ impl RemoteJwks {
             let Ok(mut last_attempt) = remote.last_attempt.try_lock() else {
                 return;
             };
-            let stale = remote.cached().fetched_at.elapsed() > remote.max_age;
-            if stale && last_attempt.elapsed() >= remote.floor {
+            let stale = remote.age(&remote.cached()) > remote.max_age;
+            if stale && remote.since(*last_attempt) >= remote.floor {
                 remote.fetch_and_store(&mut last_attempt).await;
             }
         });
@@ -327,9 +355,10 @@ async fn fetch(
     client: &reqwest::Client,
     url: &Url,
     algorithms: &[Algorithm],
+    time: &dyn Monotonic,
 ) -> Result<Snapshot, String> {
     let document = get_json(client, url, "application/jwk-set+json, application/json").await?;
-    Snapshot::from_fetched(&document, algorithms)
+    Snapshot::from_fetched(&document, algorithms, time.now())
 }
 
 #[cfg(test)]

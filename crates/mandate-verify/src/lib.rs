@@ -64,7 +64,7 @@ pub mod tower;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mandate_model::{Clock, SystemClock};
+use mandate_model::SystemClock;
 use mandate_token::{urn, JwtError, TimeError, TimeWindow, UnverifiedJws, Verified};
 use serde_json::{Map, Value};
 
@@ -74,7 +74,7 @@ pub use bearer::{bearer_token, BearerError};
 pub use dpop::Presented;
 pub use error::VerifyError;
 pub use feed::{Feed, FeedConfig, FeedStats};
-pub use mandate_model::ScopeSet;
+pub use mandate_model::{Clock, ManualMonotonic, Monotonic, ScopeSet, SystemMonotonic};
 #[cfg(feature = "redis")]
 pub use mandate_revocation::{FollowerConfig, FollowerError};
 pub use mandate_revocation::{RevocationKind, TokenFacts, Verdict};
@@ -154,6 +154,7 @@ pub struct VerifierBuilder {
     revocation: Option<Arc<dyn RevocationSource>>,
     revocation_timeout: Duration,
     clock: Arc<dyn Clock>,
+    time: Arc<dyn Monotonic>,
 }
 
 impl Verifier {
@@ -172,6 +173,7 @@ impl Verifier {
             revocation: None,
             revocation_timeout: DEFAULT_REVOCATION_TIMEOUT,
             clock: Arc::new(SystemClock),
+            time: Arc::new(SystemMonotonic),
         }
     }
 
@@ -444,6 +446,13 @@ impl VerifierBuilder {
         self
     }
 
+    /// The monotonic clock the key set's age and the refresh floor are measured with (tests);
+    /// default the process's.
+    pub fn monotonic(mut self, time: Arc<dyn Monotonic>) -> Self {
+        self.time = time;
+        self
+    }
+
     /// Builds the verifier. With [`discover`](Self::discover) or [`jwks_uri`](Self::jwks_uri)
     /// this fetches the metadata and the keys now, so an app whose issuer is unreachable or
     /// misconfigured fails at start-up ([`VerifyError::Discovery`], [`VerifyError::Keys`]).
@@ -485,6 +494,7 @@ impl VerifierBuilder {
                     self.algorithms.clone(),
                     self.refresh_floor,
                     self.jwks_max_age,
+                    Arc::clone(&self.time),
                 )
                 .await?;
                 KeySource::Remote(Arc::new(remote))

@@ -27,7 +27,9 @@ use mandate_testkit::{
     TestServer, CAL, CORP, MAIL,
 };
 use mandate_token::{AccessTokenClaims, Act, Algorithm, SigningAlgorithm, SigningKey};
-use mandate_verify::{Direct, RevocationSource, VerifiedToken, Verifier, VerifyError};
+use mandate_verify::{
+    Direct, ManualMonotonic, RevocationSource, VerifiedToken, Verifier, VerifyError,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -960,16 +962,21 @@ async fn a_running_verifier_picks_up_a_rotated_key() {
     let old = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
     let new = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
     let issuer = LocalIssuer::start(jwks_of(&[&old])).await;
-    let floor = Duration::from_millis(400);
+    let floor = Duration::from_secs(30);
+    let time = Arc::new(ManualMonotonic::default());
     let verifier = Verifier::builder(&issuer.base, CAL)
         .discover()
         .refresh_floor(floor)
+        .monotonic(time.clone())
         .build()
         .await
         .unwrap();
-    // The default floor (30 s) on a second verifier: no re-fetch this soon after start-up.
+    // The default floor (30 s) on a second verifier built a little later: no re-fetch this
+    // soon after its start-up.
+    time.advance(Duration::from_secs(10));
     let patient = Verifier::builder(&issuer.base, CAL)
         .discover()
+        .monotonic(time.clone())
         .build()
         .await
         .unwrap();
@@ -989,7 +996,17 @@ async fn a_running_verifier_picks_up_a_rotated_key() {
 
     // The server rotates: the new key is published (the old one retired).
     issuer.publish(&[&new]);
-    tokio::time::sleep(floor + Duration::from_millis(100)).await;
+    // Just inside the floor: still no fetch.
+    time.advance(floor - Duration::from_secs(11));
+    assert_eq!(
+        verifier
+            .verify(&signed_by(&new, &issuer.base))
+            .await
+            .unwrap_err(),
+        VerifyError::UnknownKey
+    );
+    assert_eq!(issuer.hits(), 2);
+    time.advance(Duration::from_secs(1));
     let token = verifier
         .verify(&signed_by(&new, &issuer.base))
         .await
@@ -1033,10 +1050,13 @@ async fn a_stale_key_set_is_refreshed_in_the_background() {
     let old = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
     let new = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
     let issuer = LocalIssuer::start(jwks_of(&[&old])).await;
+    let time = Arc::new(ManualMonotonic::default());
+    let max_age = Duration::from_secs(300);
     let verifier = Verifier::builder(&issuer.base, CAL)
         .jwks_uri(&format!("{}/jwks", issuer.base))
         .refresh_floor(Duration::ZERO)
-        .jwks_max_age(Duration::from_millis(200))
+        .jwks_max_age(max_age)
+        .monotonic(time.clone())
         .build()
         .await
         .unwrap();
@@ -1047,7 +1067,15 @@ async fn a_stale_key_set_is_refreshed_in_the_background() {
     // The server stops publishing the old key; once the cache is older than its max age, a
     // verification triggers a background re-fetch and the old key stops being trusted.
     issuer.publish(&[&new]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Not yet older than its maximum age: served from the cache, no fetch.
+    time.advance(max_age);
+    verifier
+        .verify(&signed_by(&old, &issuer.base))
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(issuer.hits(), 1);
+    time.advance(Duration::from_secs(1));
     let _ = verifier.verify(&signed_by(&old, &issuer.base)).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while issuer.hits() < 2 {
