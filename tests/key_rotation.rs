@@ -114,7 +114,7 @@ async fn node() -> Node {
 impl Node {
     /// The running settings with another `[signing]`.
     fn signing(&self, key_file: &Path, next: Option<&Path>, retired: &[&Path]) -> Settings {
-        let mut settings = (*self.server.state.settings).clone();
+        let mut settings = Settings::clone(&self.server.state.settings);
         settings.signing.key_file = Some(key_file.to_owned());
         settings.signing.next_key_file = next.map(Path::to_owned);
         settings.signing.retired_key_files = retired.iter().map(|p| p.to_path_buf()).collect();

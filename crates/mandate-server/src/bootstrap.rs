@@ -14,7 +14,9 @@ use serde_json::Value;
 
 use crate::chain_id::ChainIdKey;
 use crate::client_auth::ClientAuthenticator;
-use crate::config::{ConfigError, ConfigSource, ConsentSettings, Settings, StoreKind, StoreUrl};
+use crate::config::{
+    ConfigError, ConfigSource, ConsentSettings, Settings, StoreKind, StoreUrl, ValidatedSettings,
+};
 use crate::discovery::discovery_document;
 use crate::jwks_remote::{FetchLimits, RemoteJwks};
 use crate::keys::{load_keys, read_secret, read_text, KeyRing};
@@ -33,7 +35,8 @@ impl AppState {
         source: ConfigSource,
         options: BuildOptions,
     ) -> Result<Self, ConfigError> {
-        settings.validate(&source)?;
+        let settings = ValidatedSettings::try_from((settings, source))?;
+        let source = settings.source().clone();
         let invalid = |key: String, message: String| ConfigError::Invalid {
             source_name: source.to_string(),
             key,
@@ -246,11 +249,7 @@ impl AppState {
         // admin emptied), the store's wins and the rows of the file are skipped. A file
         // without rows seeds nothing, so that rows added to it later still seed the store.
         let policies = backends.policies.clone();
-        let rows: Vec<PolicyRow> = settings
-            .policies
-            .iter()
-            .map(crate::config::PolicySettings::row)
-            .collect();
+        let rows: Vec<PolicyRow> = settings.policy_rows().to_vec();
         if !rows.is_empty() {
             let file_policy = Policy::new(rows.clone());
             let seeded = policies
@@ -441,7 +440,6 @@ impl AppState {
         );
         let state = Self {
             settings: Arc::new(settings),
-            source,
             keys,
             clients,
             rate_limiter,

@@ -510,6 +510,53 @@ impl fmt::Display for ConfigSource {
     }
 }
 
+/// Configuration that passed every check for its source: what the server is built from and runs
+/// on. The only way to one is [`TryFrom`] a raw [`Settings`] (the file's schema) and the
+/// [`ConfigSource`] it came from, so no part of the server sees settings that were not checked,
+/// and what the checks parse (the policy rows) is kept rather than parsed again.
+#[derive(Debug, Clone)]
+pub struct ValidatedSettings {
+    settings: Settings,
+    source: ConfigSource,
+    policy_rows: Vec<mandate_chain::PolicyRow>,
+}
+
+impl TryFrom<(Settings, ConfigSource)> for ValidatedSettings {
+    type Error = ConfigError;
+
+    fn try_from((settings, source): (Settings, ConfigSource)) -> Result<Self, ConfigError> {
+        settings.check(&source)?;
+        let policy_rows = settings.policies.iter().map(PolicySettings::row).collect();
+        Ok(Self {
+            settings,
+            source,
+            policy_rows,
+        })
+    }
+}
+
+impl ValidatedSettings {
+    /// Where the settings came from (which unsafe combinations were refused depends on it).
+    pub fn source(&self) -> &ConfigSource {
+        &self.source
+    }
+
+    /// The `[[policies]]` rows, checked.
+    pub fn policy_rows(&self) -> &[mandate_chain::PolicyRow] {
+        &self.policy_rows
+    }
+}
+
+/// Read-only access to the checked values: a validated configuration cannot be changed into one
+/// that was not checked.
+impl std::ops::Deref for ValidatedSettings {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
+}
+
 /// Why the configuration cannot be used. Each message names the key and where it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -637,7 +684,7 @@ impl Settings {
 
     /// Checks every value and their combinations. `source` decides whether the unsafe
     /// combinations of DESIGN.md section 10 are refused (they are for files).
-    pub fn validate(&self, source: &ConfigSource) -> Result<(), ConfigError> {
+    fn check(&self, source: &ConfigSource) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid {
             source_name: source.to_string(),
             key,
@@ -1068,5 +1115,35 @@ mod tests {
             let error = only_scalar_overrides(vars(&[refused])).unwrap_err();
             assert!(error.to_string().contains(refused.0), "{error}");
         }
+    }
+
+    #[test]
+    fn only_checked_settings_become_validated_and_keep_their_rows() {
+        let raw = Settings::from_toml(
+            r#"
+            [[clients]]
+            client_id = "assistant"
+            kind = "agent"
+            owners = ["alice@example.com"]
+            auth_method = "client_secret_basic"
+            secret_hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+            [[policies]]
+            actor = "assistant"
+            audience = "https://calendar.example.com"
+            scopes = ["calendar.read"]
+            "#,
+        )
+        .unwrap();
+        let valid = ValidatedSettings::try_from((raw.clone(), ConfigSource::Programmatic)).unwrap();
+        assert_eq!(valid.source(), &ConfigSource::Programmatic);
+        assert_eq!(valid.policy_rows(), [raw.policies[0].row()]);
+        assert_eq!(valid.issuer, raw.issuer);
+
+        let mut widened = raw;
+        widened.policies[0].actor = ClientId::try_from("nobody".to_owned()).unwrap();
+        let error =
+            ValidatedSettings::try_from((widened, ConfigSource::Programmatic)).unwrap_err();
+        assert!(error.to_string().contains("policies[0].actor"), "{error}");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mandate_token::{KeySet, PublicKey, SigningKey};
 use zeroize::Zeroizing;
 
-use crate::config::{ConfigError, ConfigSource, Settings};
+use crate::config::{ConfigError, ConfigSource, Settings, ValidatedSettings};
 use crate::state::AppState;
 
 pub use mandate_core::KeyRing;
@@ -53,7 +53,7 @@ impl AppState {
     /// `MANDATE__…` overrides included) and reloads its keys: what SIGHUP does. Nothing but
     /// `[signing]` is applied. A failure is logged and leaves the keys in force.
     pub fn reload_keys_from_file(&self) -> Result<KeyReload, KeyReloadError> {
-        let outcome = match &self.source {
+        let outcome = match self.settings.source() {
             ConfigSource::File(path) => Settings::load(path)
                 .map_err(KeyReloadError::from)
                 .and_then(|settings| self.swap_keys(&settings)),
@@ -75,12 +75,13 @@ impl AppState {
     }
 
     fn swap_keys(&self, settings: &Settings) -> Result<KeyReload, KeyReloadError> {
-        settings.validate(&self.source)?;
+        let settings =
+            &ValidatedSettings::try_from((settings.clone(), self.settings.source().clone()))?;
         if settings.signing.key_file.is_none() {
             return Err(KeyReloadError::NoKeyFile);
         }
         let invalid = |key: String, message: String| ConfigError::Invalid {
-            source_name: self.source.to_string(),
+            source_name: self.settings.source().to_string(),
             key,
             message,
         };

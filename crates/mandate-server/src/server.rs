@@ -557,7 +557,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
 async fn reload_on_hangup(state: AppState, mut hangups: tokio::signal::unix::Signal) {
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the signing keys");
-        if state.source == crate::config::ConfigSource::Development {
+        if *state.settings.source() == crate::config::ConfigSource::Development {
             tracing::info!(
                 "development mode: the signing key is ephemeral and there is no configuration \
                  file; SIGHUP is ignored"

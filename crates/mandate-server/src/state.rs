@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::chain_id::ChainIdKey;
 use crate::client_auth::{ClientAuthenticator, PresentedCredentials};
-use crate::config::{AdminRole, ConfigSource, Settings, TrustedIssuerSettings};
+use crate::config::{AdminRole, TrustedIssuerSettings, ValidatedSettings};
 use crate::error::{ErrorCode, OAuthError};
 use crate::jwks_remote::RemoteJwks;
 use mandate_chain::{ConsentStore, Ledger, PolicyStore};
@@ -127,9 +127,7 @@ pub struct AdminCredential {
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The validated configuration.
-    pub settings: Arc<Settings>,
-    /// Where it came from.
-    pub source: ConfigSource,
+    pub settings: Arc<ValidatedSettings>,
     /// mandate's keys: signing key, published set and JWKS, swapped whole on reload.
     pub keys: KeyRing,
     /// The client registry.
