@@ -178,10 +178,20 @@ impl RevocationService {
     }
 
     async fn write(&self, entries: Vec<Revocation>) -> Result<Vec<RevocationRecord>, RevokeError> {
-        self.list
+        let written = self
+            .list
             .revoke(entries)
             .await
-            .map_err(|e| RevokeError::Unavailable(e.to_string()))
+            .map_err(|e| RevokeError::Unavailable(e.to_string()))?;
+        for record in &written {
+            metrics::counter!(
+                "mandate_revocations_total",
+                "kind" => record.kind.as_str(),
+                "by" => requester_kind(&record.by),
+            )
+            .increment(1);
+        }
+        Ok(written)
     }
 
     async fn chain_hops(&self, chain: &ChainId) -> Result<Vec<HopRecord>, RevokeError> {
@@ -427,5 +437,20 @@ impl RevocationService {
             entries.extend(self.write(chain_entries).await?);
         }
         Ok(RevocationOutcome::new(entries, &hops_revoked))
+    }
+}
+
+/// Who asked for a revocation, as a bounded label: the audit stream's prefixes name clients
+/// (RFC 7009), identity providers (Shared Signals) and mandate itself; anything else is an
+/// administrator's credential.
+fn requester_kind(by: &str) -> &'static str {
+    if by.starts_with("client:") {
+        "client"
+    } else if by.starts_with("ssf:") {
+        "ssf"
+    } else if by.starts_with("system:") {
+        "system"
+    } else {
+        "admin"
     }
 }

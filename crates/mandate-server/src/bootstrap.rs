@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use mandate_model::{Clock, SystemClock};
+use mandate_store::redis_store::Instrumented;
 use mandate_store::{
     Client, ClientRegistry, MemoryClientRegistry, MemoryRateLimiter, MemoryReplayCache,
     RateLimiter, ReplayCache,
@@ -36,6 +37,8 @@ impl AppState {
         options: BuildOptions,
     ) -> Result<Self, ConfigError> {
         let settings = ValidatedSettings::try_from((settings, source))?;
+        // Before anything is counted: the recorder is the process's, installed once.
+        crate::metrics::install();
         let source = settings.source().clone();
         let invalid = |key: String, message: String| ConfigError::Invalid {
             source_name: source.to_string(),
@@ -369,6 +372,7 @@ impl AppState {
                 max_chain_depth: settings.tokens.max_chain_depth,
             },
         );
+        crate::metrics::keys_loaded(&keys);
         let keys = KeyRing::new(keys);
         let chain_key = Arc::new(chain_key);
         let trusted_issuers = Arc::new(trusted_issuers);
@@ -531,13 +535,13 @@ impl Backends {
                     .await
                     .map_err(|e| format!("cannot connect to Redis: {e}"))?;
                 warn_about_redis_settings(connection.clone()).await;
-                Ok(Self::over_redis(connection, settings).await)
+                Ok(Self::over_redis(Instrumented(connection), settings).await)
             }
             Some(StoreUrl::Cluster(urls)) => {
                 let connection = mandate_store::redis_store::connect_cluster(urls)
                     .await
                     .map_err(|e| format!("cannot connect to Redis Cluster: {e}"))?;
-                Ok(Self::over_redis(connection, settings).await)
+                Ok(Self::over_redis(Instrumented(connection), settings).await)
             }
             None => Err("required when store.kind = \"redis\"".into()),
         }

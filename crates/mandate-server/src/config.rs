@@ -1142,8 +1142,7 @@ mod tests {
 
         let mut widened = raw;
         widened.policies[0].actor = ClientId::try_from("nobody".to_owned()).unwrap();
-        let error =
-            ValidatedSettings::try_from((widened, ConfigSource::Programmatic)).unwrap_err();
+        let error = ValidatedSettings::try_from((widened, ConfigSource::Programmatic)).unwrap_err();
         assert!(error.to_string().contains("policies[0].actor"), "{error}");
     }
 }

@@ -213,6 +213,11 @@ impl RemoteJwks {
         self.fetch_and_store(&mut state).await
     }
 
+    /// How old the cached set is (`None` before the first fetch succeeded).
+    pub fn cache_age(&self) -> Option<Duration> {
+        self.read_cache(|c| self.age(c))
+    }
+
     /// Whether the cached set has a key with this kid (false if nothing is cached yet).
     ///
     /// Lets a verifier decide between [`RemoteJwks::keys`] and

@@ -88,6 +88,7 @@ impl AppState {
         let current = Arc::new(load_keys(settings, &invalid)?);
         let ignored = settings_outside_signing_changed(&self.settings, settings);
         let previous = self.keys.replace(Arc::clone(&current));
+        crate::metrics::keys_loaded(&current);
         let active_kid = current.active().kid().to_owned();
         Ok(KeyReload {
             previous_kid: previous.active().kid().to_owned(),

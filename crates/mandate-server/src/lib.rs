@@ -26,6 +26,7 @@ pub mod introspect;
 pub mod jwks_remote;
 pub mod keys;
 pub mod lifecycle;
+pub mod metrics;
 pub mod participation;
 pub mod revocation;
 pub mod server;

@@ -494,6 +494,9 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
                     enforce_limits(public_limits, request, next)
                 }))
                 .wrap(TracingLogger::<SafeRootSpan>::new())
+                .wrap(from_fn(|request, next| {
+                    crate::metrics::observe("public", request, next)
+                }))
                 .configure(http::configure(&public_routes))
         },
     )?;
@@ -517,6 +520,9 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
                     enforce_limits(admin_limits, request, next)
                 }))
                 .wrap(TracingLogger::<SafeRootSpan>::new())
+                .wrap(from_fn(|request, next| {
+                    crate::metrics::observe("admin", request, next)
+                }))
                 .configure(admin::configure)
         },
     )?;
@@ -592,11 +598,14 @@ async fn heartbeats(state: AppState) {
             )
             .await
         {
-            Ok(()) if failing => {
-                tracing::info!("revocation store reachable again");
-                failing = false;
+            Ok(()) => {
+                metrics::gauge!("mandate_revocation_heartbeat_timestamp_seconds")
+                    .set(state.clock.now().timestamp_millis() as f64 / 1000.0);
+                if failing {
+                    tracing::info!("revocation store reachable again");
+                    failing = false;
+                }
             }
-            Ok(()) => {}
             Err(error) if !failing => {
                 tracing::warn!(%error, "heartbeat failed: the revocation store is unreachable");
                 failing = true;

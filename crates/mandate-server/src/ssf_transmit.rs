@@ -576,6 +576,13 @@ pub async fn push_deliverer(state: AppState) {
                 .await;
                 match answer {
                     Ok(status) if (200..300).contains(&status) || status == 400 => {
+                        let outcome = if status == 400 {
+                            "refused"
+                        } else {
+                            "delivered"
+                        };
+                        metrics::counter!("mandate_ssf_push_total", "outcome" => outcome)
+                            .increment(1);
                         if status == 400 {
                             tracing::info!(stream = %stream.stream_id, jti = %queued.jti, "the push receiver refused a SET (400); it is not sent again");
                         }
@@ -588,6 +595,8 @@ pub async fn push_deliverer(state: AppState) {
                         }
                     }
                     other => {
+                        metrics::counter!("mandate_ssf_push_total", "outcome" => "failed")
+                            .increment(1);
                         tracing::info!(stream = %stream.stream_id, answer = ?other.map_err(|e| e.to_string()), "Shared Signals push failed; retrying later");
                         failed = true;
                         break;

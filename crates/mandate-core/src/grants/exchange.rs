@@ -198,7 +198,8 @@ impl GrantService {
         };
         let mut decision =
             decide(&policy, &exchange_request, &grant, &context).map_err(|refusal| {
-                refuse(
+                refusals.refuse_by(
+                    refusal.rule(),
                     &refusal,
                     GrantError::refused(&refusal, GrantKind::TokenExchange),
                 )
@@ -244,6 +245,15 @@ impl GrantService {
             audience = %decision.hop.audience,
             depth = decision.hop.depth,
             "token exchanged"
+        );
+        super::issued(
+            "token_exchange",
+            if decision.hop.audience.agent().is_some() {
+                "hand_off"
+            } else {
+                "access_token"
+            },
+            proof.is_some(),
         );
         Ok(Exchanged {
             access_token,

@@ -267,7 +267,8 @@ impl GrantService {
                     &"ID token expires now",
                     GrantError::InvalidRequest("subject_token has expired".into()),
                 ),
-                other => refuse(
+                other => refusals.refuse_by(
+                    other.rule(),
                     &other,
                     GrantError::refused(&other, GrantKind::TokenExchange),
                 ),
@@ -317,6 +318,7 @@ impl GrantService {
             audience = %row.issuer,
             "ID-JAG issued"
         );
+        super::issued("token_exchange", "id_jag", proof.is_some());
         Ok(IssuedIdJag {
             token,
             expires_in: expires_at - now,

@@ -431,7 +431,8 @@ impl GrantService {
             .map_err(|e| unavailable(&e))?;
         let mut decision =
             decide_id_jag(&policy, &exchange_request, &grant, &context).map_err(|refusal| {
-                refuse(
+                refusals.refuse_by(
+                    refusal.rule(),
                     &refusal,
                     GrantError::refused(&refusal, GrantKind::JwtBearer),
                 )
@@ -489,6 +490,7 @@ impl GrantService {
             audience = %decision.hop.audience,
             "ID-JAG redeemed"
         );
+        super::issued("jwt_bearer", "access_token", proof.is_some());
         Ok(RedeemedIdJag {
             access_token,
             expires_in: decision.claims.exp - now,

@@ -243,7 +243,8 @@ impl GrantService {
         }
         let shortfall = decision.shortfall();
         if decision.refuses() {
-            return Err(refusals.refuse(
+            return Err(refusals.refuse_by(
+                "participation_gate",
                 &shortfall,
                 GrantError::InvalidTarget(Cow::Owned(shortfall.clone())),
             ));
@@ -322,6 +323,18 @@ impl GrantService {
     }
 }
 
+/// Counts a token issued by `grant` (`mandate_tokens_issued_total`): what was issued and whether
+/// it is DPoP-bound. Agents are counted by what they did, never by id (bounded label sets).
+fn issued(grant: &'static str, token: &'static str, bound: bool) {
+    metrics::counter!(
+        "mandate_tokens_issued_total",
+        "grant" => grant,
+        "token" => token,
+        "binding" => if bound { "dpop" } else { "bearer" },
+    )
+    .increment(1);
+}
+
 /// The refusal a grant ended with. The grant's refusal paths call [`Refusals::refuse`] where
 /// the decision is made (a synchronous closure cannot append to the stream): it logs the refusal
 /// on the `audit` target and notes it; the grant appends the noted refusal once it returns
@@ -330,7 +343,17 @@ impl GrantService {
 struct Refusals {
     client_id: String,
     action: &'static str,
-    noted: Mutex<Option<String>>,
+    noted: Mutex<Option<Noted>>,
+}
+
+/// A refusal as it is counted and audited.
+#[derive(Debug)]
+struct Noted {
+    code: &'static str,
+    /// The validator's rule (`Refusal::rule`), or `request` for a refusal made before the chain
+    /// was judged (the request, the subject token, the proof, the target).
+    rule: &'static str,
+    detail: String,
 }
 
 impl Refusals {
@@ -346,18 +369,39 @@ impl Refusals {
     /// Logs and notes a refusal as `<oauth error code>: <reason>`, and gives `error` back.
     /// `reason` is mandate's own description (an error's display), never a token or a secret.
     fn refuse(&self, reason: &dyn std::fmt::Display, error: GrantError) -> GrantError {
+        self.refuse_by("request", reason, error)
+    }
+
+    /// [`Self::refuse`] by the validator's `rule`.
+    fn refuse_by(
+        &self,
+        rule: &'static str,
+        reason: &dyn std::fmt::Display,
+        error: GrantError,
+    ) -> GrantError {
         let reason = reason.to_string();
-        tracing::info!(target: "audit", client_id = %self.client_id, action = self.action, reason = %log_safe(&reason), "refused");
+        tracing::info!(target: "audit", client_id = %self.client_id, action = self.action, rule, reason = %log_safe(&reason), "refused");
         if let Ok(mut noted) = self.noted.lock() {
-            *noted = Some(format!("{}: {reason}", error.code()));
+            *noted = Some(Noted {
+                code: error.code(),
+                rule,
+                detail: format!("{}: {reason}", error.code()),
+            });
         }
         error
     }
 
     /// Appends the noted refusal, if any, by `client:<client_id>` on `target`.
     async fn flush(&self, audit: &dyn AuditLog, clock: &dyn Clock, target: &str) {
-        let detail = self.noted.lock().ok().and_then(|mut noted| noted.take());
-        if let Some(detail) = detail {
+        let noted = self.noted.lock().ok().and_then(|mut noted| noted.take());
+        if let Some(Noted { code, rule, detail }) = noted {
+            metrics::counter!(
+                "mandate_grant_refusals_total",
+                "grant" => self.action.trim_end_matches(".refused"),
+                "error" => code,
+                "rule" => rule,
+            )
+            .increment(1);
             let at = clock.now().timestamp_millis();
             let actor = format!("client:{}", self.client_id);
             audit

@@ -82,6 +82,11 @@ impl AdminError {
         Self::unavailable()
     }
 
+    /// 503 `unavailable`, saying why.
+    pub fn unavailable_because(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
     /// 503.
     pub fn unavailable() -> Self {
         Self::new(
@@ -224,6 +229,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(participation::routes)
             .route("/openapi.json", web::get().to(openapi)),
     )
+    .route("/metrics", web::get().to(crate::metrics::scrape))
     .default_service(web::to(|| async {
         AdminError::not_found("no such admin endpoint").error_response()
     }));

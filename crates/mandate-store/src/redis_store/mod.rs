@@ -41,6 +41,7 @@
 mod audit;
 mod clients;
 mod consent;
+mod instrumented;
 mod ledger;
 mod per_thread;
 mod policy;
@@ -53,6 +54,7 @@ use std::time::Duration;
 pub use audit::{RedisAuditLog, AUDIT_STREAM_KEY};
 pub use clients::RedisClientRegistry;
 pub use consent::RedisConsentStore;
+pub use instrumented::Instrumented;
 pub use ledger::RedisLedger;
 pub use per_thread::PerThreadConnection;
 pub use policy::RedisPolicyStore;
