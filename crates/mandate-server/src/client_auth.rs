@@ -69,6 +69,19 @@ impl PresentedCredentials {
     /// Reads the credentials from the `Authorization` header and the form. Two methods at once
     /// is `invalid_request`; none at all is `invalid_client`.
     pub fn from_request(request: &HttpRequest, form: &Form) -> Result<Self, OAuthError> {
+        // Two headers would let mandate and a proxy in front of it disagree about the client
+        // (one reads the first, the other the last): refused, as RFC 6749 §3.2 asks of any
+        // repeated parameter.
+        if request
+            .headers()
+            .get_all(header::AUTHORIZATION)
+            .nth(1)
+            .is_some()
+        {
+            return Err(OAuthError::invalid_request(
+                "more than one Authorization header",
+            ));
+        }
         let authorization = request.headers().get(header::AUTHORIZATION);
         let basic = match authorization {
             None => None,

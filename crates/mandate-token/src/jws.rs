@@ -10,6 +10,43 @@ use crate::{Algorithm, JwtError, VerifyingKeySet};
 /// anything far larger is refused before any decoding or cryptography.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
+/// The deepest nesting of arrays and objects accepted in a header or in claims. mandate's deepest
+/// legitimate structure is a token's nested `act` chain: at most `tokens.max_chain_depth` (32)
+/// levels inside the claims object. A signed token from a trusted issuer is still input: without
+/// a bound, a few KiB of `[[[[…` cost a parser's stack and time on every verification.
+pub const MAX_JSON_DEPTH: usize = 40;
+
+/// Refuses JSON nested deeper than [`MAX_JSON_DEPTH`], before it is parsed. Brackets inside
+/// strings do not count; the text need not be valid JSON (the parser judges that after).
+pub fn check_json_depth(json: &[u8]) -> Result<(), JwtError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in json {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(JwtError::Malformed("JSON nested too deeply"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The members of a JOSE header that mandate reads. Everything else is ignored, and in particular
 /// `jwk`, `jku`, `x5u` and `x5c` are never used to find a key (RFC 8725 §3.10).
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +119,7 @@ fn parse_claims<T: DeserializeOwned>(payload: &[u8]) -> Result<T, JwtError> {
     if payload.first() != Some(&b'{') {
         return Err(JwtError::Malformed("claims are not a JSON object"));
     }
+    check_json_depth(payload)?;
     serde_json::from_slice(payload).map_err(|e| JwtError::Claims(e.to_string()))
 }
 
@@ -103,6 +141,7 @@ impl<'a> UnverifiedJws<'a> {
         if header_json.first() != Some(&b'{') {
             return Err(JwtError::Malformed("header is not a JSON object"));
         }
+        check_json_depth(&header_json)?;
         let header: Header = serde_json::from_slice(&header_json)
             .map_err(|_| JwtError::Malformed("header is not a valid JOSE header"))?;
         let signature = URL_SAFE_NO_PAD
@@ -247,6 +286,33 @@ mod tests {
             UnverifiedJws::parse(&huge).unwrap_err(),
             JwtError::TooLarge(MAX_TOKEN_BYTES)
         );
+    }
+
+    #[test]
+    fn json_nested_past_the_bound_is_refused_in_the_header_and_the_claims() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        // 5,000 levels fit in the size bound: refused in the header before it is parsed.
+        let header = format!(r#"{{"alg":"ES256","x":{}}}"#, nested(5000));
+        let token = format!("{}.{}.AA", b64(&header), b64("{}"));
+        assert!(token.len() < MAX_TOKEN_BYTES);
+        assert_eq!(
+            UnverifiedJws::parse(&token).unwrap_err(),
+            JwtError::Malformed("JSON nested too deeply")
+        );
+        // The bound itself passes; one more level does not (the header object is a level).
+        let at_bound = format!(r#"{{"alg":"ES256","x":{}}}"#, nested(MAX_JSON_DEPTH - 1));
+        assert!(UnverifiedJws::parse(&format!("{}.{}.AA", b64(&at_bound), b64("{}"))).is_ok());
+        let past = format!(r#"{{"alg":"ES256","x":{}}}"#, nested(MAX_JSON_DEPTH));
+        assert!(UnverifiedJws::parse(&format!("{}.{}.AA", b64(&past), b64("{}"))).is_err());
+        // Claims: checked before they are parsed, whatever the type they are read into.
+        let claims = format!(r#"{{"sub":"x","deep":{}}}"#, nested(5000));
+        assert_eq!(
+            parse_claims::<Value>(claims.as_bytes()).unwrap_err(),
+            JwtError::Malformed("JSON nested too deeply")
+        );
+        // Brackets inside strings, escaped quotes included, are not nesting.
+        let text = format!(r#"{{"sub":"\"{}"}}"#, "[".repeat(5000));
+        assert!(parse_claims::<Value>(text.as_bytes()).is_ok());
     }
 
     #[test]

@@ -29,5 +29,5 @@ pub use alg::Algorithm;
 pub use claims::{OneOrMany, TimeError, TimeWindow};
 pub use error::JwtError;
 pub use jwk::{thumbprint, KeyError, VerifyingKey, VerifyingKeySet};
-pub use jws::{Header, UnverifiedJws, Verified, MAX_TOKEN_BYTES};
+pub use jws::{check_json_depth, Header, UnverifiedJws, Verified, MAX_JSON_DEPTH, MAX_TOKEN_BYTES};
 pub use signing::{KeySet, PublicKey, SigningAlgorithm, SigningKey};

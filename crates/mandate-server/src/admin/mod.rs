@@ -146,6 +146,15 @@ fn authenticate(request: &HttpRequest) -> Result<AdminCaller, AdminError> {
     let state = request
         .app_data::<web::Data<AppState>>()
         .ok_or_else(AdminError::unavailable)?;
+    // One credential per request: with two headers a proxy and mandate could each read another.
+    if request
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .nth(1)
+        .is_some()
+    {
+        return Err(AdminError::unauthenticated());
+    }
     let secret = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -70,6 +70,18 @@ async fn admin_needs_a_known_credential() {
         StatusCode::UNAUTHORIZED,
         "Basic is not an admin scheme"
     );
+    // Two Authorization headers, even two valid credentials: refused, never the first wins.
+    for second in [READER, MANAGER] {
+        let response = server
+            .http
+            .get(server.admin_url("/admin/agents"))
+            .header("authorization", format!("Bearer {MANAGER}"))
+            .header("authorization", format!("Bearer {second}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
     server.stop().await;
 }
 

@@ -255,22 +255,25 @@ async fn absurd_act_nesting_is_refused_by_bounded_work() {
         .unwrap();
     assert_refused(status, &body, "1,000 nested acts");
 
-    // 200 levels fit in the size cap; JSON parsing stops at its recursion limit (128).
+    // 200 levels fit in the size cap; the nesting bound refuses them before any parsing.
     let two_hundred = forged(200);
     assert!(two_hundred.len() <= mandate_token::MAX_TOKEN_BYTES);
     let jws = mandate_token::UnverifiedJws::parse(&two_hundred).unwrap();
-    assert!(jws
-        .dangerous_unverified_claims::<mandate_token::AccessTokenClaims>()
-        .is_err());
+    assert_eq!(
+        jws.dangerous_unverified_claims::<mandate_token::AccessTokenClaims>()
+            .unwrap_err(),
+        mandate_token::JwtError::Malformed("JSON nested too deeply")
+    );
     let (status, body) =
         delegation_exchange(&server, &two_hundred, ACCESS_TOKEN, CAL, "booking-tool")
             .await
             .unwrap();
     assert_refused(status, &body, "200 nested acts");
 
-    // 100 levels parse; walking them is capped at the configured depth, and the chain is
-    // refused as deeper than `max_chain_depth` / not matching any recorded hop.
-    let hundred = forged(100);
+    // 35 levels (within the nesting bound) parse; walking them is capped at the configured
+    // depth, and the chain is refused as deeper than `max_chain_depth` / not matching any
+    // recorded hop.
+    let hundred = forged(35);
     let claims: mandate_token::AccessTokenClaims = mandate_token::UnverifiedJws::parse(&hundred)
         .unwrap()
         .dangerous_unverified_claims()
@@ -280,13 +283,23 @@ async fn absurd_act_nesting_is_refused_by_bounded_work() {
     let (status, body) = delegation_exchange(&server, &hundred, ACCESS_TOKEN, CAL, "booking-tool")
         .await
         .unwrap();
-    assert_refused(status, &body, "100 nested acts");
+    assert_refused(status, &body, "35 nested acts");
 
-    // The same nesting in an upstream ID token is skipped unread (serde skips unknown members
-    // without recursion, within the 16 KiB cap): it is never a source of authority, and the
-    // chain it starts has the presenting agent as its only actor.
+    // Deep nesting in an upstream ID token, signed by the trusted issuer, is refused by the
+    // bound before it is parsed; within the bound an `act` is skipped unread: it is never a
+    // source of authority, and the chain it starts has the presenting agent as its only actor.
+    for deep in [mandate_token::MAX_JSON_DEPTH, 200] {
+        let mut upstream = id_token_claims(CORP, "alice", "assistant");
+        upstream["deep"] = (0..deep).fold(json!(1), |inner, _| json!([inner]));
+        let token = corp.sign(None, &upstream).unwrap();
+        assert!(token.len() <= mandate_token::MAX_TOKEN_BYTES);
+        let (status, body) = delegation_exchange(&server, &token, ID_TOKEN, CAL, "assistant")
+            .await
+            .unwrap();
+        assert_refused(status, &body, &format!("an ID token nested {deep} deep"));
+    }
     let mut upstream = id_token_claims(CORP, "alice", "assistant");
-    upstream["act"] = nested_act(200);
+    upstream["act"] = nested_act(30);
     let token = corp.sign(None, &upstream).unwrap();
     let issued = delegation_issue(&server, &token, ID_TOKEN, CAL, "assistant")
         .await

@@ -413,6 +413,75 @@ async fn two_methods_at_once_are_invalid_request() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn two_authorization_headers_are_refused() {
+    let w = world();
+    let server = TestServer::spawn(w.settings).await.unwrap();
+    let basic = |id: &str, secret: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+        )
+    };
+    // Both valid, or a valid one after an invalid one: never the first (or the last) wins.
+    for (first, second) in [
+        (
+            basic("basic-agent", BASIC_SECRET),
+            basic("basic-agent", BASIC_SECRET),
+        ),
+        (
+            basic("basic-agent", "wrong"),
+            basic("basic-agent", BASIC_SECRET),
+        ),
+        (
+            basic("basic-agent", BASIC_SECRET),
+            basic("post-agent", POST_SECRET),
+        ),
+    ] {
+        let response = server
+            .http
+            .post(server.url("/token"))
+            .header("authorization", &first)
+            .header("authorization", &second)
+            .form(PROBE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = body_json(response).await;
+        assert_eq!(body["error"], "invalid_request", "{body}");
+        assert_eq!(
+            body["error_description"],
+            "more than one Authorization header"
+        );
+    }
+    // One header still authenticates.
+    expect_authenticated(
+        &server,
+        &ClientAuth::Basic("basic-agent".into(), BASIC_SECRET.into()),
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_assertion_nested_past_the_bound_is_invalid_client() {
+    let w = world();
+    let server = TestServer::spawn(w.settings).await.unwrap();
+    let mut claims = assertion_claims("jwt-agent", server.issuer());
+    claims["deep"] = (0..mandate_token::MAX_JSON_DEPTH).fold(json!(1), |inner, _| json!([inner]));
+    let jwt = w.es_key.sign(None, &claims).unwrap();
+    expect_invalid_client(&server, &assertion(jwt)).await;
+    // Within the bound the same assertion (another jti) authenticates.
+    let mut claims = assertion_claims("jwt-agent", server.issuer());
+    claims["deep"] =
+        (0..mandate_token::MAX_JSON_DEPTH - 2).fold(json!(1), |inner, _| json!([inner]));
+    let jwt = w.es_key.sign(None, &claims).unwrap();
+    expect_authenticated(&server, &assertion(jwt)).await;
+    server.stop().await;
+}
+
 /// Review finding 4: an assertion signed with a stranger's key once answered "client assertion is
 /// invalid" for a `private_key_jwt` client and "client authentication failed" for anyone else, so
 /// the answer told which ids authenticate with keys. Every failure now reads the same.
