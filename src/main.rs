@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Client secrets, locally.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Tokens, locally.
     Token {
         #[command(subcommand)]
@@ -57,6 +62,17 @@ enum Command {
     Demo(demo::DemoArgs),
     #[command(flatten)]
     Admin(admin_cli::AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Print a new client secret (256 random bits, base64url: safe in HTTP Basic without
+    /// encoding) and its `secret_hash` for the configuration file. Nothing is written or sent.
+    Generate {
+        /// Print `{"client_secret": …, "secret_hash": …}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -173,7 +189,31 @@ fn main() -> ExitCode {
         Command::Token {
             command: TokenCommand::Decode { token, json },
         } => report(decode_token(&token, json)),
+        Command::Secrets {
+            command: SecretsCommand::Generate { json },
+        } => report(generate_secret(json)),
     }
+}
+
+fn generate_secret(json: bool) -> anyhow::Result<()> {
+    let secret = mandate_core::generate_secret();
+    let hash = mandate_model::SecretHash::of(&secret);
+    let text = if json {
+        format!(
+            "{}\n",
+            serde_json::json!({ "client_secret": secret.as_str(), "secret_hash": hash.to_string() })
+        )
+    } else {
+        format!(
+            "client_secret  {}\nsecret_hash    {hash}\n",
+            secret.as_str()
+        )
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing to standard output")
 }
 
 fn decode_token(argument: &str, json: bool) -> anyhow::Result<()> {

@@ -916,3 +916,124 @@ async fn ssf_streams_shows_each_stream_and_its_queue() {
     assert_eq!(json["streams"][0]["pending"], 1);
     assert!(json["streams"][0].get("authorization_header").is_none());
 }
+
+#[tokio::test]
+async fn clients_update_patches_and_rotate_secret_prints_the_new_one_once() {
+    let world = world().await;
+    let run = world
+        .mandate(
+            Some(ADMIN_MANAGE),
+            &[
+                "clients",
+                "update",
+                "assistant",
+                "--owner",
+                "new-team@example.com",
+                "--description",
+                "Answers mail and books meetings",
+                "--expires-at",
+                "2099-01-01T00:00:00Z",
+                "--dpop",
+                "required",
+            ],
+        )
+        .await;
+    let out = run.success().to_owned();
+    assert_eq!(field(&out, "owners"), "new-team@example.com", "{out}");
+    assert_eq!(
+        field(&out, "description"),
+        "Answers mail and books meetings",
+        "{out}"
+    );
+    let shown = world
+        .mandate(
+            Some(ADMIN_READER),
+            &["clients", "show", "assistant", "--json"],
+        )
+        .await;
+    let agent: Value = serde_json::from_str(shown.success()).unwrap();
+    assert_eq!(agent["dpop"], "required", "{agent}");
+    assert_eq!(agent["expires_at"], "2099-01-01T00:00:00Z", "{agent}");
+    // --no-expiry clears it; nothing to change is a usage error (exit 2), sent nowhere.
+    let cleared = world
+        .mandate(
+            Some(ADMIN_MANAGE),
+            &[
+                "clients",
+                "update",
+                "assistant",
+                "--no-expiry",
+                "--dpop",
+                "allowed",
+                "--json",
+            ],
+        )
+        .await;
+    let agent: Value = serde_json::from_str(cleared.success()).unwrap();
+    assert!(agent["expires_at"].is_null(), "{agent}");
+    let nothing = world
+        .mandate(Some(ADMIN_MANAGE), &["clients", "update", "assistant"])
+        .await;
+    assert_eq!(nothing.code, Some(2), "{nothing:#?}");
+    // A reader cannot change it.
+    let refused = world
+        .mandate(
+            Some(ADMIN_READER),
+            &["clients", "update", "assistant", "--description", "x"],
+        )
+        .await;
+    assert_eq!(refused.code, Some(1), "{refused:#?}");
+    assert!(refused.stderr.contains("forbidden"), "{refused:#?}");
+
+    // Rotation: the new secret authenticates, and with no overlap the old one stops at once.
+    let run = world
+        .mandate(
+            Some(ADMIN_MANAGE),
+            &[
+                "clients",
+                "rotate-secret",
+                "booking-tool",
+                "--overlap-secs",
+                "0",
+            ],
+        )
+        .await;
+    let out = run.success().to_owned();
+    assert!(run.stderr.contains("shown only this once"), "{run:#?}");
+    let secret = field(&out, "client_secret").to_owned();
+    assert!(secret.len() >= 43, "{out}");
+    for (presented, expected) in [(secret.as_str(), 400), ("booking-secret", 401)] {
+        let response = world
+            .server
+            .token(
+                &[("grant_type", "client_credentials")],
+                &mandate_testkit::ClientAuth::Basic("booking-tool".into(), presented.into()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{presented}");
+    }
+}
+
+#[tokio::test]
+async fn secrets_generate_prints_a_url_safe_secret_and_its_hash() {
+    let first = run(None, &["secrets", "generate", "--json"], None).await;
+    let second = run(None, &["secrets", "generate", "--json"], None).await;
+    let first: Value = serde_json::from_str(first.success()).unwrap();
+    let second: Value = serde_json::from_str(second.success()).unwrap();
+    let secret = first["client_secret"].as_str().unwrap();
+    assert_eq!(secret.len(), 43, "256 bits in base64url: {secret}");
+    assert!(secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert_ne!(first["client_secret"], second["client_secret"]);
+    // The hash is the one the configuration's `secret_hash` wants for this secret.
+    assert_eq!(
+        first["secret_hash"],
+        mandate_model::SecretHash::of(secret).to_string()
+    );
+    let text = run(None, &["secrets", "generate"], None).await;
+    let out = text.success();
+    assert!(field(out, "secret_hash").starts_with("sha256:"), "{out}");
+    assert_eq!(field(out, "client_secret").len(), 43, "{out}");
+}

@@ -59,6 +59,11 @@ impl<'a> Request<'a> {
         Self::new(Method::PUT, segments)
     }
 
+    /// `PATCH /admin/<segments…>`.
+    pub fn patch(segments: &[&'a str]) -> Self {
+        Self::new(Method::PATCH, segments)
+    }
+
     /// `DELETE /admin/<segments…>`.
     pub fn delete(segments: &[&'a str]) -> Self {
         Self::new(Method::DELETE, segments)

@@ -202,6 +202,18 @@ pub enum ClientsCommand {
         /// The client id.
         client_id: String,
     },
+    /// Change a client's owners, description, keys, audiences, upstream ids, expiry or DPoP
+    /// policy (PATCH); what is not given stays as it is.
+    Update(UpdateClient),
+    /// Rotate a secret client's secret: the new one is printed this once; the old one keeps
+    /// working for the overlap.
+    RotateSecret {
+        /// The client id.
+        client_id: String,
+        /// How long the old secret still works, in seconds (server default 3600; 0 ends it now).
+        #[arg(long, value_name = "SECS")]
+        overlap_secs: Option<u64>,
+    },
     /// Agents to look at: unused for N days, expired or expiring soon, or without owners.
     Review {
         /// Unused: no exchange and no authentication for this many days (never used: created
@@ -246,6 +258,46 @@ pub struct AddClient {
     /// Its client id at an upstream issuer (repeat for several).
     #[arg(long = "upstream", value_name = "ISSUER=CLIENT_ID")]
     upstreams: Vec<String>,
+}
+
+/// `mandate clients update`.
+#[derive(Args, Debug)]
+pub struct UpdateClient {
+    /// The client id.
+    client_id: String,
+    /// The owners, replacing the current ones (repeat for several).
+    #[arg(long = "owner", value_name = "OWNER")]
+    owners: Vec<String>,
+    /// What it does.
+    #[arg(long)]
+    description: Option<String>,
+    /// Its public keys, a JWKS JSON file, replacing the current ones (private_key_jwt only).
+    #[arg(long, value_name = "FILE")]
+    jwks_file: Option<PathBuf>,
+    /// The audiences it owns, replacing the current ones (resource servers; repeat).
+    #[arg(long = "audience", value_name = "URI")]
+    audiences: Vec<String>,
+    /// Its client ids at upstream issuers, replacing the current ones (repeat).
+    #[arg(long = "upstream", value_name = "ISSUER=CLIENT_ID")]
+    upstreams: Vec<String>,
+    /// No authentication after this instant (RFC 3339).
+    #[arg(long, value_name = "RFC3339", conflicts_with = "no_expiry")]
+    expires_at: Option<String>,
+    /// Remove the expiry.
+    #[arg(long)]
+    no_expiry: bool,
+    /// Whether its tokens must be DPoP-bound.
+    #[arg(long, value_enum)]
+    dpop: Option<DpopArg>,
+}
+
+/// `--dpop`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum DpopArg {
+    /// Proofs accepted, not required.
+    Allowed,
+    /// Every request (an agent) or every token for its audiences (a resource server) bound.
+    Required,
 }
 
 /// `mandate chains …`.
@@ -736,6 +788,30 @@ async fn clients(connection: &Connection, command: ClientsCommand) -> Result<Str
             }
             Ok(output(json, &answer.body, render::added))
         }
+        ClientsCommand::Update(update) => {
+            let body = update_body(&update)?;
+            let answer = client
+                .send(Request::patch(&["agents", &update.client_id]).json(body))
+                .await?;
+            Ok(output(json, &answer.body, render::agent))
+        }
+        ClientsCommand::RotateSecret {
+            client_id,
+            overlap_secs,
+        } => {
+            let body = match overlap_secs {
+                Some(secs) => json!({ "overlap_secs": secs }),
+                None => json!({}),
+            };
+            let answer = client
+                .send(Request::post(&["agents", &client_id, "secret"]).json(body))
+                .await?;
+            eprintln!(
+                "warning: store the client secret now, somewhere safe: it is shown only this once \
+                 (mandate keeps only its hash)"
+            );
+            Ok(output(json, &answer.body, render::rotated))
+        }
         ClientsCommand::Suspend { client_id } => {
             transition(&client, json, &client_id, "suspend").await
         }
@@ -760,6 +836,59 @@ async fn transition(
     Ok(output(json, &answer.body, render::transitioned))
 }
 
+fn update_body(update: &UpdateClient) -> Result<Value, CliError> {
+    let mut body = Map::new();
+    if !update.owners.is_empty() {
+        body.insert("owners".into(), json!(update.owners));
+    }
+    if let Some(description) = &update.description {
+        body.insert("description".into(), json!(description));
+    }
+    if let Some(path) = &update.jwks_file {
+        body.insert("jwks".into(), read_json(path)?);
+    }
+    if !update.audiences.is_empty() {
+        body.insert("audiences".into(), json!(update.audiences));
+    }
+    if !update.upstreams.is_empty() {
+        body.insert("upstream_ids".into(), upstream_ids(&update.upstreams)?);
+    }
+    if let Some(expires_at) = &update.expires_at {
+        body.insert("expires_at".into(), json!(expires_at));
+    }
+    if update.no_expiry {
+        body.insert("expires_at".into(), Value::Null);
+    }
+    if let Some(dpop) = update.dpop {
+        body.insert("dpop".into(), json!(wire(dpop)));
+    }
+    if body.is_empty() {
+        return Err(CliError::Usage(
+            "nothing to change: give at least one of --owner, --description, --jwks-file, \
+             --audience, --upstream, --expires-at, --no-expiry, --dpop"
+                .into(),
+        ));
+    }
+    Ok(Value::Object(body))
+}
+
+/// `ISSUER=CLIENT_ID` arguments as the API's `upstream_ids`.
+fn upstream_ids(upstreams: &[String]) -> Result<Value, CliError> {
+    let mut upstream_ids = Vec::new();
+    for upstream in upstreams {
+        let (issuer, client_id) = upstream
+            .split_once('=')
+            .filter(|(issuer, id)| !issuer.is_empty() && !id.is_empty())
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--upstream {upstream:?}: expected ISSUER=CLIENT_ID"
+                ))
+            })?;
+        upstream_ids.push(json!({ "issuer": issuer, "client_id": client_id }));
+    }
+    Ok(Value::Array(upstream_ids))
+}
+
 fn add_body(add: &AddClient) -> Result<Value, CliError> {
     let mut body = Map::new();
     body.insert("client_id".into(), json!(add.client_id));
@@ -782,19 +911,7 @@ fn add_body(add: &AddClient) -> Result<Value, CliError> {
         body.insert("audiences".into(), json!(add.audiences));
     }
     if !add.upstreams.is_empty() {
-        let mut upstream_ids = Vec::new();
-        for upstream in &add.upstreams {
-            let (issuer, client_id) = upstream
-                .split_once('=')
-                .filter(|(issuer, id)| !issuer.is_empty() && !id.is_empty())
-                .ok_or_else(|| {
-                    CliError::Usage(format!(
-                        "--upstream {upstream:?}: expected ISSUER=CLIENT_ID"
-                    ))
-                })?;
-            upstream_ids.push(json!({ "issuer": issuer, "client_id": client_id }));
-        }
-        body.insert("upstream_ids".into(), Value::Array(upstream_ids));
+        body.insert("upstream_ids".into(), upstream_ids(&add.upstreams)?);
     }
     Ok(Value::Object(body))
 }

@@ -245,6 +245,21 @@ pub fn added(body: &Value) -> String {
     out
 }
 
+/// A rotated secret: the new secret on a line of its own, and until when the old one works.
+pub fn rotated(body: &Value) -> String {
+    let mut out = String::new();
+    match body.get("previous_valid_until").and_then(Value::as_str) {
+        Some(until) => {
+            let _ = writeln!(out, "the previous secret works until {}", clean(until));
+        }
+        None => out.push_str("the previous secret no longer works\n"),
+    }
+    if let Some(secret) = body.get("client_secret").and_then(Value::as_str) {
+        let _ = writeln!(out, "\nclient_secret  {}", clean(secret));
+    }
+    out
+}
+
 /// Suspend, retire, activate: the new state and what was revoked.
 pub fn transitioned(body: &Value) -> String {
     let shown = body.get("agent").unwrap_or(body);

@@ -20,7 +20,7 @@ pub mod revocation;
 pub mod ssf;
 pub mod usage;
 
-pub use agents::{AgentError, AgentPatch, AgentService, NewAgent};
+pub use agents::{generate_secret, AgentError, AgentPatch, AgentService, NewAgent};
 pub use authority::{AuthorityError, AuthorityPorts, AuthorityService, StandingAuthority};
 pub use chain_id::{new_hop_id, ChainIdKey};
 pub use consents::{ConsentError, ConsentService, NewConsent};
