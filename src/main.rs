@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use mandate_server::config::ConfigSource;
+use mandate_server::config::{ConfigSource, LogFormat};
 use mandate_server::{dev, AppState, BuildOptions, Listeners, Settings, Signals};
 use mandate_token::SigningAlgorithm;
 
@@ -247,7 +247,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 /// request it serves). The writer thread writes what has queued up in one go. No line is dropped:
 /// if the queue is full, the request thread waits. Lines still queued are written when the
 /// returned guard is dropped.
-fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         // About a second of lines at saturation. The queue's slots are allocated up front: the
@@ -257,19 +257,44 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
         .finish(std::io::BufWriter::new(std::io::stderr()));
     let filter = tracing_subscriber::EnvFilter::try_from_env("MANDATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a terminal: escape codes in a log file or a collector are noise.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(writer)
-        .init();
+        .with_writer(writer);
+    match format {
+        // Colours only for a terminal: escape codes in a log file or a collector are noise.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line, with the request's span (its id, method, path, status) in it.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     guard
 }
 
 fn serve(config: Option<PathBuf>) -> ExitCode {
-    // Declared first, so dropped last: after the runtime, with every line written.
-    let _log_writer = init_tracing();
+    // The configuration is read first: it says how to log. Its errors go to stderr as they are.
+    let (settings, source, extras) = match config {
+        Some(path) => match Settings::load(&path) {
+            Ok(settings) => (settings, ConfigSource::File(path), None),
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => match dev::development_settings() {
+            Ok((settings, extras)) => (settings, ConfigSource::Development, Some(extras)),
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    // Declared before the runtime, so dropped after it: with every line written.
+    let _log_writer = init_tracing(settings.log.format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -281,22 +306,6 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let (settings, source, extras) = match config {
-            Some(path) => match Settings::load(&path) {
-                Ok(settings) => (settings, ConfigSource::File(path), None),
-                Err(error) => {
-                    eprintln!("{error}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            },
-            None => match dev::development_settings() {
-                Ok((settings, extras)) => (settings, ConfigSource::Development, Some(extras)),
-                Err(error) => {
-                    eprintln!("{error}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            },
-        };
         let options = BuildOptions {
             demo_idp: extras.as_ref().map(|e| e.demo_issuer_key.clone()),
             ..BuildOptions::default()

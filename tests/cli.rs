@@ -138,6 +138,56 @@ async fn the_log_is_complete_at_exit_and_plain_when_not_a_terminal() {
     assert!(!log.contains('\u{1b}'), "escape codes in a log file: {log}");
 }
 
+/// `[log] format = "json"`: every line is one JSON object; the access line carries the request's
+/// span (id, method, path, status); a secret sent by a client appears nowhere.
+#[tokio::test]
+async fn the_json_log_is_one_object_per_line_with_the_request_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &format!("{LOOPBACK}\n[log]\nformat = \"json\"\n"),
+    );
+    let log_path = dir.path().join("mandate.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (mut child, address) = serve_logging_to(&config, &[], log.into());
+    let answer = reqwest::Client::new()
+        .post(format!("http://{address}/token"))
+        .basic_auth("nobody", Some("a-secret-that-must-not-be-logged"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    assert!(terminate(&mut child).success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("a-secret-that-must-not-be-logged"), "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["timestamp"].is_string() && l["level"].is_string()));
+    let access = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "request finished")
+        .unwrap_or_else(|| panic!("no access line: {log}"));
+    assert_eq!(access["span"]["path"], "/token", "{access}");
+    assert_eq!(access["span"]["method"], "POST", "{access}");
+    assert_eq!(access["fields"]["status"], 401, "{access}");
+    assert!(
+        access["span"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{access}"
+    );
+    assert_eq!(
+        lines.last().unwrap()["fields"]["message"],
+        "stopped",
+        "{log}"
+    );
+}
+
 /// Review finding 3, against the real binary and its real log: client-supplied text with a
 /// newline or an ANSI escape (a Basic client id, a posted client id, an audience) must not start
 /// a line of its own or colour the log.

@@ -79,6 +79,30 @@ pub struct Settings {
     /// DPoP at the token endpoint.
     #[serde(default)]
     pub dpop: DpopConfig,
+    /// How log lines are written.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// `[log]` (docs/OPERATIONS.md "Logs"). Which lines are written is `MANDATE_LOG` (an
+/// `EnvFilter`, default `info`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` (default: one human-readable line per event) or `json` (one JSON object per line,
+    /// for a log collector).
+    pub format: LogFormat,
+}
+
+/// A log line's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`, and the spans.
+    Json,
 }
 
 /// `[dpop]` (docs/DPOP.md).

@@ -105,6 +105,7 @@ fn reference_config_parses_and_lists_every_key() {
         settings.lifecycle.suspend_unused_agents_after_days,
         defaults.lifecycle.suspend_unused_agents_after_days
     );
+    assert_eq!(settings.log.format, defaults.log.format);
     assert_eq!(settings.participation_gates.len(), 1);
     assert!(settings.participation_gates[0].dry_run);
 }
@@ -119,6 +120,7 @@ fn reference_config_documents_every_section() {
         "[limits]",
         "[lifecycle]",
         "[dpop]",
+        "[log]",
         "[[admin.credentials]]",
         "[[trusted_issuers]]",
         "[[clients]]",
