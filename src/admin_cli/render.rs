@@ -586,12 +586,38 @@ fn explain_decision(body: &Value) -> String {
             ("max_depth", text(body, "max_depth")),
         ])
     } else {
-        fields(&[
-            ("decision", "✗ refused".into()),
+        let mut lines = vec![
+            ("decision", "✗ refused".to_owned()),
             ("error", text(body, "error")),
             ("rule", text(body, "rule")),
             ("message", text(body, "message")),
-        ])
+        ];
+        if let Some(row) = body.get("row") {
+            lines.push((
+                "row",
+                format!(
+                    "{} → {} [{}]",
+                    text(row, "actor"),
+                    text(row, "audience"),
+                    list(row, "scopes", " ")
+                ),
+            ));
+        }
+        if body.get("hand_off_cap").is_some() {
+            lines.push((
+                "hand-off cap",
+                match items(body, "hand_off_cap") {
+                    [] => "nothing".into(),
+                    pairs => pairs
+                        .iter()
+                        .map(|p| format!("{}: {}", text(p, "audience"), list(p, "scopes", " ")))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                },
+            ));
+            lines.push(("why", text(body, "hint")));
+        }
+        fields(&lines)
     }
 }
 

@@ -89,6 +89,31 @@ pub enum Explanation {
     },
 }
 
+/// Why a hand-off can carry less than its row says: the hand-off row, and what the delegator may
+/// pass on through it ([`crate::validator::delegable`], the rule `/token` applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandOffCap {
+    /// The row for the delegator and the receiving agent.
+    pub row: PolicyRow,
+    /// At most this, per app: the delegator's own rows, bounded by the hand-off row (and by the
+    /// parent token below a mandate token).
+    pub cap: Authority,
+}
+
+/// For a hand-off (an `agent:` target) that has a row, the row and its cap; `None` otherwise.
+pub fn hand_off_cap(policy: &Policy, input: &ExplainInput<'_>) -> Option<HandOffCap> {
+    input.request.target.agent()?;
+    let row = policy.row(input.request.actor, input.request.target)?;
+    let parent = match &input.subject {
+        ExplainSubject::Mandate { parent } => Some(&parent.authority),
+        _ => None,
+    };
+    Some(HandOffCap {
+        row: row.clone(),
+        cap: crate::validator::delegable(policy, input.request.actor, row, parent),
+    })
+}
+
 /// Explains the exchange described by `input` under `policy`.
 pub fn explain(policy: &Policy, input: &ExplainInput<'_>) -> Explanation {
     let context = ExchangeContext {

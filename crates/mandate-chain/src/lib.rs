@@ -19,7 +19,8 @@ pub use authority::{Authority, AuthorityError};
 pub use consent::{ConsentGrant, ConsentStore};
 pub use evidence::issued_to_actor;
 pub use explain::{
-    error_code, explain, id_jag_error_code, Allowed, ExplainInput, ExplainSubject, Explanation,
+    error_code, explain, hand_off_cap, id_jag_error_code, Allowed, ExplainInput, ExplainSubject,
+    Explanation, HandOffCap,
 };
 pub use hop::{ChainId, Evidence, EvidenceKind, HopId, HopRecord, UpstreamGrant};
 pub use policy::{Policy, PolicyRow, PolicyRowError};

@@ -435,24 +435,7 @@ fn decide_child(
             authority.insert(uri, parent_scopes.intersection(&row.scopes));
             authority
         }
-        Audience::Agent(_) => {
-            // Pass on only pairs the delegator could obtain itself, bounded by the hand-off row.
-            let mut authority = Authority::new();
-            for (audience, scopes) in parent_authority.pairs() {
-                let Ok(app) = Audience::parse(audience) else {
-                    continue;
-                };
-                if let Some(app_row) = policy.row(actor, &app) {
-                    authority.insert(
-                        audience,
-                        scopes
-                            .intersection(&app_row.scopes)
-                            .intersection(&row.scopes),
-                    );
-                }
-            }
-            authority
-        }
+        Audience::Agent(_) => delegable(policy, actor, row, Some(parent_authority)),
     };
     if let Some(details) = request.details {
         if details
@@ -778,6 +761,44 @@ pub(crate) fn claims_for(hop: &HopRecord, issuer: &str) -> AccessTokenClaims {
         chain_id: hop.chain_id.to_string(),
         ancestors: hop.ancestors.iter().map(ToString::to_string).collect(),
     }
+}
+
+/// What `actor` may pass on through the hand-off `row`: for each app, only scopes it could obtain
+/// itself (its own row for that app), bounded by the hand-off row, and, below a mandate token,
+/// by what that token carries (`parent`). The hand-off cap `policies explain` shows.
+pub fn delegable(
+    policy: &Policy,
+    actor: &ClientId,
+    row: &PolicyRow,
+    parent: Option<&Authority>,
+) -> Authority {
+    let mut authority = Authority::new();
+    match parent {
+        Some(parent) => {
+            for (audience, scopes) in parent.pairs() {
+                let Ok(app) = Audience::parse(audience) else {
+                    continue;
+                };
+                if let Some(app_row) = policy.row(actor, &app) {
+                    authority.insert(
+                        audience,
+                        scopes
+                            .intersection(&app_row.scopes)
+                            .intersection(&row.scopes),
+                    );
+                }
+            }
+        }
+        None => {
+            for app_row in policy.app_rows(actor) {
+                authority.insert(
+                    &app_row.audience.to_string(),
+                    app_row.scopes.intersection(&row.scopes),
+                );
+            }
+        }
+    }
+    authority
 }
 
 #[cfg(test)]

@@ -148,6 +148,9 @@ pub struct Explained {
     pub answer: ExplainAnswer,
     /// The target's gate, if it has one.
     pub gate: Option<GateDecision>,
+    /// For a hand-off refused for asking more than can be passed on (`scope_widening`,
+    /// `empty_authority`): its row and what the delegator may pass on through it.
+    pub hand_off: Option<mandate_chain::HandOffCap>,
 }
 
 /// The settings explain decides with, as `/token` does.
@@ -277,7 +280,7 @@ impl PolicyService {
             Some(gate) => Some(self.gate.judge(gate).await.map_err(down)?),
             None => None,
         };
-        let answer = self.explain_policy(question).await?;
+        let (answer, hand_off) = self.explain_policy(question).await?;
         let answer = match (&answer, &gate) {
             (ExplainAnswer::Decided(Explanation::Allowed(_)), Some(gate)) if gate.refuses() => {
                 ExplainAnswer::Refused {
@@ -288,13 +291,17 @@ impl PolicyService {
             }
             _ => answer,
         };
-        Ok(Explained { answer, gate })
+        Ok(Explained {
+            answer,
+            gate,
+            hand_off,
+        })
     }
 
     async fn explain_policy(
         &self,
         question: &ExplainQuestion,
-    ) -> Result<ExplainAnswer, PolicyError> {
+    ) -> Result<(ExplainAnswer, Option<mandate_chain::HandOffCap>), PolicyError> {
         let client = self
             .clients
             .client(&question.agent)
@@ -307,11 +314,14 @@ impl PolicyService {
         let now_ms = self.revocations.now_ms().await.map_err(down)?;
         let now_instant = chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
         if !client.may_authenticate(now_instant) {
-            return Ok(ExplainAnswer::Refused {
-                error: "invalid_client",
-                rule: "client_not_active",
-                message: "the agent is not active, or has expired".into(),
-            });
+            return Ok((
+                ExplainAnswer::Refused {
+                    error: "invalid_client",
+                    rule: "client_not_active",
+                    message: "the agent is not active, or has expired".into(),
+                },
+                None,
+            ));
         }
         let parent = match &question.token {
             ExplainedToken::AccessToken { parent_hop } => {
@@ -327,11 +337,14 @@ impl PolicyService {
                     .await
                     .map_err(down)?;
                 if let Verdict::Revoked { kind, .. } = checked.verdict {
-                    return Ok(ExplainAnswer::Refused {
-                        error: "invalid_request",
-                        rule: "revoked",
-                        message: format!("the subject token has been revoked ({kind})"),
-                    });
+                    return Ok((
+                        ExplainAnswer::Refused {
+                            error: "invalid_request",
+                            rule: "revoked",
+                            message: format!("the subject token has been revoked ({kind})"),
+                        },
+                        None,
+                    ));
                 }
                 Some(hop)
             }
@@ -377,6 +390,18 @@ impl PolicyService {
             ttl_secs: self.settings.ttl_secs,
             max_chain_depth: self.settings.max_chain_depth,
         };
-        Ok(ExplainAnswer::Decided(explain(&policy, &input)))
+        let explanation = explain(&policy, &input);
+        let capped = matches!(
+            explanation,
+            Explanation::Refused {
+                refusal: mandate_chain::Refusal::ScopeWidening
+                    | mandate_chain::Refusal::EmptyAuthority,
+                ..
+            }
+        );
+        let hand_off = capped
+            .then(|| mandate_chain::hand_off_cap(&policy, &input))
+            .flatten();
+        Ok((ExplainAnswer::Decided(explanation), hand_off))
     }
 }

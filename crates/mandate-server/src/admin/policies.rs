@@ -299,6 +299,24 @@ async fn explain_request(
             refused(error, refusal.rule(), &refusal.to_string())
         }
     };
+    if let (Some(hand_off), Some(object)) = (&explained.hand_off, answer.as_object_mut()) {
+        let cap: Vec<serde_json::Value> = hand_off
+            .cap
+            .pairs()
+            .map(|(audience, scopes)| json!({"audience": audience, "scopes": scopes}))
+            .collect();
+        object.insert("row".into(), json!(RowView::from(&hand_off.row)));
+        object.insert("hand_off_cap".into(), json!(cap));
+        object.insert(
+            "hint".into(),
+            json!(format!(
+                "a hand-off passes on only what {} may get itself for each app (its own rows), \
+                 bounded by the hand-off row (and, below a mandate token, by what that token \
+                 carries)",
+                hand_off.row.actor
+            )),
+        );
+    }
     if let (Some(gate), Some(object)) = (explained.gate, answer.as_object_mut()) {
         object.insert(
             "gate".into(),

@@ -586,3 +586,73 @@ async fn explain_refuses_bad_input_and_unknown_ids() {
     assert_eq!(w.explain(&urn).await.1, w.explain(&base).await.1);
     w.server.stop().await;
 }
+
+/// The trap of a hand-off row wider than the delegator's own rows: the assistant may hand
+/// calendar.write to the booking tool by its hand-off row, but holds only calendar.read for the
+/// calendar itself, so the write can never pass. Explain names the row and the cap, and agrees
+/// with /token.
+#[tokio::test]
+async fn explain_names_the_row_and_the_cap_of_a_hand_off_asking_more_than_the_delegator_holds() {
+    let w = world_with(|settings| {
+        let calendar = settings
+            .policies
+            .iter_mut()
+            .find(|r| r.actor.as_str() == "assistant" && r.audience.to_string() == CAL)
+            .unwrap();
+        calendar.scopes = mandate_model::ScopeSet::parse("calendar.read").unwrap();
+    })
+    .await;
+    let grant = w.sign_in("assistant");
+    let (explained, _) = w
+        .agree(
+            &grant,
+            "id_token",
+            "agent:booking-tool",
+            "assistant",
+            Some("calendar.write"),
+        )
+        .await;
+    assert_eq!(explained["allowed"], false, "{explained}");
+    assert_eq!(explained["error"], "invalid_scope");
+    assert_eq!(explained["rule"], "scope_widening");
+    assert_eq!(
+        explained["row"],
+        json!({"actor": "assistant", "audience": "agent:booking-tool",
+               "scopes": ["calendar.read", "calendar.write", "mail.read"]}),
+        "{explained}"
+    );
+    let mut cap = explained["hand_off_cap"].as_array().unwrap().clone();
+    cap.sort_by_key(|p| p["audience"].as_str().unwrap().to_owned());
+    assert_eq!(
+        json!(cap),
+        json!([
+            {"audience": CAL, "scopes": ["calendar.read"]},
+            {"audience": MAIL, "scopes": ["mail.read"]},
+        ]),
+        "{explained}"
+    );
+    assert!(
+        explained["hint"]
+            .as_str()
+            .unwrap()
+            .contains("assistant may get itself"),
+        "{explained}"
+    );
+    // What the cap allows passes, and a refusal for another reason carries no cap.
+    let (allowed, _) = w
+        .agree(
+            &grant,
+            "id_token",
+            "agent:booking-tool",
+            "assistant",
+            Some("calendar.read"),
+        )
+        .await;
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    let (other, _) = w
+        .agree(&grant, "id_token", "agent:helper", "assistant", None)
+        .await;
+    assert_eq!(other["rule"], "no_policy", "{other}");
+    assert!(other.get("hand_off_cap").is_none(), "{other}");
+    w.server.stop().await;
+}
