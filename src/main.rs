@@ -326,6 +326,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
         };
         let issuer = state.settings.issuer.clone();
         let kid = state.keys.current().active().kid().to_owned();
+        let scheme = if state.tls.is_some() { "https" } else { "http" };
         let running = match mandate_server::start(state, listeners, Signals::Handle) {
             Ok(running) => running,
             Err(error) => {
@@ -337,7 +338,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
             print_development_banner(&issuer, extras);
         }
         println!(
-            "mandate listening on http://{} (issuer {issuer}, signing key {kid}); admin on http://{}",
+            "mandate listening on {scheme}://{} (issuer {issuer}, signing key {kid}); admin on {scheme}://{}",
             running.public_addr, running.admin_addr
         );
         match running.wait().await {

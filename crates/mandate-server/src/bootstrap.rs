@@ -372,6 +372,13 @@ impl AppState {
                 max_chain_depth: settings.tokens.max_chain_depth,
             },
         );
+        let tls = match (&settings.tls.cert_file, &settings.tls.key_file) {
+            (Some(cert), Some(key)) => Some(
+                crate::tls::Tls::load(cert, key)
+                    .map_err(|e| invalid("tls".into(), e.to_string()))?,
+            ),
+            _ => None,
+        };
         crate::metrics::keys_loaded(&keys);
         let keys = KeyRing::new(keys);
         let chain_key = Arc::new(chain_key);
@@ -444,6 +451,7 @@ impl AppState {
         );
         let state = Self {
             settings: Arc::new(settings),
+            tls,
             keys,
             clients,
             rate_limiter,

@@ -82,6 +82,22 @@ pub struct Settings {
     /// How log lines are written.
     #[serde(default)]
     pub log: LogSettings,
+    /// Native TLS on both listeners.
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// `[tls]` (docs/OPERATIONS.md "TLS"): both listeners serve HTTPS with this certificate when
+/// both files are given; SIGHUP reloads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// The certificate chain, PEM, leaf first.
+    #[serde(deserialize_with = "optional_path")]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[serde(deserialize_with = "optional_path")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[log]` (docs/OPERATIONS.md "Logs"). Which lines are written is `MANDATE_LOG` (an
@@ -726,6 +742,12 @@ impl Settings {
             return Err(invalid(
                 "admin_listen".into(),
                 "must differ from listen: the admin API never shares the public listener".into(),
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(invalid(
+                "tls".into(),
+                "cert_file and key_file go together: give both, or neither for plain HTTP".into(),
             ));
         }
         self.validate_store(source)?;

@@ -33,6 +33,7 @@ pub mod server;
 pub mod ssf_receive;
 pub mod ssf_transmit;
 pub mod state;
+pub mod tls;
 
 pub use config::{ConfigError, ConfigSource, Settings};
 pub use server::{start, Listeners, RunningServer, Signals};

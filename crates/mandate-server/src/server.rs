@@ -31,6 +31,7 @@ use tracing_actix_web::{RequestId, RootSpanBuilder, TracingLogger};
 use crate::config::LimitSettings;
 use crate::error::OAuthError;
 use crate::state::AppState;
+use crate::tls::Connection;
 use crate::{admin, http};
 
 /// The two bound sockets, before serving starts.
@@ -311,6 +312,7 @@ fn serve<F, T, B>(
     timeout: Duration,
     workers: Option<usize>,
     handle_signals: bool,
+    tls: Option<crate::tls::Tls>,
     app: F,
 ) -> io::Result<actix_server::ServerBuilder>
 where
@@ -350,14 +352,28 @@ where
             .client_disconnect_timeout(DISCONNECT_TIMEOUT)
             .local_addr(addr)
             .h1(map_config(app, |_| AppConfig::default()));
+        let acceptor = tls.as_ref().map(crate::tls::Tls::acceptor);
         fn_service(move |stream: tokio::net::TcpStream| {
             let peer = stream.peer_addr().ok();
             // Responses go out in one write; Nagle would only delay them.
             let _ = stream.set_nodelay(true);
-            std::future::ready(Ok::<_, DispatchError>((
-                RequestDeadline::new(stream, backstop),
-                peer,
-            )))
+            let io = RequestDeadline::new(stream, backstop);
+            let acceptor = acceptor.clone();
+            async move {
+                let Some(acceptor) = acceptor else {
+                    return Ok::<_, DispatchError>((Connection::Plain(io), peer));
+                };
+                // A handshake is bounded like a request head: a client that opens a connection
+                // and sends nothing (or a trickle) is dropped at the request timeout.
+                match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+                    Ok(Ok(tls)) => Ok((Connection::Tls(Box::new(tls)), peer)),
+                    Ok(Err(error)) => Err(DispatchError::Io(error)),
+                    Err(_) => Err(DispatchError::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    ))),
+                }
+            }
         })
         .and_then(http)
     })
@@ -486,6 +502,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
         timeout,
         None,
         handle_signals,
+        state.tls.clone(),
         move || {
             App::new()
                 .app_data(public_data.clone())
@@ -509,6 +526,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
         timeout,
         Some(1),
         handle_signals,
+        state.tls.clone(),
         move || {
             App::new()
                 .app_data(admin_data.clone())
@@ -573,10 +591,13 @@ async fn reload_on_hangup(state: AppState, mut hangups: tokio::signal::unix::Sig
         // File reads off the async workers; the outcome is logged by the reload itself, and a
         // failure keeps the keys in force.
         let reloading = state.clone();
-        if let Err(error) =
-            tokio::task::spawn_blocking(move || reloading.reload_keys_from_file()).await
+        if let Err(error) = tokio::task::spawn_blocking(move || {
+            let _ = reloading.reload_keys_from_file();
+            let _ = reloading.reload_tls();
+        })
+        .await
         {
-            tracing::error!(%error, "the key reload did not complete; the keys in force stay");
+            tracing::error!(%error, "the reload did not complete; the keys in force stay");
         }
     }
 }

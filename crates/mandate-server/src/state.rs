@@ -130,6 +130,8 @@ pub struct AppState {
     pub settings: Arc<ValidatedSettings>,
     /// mandate's keys: signing key, published set and JWKS, swapped whole on reload.
     pub keys: KeyRing,
+    /// The listeners' TLS (`[tls]`), its certificate swapped on reload.
+    pub tls: Option<crate::tls::Tls>,
     /// The client registry.
     pub clients: Arc<dyn ClientRegistry>,
     /// Per-client request budgets.

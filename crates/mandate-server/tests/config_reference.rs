@@ -106,6 +106,7 @@ fn reference_config_parses_and_lists_every_key() {
         defaults.lifecycle.suspend_unused_agents_after_days
     );
     assert_eq!(settings.log.format, defaults.log.format);
+    assert_eq!(settings.tls, defaults.tls);
     assert_eq!(settings.participation_gates.len(), 1);
     assert!(settings.participation_gates[0].dry_run);
 }
@@ -121,6 +122,7 @@ fn reference_config_documents_every_section() {
         "[lifecycle]",
         "[dpop]",
         "[log]",
+        "[tls]",
         "[[admin.credentials]]",
         "[[trusted_issuers]]",
         "[[clients]]",
