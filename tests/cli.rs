@@ -504,9 +504,10 @@ fn token_decode_refuses_garbage_and_bounds_the_tree() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("error"));
 
-    // 40 levels of `act`: agent-0 is the current actor (outermost), agent-39 the first.
-    let mut act = serde_json::json!({"sub": "agent-39"});
-    for level in (0..39).rev() {
+    // 39 levels of `act` (with the claims object, the deepest nesting a token may have):
+    // agent-0 is the current actor (outermost), agent-38 the first.
+    let mut act = serde_json::json!({"sub": "agent-38"});
+    for level in (0..38).rev() {
         act = serde_json::json!({"sub": format!("agent-{level}"), "act": act});
     }
     let token = unsigned_token(&serde_json::json!({"sub": "corp|alice", "act": act}));
@@ -518,7 +519,7 @@ fn token_decode_refuses_garbage_and_bounds_the_tree() {
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let chain = stdout.split("chain:\n").nth(1).unwrap();
-    assert!(chain.contains("… (8 more levels not shown)"), "{stdout}");
+    assert!(chain.contains("… (7 more levels not shown)"), "{stdout}");
     let tree: Vec<&str> = chain
         .lines()
         .take_while(|line| line.starts_with("  "))
@@ -535,9 +536,15 @@ fn token_decode_refuses_garbage_and_bounds_the_tree() {
     let output = decode_output(&["--json", &token], None);
     let document: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let entries = document["chain"].as_array().unwrap();
-    assert_eq!(entries.len(), 41);
-    assert_eq!(entries[1], "agent-39");
-    assert_eq!(entries[40], "agent-0");
+    assert_eq!(entries.len(), 40);
+    assert_eq!(entries[1], "agent-38");
+    assert_eq!(entries[39], "agent-0");
+    // One level more is past the nesting bound: refused, as mandate refuses it.
+    let deeper =
+        unsigned_token(&serde_json::json!({"sub": "corp|alice", "act": {"sub": "x", "act": act}}));
+    let output = decode_output(&[&deeper], None);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nested too deeply"));
 }
 
 /// `mandate redis acl`: the printed user can read the revocation list and stream of a real Redis
