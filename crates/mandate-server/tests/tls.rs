@@ -73,7 +73,7 @@ async fn both_listeners_serve_https_and_a_reload_swaps_the_certificate() {
         .send()
         .await
         .is_err());
-    assert_eq!(server.state.reload_tls().unwrap(), true);
+    assert!(server.state.reload_tls().unwrap());
     let after = renewed
         .get(https(&server.admin_url("/admin/agents")))
         .bearer_auth(ADMIN_READER)
