@@ -561,28 +561,10 @@ fn explain_decision(body: &Value) -> String {
         let row = body.get("row").unwrap_or(&Value::Null);
         fields(&[
             ("decision", "✓ allowed".into()),
-            (
-                "row",
-                format!(
-                    "{} → {} [{}]",
-                    text(row, "actor"),
-                    text(row, "audience"),
-                    list(row, "scopes", " ")
-                ),
-            ),
+            ("row", policy_row(row)),
             ("evidence", list(body, "evidence", ", ")),
             ("scopes", list(body, "scopes", " ")),
-            (
-                "authority",
-                match items(body, "authority") {
-                    [] => "-".into(),
-                    pairs => pairs
-                        .iter()
-                        .map(|p| format!("{}: {}", text(p, "audience"), list(p, "scopes", " ")))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                },
-            ),
+            ("authority", audience_scopes(body, "authority", "-")),
             ("max_depth", text(body, "max_depth")),
         ])
     } else {
@@ -593,31 +575,38 @@ fn explain_decision(body: &Value) -> String {
             ("message", text(body, "message")),
         ];
         if let Some(row) = body.get("row") {
-            lines.push((
-                "row",
-                format!(
-                    "{} → {} [{}]",
-                    text(row, "actor"),
-                    text(row, "audience"),
-                    list(row, "scopes", " ")
-                ),
-            ));
+            lines.push(("row", policy_row(row)));
         }
         if body.get("hand_off_cap").is_some() {
             lines.push((
                 "hand-off cap",
-                match items(body, "hand_off_cap") {
-                    [] => "nothing".into(),
-                    pairs => pairs
-                        .iter()
-                        .map(|p| format!("{}: {}", text(p, "audience"), list(p, "scopes", " ")))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                },
+                audience_scopes(body, "hand_off_cap", "nothing"),
             ));
             lines.push(("why", text(body, "hint")));
         }
         fields(&lines)
+    }
+}
+
+/// `actor → audience [scopes]`.
+fn policy_row(row: &Value) -> String {
+    format!(
+        "{} → {} [{}]",
+        text(row, "actor"),
+        text(row, "audience"),
+        list(row, "scopes", " ")
+    )
+}
+
+/// `[{"audience", "scopes"}…]` at `key` as `audience: scopes; …`, or `none` when empty.
+fn audience_scopes(body: &Value, key: &str, none: &str) -> String {
+    match items(body, key) {
+        [] => none.into(),
+        pairs => pairs
+            .iter()
+            .map(|p| format!("{}: {}", text(p, "audience"), list(p, "scopes", " ")))
+            .collect::<Vec<_>>()
+            .join("; "),
     }
 }
 
@@ -1018,6 +1007,20 @@ mod tests {
             explained.contains("requires verifies; participation 'silent': not met"),
             "{explained}"
         );
+    }
+
+    #[test]
+    fn a_refused_hand_off_shows_its_row_and_cap() {
+        let explained = explain(&json!({"allowed": false, "error": "invalid_scope",
+            "rule": "scope_widening", "message": "m", "hint": "h",
+            "row": {"actor": "a", "audience": "agent:b", "scopes": ["x", "y"]},
+            "hand_off_cap": [{"audience": "https://app.example", "scopes": ["x"]}]}));
+        assert!(explained.contains("agent:b [x y]"), "{explained}");
+        assert!(explained.contains("https://app.example: x"), "{explained}");
+        let empty = explain(&json!({"allowed": false, "error": "invalid_scope",
+            "rule": "empty_authority", "message": "m", "hint": "h",
+            "row": {"actor": "a", "audience": "agent:b", "scopes": ["x"]}, "hand_off_cap": []}));
+        assert!(empty.contains("hand-off cap  nothing"), "{empty}");
     }
 
     #[test]
