@@ -253,6 +253,26 @@ async fn enforce_limits(
         );
         return Ok(request.into_response(refusal));
     }
+    // One credential per request, on every route: with two `Authorization` headers a proxy
+    // reading the last and mandate the first would disagree about the caller (RFC 6749 §3.2
+    // refuses repeated parameters for the same reason).
+    if request
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .nth(1)
+        .is_some()
+    {
+        tracing::info!("request with more than one Authorization header");
+        let refusal = match limits.listener {
+            Listener::Public => limits.refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "more than one Authorization header",
+            ),
+            Listener::Admin => admin::AdminError::unauthenticated().error_response(),
+        };
+        return Ok(request.into_response(refusal));
+    }
     let announced = request
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -129,6 +129,15 @@ async fn metrics_count_what_the_node_did_with_bounded_labels() {
         .unwrap();
     assert_eq!(revoked.status(), StatusCode::OK);
 
+    // Never on the public listener, even with an admin credential.
+    let public = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(ADMIN_READER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
     // Only an admin credential reads the metrics; any role does.
     assert_eq!(
         scrape(&server, None).await.status(),
@@ -273,7 +282,8 @@ async fn metrics_count_what_the_node_did_with_bounded_labels() {
             "mandate_http_requests_total",
             &[("route", "unmatched"), ("status", "404")]
         ),
-        1.0
+        2.0,
+        "this path and /metrics asked of the public listener: {text}"
     );
     server.stop().await;
 }

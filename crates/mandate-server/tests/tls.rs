@@ -134,3 +134,33 @@ async fn a_key_that_is_not_the_certificates_or_half_a_pair_stops_start_up() {
         assert!(error.contains(expected), "{error}");
     }
 }
+
+/// A client that opens a connection to a TLS listener and never completes the handshake is
+/// dropped at the request timeout, as a slow request head is: it cannot hold a connection open.
+#[tokio::test]
+async fn a_handshake_that_never_comes_is_dropped_at_the_request_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    write_certificate(dir.path());
+    let corp = TestKey::generate(KeyKind::Es256, None).unwrap();
+    let mut settings = delegation_settings(&corp);
+    settings.tls.cert_file = Some(dir.path().join("cert.pem"));
+    settings.tls.key_file = Some(dir.path().join("key.pem"));
+    settings.limits.request_timeout_secs = 1;
+    let server = TestServer::spawn(settings).await.unwrap();
+    let address = server.base.trim_start_matches("http://").to_owned();
+    for sent in [&b""[..], &b"\x16\x03\x01"[..]] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, sent)
+            .await
+            .unwrap();
+        let mut buffer = [0u8; 64];
+        // Closed by the server (end of stream or reset), long before this test's own bound.
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buffer))
+                .await
+                .expect("the server kept a silent handshake open");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    server.stop().await;
+}

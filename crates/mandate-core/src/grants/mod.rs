@@ -353,7 +353,8 @@ struct Noted {
     /// The validator's rule (`Refusal::rule`), or `request` for a refusal made before the chain
     /// was judged (the request, the subject token, the proof, the target).
     rule: &'static str,
-    detail: String,
+    /// mandate's own description of the refusal.
+    reason: String,
 }
 
 impl Refusals {
@@ -385,7 +386,7 @@ impl Refusals {
             *noted = Some(Noted {
                 code: error.code(),
                 rule,
-                detail: format!("{}: {reason}", error.code()),
+                reason,
             });
         }
         error
@@ -394,7 +395,7 @@ impl Refusals {
     /// Appends the noted refusal, if any, by `client:<client_id>` on `target`.
     async fn flush(&self, audit: &dyn AuditLog, clock: &dyn Clock, target: &str) {
         let noted = self.noted.lock().ok().and_then(|mut noted| noted.take());
-        if let Some(Noted { code, rule, detail }) = noted {
+        if let Some(Noted { code, rule, reason }) = noted {
             metrics::counter!(
                 "mandate_grant_refusals_total",
                 "grant" => self.action.trim_end_matches(".refused"),
@@ -405,7 +406,13 @@ impl Refusals {
             let at = clock.now().timestamp_millis();
             let actor = format!("client:{}", self.client_id);
             audit
-                .record(AuditEvent::new(at, actor, self.action, target, detail))
+                .record(AuditEvent::new(
+                    at,
+                    actor,
+                    self.action,
+                    target,
+                    format!("{code}: {reason}"),
+                ))
                 .await;
         }
     }

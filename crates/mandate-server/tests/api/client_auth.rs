@@ -456,6 +456,25 @@ async fn two_authorization_headers_are_refused() {
             "more than one Authorization header"
         );
     }
+    // Every public route that reads a credential refuses it the same way (the request limits
+    // refuse it before any handler).
+    for path in ["/revoke", "/introspect", "/ssf/streams", "/participation"] {
+        let response = server
+            .http
+            .post(server.url(path))
+            .header("authorization", basic("calendar-api", "x"))
+            .header("authorization", "Bearer y")
+            .form(&[("token", "t")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        let body = body_json(response).await;
+        assert_eq!(
+            body["error_description"], "more than one Authorization header",
+            "{path}"
+        );
+    }
     // One header still authenticates.
     expect_authenticated(
         &server,
