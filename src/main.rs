@@ -31,10 +31,20 @@ struct Cli {
 enum Command {
     /// Run the server. Without --config: development mode (memory store, ephemeral key, demo
     /// agents, loopback only).
+    ///
+    /// Development mode takes its admin secret from MANDATE_ADMIN_SECRET when that is set (the
+    /// variable the admin CLI reads), so that a script knows it before the server starts.
     Serve {
         /// The configuration file; nothing else is read (plus MANDATE__… overrides).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Development mode only: the public listener, on loopback [default: 127.0.0.1:8080];
+        /// the issuer follows it.
+        #[arg(long, conflicts_with = "config")]
+        listen: Option<std::net::SocketAddr>,
+        /// Development mode only: the admin listener, on loopback [default: 127.0.0.1:8081].
+        #[arg(long, conflicts_with = "config")]
+        admin_listen: Option<std::net::SocketAddr>,
     },
     /// Redis helpers.
     Redis {
@@ -157,7 +167,18 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+        } => serve(
+            config,
+            dev::DevOverrides {
+                listen,
+                admin_listen,
+                admin_secret: std::env::var(admin_cli::credential::SECRET_VARIABLE).ok(),
+            },
+        ),
         Command::Admin(command) => admin_cli::run(command),
         Command::Demo(args) => demo::run(&args),
         Command::Keys {
@@ -275,7 +296,7 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     guard
 }
 
-fn serve(config: Option<PathBuf>) -> ExitCode {
+fn serve(config: Option<PathBuf>, development: dev::DevOverrides) -> ExitCode {
     // The configuration is read first: it says how to log. Its errors go to stderr as they are.
     let (settings, source, extras) = match config {
         Some(path) => match Settings::load(&path) {
@@ -285,7 +306,7 @@ fn serve(config: Option<PathBuf>) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         },
-        None => match dev::development_settings() {
+        None => match dev::development_settings_with(development) {
             Ok((settings, extras)) => (settings, ConfigSource::Development, Some(extras)),
             Err(error) => {
                 eprintln!("{error}");
@@ -372,9 +393,13 @@ fn print_development_banner(issuer: &str, extras: &dev::DevExtras) {
         eprintln!("  client        {client:<14} secret {secret}");
     }
     eprintln!("  demo app      {}", dev::DEMO_APP);
-    eprintln!(
-        "  admin secret  {} (role manage, this run only)",
-        extras.admin_secret
-    );
+    if extras.admin_secret_given {
+        eprintln!("  admin secret  from MANDATE_ADMIN_SECRET (role manage)");
+    } else {
+        eprintln!(
+            "  admin secret  {} (role manage, this run only)",
+            extras.admin_secret
+        );
+    }
     eprintln!("{line}");
 }

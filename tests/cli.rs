@@ -311,6 +311,39 @@ fn invalid_configuration_exits_2_naming_the_key() {
 }
 
 #[test]
+fn development_mode_moves_only_on_loopback_and_takes_no_short_admin_secret() {
+    for (args, secret, needle) in [
+        (&["--listen", "0.0.0.0:18080"][..], None, "loopback"),
+        (&["--admin-listen", "192.0.2.1:18081"][..], None, "loopback"),
+        (&["--listen", "127.0.0.1:0"][..], None, "with a port"),
+        (&[][..], Some("short"), "at least 16 characters"),
+    ] {
+        let mut command = mandate();
+        command
+            .arg("serve")
+            .args(args)
+            .env_remove("MANDATE_ADMIN_SECRET");
+        if let Some(secret) = secret {
+            command.env("MANDATE_ADMIN_SECRET", secret);
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    // The flags are development mode's: a deployment's listeners are in its file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), LOOPBACK);
+    let output = mandate()
+        .args(["serve", "--listen", "127.0.0.1:18080", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot be used with"));
+}
+
+#[test]
 fn keys_generate_writes_a_private_file_once() {
     let dir = tempfile::tempdir().unwrap();
     for alg in ["ES256", "EdDSA"] {

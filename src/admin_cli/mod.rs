@@ -7,7 +7,7 @@
 //! 2 usage errors, 3 no credential or the admin API cannot be reached.
 
 mod client;
-mod credential;
+pub mod credential;
 mod render;
 mod table;
 

@@ -8,6 +8,7 @@ use mandate_model::{
 };
 use mandate_token::{SigningAlgorithm, SigningKey};
 use rand::distr::{Alphanumeric, SampleString};
+use std::net::SocketAddr;
 
 use crate::config::{
     Acceptance, AdminCredentialSettings, AdminRole, ClientSettings, ConfigError, PolicySettings,
@@ -30,18 +31,65 @@ pub const DEMO_APP: &str = "https://calendar.example.com";
 pub struct DevExtras {
     /// The key the demo issuer signs ID tokens with.
     pub demo_issuer_key: std::sync::Arc<SigningKey>,
-    /// A `manage` admin secret generated at start-up.
+    /// The `manage` admin secret: generated at start-up, or the one given.
     pub admin_secret: String,
+    /// Whether the admin secret was given (the banner then does not print it).
+    pub admin_secret_given: bool,
 }
 
-/// The development settings and extras.
+/// What a developer may change in development mode, from `mandate serve`'s flags and
+/// environment: where it listens (loopback only) and the admin secret (so that a script can know
+/// it before the server starts). Nothing else: a deployment is written in a file.
+#[derive(Debug, Default)]
+pub struct DevOverrides {
+    /// The public listener; the issuer follows it (`http://<listen>`).
+    pub listen: Option<SocketAddr>,
+    /// The admin listener.
+    pub admin_listen: Option<SocketAddr>,
+    /// The `manage` admin secret, instead of a generated one.
+    pub admin_secret: Option<String>,
+}
+
+/// The shortest admin secret development mode takes from its environment.
+pub const MIN_DEV_ADMIN_SECRET_LEN: usize = 16;
+
+/// The development settings and extras, with the defaults (127.0.0.1:8080 and :8081, a
+/// generated admin secret).
 pub fn development_settings() -> Result<(Settings, DevExtras), ConfigError> {
-    let fail = |message: String| ConfigError::Invalid {
+    development_settings_with(DevOverrides::default())
+}
+
+/// The development settings and extras, with `overrides`. A listener outside loopback, a port 0
+/// for the public listener (the issuer must name its port) or a short admin secret is refused.
+pub fn development_settings_with(
+    overrides: DevOverrides,
+) -> Result<(Settings, DevExtras), ConfigError> {
+    let refuse = |key: &str, message: String| ConfigError::Invalid {
         source_name: "development defaults".into(),
-        key: "signing".into(),
+        key: key.into(),
         message,
     };
+    let fail = |message: String| refuse("signing", message);
     let mut settings = Settings::from_toml("")?;
+    if let Some(listen) = overrides.listen {
+        if !listen.ip().is_loopback() || listen.port() == 0 {
+            return Err(refuse(
+                "listen",
+                format!("{listen}: development mode listens on a loopback address with a port"),
+            ));
+        }
+        settings.listen = listen;
+        settings.issuer = format!("http://{listen}");
+    }
+    if let Some(admin_listen) = overrides.admin_listen {
+        if !admin_listen.ip().is_loopback() {
+            return Err(refuse(
+                "admin_listen",
+                format!("{admin_listen}: development mode listens on loopback only"),
+            ));
+        }
+        settings.admin_listen = admin_listen;
+    }
     let demo_issuer_key =
         SigningKey::generate(SigningAlgorithm::Es256).map_err(|e| fail(e.to_string()))?;
     let demo_jwk = serde_json::Value::Object(demo_issuer_key.public_key().jwk().clone());
@@ -109,7 +157,20 @@ pub fn development_settings() -> Result<(Settings, DevExtras), ConfigError> {
         });
     }
 
-    let admin_secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let admin_secret_given = overrides.admin_secret.is_some();
+    let admin_secret = match overrides.admin_secret {
+        Some(secret) if secret.len() < MIN_DEV_ADMIN_SECRET_LEN => {
+            return Err(refuse(
+                "admin secret",
+                format!(
+                    "the admin secret from the environment must have at least \
+                     {MIN_DEV_ADMIN_SECRET_LEN} characters (`mandate secrets generate` makes one)"
+                ),
+            ))
+        }
+        Some(secret) => secret,
+        None => Alphanumeric.sample_string(&mut rand::rng(), 32),
+    };
     settings.admin.credentials.push(AdminCredentialSettings {
         name: "dev-admin".into(),
         role: AdminRole::Manage,
@@ -120,6 +181,7 @@ pub fn development_settings() -> Result<(Settings, DevExtras), ConfigError> {
         DevExtras {
             demo_issuer_key: std::sync::Arc::new(demo_issuer_key),
             admin_secret,
+            admin_secret_given,
         },
     ))
 }
