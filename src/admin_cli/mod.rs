@@ -6,6 +6,7 @@
 //! printed. Exit codes: 0 success, 1 the server refused (its `error` and `message` on stderr),
 //! 2 usage errors, 3 no credential or the admin API cannot be reached.
 
+mod apply;
 mod client;
 pub mod credential;
 mod render;
@@ -151,6 +152,15 @@ pub enum AdminCommand {
         connection: Connection,
         #[command(subcommand)]
         command: SubjectsCommand,
+    },
+    /// Make the deployment hold the clients, policy rows and consent grants a configuration
+    /// file names (printing the difference first); with --prune, also remove what it does not
+    /// name. Applying the same file again changes nothing.
+    Apply {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(flatten)]
+        args: apply::ApplyArgs,
     },
     /// The audit stream, newest first.
     Audit {
@@ -712,6 +722,10 @@ async fn execute(command: AdminCommand) -> Result<String, CliError> {
             connection,
             command: Some(ParticipationCommand::Gates { command }),
         } => gates(&connection, command).await,
+        AdminCommand::Apply { connection, args } => {
+            let client = connect(&connection)?;
+            apply::apply(&client, &args, connection.json).await
+        }
         AdminCommand::Audit {
             connection,
             limit,

@@ -83,8 +83,10 @@ impl From<RevokeError> for AgentError {
     }
 }
 
-/// `POST /admin/agents`. Unknown fields are refused; `client_secret`, `secret_hash` and
-/// anything else the server decides are not accepted.
+/// `POST /admin/agents`. Unknown fields are refused; `client_secret` and anything else the
+/// server decides are not accepted. A `secret_hash` may be given for the secret methods (the
+/// configuration file's form, from `mandate secrets generate`): the server then makes no
+/// secret and answers none.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgent {
@@ -117,12 +119,17 @@ pub struct NewAgent {
     /// `required`: its tokens must be DPoP-bound (default `allowed`).
     #[serde(default)]
     pub dpop: mandate_model::DpopPolicy,
+    /// For the secret methods: the hash of a secret the caller made, instead of a generated
+    /// secret.
+    #[serde(default)]
+    pub secret_hash: Option<SecretHash>,
 }
 
 /// `PATCH /admin/agents/{id}`: the fields that may change. Absent leaves a field as it is;
 /// `null` clears `expires_at` and is refused for the others (none of them can be cleared).
-/// The id, kind, method, state and secret never change here: transitions and rotation have
-/// their own endpoints.
+/// The id, kind, method and state never change here (transitions have their own endpoints);
+/// the secret changes by rotation, or here by its hash (`secret_hash`, the configuration
+/// file's form: the previous secret stops at once).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentPatch {
@@ -147,6 +154,19 @@ pub struct AgentPatch {
     /// New DPoP policy.
     #[serde(default, deserialize_with = "present")]
     pub dpop: Option<Option<mandate_model::DpopPolicy>>,
+    /// The hash of a new secret (secret methods only).
+    #[serde(default, deserialize_with = "present")]
+    pub secret_hash: Option<Option<SecretHash>>,
+}
+
+/// A change to a client: the client as it is (or, for a dry run, would be) and the fields
+/// that differ from what was stored (none: nothing was written).
+#[derive(Debug)]
+pub struct Updated {
+    /// The client after the change.
+    pub client: Arc<Client>,
+    /// The fields whose values changed.
+    pub changed: Vec<&'static str>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from an absent one (`None`, by `default`).
@@ -429,6 +449,7 @@ pub fn apply_patch(
         audiences,
         expires_at,
         dpop,
+        secret_hash,
     } = patch;
     if owners.is_none()
         && description.is_none()
@@ -437,10 +458,11 @@ pub fn apply_patch(
         && audiences.is_none()
         && expires_at.is_none()
         && dpop.is_none()
+        && secret_hash.is_none()
     {
         return Err(invalid(
             "the body changes nothing: give at least one of owners, description, jwks, \
-             upstream_ids, audiences, expires_at, dpop",
+             upstream_ids, audiences, expires_at, dpop, secret_hash",
         ));
     }
     let mut next = current.clone();
@@ -467,22 +489,36 @@ pub fn apply_patch(
     if let Some(expires_at) = expires_at {
         next.expires_at = check_expiry(*expires_at, now)?;
     }
+    if let Some(secret_hash) = secret_hash {
+        let hash = non_null("secret_hash", secret_hash.clone())?;
+        if current.auth_method == AuthMethod::PrivateKeyJwt {
+            return Err(invalid(
+                "secret_hash is for the secret methods; this client uses private_key_jwt",
+            ));
+        }
+        if current.secret_hash.as_ref() != Some(&hash) {
+            next.secret_hash = Some(hash);
+            next.previous_secret = None;
+            next.secret_rotated_at = Some(now);
+        }
+    }
     Ok(next)
 }
 
-/// The names of the fields `patch` sets, for the audit stream.
-pub fn patched_fields(patch: &AgentPatch) -> Vec<&'static str> {
+/// The fields a PATCH may change whose values differ between `before` and `after`. Pure.
+pub fn changed_fields(before: &StoredClient, after: &StoredClient) -> Vec<&'static str> {
     [
-        ("owners", patch.owners.is_some()),
-        ("description", patch.description.is_some()),
-        ("jwks", patch.jwks.is_some()),
-        ("upstream_ids", patch.upstream_ids.is_some()),
-        ("audiences", patch.audiences.is_some()),
-        ("expires_at", patch.expires_at.is_some()),
-        ("dpop", patch.dpop.is_some()),
+        ("owners", before.owners != after.owners),
+        ("description", before.description != after.description),
+        ("jwks", before.jwks != after.jwks),
+        ("upstream_ids", before.upstream_ids != after.upstream_ids),
+        ("audiences", before.audiences != after.audiences),
+        ("expires_at", before.expires_at != after.expires_at),
+        ("dpop", before.dpop != after.dpop),
+        ("secret_hash", before.secret_hash != after.secret_hash),
     ]
     .into_iter()
-    .filter_map(|(name, set)| set.then_some(name))
+    .filter_map(|(name, changed)| changed.then_some(name))
     .collect()
 }
 
@@ -587,11 +623,21 @@ impl AgentService {
     /// Registers a client; for the secret methods, generates its secret and stores only its
     /// hash.
     pub async fn create(&self, request: NewAgent, by: &str) -> Result<Created, AgentError> {
+        let given_hash = request.secret_hash.clone();
         let mut client =
             client_from_request(request, &self.trusted_issuers(), self.clock.now(), by)?;
-        let secret = match client.auth_method {
-            AuthMethod::PrivateKeyJwt => None,
-            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => {
+        let secret = match (client.auth_method, given_hash) {
+            (AuthMethod::PrivateKeyJwt, None) => None,
+            (AuthMethod::PrivateKeyJwt, Some(_)) => {
+                return Err(invalid(
+                    "secret_hash is for the secret methods, not private_key_jwt",
+                ))
+            }
+            (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, Some(hash)) => {
+                client.secret_hash = Some(hash);
+                None
+            }
+            (AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost, None) => {
                 let secret = generate_secret();
                 client.secret_hash = Some(SecretHash::of(&secret));
                 Some(secret)
@@ -642,23 +688,38 @@ impl AgentService {
         Err(AgentError::Contended(id.clone()))
     }
 
-    /// Changes the fields `patch` names.
+    /// Changes the fields `patch` names. Values equal to the stored ones change nothing: when
+    /// no field differs, nothing is written or audited. A dry run answers what the change would
+    /// be and writes nothing.
     pub async fn update(
         &self,
         id: &ClientId,
         patch: &AgentPatch,
         by: &str,
-    ) -> Result<Arc<Client>, AgentError> {
+        dry_run: bool,
+    ) -> Result<Updated, AgentError> {
         let trusted = self.trusted_issuers();
+        let current = self.show(id).await?;
+        let stored = current.to_stored();
+        let planned = apply_patch(&stored, patch, &trusted, self.clock.now())?;
+        let changed = changed_fields(&stored, &planned);
+        if dry_run || changed.is_empty() {
+            let client = if changed.is_empty() {
+                current
+            } else {
+                Arc::new(Client::from_stored(planned)?)
+            };
+            return Ok(Updated { client, changed });
+        }
         let client = self
             .change(id, by, |current, now| {
                 apply_patch(current, patch, &trusted, now)
             })
             .await?;
-        let detail = format!("changed {}", patched_fields(patch).join(", "));
+        let detail = format!("changed {}", changed.join(", "));
         self.record(self.now_ms(), by, "agent.update", id, detail)
             .await;
-        Ok(client)
+        Ok(Updated { client, changed })
     }
 
     /// Moves the client through the state machine. Suspension and retirement write the
@@ -1034,10 +1095,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cleared.expires_at, None);
-        assert_eq!(
-            patched_fields(&patch(json!({"expires_at": null, "owners": ["x"]}))),
-            ["owners", "expires_at"]
+        // What differs is what changed: a value equal to the stored one is no change.
+        let same_owners = json!({"expires_at": null, "owners": current.owners});
+        let next = apply_patch(&current, &patch(same_owners), &[CORP], now()).unwrap();
+        assert_eq!(changed_fields(&current, &next), ["expires_at"]);
+        let next = apply_patch(&current, &patch(json!({"owners": ["x"]})), &[CORP], now()).unwrap();
+        assert_eq!(changed_fields(&current, &next), ["owners"]);
+    }
+
+    #[test]
+    fn a_secret_hash_patch_replaces_the_secret_only_when_it_differs() {
+        let mut current = stored();
+        let old = SecretHash::of("first secret");
+        current.secret_hash = Some(old.clone());
+        let same = apply_patch(
+            &current,
+            &patch(json!({"secret_hash": old.to_string()})),
+            &[CORP],
+            now(),
+        )
+        .unwrap();
+        assert!(changed_fields(&current, &same).is_empty());
+        assert_eq!(same.secret_rotated_at, current.secret_rotated_at);
+        let new = SecretHash::of("another secret");
+        let next = apply_patch(
+            &current,
+            &patch(json!({"secret_hash": new.to_string()})),
+            &[CORP],
+            now(),
+        )
+        .unwrap();
+        assert_eq!(changed_fields(&current, &next), ["secret_hash"]);
+        assert_eq!(next.secret_hash, Some(new));
+        assert!(
+            next.previous_secret.is_none(),
+            "the previous secret stops at once"
         );
+        assert_eq!(next.secret_rotated_at, Some(now()));
     }
 
     #[test]

@@ -22,9 +22,14 @@ pub enum ConsentError {
     /// No grant has that id.
     #[error("no consent grant '{0}'")]
     NotFound(String),
-    /// The generated id is taken (never expected with 128 random bits); nothing changed.
+    /// The id is taken (a given id, or a generated one: never expected with 128 random bits);
+    /// nothing changed.
     #[error("consent grant id '{0}' exists")]
     Exists(String),
+    /// A given id names a grant an admin withdrew: it stays withdrawn until the grant would have
+    /// expired, so it is not created again (it would be listed, but no exchange could use it).
+    #[error("consent grant '{0}' was withdrawn; give it a new id (or none)")]
+    Withdrawn(String),
     /// The store could not be reached.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -53,10 +58,14 @@ impl From<RevokeError> for ConsentError {
     }
 }
 
-/// `POST /admin/consents`: a grant without its id (the server makes it).
+/// `POST /admin/consents`: a grant, with an id the server makes unless one is given
+/// (`mandate apply` gives the content id a configuration row has, [`content_id`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewConsent {
+    /// The id to store it under (1 to 128 characters of `A-Z a-z 0-9 _ -`).
+    #[serde(default)]
+    pub id: Option<String>,
     /// The user, `<alias>|<sub>` (or bare for the `subject_as_is` issuer).
     pub subject: String,
     /// A registered agent.
@@ -67,6 +76,21 @@ pub struct NewConsent {
     pub scopes: Vec<String>,
     /// Until when; in the future.
     pub expires_at: DateTime<Utc>,
+}
+
+/// The id of the grant a `[[consents]]` row describes: the same row has the same id on every
+/// node, every restart and in `mandate apply`, so that seeding and applying are idempotent.
+/// The expiry is not part of it (a row whose expiry changed is the same grant).
+pub fn content_id(
+    subject: &impl std::fmt::Display,
+    actor: &impl std::fmt::Display,
+    audience: &impl std::fmt::Display,
+    scopes: &impl std::fmt::Display,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{subject}\n{actor}\n{audience}\n{scopes}").as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("cns_{hex}")
 }
 
 /// A grant id as the path names it: at most 128 characters of `[A-Za-z0-9_-]` (configured and
@@ -158,19 +182,37 @@ impl ConsentService {
             .await;
     }
 
-    /// Stores a new grant for a registered agent (audited as `consent.create` by `by`).
+    /// Stores a new grant for a registered agent (audited as `consent.create` by `by`). A dry
+    /// run checks everything (the id free and never withdrawn) and stores nothing.
     pub async fn create(
         &self,
         request: NewConsent,
         by: &str,
+        dry_run: bool,
     ) -> Result<ConsentGrant, ConsentError> {
-        let grant = grant_from_request(request, self.ids.consent_id(), self.clock.now())?;
+        let id = match &request.id {
+            Some(id) => {
+                let id = check_id(id)?.to_owned();
+                if self.revocation.consent_withdrawn(&id).await? {
+                    return Err(ConsentError::Withdrawn(id));
+                }
+                id
+            }
+            None => self.ids.consent_id(),
+        };
+        let grant = grant_from_request(request, id, self.clock.now())?;
         let actor = self.clients.client(&grant.actor).await?;
         if actor.is_none_or(|client| client.kind != ClientKind::Agent) {
             return Err(ConsentError::Invalid(format!(
                 "actor: '{}' is not a registered agent",
                 grant.actor
             )));
+        }
+        if dry_run {
+            if self.consents.consent(&grant.id).await?.is_some() {
+                return Err(ConsentError::Exists(grant.id));
+            }
+            return Ok(grant);
         }
         if !self.consents.insert_if_absent(grant.clone()).await? {
             return Err(ConsentError::Exists(grant.id));
@@ -274,9 +316,53 @@ mod tests {
         assert!(refused(with("scopes", json!([]))).contains("at least one"));
         assert!(refused(with("scopes", json!(["a b"]))).starts_with("scopes:"));
         assert!(refused(with("expires_at", json!("2029-12-31T00:00:00Z"))).contains("future"));
-        let mut with_id = body();
-        with_id["id"] = json!("cns_mine");
-        assert!(serde_json::from_value::<NewConsent>(with_id).is_err());
+        let mut unknown = body();
+        unknown["colour"] = json!("blue");
+        assert!(serde_json::from_value::<NewConsent>(unknown).is_err());
+    }
+
+    #[test]
+    fn a_content_id_names_the_grant_not_its_expiry() {
+        let id = content_id(
+            &"corp|alice",
+            &"assistant",
+            &"https://cal.example",
+            &"read write",
+        );
+        assert_eq!(
+            id,
+            content_id(
+                &"corp|alice",
+                &"assistant",
+                &"https://cal.example",
+                &"read write"
+            )
+        );
+        assert!(id.starts_with("cns_") && id.len() == 20, "{id}");
+        assert!(check_id(&id).is_ok());
+        for other in [
+            content_id(
+                &"corp|bob",
+                &"assistant",
+                &"https://cal.example",
+                &"read write",
+            ),
+            content_id(
+                &"corp|alice",
+                &"booking",
+                &"https://cal.example",
+                &"read write",
+            ),
+            content_id(
+                &"corp|alice",
+                &"assistant",
+                &"https://mail.example",
+                &"read write",
+            ),
+            content_id(&"corp|alice", &"assistant", &"https://cal.example", &"read"),
+        ] {
+            assert_ne!(id, other);
+        }
     }
 
     #[test]

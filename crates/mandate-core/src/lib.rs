@@ -20,10 +20,10 @@ pub mod revocation;
 pub mod ssf;
 pub mod usage;
 
-pub use agents::{generate_secret, AgentError, AgentPatch, AgentService, NewAgent};
+pub use agents::{generate_secret, AgentError, AgentPatch, AgentService, NewAgent, Updated};
 pub use authority::{AuthorityError, AuthorityPorts, AuthorityService, StandingAuthority};
 pub use chain_id::{new_hop_id, ChainIdKey};
-pub use consents::{ConsentError, ConsentService, NewConsent};
+pub use consents::{content_id, ConsentError, ConsentService, NewConsent};
 pub use grants::{GrantError, GrantPorts, GrantService, GrantSettings, HopRecordedHook};
 pub use ids::{IdGenerator, RandomIds};
 pub use keys::KeyRing;

@@ -226,6 +226,22 @@ impl RevocationService {
             .await;
     }
 
+    /// Whether consent grant `id` was withdrawn (its `consent:<id>` entry still lives).
+    pub async fn consent_withdrawn(&self, id: &str) -> Result<bool, RevokeError> {
+        let answer = self
+            .list
+            .check(&mandate_revocation::TokenFacts {
+                consents: vec![id.to_owned()],
+                ..mandate_revocation::TokenFacts::default()
+            })
+            .await
+            .map_err(|e| RevokeError::Unavailable(e.to_string()))?;
+        Ok(matches!(
+            answer.verdict,
+            mandate_revocation::Verdict::Revoked { .. }
+        ))
+    }
+
     /// Revokes a hop and its subtree (audited as `revoke.hop`).
     pub async fn revoke_hop(
         &self,

@@ -256,7 +256,7 @@ async fn a_consent_is_created_for_a_registered_agent_and_its_withdrawal_kills_it
     let w = world();
     assert!(matches!(
         w.consent_grants
-            .create(new_consent("assistant"), "ops")
+            .create(new_consent("assistant"), "ops", false)
             .await,
         Err(ConsentError::Invalid(_))
     ));
@@ -270,7 +270,7 @@ async fn a_consent_is_created_for_a_registered_agent_and_its_withdrawal_kills_it
         .unwrap();
     let grant = w
         .consent_grants
-        .create(new_consent("assistant"), "ops")
+        .create(new_consent("assistant"), "ops", false)
         .await
         .unwrap();
     assert_eq!(

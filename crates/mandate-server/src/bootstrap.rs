@@ -636,14 +636,10 @@ async fn warn_about_redis_settings(
 
 /// A stable id for a configured consent grant, so that re-seeding finds it again.
 fn consent_id(consent: &ConsentSettings) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(
-        format!(
-            "{}\n{}\n{}\n{}",
-            consent.subject, consent.actor, consent.audience, consent.scopes
-        )
-        .as_bytes(),
-    );
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("cns_{hex}")
+    mandate_core::content_id(
+        &consent.subject,
+        &consent.actor,
+        &consent.audience,
+        &consent.scopes,
+    )
 }

@@ -193,27 +193,61 @@ async fn show_agent(
     Ok(answer(StatusCode::OK, view))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UpdateQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `PATCH /admin/agents/{id}[?dry_run=true]`: the agent and `changed`, the fields whose values
+/// differed (none: nothing was written). A dry run answers the same and writes nothing.
 async fn update_agent(
     caller: AdminCaller,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Manage)?;
+    let query = super::query::<UpdateQuery>(request.query_string())?;
     let id = client_id(&id)?;
     let patch: AgentPatch = json_body(&body)?;
     let before = match patch.jwks {
         Some(_) => Some(state.agents.show(&id).await?),
         None => None,
     };
-    let client = state.agents.update(&id, &patch, &caller.name).await?;
-    if let Some(before) = before {
-        let change = key_change(before.jwks.as_ref(), client.jwks.as_ref());
-        if let Some(change) = change {
-            credential_changed(&state, &id, CredentialChange::Keys(change)).await;
+    let updated = state
+        .agents
+        .update(&id, &patch, &caller.name, query.dry_run)
+        .await?;
+    let client = &updated.client;
+    if !query.dry_run {
+        if let Some(before) = before {
+            let change = key_change(before.jwks.as_ref(), client.jwks.as_ref());
+            if let Some(change) = change {
+                credential_changed(&state, &id, CredentialChange::Keys(change)).await;
+            }
+        }
+        if updated.changed.contains(&"secret_hash") {
+            credential_changed(&state, &id, CredentialChange::SecretRotated).await;
         }
     }
-    Ok(answer(StatusCode::OK, AgentView::from(client.as_ref())))
+    Ok(answer(
+        StatusCode::OK,
+        UpdatedView {
+            agent: AgentView::from(client.as_ref()),
+            changed: &updated.changed,
+        },
+    ))
+}
+
+/// The agent with the fields a PATCH changed, in one object.
+#[derive(Serialize)]
+struct UpdatedView<'a> {
+    #[serde(flatten)]
+    agent: AgentView<'a>,
+    changed: &'a [&'static str],
 }
 
 /// Tells the Shared Signals receivers concerned; the change itself has landed whatever happens

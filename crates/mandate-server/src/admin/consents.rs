@@ -67,18 +67,34 @@ async fn list_consents(
     Ok(answer(StatusCode::OK, json!({ "consents": views })))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /admin/consents[?dry_run=true]`: 201 and the grant; a dry run answers 200 and the
+/// grant it would store, and stores nothing.
 async fn create_consent(
     caller: AdminCaller,
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Manage)?;
+    let query = super::query::<CreateQuery>(request.query_string())?;
     let request: NewConsent = json_body(&body)?;
-    let grant = state.consent_grants.create(request, &caller.name).await?;
-    Ok(answer(
-        StatusCode::CREATED,
-        json!({ "consent": view(&grant) }),
-    ))
+    let grant = state
+        .consent_grants
+        .create(request, &caller.name, query.dry_run)
+        .await?;
+    let status = if query.dry_run {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok(answer(status, json!({ "consent": view(&grant) })))
 }
 
 async fn withdraw_consent(

@@ -41,6 +41,9 @@ impl From<ConsentError> for AdminError {
             ConsentError::Invalid(message) => AdminError::bad_request(message),
             ConsentError::NotFound(_) => AdminError::not_found(error.to_string()),
             ConsentError::Exists(_) => AdminError::conflict(error.to_string()),
+            ConsentError::Withdrawn(_) => {
+                AdminError::new(StatusCode::CONFLICT, "withdrawn", error.to_string())
+            }
             ConsentError::Unavailable(cause) => AdminError::store_down(&cause),
         }
     }

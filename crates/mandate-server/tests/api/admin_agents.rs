@@ -611,12 +611,27 @@ async fn a_patch_changes_the_mutable_fields_only() {
     assert_eq!(agent["updated_by"], "ops-admin");
     assert_eq!(agent["updated_at"], instant(&env, 0));
     assert_eq!(agent["created_at"], instant(&env, -5));
+    // The answer is the agent as GET shows it, with the fields whose values changed.
+    let mut agent = agent;
+    assert_eq!(
+        agent.as_object_mut().unwrap().remove("changed"),
+        Some(json!([
+            "owners",
+            "description",
+            "upstream_ids",
+            "expires_at"
+        ]))
+    );
     assert_eq!(get(&env, path).await, agent);
 
     // null clears the expiry.
-    let (status, agent) = patch(&env, path, json!({"expires_at": null})).await;
+    let (status, mut agent) = patch(&env, path, json!({"expires_at": null})).await;
     assert_eq!(status, StatusCode::OK, "{agent}");
     assert_eq!(agent["expires_at"], Value::Null);
+    assert_eq!(
+        agent.as_object_mut().unwrap().remove("changed"),
+        Some(json!(["expires_at"]))
+    );
 
     // What may not change through PATCH, and malformed changes, are refused; nothing changes.
     let es = TestKey::generate(KeyKind::Es256, Some("k")).unwrap();
@@ -1224,4 +1239,94 @@ async fn unused_agents_are_suspended_by_the_lifecycle_policy() {
         mandate_server::lifecycle::sweep(&env.server.state).await,
         Ok(0)
     );
+}
+
+#[tokio::test]
+async fn a_registration_may_bring_its_secret_hash_and_a_patch_may_replace_it() {
+    let env = env().await;
+    let mut body = new_agent("hashed-agent");
+    body["state"] = json!("active");
+    body["secret_hash"] = json!(SecretHash::of("chosen-secret-0123456789").to_string());
+    let answer = register(&env, body).await;
+    assert!(
+        answer.get("client_secret").is_none(),
+        "no secret is made: {answer}"
+    );
+    assert!(
+        authenticates(
+            &env.server,
+            &basic("hashed-agent", "chosen-secret-0123456789")
+        )
+        .await
+    );
+
+    // private_key_jwt has no secret to hash.
+    let es = TestKey::generate(KeyKind::Es256, Some("k")).unwrap();
+    let mut body = new_agent("keyed-agent");
+    body["auth_method"] = json!("private_key_jwt");
+    body["jwks"] = es.jwks();
+    body["secret_hash"] = json!(SecretHash::of("x").to_string());
+    let (status, answer) = post(&env, "/admin/agents", MANAGER, Some(body)).await;
+    expect_error(status, &answer, StatusCode::BAD_REQUEST, "invalid_input");
+
+    // A dry run answers what would change and changes nothing; the same value is no change.
+    let path = "/admin/agents/hashed-agent";
+    let before = get(&env, path).await;
+    let next = json!({"secret_hash": SecretHash::of("next-secret-0123456789").to_string(),
+                      "description": "Books trips"});
+    let (status, answer) = call(
+        &env.server,
+        Method::PATCH,
+        &format!("{path}?dry_run=true"),
+        Some(MANAGER),
+        Some(next.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["changed"], json!(["secret_hash"]));
+    assert_eq!(get(&env, path).await, before, "a dry run changed the agent");
+    assert!(
+        authenticates(
+            &env.server,
+            &basic("hashed-agent", "chosen-secret-0123456789")
+        )
+        .await
+    );
+
+    let (status, answer) = patch(&env, path, next.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["changed"], json!(["secret_hash"]));
+    assert!(
+        !authenticates(
+            &env.server,
+            &basic("hashed-agent", "chosen-secret-0123456789")
+        )
+        .await
+    );
+    assert!(
+        authenticates(
+            &env.server,
+            &basic("hashed-agent", "next-secret-0123456789")
+        )
+        .await
+    );
+
+    // The same values again: nothing written (the revision and update time stay).
+    let stored = get(&env, path).await;
+    let (status, answer) = patch(&env, path, next).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["changed"], json!([]));
+    assert_eq!(get(&env, path).await, stored);
+
+    // An unknown query parameter is refused like an unknown field.
+    let (status, answer) = call(
+        &env.server,
+        Method::PATCH,
+        &format!("{path}?dry_rum=true"),
+        Some(MANAGER),
+        Some(json!({"description": "x"})),
+    )
+    .await;
+    expect_error(status, &answer, StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(get(&env, path).await, stored);
 }

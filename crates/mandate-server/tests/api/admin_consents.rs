@@ -187,7 +187,8 @@ async fn bad_grants_are_refused_and_change_nothing() {
         (with("scopes", json!([])), "scope"),
         (with("scopes", json!(["calendar read"])), "scopes"),
         (with("expires_at", json!("2001-01-01T00:00:00Z")), "future"),
-        (with("id", json!("cns_chosen")), "unknown field"),
+        (with("id", json!("cns chosen")), "consent id"),
+        (with("colour", json!("blue")), "unknown field"),
     ];
     for (body, expected) in cases {
         let (status, answer) = call(
@@ -355,4 +356,64 @@ async fn the_audit_stream_records_grants_with_the_credentials_name() {
         ],
         "{audit}"
     );
+}
+
+#[tokio::test]
+async fn a_grant_may_be_given_its_id_but_not_one_taken_or_withdrawn() {
+    let env = env().await;
+    let mut body = new_consent(&env, "corp|alice", "assistant", CAL, &["calendar.read"]);
+    body["id"] = json!("cns_from_the_file");
+
+    // A dry run checks and stores nothing.
+    let (status, answer) = call(
+        &env.server,
+        Method::POST,
+        "/admin/consents?dry_run=true",
+        Some(MANAGER),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["consent"]["id"], "cns_from_the_file");
+    assert!(list(&env, "").await.is_empty());
+
+    assert_eq!(create(&env, body.clone()).await["id"], "cns_from_the_file");
+    let (status, answer) = call(
+        &env.server,
+        Method::POST,
+        "/admin/consents",
+        Some(MANAGER),
+        Some(body.clone()),
+    )
+    .await;
+    expect_error(status, &answer, StatusCode::CONFLICT, "conflict");
+
+    let (status, answer) = withdraw(&env, "cns_from_the_file", MANAGER).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    for path in ["/admin/consents?dry_run=true", "/admin/consents"] {
+        let (status, answer) = call(
+            &env.server,
+            Method::POST,
+            path,
+            Some(MANAGER),
+            Some(body.clone()),
+        )
+        .await;
+        expect_error(status, &answer, StatusCode::CONFLICT, "withdrawn");
+    }
+    assert!(list(&env, "").await.is_empty());
+
+    for id in ["", "has space", "a/b", &"x".repeat(129)] {
+        let mut body = body.clone();
+        body["id"] = json!(id);
+        let (status, answer) = call(
+            &env.server,
+            Method::POST,
+            "/admin/consents",
+            Some(MANAGER),
+            Some(body),
+        )
+        .await;
+        expect_error(status, &answer, StatusCode::BAD_REQUEST, "invalid_input");
+    }
 }
