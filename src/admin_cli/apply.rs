@@ -415,11 +415,12 @@ fn plan_policy(stored: &[PolicyRow], file: &[PolicyRow], prune: bool) -> Option<
     }
     let wanted = Policy::new(wanted);
     let stored = Policy::new(stored.to_vec());
-    if wanted == stored {
-        return None;
-    }
+    // By agent and audience, so that the order of the rows is no difference.
     let before: BTreeMap<_, _> = stored.rows().iter().map(|r| (key(r), r)).collect();
     let after: BTreeMap<_, _> = wanted.rows().iter().map(|r| (key(r), r)).collect();
+    if before == after {
+        return None;
+    }
     let mut lines = Vec::new();
     for (k, row) in &after {
         match before.get(k) {
