@@ -254,6 +254,18 @@ fn text<'a>(value: &'a Value, key: &str) -> &'a str {
     value.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The strings of the array at `key` (none when it is absent or not an array).
+fn strings(value: &Value, key: &str) -> Vec<String> {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
 /// `GET /admin/<collection>`'s items, by their `id_field`.
 async fn listed(
     client: &AdminClient,
@@ -333,15 +345,7 @@ async fn plan_clients(
                     .json(body.clone()),
             )
             .await?;
-        let changed: Vec<String> = answer
-            .body
-            .get("changed")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect();
+        let changed = strings(&answer.body, "changed");
         if !changed.is_empty() {
             plan.changes
                 .push(Change::UpdateClient { id, body, changed });
@@ -359,14 +363,7 @@ async fn plan_clients(
 
 fn row_of(value: &Value) -> Result<PolicyRow, CliError> {
     let bad = |e: String| CliError::Unreachable(format!("the server's policy row {value}: {e}"));
-    let scopes: Vec<String> = value
-        .get("scopes")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect();
+    let scopes = strings(value, "scopes");
     Ok(PolicyRow {
         actor: ClientId::parse(text(value, "actor")).map_err(|e| bad(e.to_string()))?,
         audience: Audience::parse(text(value, "audience")).map_err(|e| bad(e.to_string()))?,
@@ -535,13 +532,7 @@ async fn plan_consents(
     if prune {
         for (id, grant) in &stored {
             if !named.contains(id) {
-                let scopes: Vec<&str> = grant
-                    .get("scopes")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
+                let scopes = strings(grant, "scopes");
                 plan.changes.push(Change::WithdrawConsent {
                     id: id.clone(),
                     summary: consent_summary(
