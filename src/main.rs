@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mandate_server::config::{ConfigSource, LogFormat};
 use mandate_server::{dev, AppState, BuildOptions, Listeners, Settings, Signals};
 use mandate_token::SigningAlgorithm;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{Layer, Registry};
 
 #[derive(Parser)]
 #[command(
@@ -268,7 +271,13 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 /// request it serves). The writer thread writes what has queued up in one go. No line is dropped:
 /// if the queue is full, the request thread waits. Lines still queued are written when the
 /// returned guard is dropped.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+///
+/// `export` is a second layer with a filter of its own (the OTLP span export): `MANDATE_LOG`
+/// decides the log lines only, so the step spans (level debug) cost nothing unless exported.
+fn init_tracing(
+    format: LogFormat,
+    export: Option<Box<dyn Layer<Registry> + Send + Sync>>,
+) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         // About a second of lines at saturation. The queue's slots are allocated up front: the
@@ -278,22 +287,45 @@ fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .finish(std::io::BufWriter::new(std::io::stderr()));
     let filter = tracing_subscriber::EnvFilter::try_from_env("MANDATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match format {
+    let lines = tracing_subscriber::fmt::layer().with_writer(writer);
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
         // Colours only for a terminal: escape codes in a log file or a collector are noise.
-        LogFormat::Text => builder
+        LogFormat::Text => lines
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+            .with_filter(filter)
+            .boxed(),
         // One object per line, with the request's span (its id, method, path, status) in it.
-        LogFormat::Json => builder
+        LogFormat::Json => lines
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-    }
+            .with_filter(filter)
+            .boxed(),
+    };
+    let mut layers = vec![lines];
+    layers.extend(export);
+    tracing_subscriber::registry().with(layers).init();
     guard
+}
+
+/// The OTLP span export of `[otel]`, sending on `runtime`, when an endpoint is configured: its
+/// subscriber layer and the guard that flushes it.
+#[cfg(feature = "otlp")]
+type SpanExport = (
+    Option<Box<dyn Layer<Registry> + Send + Sync>>,
+    Option<mandate_server::otel::OtelGuard>,
+);
+
+#[cfg(feature = "otlp")]
+fn span_export(
+    settings: &Settings,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<SpanExport, mandate_server::otel::OtelError> {
+    if settings.otel.endpoint.is_none() {
+        return Ok((None, None));
+    }
+    let (layer, guard) = mandate_server::otel::layer(&settings.otel, runtime.handle().clone())?;
+    Ok((Some(layer), Some(guard)))
 }
 
 fn serve(config: Option<PathBuf>, development: dev::DevOverrides) -> ExitCode {
@@ -314,8 +346,8 @@ fn serve(config: Option<PathBuf>, development: dev::DevOverrides) -> ExitCode {
             }
         },
     };
-    // Declared before the runtime, so dropped after it: with every line written.
-    let _log_writer = init_tracing(settings.log.format);
+    // Declared first, so dropped last: with every line written.
+    let _log_writer;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -326,6 +358,19 @@ fn serve(config: Option<PathBuf>, development: dev::DevOverrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The span export sends on the runtime, so its guard (which flushes the last spans) is
+    // declared after it and dropped before it.
+    #[cfg(feature = "otlp")]
+    let (export, _span_export) = match span_export(&settings, &runtime) {
+        Ok(export) => export,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    #[cfg(not(feature = "otlp"))]
+    let export = None;
+    _log_writer = init_tracing(settings.log.format, export);
     runtime.block_on(async move {
         let options = BuildOptions {
             demo_idp: extras.as_ref().map(|e| e.demo_issuer_key.clone()),

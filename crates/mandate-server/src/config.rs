@@ -85,6 +85,85 @@ pub struct Settings {
     /// Native TLS on both listeners.
     #[serde(default)]
     pub tls: TlsSettings,
+    /// OTLP trace export (the `otlp` build feature).
+    #[serde(default)]
+    pub otel: OtelSettings,
+}
+
+/// `[otel]` (docs/OPERATIONS.md "Traces"): the request span and the exchange's step spans,
+/// exported over OTLP/HTTP (protobuf) to a collector. Off unless `endpoint` is given; a build
+/// without the `otlp` feature refuses an endpoint rather than ignore it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelSettings {
+    /// The collector's OTLP/HTTP address, `http(s)://host:4318`: spans are posted to its
+    /// `/v1/traces`, or to the URL as given when it has a path.
+    pub endpoint: Option<url::Url>,
+    /// The `service.name` resource attribute. Default `mandate`.
+    pub service_name: String,
+    /// The share of new traces recorded, 0.0 to 1.0. A request that continues a caller's trace
+    /// (`propagate`) follows the caller's sampling decision instead. Default 1.0.
+    pub sample_ratio: f64,
+    /// How long one export request may take, in milliseconds. Default 10000.
+    pub timeout_ms: u64,
+    /// Continue the trace of an incoming W3C `traceparent` header (the request span becomes its
+    /// child). Off by default: a caller could otherwise pick trace ids and sampling.
+    pub propagate: bool,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: "mandate".into(),
+            sample_ratio: 1.0,
+            timeout_ms: 10_000,
+            propagate: false,
+        }
+    }
+}
+
+impl OtelSettings {
+    /// Where spans are posted: the endpoint's `/v1/traces`, or the endpoint itself when it names
+    /// a path (a collector behind a prefix).
+    pub fn traces_url(&self) -> Option<String> {
+        let endpoint = self.endpoint.as_ref()?;
+        Some(if endpoint.path() == "/" {
+            format!("{}v1/traces", endpoint.as_str())
+        } else {
+            endpoint.to_string()
+        })
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some(endpoint) = &self.endpoint {
+            if !cfg!(feature = "otlp") {
+                return Err((
+                    "endpoint",
+                    "this build has no OTLP export: build with `--features otlp`, or remove [otel] endpoint".into(),
+                ));
+            }
+            if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
+                return Err(("endpoint", "must be an http:// or https:// URL".into()));
+            }
+            if !endpoint.username().is_empty() || endpoint.password().is_some() {
+                return Err((
+                    "endpoint",
+                    "must not carry credentials (they would end up in logs)".into(),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(("sample_ratio", "must be between 0.0 and 1.0".into()));
+        }
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            return Err(("timeout_ms", "must be between 1 and 60000".into()));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(("service_name", "must not be empty".into()));
+        }
+        Ok(())
+    }
 }
 
 /// `[tls]` (docs/OPERATIONS.md "TLS"): both listeners serve HTTPS with this certificate when
@@ -750,6 +829,9 @@ impl Settings {
                 "cert_file and key_file go together: give both, or neither for plain HTTP".into(),
             ));
         }
+        self.otel
+            .check()
+            .map_err(|(key, message)| invalid(format!("otel.{key}"), message))?;
         self.validate_store(source)?;
         self.validate_tokens(source)?;
 

@@ -38,6 +38,26 @@ pub enum ErrorCode {
     ServerError,
 }
 
+impl ErrorCode {
+    /// The code as it is written in an error response.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::ServerError => "server_error",
+        }
+    }
+}
+
 /// An OAuth error response: a code, a fixed safe description, and how it travels over HTTP.
 ///
 /// Descriptions are written by mandate, never copied from input: they must not echo secrets or
@@ -258,4 +278,29 @@ impl ResponseError for OAuthError {
 pub fn no_store(response: &mut actix_web::HttpResponseBuilder) {
     response.insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
     response.insert_header((header::PRAGMA, HeaderValue::from_static("no-cache")));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode::*;
+
+    #[test]
+    fn every_code_is_written_as_it_is_serialized() {
+        for code in [
+            InvalidRequest,
+            InvalidClient,
+            InvalidGrant,
+            UnauthorizedClient,
+            UnsupportedGrantType,
+            InvalidScope,
+            InvalidTarget,
+            InvalidDpopProof,
+            UseDpopNonce,
+            SlowDown,
+            TemporarilyUnavailable,
+            ServerError,
+        ] {
+            assert_eq!(serde_json::to_value(code).ok(), Some(code.as_str().into()));
+        }
+    }
 }

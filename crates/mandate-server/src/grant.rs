@@ -26,6 +26,14 @@ impl GrantKind {
         }
     }
 
+    /// A short name for spans and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            GrantKind::TokenExchange => "token_exchange",
+            GrantKind::JwtBearer => "jwt_bearer",
+        }
+    }
+
     /// Whether this server serves the grant. JWT bearer exists only to redeem ID-JAGs, so it is
     /// served when at least one trusted issuer's `accept` lists `id-jag`; otherwise it is answered
     /// like any unknown grant and is not advertised in discovery.

@@ -2,7 +2,9 @@
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
+use mandate_store::Client;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::client_auth::PresentedCredentials;
 use crate::error::{no_store, OAuthError};
@@ -127,24 +129,50 @@ async fn token(
     let client = state.authenticate_agent(&credentials).await?;
     state.charge_rate_limit(client.id.as_str()).await?;
     let dpop = dpop_proof(&request)?;
-    match GrantKind::parse(form.required("grant_type")?, &state.settings)? {
+    let grant = GrantKind::parse(form.required("grant_type")?, &state.settings)?;
+    let span = tracing::debug_span!(
+        "mandate.grant",
+        grant = grant.name(),
+        client_id = client.id.as_str(),
+        error = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let answer = grant_response(&state, &client, grant, &form, dpop)
+        .instrument(span.clone())
+        .await;
+    if let Err(error) = &answer {
+        span.record("error", error.code().as_str());
+        span.record("otel.status_code", "error");
+    }
+    answer
+}
+
+/// The grant's answer: the grant run, the agent's use noted.
+async fn grant_response(
+    state: &AppState,
+    client: &Client,
+    grant: GrantKind,
+    form: &Form,
+    dpop: Option<String>,
+) -> Result<HttpResponse, OAuthError> {
+    match grant {
         GrantKind::TokenExchange => {
-            let request = TokenExchangeRequest::from_form(&form, dpop)?;
-            let response = exchange(&state.grants, &client, request).await?;
+            let request = TokenExchangeRequest::from_form(form, dpop)?;
+            let response = exchange(&state.grants, client, request).await?;
             state
                 .usage
                 .seen(client.id.as_str(), mandate_store::UseKind::Exchange)
                 .await;
-            Ok(with_dpop_nonce(ok_no_store(), &state).json(response))
+            Ok(with_dpop_nonce(ok_no_store(), state).json(response))
         }
         GrantKind::JwtBearer => {
-            let request = crate::id_jag::redeem_request(&form, dpop)?;
-            let response = crate::id_jag::redeem(&state.grants, &client, request).await?;
+            let request = crate::id_jag::redeem_request(form, dpop)?;
+            let response = crate::id_jag::redeem(&state.grants, client, request).await?;
             state
                 .usage
                 .seen(client.id.as_str(), mandate_store::UseKind::Exchange)
                 .await;
-            Ok(with_dpop_nonce(ok_no_store(), &state).json(response))
+            Ok(with_dpop_nonce(ok_no_store(), state).json(response))
         }
     }
 }

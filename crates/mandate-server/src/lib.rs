@@ -27,6 +27,8 @@ pub mod jwks_remote;
 pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otel;
 pub mod participation;
 pub mod revocation;
 pub mod server;

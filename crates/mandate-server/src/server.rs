@@ -121,13 +121,19 @@ struct SafeRootSpan;
 impl RootSpanBuilder for SafeRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let request_id = request.extensions().get::<RequestId>().copied();
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "request",
             method = %request.method(),
             path = %request.path(),
             request_id = request_id.map(|id| id.to_string()).unwrap_or_default(),
             status = tracing::field::Empty,
-        )
+            // Read by the OTLP export (docs/OPERATIONS.md "Traces"), ignored by the log lines.
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+        );
+        #[cfg(feature = "otlp")]
+        crate::otel::adopt_remote_parent(&span, request.headers());
+        span
     }
 
     fn on_request_end<B: MessageBody>(
@@ -139,6 +145,9 @@ impl RootSpanBuilder for SafeRootSpan {
             Err(error) => error.as_response_error().status_code().as_u16(),
         };
         span.record("status", status);
+        if status >= 500 {
+            span.record("otel.status_code", "error");
+        }
         span.in_scope(|| tracing::info!(status, "request finished"));
     }
 }

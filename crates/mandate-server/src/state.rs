@@ -8,6 +8,7 @@ use mandate_model::{ClientKind, Clock, SecretHash};
 use mandate_store::{Client, ClientRegistry, RateDecision, RateLimiter, ReplayCache};
 use mandate_token::{Algorithm, SigningKey, VerifyingKeySet};
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::chain_id::ChainIdKey;
 use crate::client_auth::{ClientAuthenticator, PresentedCredentials};
@@ -236,10 +237,17 @@ impl AppState {
         credentials: &PresentedCredentials,
     ) -> Result<Arc<Client>, OAuthError> {
         let used_basic = credentials.used_basic();
-        let client = self.authenticator.authenticate(credentials).await.map_err(|error| {
+        let span = tracing::debug_span!("mandate.client_auth", client_id = tracing::field::Empty);
+        let client = self
+            .authenticator
+            .authenticate(credentials)
+            .instrument(span.clone())
+            .await
+            .map_err(|error| {
             tracing::info!(target: "audit", credentials = ?credentials, reason = %error, "client authentication failed");
             error.into_oauth(used_basic)
         })?;
+        span.record("client_id", client.id.as_str());
         self.usage
             .seen(client.id.as_str(), mandate_store::UseKind::Authenticated)
             .await;

@@ -9,8 +9,11 @@ use mandate_model::{Audience, ScopeSet};
 use mandate_revocation::{TokenFacts, Verdict};
 use mandate_store::Client;
 use mandate_token::{urn, Confirmation, DelegationDetail};
+use tracing::Instrument as _;
 
-use super::{GrantError, GrantService, Refusals, VerifiedSubject};
+use super::{
+    revocation_check_span, validate_chain_span, GrantError, GrantService, Refusals, VerifiedSubject,
+};
 
 /// An exchange for a mandate access token for one target.
 #[derive(Debug)]
@@ -113,7 +116,10 @@ impl GrantService {
         // policy.
         let (target_known, checked, evidence, policy, gate) = tokio::join!(
             crate::target_facts(self.ports.clients.as_ref(), &request.target),
-            self.ports.revocations.check(&first_facts),
+            self.ports
+                .revocations
+                .check(&first_facts)
+                .instrument(revocation_check_span("first")),
             self.read_evidence(client, &subject),
             self.ports.policies.policy(),
             self.ports.gate.gate(&request.target),
@@ -196,8 +202,9 @@ impl GrantService {
             new_hop_id,
             root_chain_id,
         };
-        let mut decision =
-            decide(&policy, &exchange_request, &grant, &context).map_err(|refusal| {
+        let mut decision = validate_chain_span()
+            .in_scope(|| decide(&policy, &exchange_request, &grant, &context))
+            .map_err(|refusal| {
                 refusals.refuse_by(
                     refusal.rule(),
                     &refusal,

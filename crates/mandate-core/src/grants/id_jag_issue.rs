@@ -8,6 +8,7 @@
 //! clock; decide through the chain crate; sign; record the hop; check the list again.
 
 use std::collections::BTreeMap;
+use tracing::Instrument as _;
 
 use mandate_chain::{
     decide_id_jag_issuance, issued_to_actor, ExchangeContext, GrantKind, IdJagIssuance, Refusal,
@@ -215,6 +216,7 @@ impl GrantService {
                 issued_at: claims.iat.unwrap_or(0),
                 ..TokenFacts::default()
             })
+            .instrument(super::revocation_check_span("first"))
             .await
             .map_err(|e| GrantError::unavailable("ID-JAG issuance", e))?;
         if let Verdict::Revoked { kind, .. } = &first.verdict {
@@ -261,8 +263,9 @@ impl GrantService {
                 expires_at: id_token_exp,
             },
         };
-        let mut hop =
-            decide_id_jag_issuance(&issuance, &context).map_err(|refusal| match refusal {
+        let mut hop = super::validate_chain_span()
+            .in_scope(|| decide_id_jag_issuance(&issuance, &context))
+            .map_err(|refusal| match refusal {
                 Refusal::Expired => refuse(
                     &"ID token expires now",
                     GrantError::InvalidRequest("subject_token has expired".into()),

@@ -7,6 +7,7 @@
 //! assertion is `invalid_grant` (RFC 7523 §3.1) with a fixed description that never echoes it.
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use mandate_chain::{decide_id_jag, ExchangeContext, ExchangeRequest, GrantKind, IdJagGrant};
 use mandate_model::{Audience, ScopeSet, Subject};
@@ -202,6 +203,12 @@ pub fn choose_target(
 impl GrantService {
     /// Verifies `token` as an ID-JAG presented by `client` (PROTOCOLS.md 2.4's checklist,
     /// except the replay and policy steps, which [`GrantService::redeem_id_jag`] does).
+    #[tracing::instrument(
+        name = "mandate.subject_token",
+        level = "debug",
+        skip_all,
+        fields(token_type = "id-jag")
+    )]
     pub async fn verify_id_jag(
         &self,
         token: &str,
@@ -391,6 +398,7 @@ impl GrantService {
                 issued_at: jag.issued_at,
                 ..TokenFacts::default()
             })
+            .instrument(super::revocation_check_span("first"))
             .await
             .map_err(|e| unavailable(&e))?;
         if let Verdict::Revoked { kind, .. } = &first.verdict {
@@ -429,8 +437,9 @@ impl GrantService {
             .policy()
             .await
             .map_err(|e| unavailable(&e))?;
-        let mut decision =
-            decide_id_jag(&policy, &exchange_request, &grant, &context).map_err(|refusal| {
+        let mut decision = super::validate_chain_span()
+            .in_scope(|| decide_id_jag(&policy, &exchange_request, &grant, &context))
+            .map_err(|refusal| {
                 refusals.refuse_by(
                     refusal.rule(),
                     &refusal,

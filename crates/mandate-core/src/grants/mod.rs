@@ -16,6 +16,7 @@ mod subject;
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument as _;
 
 use mandate_chain::{
     ConsentStore, GrantKind, HopRecord, Ledger, PolicyStore, Refusal, RefusalCode,
@@ -281,17 +282,23 @@ impl GrantService {
         // The signature is made while the hop's write is in flight (on Redis the write goes out
         // on the connection's own task when first polled, so the round trip and the signature
         // overlap); the token is handed out only once both are done and the second check passes.
-        let recording = self.ports.ledger.record(hop);
+        let recording = self
+            .ports
+            .ledger
+            .record(hop)
+            .instrument(tracing::debug_span!("mandate.ledger_write"));
         let signing = async {
-            self.ports
-                .keys
-                .current()
-                .active()
-                .sign(typ, claims)
-                .map_err(|e| GrantError::Internal {
-                    description: "the token could not be signed",
-                    cause: e.to_string(),
-                })
+            tracing::debug_span!("mandate.sign", typ).in_scope(|| {
+                self.ports
+                    .keys
+                    .current()
+                    .active()
+                    .sign(typ, claims)
+                    .map_err(|e| GrantError::Internal {
+                        description: "the token could not be signed",
+                        cause: e.to_string(),
+                    })
+            })
         };
         let (recorded, token) = tokio::join!(recording, signing);
         recorded.map_err(|e| GrantError::unavailable("recording a hop", e))?;
@@ -306,7 +313,10 @@ impl GrantService {
         // this) is covered by the entry written after the change.
         let facts = facts_of_hop(hop);
         let (second, client) = tokio::join!(
-            self.ports.revocations.check(&facts),
+            self.ports
+                .revocations
+                .check(&facts)
+                .instrument(revocation_check_span("second")),
             self.ports.clients.client(&hop.client_id)
         );
         let second =
@@ -321,6 +331,17 @@ impl GrantService {
             Verdict::Revoked { kind, .. } => Err(revoked_midway(kind)),
         }
     }
+}
+
+/// The span of a revocation-list check (OTLP export, docs/OPERATIONS.md "Traces"): the `first`
+/// before the decision or the `second` after the hop is recorded.
+pub(super) fn revocation_check_span(which: &'static str) -> tracing::Span {
+    tracing::debug_span!("mandate.revocation_check", check = which)
+}
+
+/// The span of the chain validator's decision.
+pub(super) fn validate_chain_span() -> tracing::Span {
+    tracing::debug_span!("mandate.validate_chain")
 }
 
 /// Counts a token issued by `grant` (`mandate_tokens_issued_total`): what was issued and whether

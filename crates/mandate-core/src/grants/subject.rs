@@ -139,6 +139,7 @@ struct Peek {
 
 impl GrantService {
     /// Verifies `token` as a subject token of the declared type.
+    #[tracing::instrument(name = "mandate.subject_token", level = "debug", skip_all, fields(token_type = ?declared))]
     pub async fn verify_subject(
         &self,
         token: &str,
