@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 mod entry;
+pub mod export;
 pub mod ocsf;
 mod verify;
 
@@ -17,4 +18,8 @@ pub use checkpoint::{
     TYP_CHECKPOINT,
 };
 pub use entry::{canonical_json, entry_hash, Entry, Head, GENESIS};
+pub use export::{
+    verify_export, CheckpointKeys, ExportEnd, ExportError, ExportHeader, ExportLine, ExportReport,
+    InRange, Selection, EXPORT_FORMAT,
+};
 pub use verify::{Finding, Report, Verifier, REORDER_WINDOW};

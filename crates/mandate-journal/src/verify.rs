@@ -112,6 +112,7 @@ impl Report {
 #[derive(Debug)]
 pub struct Verifier {
     contiguous: bool,
+    to_end: bool,
     expected: Option<u64>,
     last: Option<Head>,
     ahead: BTreeMap<u64, Entry>,
@@ -124,12 +125,27 @@ impl Verifier {
     pub fn new() -> Self {
         Self {
             contiguous: true,
+            to_end: true,
             expected: None,
             last: None,
             ahead: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
             report: Report::default(),
         }
+    }
+
+    /// A verifier for the entries kept after `base`, the last entry retention forgot: the
+    /// first kept entry must be the one after it and link to it, so removing the oldest kept
+    /// entries is found too.
+    pub fn starting_after(base: Head) -> Self {
+        let mut verifier = Self::new();
+        if base.seq > 0 {
+            verifier.expected = Some(base.seq + 1);
+            verifier.last = Some(base);
+        } else {
+            verifier.expected = Some(1);
+        }
+        verifier
     }
 
     /// A verifier for a filtered selection (by chain or subject): gaps are expected, so only
@@ -139,6 +155,18 @@ impl Verifier {
             contiguous: false,
             ..Self::new()
         }
+    }
+
+    /// The same verifier for a run that stops before the journal's end (a time range): a
+    /// checkpoint past its last entry is not a sign the end was cut off.
+    pub fn not_to_end(mut self) -> Self {
+        self.to_end = false;
+        self
+    }
+
+    /// Adds one checkpoint (seq, hash) whose signature the caller has verified.
+    pub fn add_checkpoint(&mut self, checkpoint: Head) {
+        self.checkpoints.insert(checkpoint.seq, checkpoint.hash);
     }
 
     /// Adds checkpoints (seq, hash) whose signatures the caller has verified.
@@ -251,11 +279,16 @@ impl Verifier {
             self.skip_gap();
         }
         let last = self.report.last.unwrap_or(0);
-        let beyond: Vec<u64> = self
-            .checkpoints
-            .range(last + 1..)
-            .map(|(s, _)| *s)
-            .collect();
+        // Only a run meant to reach the end says the end was cut off: a selection by content
+        // or by time stops before it by design.
+        let beyond: Vec<u64> = if self.contiguous && self.to_end {
+            self.checkpoints
+                .range(last + 1..)
+                .map(|(s, _)| *s)
+                .collect()
+        } else {
+            Vec::new()
+        };
         for seq in beyond {
             self.found(Finding::CheckpointBeyond { seq, last });
         }
@@ -317,6 +350,37 @@ mod tests {
         let mut verifier = Verifier::new();
         entries.into_iter().for_each(|e| verifier.feed(e));
         verifier.finish(None).findings
+    }
+
+    #[test]
+    fn a_verifier_starting_after_the_base_finds_the_oldest_kept_entries_removed() {
+        let entries = journal(6);
+        let base = entries[1].head();
+        let mut intact = Verifier::starting_after(base.clone());
+        entries[2..].iter().for_each(|e| intact.feed(e.clone()));
+        assert!(intact.finish(None).is_clean());
+
+        let mut cut = Verifier::starting_after(base);
+        entries[4..].iter().for_each(|e| cut.feed(e.clone()));
+        assert_eq!(
+            cut.finish(None).findings,
+            [Finding::Removed {
+                after: 2,
+                missing: 2
+            }]
+        );
+
+        let mut from_genesis = Verifier::starting_after(Head::default());
+        entries[1..]
+            .iter()
+            .for_each(|e| from_genesis.feed(e.clone()));
+        assert_eq!(
+            from_genesis.finish(None).findings,
+            [Finding::Removed {
+                after: 0,
+                missing: 1
+            }]
+        );
     }
 
     #[test]

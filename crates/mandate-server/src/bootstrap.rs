@@ -168,7 +168,8 @@ impl AppState {
             StoreKind::Redis => Backends::redis(&settings)
                 .await
                 .map_err(|e| invalid("store.url".into(), e))?,
-        };
+        }
+        .journaled(clock.clone());
         let replay = backends.replay.clone();
         let rate_limiter = backends.rate_limiter.clone();
         // `[[clients]]` seed the store; a client the store already has is the store's (an
@@ -460,6 +461,7 @@ impl AppState {
             admin_credentials: Arc::new(admin_credentials),
             trusted_issuers,
             ledger: backends.ledger,
+            journal: backends.journal,
             consents,
             policies,
             chain_key,
@@ -511,11 +513,35 @@ struct Backends {
     participation: Arc<dyn mandate_store::ParticipationStore>,
     gates: Arc<dyn mandate_store::GateStore>,
     last_use: Arc<dyn mandate_store::LastUseStore>,
+    journal: Arc<dyn mandate_store::Journal>,
 }
 
 impl Backends {
+    /// The same stores, with every hop and every audit event also appended to the journal.
+    fn journaled(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.ledger = Arc::new(mandate_store::JournaledLedger::new(
+            self.ledger,
+            self.journal.clone(),
+            clock,
+        ));
+        self.audit = Arc::new(mandate_store::JournaledAudit::new(
+            self.audit,
+            self.journal.clone(),
+        ));
+        self
+    }
+
     fn memory(settings: &Settings, clock: Arc<dyn Clock>) -> Self {
+        tracing::warn!(
+            max_hops = settings.store.memory_max_hops,
+            max_journal_entries = settings.journal.memory_max_entries,
+            "the memory store keeps at most this many hops and journal entries, forgetting the \
+             oldest first: export the ledger before they go (docs/EVIDENCE.md), or use Redis"
+        );
         Self {
+            journal: Arc::new(mandate_store::MemoryJournal::new(
+                settings.journal.memory_max_entries,
+            )),
             clients: Arc::new(MemoryClientRegistry::new()),
             policies: Arc::new(MemoryPolicyStore::new()),
             replay: Arc::new(MemoryReplayCache::new()),
@@ -523,7 +549,10 @@ impl Backends {
                 settings.limits.token_requests_per_client_per_sec,
                 clock.clone(),
             )),
-            ledger: Arc::new(MemoryLedger::new(settings.tokens.ledger_retention_secs)),
+            ledger: Arc::new(
+                MemoryLedger::new(settings.tokens.ledger_retention_secs)
+                    .with_max_hops(settings.store.memory_max_hops),
+            ),
             consents: Arc::new(MemoryConsentStore::new()),
             revocations: Arc::new(MemoryRevocations::new(clock)),
             ssf_streams: Arc::new(mandate_store::MemorySsfStreams::new()),
@@ -599,6 +628,7 @@ impl Backends {
             gates: Arc::new(mandate_store::RedisGates::new(connection.clone())),
             last_use: Arc::new(mandate_store::RedisLastUse::new(connection.clone())),
             revocations: Arc::new(revocations),
+            journal: Arc::new(mandate_store::RedisJournal::new(connection.clone())),
             audit: Arc::new(crate::audit::RedisAuditLog::new(
                 connection,
                 settings.limits.audit_stream_max,

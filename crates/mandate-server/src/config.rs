@@ -88,6 +88,9 @@ pub struct Settings {
     /// OTLP trace export (the `otlp` build feature).
     #[serde(default)]
     pub otel: OtelSettings,
+    /// The tamper-evident journal of the ledger (docs/EVIDENCE.md).
+    #[serde(default)]
+    pub journal: JournalSettings,
 }
 
 /// `[otel]` (docs/OPERATIONS.md "Traces"): the request span and the exchange's step spans,
@@ -235,7 +238,7 @@ mod defaults {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// `memory` (one process) or `redis`.
@@ -244,6 +247,45 @@ pub struct StoreSettings {
     /// Redis URL, or a list of node URLs for Redis Cluster.
     #[serde(default)]
     pub url: Option<StoreUrl>,
+    /// The memory store's ledger keeps at most this many hops, forgetting the oldest first.
+    #[serde(default = "default_memory_max_hops")]
+    pub memory_max_hops: usize,
+}
+
+fn default_memory_max_hops() -> usize {
+    mandate_store::DEFAULT_MEMORY_MAX_HOPS
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::default(),
+            url: None,
+            memory_max_hops: default_memory_max_hops(),
+        }
+    }
+}
+
+/// `[journal]`: how the journal is sealed, checkpointed and bounded (docs/EVIDENCE.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSettings {
+    /// How often each node seals what was appended (Redis; the memory journal seals at once).
+    pub seal_interval_ms: u64,
+    /// How often a signed checkpoint of the head is stored and logged, when the head moved.
+    pub checkpoint_interval_secs: u64,
+    /// The memory store's journal keeps at most this many entries, forgetting the oldest first.
+    pub memory_max_entries: usize,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        Self {
+            seal_interval_ms: 200,
+            checkpoint_interval_secs: 60,
+            memory_max_entries: 100_000,
+        }
+    }
 }
 
 /// Which store backend.
@@ -1055,6 +1097,30 @@ impl Settings {
             key: key.into(),
             message,
         };
+        if self.store.memory_max_hops == 0 {
+            return Err(invalid(
+                "store.memory_max_hops",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.journal.memory_max_entries == 0 {
+            return Err(invalid(
+                "journal.memory_max_entries",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.journal.seal_interval_ms == 0 || self.journal.seal_interval_ms > 60_000 {
+            return Err(invalid(
+                "journal.seal_interval_ms",
+                "must be between 1 and 60000".into(),
+            ));
+        }
+        if self.journal.checkpoint_interval_secs == 0 {
+            return Err(invalid(
+                "journal.checkpoint_interval_secs",
+                "must be at least 1".into(),
+            ));
+        }
         match (&self.store.kind, &self.store.url) {
             (StoreKind::Memory, _) => Ok(()),
             (StoreKind::Redis, None) => Err(invalid(

@@ -23,6 +23,7 @@ pub mod grant;
 pub mod http;
 pub mod id_jag;
 pub mod introspect;
+pub mod journal_keeper;
 pub mod jwks_remote;
 pub mod keys;
 pub mod lifecycle;

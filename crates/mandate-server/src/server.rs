@@ -77,6 +77,7 @@ pub struct RunningServer {
     ssf_poller: tokio::task::JoinHandle<()>,
     ssf_pusher: tokio::task::JoinHandle<()>,
     lifecycle: tokio::task::JoinHandle<()>,
+    journal_keeper: tokio::task::JoinHandle<()>,
     reloader: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -87,6 +88,7 @@ impl RunningServer {
         self.ssf_poller.abort();
         self.ssf_pusher.abort();
         self.lifecycle.abort();
+        self.journal_keeper.abort();
         if let Some(reloader) = &self.reloader {
             reloader.abort();
         }
@@ -107,6 +109,7 @@ impl RunningServer {
         self.ssf_poller.abort();
         self.ssf_pusher.abort();
         self.lifecycle.abort();
+        self.journal_keeper.abort();
         if let Some(reloader) = &self.reloader {
             reloader.abort();
         }
@@ -590,6 +593,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
     let ssf_poller = tokio::spawn(crate::ssf_receive::poll_issuers(state.clone()));
     let ssf_pusher = tokio::spawn(crate::ssf_transmit::push_deliverer(state.clone()));
     let lifecycle = tokio::spawn(crate::lifecycle::sweeps(state.clone()));
+    let journal_keeper = tokio::spawn(crate::journal_keeper::keep(state.clone()));
     let heartbeat = tokio::spawn(heartbeats(state));
     Ok(RunningServer {
         public_addr,
@@ -600,6 +604,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
         ssf_poller,
         ssf_pusher,
         lifecycle,
+        journal_keeper,
         reloader,
     })
 }

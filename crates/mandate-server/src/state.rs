@@ -147,6 +147,8 @@ pub struct AppState {
     pub trusted_issuers: Arc<Vec<Arc<TrustedIssuer>>>,
     /// The hop ledger.
     pub ledger: Arc<dyn Ledger>,
+    /// The tamper-evident journal of the ledger and the audit stream (docs/EVIDENCE.md).
+    pub journal: Arc<dyn mandate_store::Journal>,
     /// Stored consent grants.
     pub consents: Arc<dyn ConsentStore>,
     /// The policy rows, read from the store on each use (admins change them at run time).

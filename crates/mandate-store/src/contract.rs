@@ -1254,3 +1254,156 @@ pub async fn gates(store: &dyn crate::GateStore) {
     );
     assert_eq!(store.gate("").await.expect("the empty audience"), None);
 }
+
+/// Seals until nothing is pending (a journal that seals on append has nothing pending).
+async fn seal_all(journal: &dyn crate::Journal) {
+    for _ in 0..100 {
+        if journal.bounds().await.expect("bounds").pending == 0 {
+            return;
+        }
+        journal.seal(2).await.expect("seal");
+    }
+    panic!("the journal never sealed what was appended");
+}
+
+/// The journal: one order without gaps, each entry linked to the one before, readable by pages
+/// in that order; checkpoints only move forward; retention forgets the oldest entries first and
+/// moves the base, so that what is kept still verifies from it. The journal must start empty.
+pub async fn journal(journal: &dyn crate::Journal) {
+    use crate::RecordKind;
+    use mandate_journal::{Head, Verifier, GENESIS};
+
+    let empty = journal.bounds().await.expect("bounds");
+    assert_eq!(
+        (empty.base.clone(), empty.head.clone()),
+        (Head::default(), Head::default())
+    );
+    for n in 0..5_i64 {
+        let kind = if n % 2 == 0 {
+            RecordKind::Hop
+        } else {
+            RecordKind::Audit
+        };
+        journal
+            .append(
+                1_000 + n,
+                kind,
+                &serde_json::json!({ "n": n, "text": "é\n\"" }),
+            )
+            .await
+            .expect("append");
+    }
+    seal_all(journal).await;
+    assert_eq!(
+        journal.seal(10).await.expect("seal"),
+        0,
+        "nothing left to seal"
+    );
+    let bounds = journal.bounds().await.expect("bounds");
+    assert_eq!(bounds.head.seq, 5);
+    let all = journal.entries(0, 100).await.expect("entries");
+    assert_eq!(
+        all.iter()
+            .map(|e| (e.place, e.entry.seq))
+            .collect::<Vec<_>>(),
+        [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5)],
+        "one order, without gaps"
+    );
+    let first = &all[0].entry;
+    assert_eq!(first.prev, GENESIS);
+    assert_eq!((first.kind.as_str(), first.time), ("hop", 1_000));
+    assert_eq!(
+        first.record,
+        serde_json::json!({ "n": 0, "text": "é\n\"" }),
+        "kept whole"
+    );
+    assert_eq!(all[1].entry.kind, "audit");
+    assert_eq!(bounds.head, all[4].entry.head());
+    let mut verifier = Verifier::new();
+    all.iter().for_each(|e| verifier.feed(e.entry.clone()));
+    let report = verifier.finish(Some(&bounds.head));
+    assert!(report.is_clean(), "{:?}", report.findings);
+
+    let page = journal.entries(2, 2).await.expect("page");
+    assert_eq!(
+        page.iter().map(|e| e.place).collect::<Vec<_>>(),
+        [3, 4],
+        "paged by place"
+    );
+    assert!(journal
+        .entries(5, 10)
+        .await
+        .expect("past the end")
+        .is_empty());
+
+    // Checkpoints only move forward.
+    let checkpoint = |seq: u64, hash: &str| mandate_journal::Checkpoint {
+        seq,
+        hash: hash.to_owned(),
+        jwt: format!("jwt-{seq}"),
+    };
+    assert!(journal.latest_checkpoint().await.expect("latest").is_none());
+    assert!(journal
+        .add_checkpoint(&checkpoint(3, &all[2].entry.hash))
+        .await
+        .expect("add"));
+    assert!(
+        !journal
+            .add_checkpoint(&checkpoint(3, "other"))
+            .await
+            .expect("add"),
+        "same seq"
+    );
+    assert!(!journal
+        .add_checkpoint(&checkpoint(2, &all[1].entry.hash))
+        .await
+        .expect("add"));
+    assert!(journal
+        .add_checkpoint(&checkpoint(5, &all[4].entry.hash))
+        .await
+        .expect("add"));
+    assert_eq!(
+        journal
+            .checkpoints(0, 10)
+            .await
+            .expect("list")
+            .iter()
+            .map(|c| c.seq)
+            .collect::<Vec<_>>(),
+        [3, 5]
+    );
+    assert_eq!(journal.checkpoints(3, 10).await.expect("list").len(), 1);
+    assert_eq!(
+        journal.latest_checkpoint().await.expect("latest"),
+        Some(checkpoint(5, &all[4].entry.hash))
+    );
+
+    // Retention: entries written before 1_002 go, at most `max` at a time; the base follows.
+    assert_eq!(journal.forget_before(1_002, 1).await.expect("forget"), 1);
+    assert_eq!(journal.forget_before(1_002, 10).await.expect("forget"), 1);
+    assert_eq!(journal.forget_before(1_002, 10).await.expect("forget"), 0);
+    let bounds = journal.bounds().await.expect("bounds");
+    assert_eq!(bounds.base, all[1].entry.head());
+    let kept = journal.entries(0, 100).await.expect("entries");
+    assert_eq!(
+        kept.iter().map(|e| e.entry.seq).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
+    let mut verifier = Verifier::starting_after(bounds.base.clone());
+    kept.iter().for_each(|e| verifier.feed(e.entry.clone()));
+    assert!(verifier.finish(Some(&bounds.head)).is_clean());
+
+    // Sealing goes on from the head.
+    journal
+        .append(2_000, RecordKind::Audit, &serde_json::json!({ "n": 5 }))
+        .await
+        .expect("append");
+    seal_all(journal).await;
+    let next = journal.entries(5, 10).await.expect("entries");
+    assert_eq!(next.len(), 1);
+    assert_eq!(
+        (next[0].entry.seq, &next[0].entry.prev),
+        (6, &all[4].entry.hash)
+    );
+    assert!(next[0].entry.hash_matches());
+}

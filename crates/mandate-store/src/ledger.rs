@@ -13,7 +13,12 @@ use mandate_chain::{ChainId, ChainPage, ChainStart, HopId, HopRecord, Ledger, St
 pub struct MemoryLedger {
     inner: RwLock<LedgerMaps>,
     retention_secs: i64,
+    max_hops: usize,
 }
+
+/// How many hops the in-memory ledger keeps unless told otherwise (`[store] memory_max_hops`):
+/// about 200 MB of records at 2 KB each.
+pub const DEFAULT_MEMORY_MAX_HOPS: usize = 100_000;
 
 /// B-trees, not hash maps: a B-tree grows a node at a time, while a hash map doubles and rehashes
 /// every record at once, under the write lock every exchange needs. At 114,688 hops that took
@@ -72,6 +77,22 @@ impl LedgerMaps {
         }
     }
 
+    /// Forgets the oldest hops (by `issued_at`) until at most `max_hops` are kept.
+    fn forget_beyond(&mut self, max_hops: usize) {
+        while self.hops.len() > max_hops {
+            let Some(mut oldest) = self.issued.first_entry() else {
+                break;
+            };
+            let id = oldest.get_mut().pop();
+            if oldest.get().is_empty() {
+                oldest.remove();
+            }
+            if let Some(id) = id {
+                self.forget_hop(&id);
+            }
+        }
+    }
+
     /// Removes the hop and its places in its chain's list and in the consent index.
     fn forget_hop(&mut self, id: &HopId) {
         let Some(hop) = self.hops.remove(id) else {
@@ -95,7 +116,15 @@ impl LedgerMaps {
                 listed.remove(at);
             }
             if listed.is_empty() {
+                // A chain without kept hops is gone: its place in the start index goes too, so
+                // that the index stays bounded by the hops kept.
                 self.chains.remove(&hop.chain_id);
+                if let Some(started_at) = self.started_at.remove(&hop.chain_id) {
+                    self.starts.remove(&ChainStart {
+                        started_at,
+                        chain_id: hop.chain_id.clone(),
+                    });
+                }
             }
         }
     }
@@ -108,7 +137,16 @@ impl MemoryLedger {
         Self {
             inner: RwLock::default(),
             retention_secs: i64::try_from(ledger_retention_secs.max(1)).unwrap_or(i64::MAX),
+            max_hops: DEFAULT_MEMORY_MAX_HOPS,
         }
+    }
+
+    /// The same ledger keeping at most `max_hops` (at least 1): past it, the oldest hops (by
+    /// `issued_at`) are forgotten first, as retention would forget them, so that a process that
+    /// exchanges without pause stays within a known size.
+    pub fn with_max_hops(mut self, max_hops: usize) -> Self {
+        self.max_hops = max_hops.max(1);
+        self
     }
 }
 
@@ -144,6 +182,7 @@ impl Ledger for MemoryLedger {
         maps.chains.entry(chain_key).or_default().push_back(listed);
         maps.hops.insert(hop_key, record);
         maps.issued.entry(hop.issued_at).or_default().push(by_issue);
+        maps.forget_beyond(self.max_hops);
         for (consent, chain) in consents {
             *maps
                 .consents
@@ -356,7 +395,9 @@ mod tests {
             .record(&issued("new-0", "n", None, 200))
             .await
             .unwrap();
-        assert_eq!(kept(&ledger), (old - FORGET_PER_RECORD + 1, old + 1));
+        // Each forgotten root was its chain's only hop, so its chain left the start index too.
+        let left = old - FORGET_PER_RECORD + 1;
+        assert_eq!(kept(&ledger), (left, left));
         for i in 1..6 {
             let id = format!("new-{i}");
             ledger
@@ -409,6 +450,42 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn past_its_maximum_the_ledger_forgets_its_oldest_hops_first() {
+        let ledger = MemoryLedger::new(RETENTION).with_max_hops(3);
+        for (n, at) in [(1, 10), (2, 30), (3, 20), (4, 40)] {
+            let chain = format!("c{n}");
+            ledger
+                .record(&issued(&format!("h{n}"), &chain, None, at))
+                .await
+                .unwrap();
+        }
+        // h1 (issued at 10) went first; h3 (20) stays though recorded after h2 (30).
+        assert!(ledger.hop(&HopId("h1".into())).await.unwrap().is_none());
+        for kept in ["h2", "h3", "h4"] {
+            assert!(
+                ledger.hop(&HopId(kept.into())).await.unwrap().is_some(),
+                "{kept}"
+            );
+        }
+        assert!(ids_of(&ledger, "c1").await.is_empty());
+        // Its chain left the start index with it: the index is bounded by the hops kept.
+        assert_eq!(
+            listed_chains(&ledger).await,
+            [
+                (40, "c4".to_string()),
+                (30, "c2".to_string()),
+                (20, "c3".to_string())
+            ]
+        );
+        ledger
+            .record(&issued("h5", "c4", Some("h4"), 50))
+            .await
+            .unwrap();
+        assert!(ledger.hop(&HopId("h3".into())).await.unwrap().is_none());
+        assert_eq!(ids_of(&ledger, "c4").await, ["h4", "h5"]);
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ mod consent;
 )]
 pub mod contract;
 mod gates;
+mod journal;
 mod last_use;
 mod ledger;
 mod participation;
@@ -38,10 +39,13 @@ pub use consent::MemoryConsentStore;
 #[cfg(feature = "redis")]
 pub use gates::RedisGates;
 pub use gates::{Gate, GateStore, MemoryGates, Requirement};
+pub use journal::{
+    Journal, JournalBounds, JournaledAudit, JournaledLedger, MemoryJournal, RecordKind, StoredEntry,
+};
 #[cfg(feature = "redis")]
 pub use last_use::RedisLastUse;
 pub use last_use::{LastUse, LastUseStore, MemoryLastUse, UseKind};
-pub use ledger::MemoryLedger;
+pub use ledger::{MemoryLedger, DEFAULT_MEMORY_MAX_HOPS};
 #[cfg(feature = "redis")]
 pub use participation::RedisParticipation;
 pub use participation::{MemoryParticipation, Participant, ParticipationStore};
@@ -50,9 +54,9 @@ pub use rate_limit::{MemoryRateLimiter, RateDecision, RateLimiter};
 #[cfg(feature = "redis")]
 pub use redis_store::{
     connect, connect_cluster, ClusterConnection, ConnectionManager, PerThreadConnection,
-    RedisAuditLog, RedisClientRegistry, RedisConnection, RedisConsentStore, RedisLedger,
-    RedisPolicyStore, RedisRateLimiter, RedisReplayCache, RedisSsfStreams, AUDIT_STREAM_KEY,
-    CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
+    RedisAuditLog, RedisClientRegistry, RedisConnection, RedisConsentStore, RedisJournal,
+    RedisLedger, RedisPolicyStore, RedisRateLimiter, RedisReplayCache, RedisSsfStreams,
+    AUDIT_STREAM_KEY, CONNECT_TIMEOUT, RESPONSE_TIMEOUT,
 };
 pub use replay::{MemoryReplayCache, ReplayCache};
 pub use ssf::{

@@ -27,6 +27,11 @@
 //! | `mandate:last-use` | hash | per client and kind, the last use (ms) | never |
 //! | `mandate:gates` | hash | app audience → its participation gate, JSON; field `""` once ever written | never |
 //! | `mandate:audit` | stream | audit events (`event`: JSON) | trimmed with `MAXLEN ~` to the configured cap |
+//! | `{mandate:journal}:pending` | list | records appended to the journal and not yet sealed (`{"at","kind","record"}` JSON) | trimmed by each seal |
+//! | `{mandate:journal}:entries` | sorted set | sealed journal entries (JSON) scored by their seq | older than `ledger_retention_secs`, forgotten by the journal keeper |
+//! | `{mandate:journal}:head` | string | `<seq> <hash>` of the last sealed entry | never |
+//! | `{mandate:journal}:base` | string | `<seq> <hash>` of the last entry retention forgot | never |
+//! | `{mandate:journal}:checkpoints` | sorted set | signed checkpoints (JSON) scored by their seq | with the entries they pin |
 //!
 //! The ledger is sharded by chain: every key of one chain carries the hash tag `{<chain_id>}`,
 //! so recording a hop (the hop, its place in the chain, the chain's TTLs) is one atomic script on
@@ -42,6 +47,7 @@ mod audit;
 mod clients;
 mod consent;
 mod instrumented;
+mod journal;
 mod ledger;
 mod per_thread;
 mod policy;
@@ -55,6 +61,7 @@ pub use audit::{RedisAuditLog, AUDIT_STREAM_KEY};
 pub use clients::RedisClientRegistry;
 pub use consent::RedisConsentStore;
 pub use instrumented::Instrumented;
+pub use journal::RedisJournal;
 pub use ledger::RedisLedger;
 pub use per_thread::PerThreadConnection;
 pub use policy::RedisPolicyStore;

@@ -14,6 +14,7 @@ mod chain_index;
 mod cluster;
 mod durability;
 mod fail_closed;
+mod journal;
 mod per_thread;
 mod single;
 
@@ -44,6 +45,7 @@ async fn meets_every_contract<C: RedisConnection>(connection: C) {
     contract::participation(&mandate_store::RedisParticipation::new(connection.clone())).await;
     contract::last_use(&mandate_store::RedisLastUse::new(connection.clone())).await;
     contract::gates(&mandate_store::RedisGates::new(connection.clone())).await;
+    contract::journal(&mandate_store::RedisJournal::new(connection.clone())).await;
     contract::audit(&mandate_store::RedisAuditLog::new(
         connection.clone(),
         1_000,
