@@ -160,6 +160,37 @@ impl AdminClient {
         Ok(url)
     }
 
+    /// Sends `request` and hands back the response as it starts to arrive, when its status is
+    /// 2xx, for a body too long to hold (an export), read within `timeout`.
+    pub async fn open(
+        &self,
+        request: Request<'_>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, CliError> {
+        let url = self.url(&request)?;
+        let response = self
+            .http
+            .request(request.method.clone(), url.clone())
+            .header(AUTHORIZATION, self.authorization.clone())
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| {
+                CliError::Unreachable(format!(
+                    "cannot reach the admin API at {}: {}",
+                    self.base,
+                    causes(&e)
+                ))
+            })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap_or_default();
+        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+        Err(refusal(status, body.as_ref()))
+    }
+
     /// Sends `request`; the answer when the status is 2xx.
     pub async fn send(&self, request: Request<'_>) -> Result<Answer, CliError> {
         let url = self.url(&request)?;
@@ -199,23 +230,27 @@ impl AdminClient {
             })?;
             return Ok(Answer { body, headers });
         }
-        let field = |name: &str| {
-            body.as_ref()
-                .and_then(|b| b.get(name))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        Err(CliError::Refused {
-            status: status.as_u16(),
-            error: field("error").unwrap_or_else(|| "http_error".into()),
-            message: field("message").unwrap_or_else(|| {
-                format!(
-                    "{} {}",
-                    status.as_u16(),
-                    status.canonical_reason().unwrap_or("")
-                )
-            }),
-        })
+        Err(refusal(status, body.as_ref()))
+    }
+}
+
+/// A non-2xx answer as [`CliError::Refused`], with the API's `error` and `message`.
+fn refusal(status: reqwest::StatusCode, body: Option<&Value>) -> CliError {
+    let field = |name: &str| {
+        body.and_then(|b| b.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    CliError::Refused {
+        status: status.as_u16(),
+        error: field("error").unwrap_or_else(|| "http_error".into()),
+        message: field("message").unwrap_or_else(|| {
+            format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+        }),
     }
 }
 

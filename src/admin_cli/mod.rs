@@ -4,11 +4,13 @@
 //! Human tables by default, the API's JSON as is with `--json`. The admin credential comes from
 //! `--credential-file FILE` or `MANDATE_ADMIN_SECRET`, never from an argument, and is never
 //! printed. Exit codes: 0 success, 1 the server refused (its `error` and `message` on stderr),
-//! 2 usage errors, 3 no credential or the admin API cannot be reached.
+//! 2 usage errors, 3 no credential or the admin API cannot be reached, 4 `ledger verify` found
+//! the journal altered.
 
 mod apply;
 mod client;
 pub mod credential;
+mod ledger;
 mod render;
 mod table;
 
@@ -30,6 +32,8 @@ pub const EXIT_REFUSED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: no credential, or the admin API cannot be reached or understood.
 pub const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code: `ledger verify` found entries altered, removed, reordered or rewritten.
+pub const EXIT_FINDINGS: u8 = 4;
 
 /// Why an admin command failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,9 @@ pub enum CliError {
     /// An argument or a file named by one is unusable.
     #[error("{0}")]
     Usage(String),
+    /// `ledger verify` found something: the report, as printed.
+    #[error("the journal did not verify")]
+    Findings(String),
 }
 
 impl CliError {
@@ -61,6 +68,7 @@ impl CliError {
             CliError::Refused { .. } => EXIT_REFUSED,
             CliError::Usage(_) => EXIT_USAGE,
             CliError::NoCredential(_) | CliError::Unreachable(_) => EXIT_UNREACHABLE,
+            CliError::Findings(_) => EXIT_FINDINGS,
         }
     }
 }
@@ -161,6 +169,14 @@ pub enum AdminCommand {
         connection: Connection,
         #[command(flatten)]
         args: apply::ApplyArgs,
+    },
+    /// The ledger as evidence: export it (JSON lines or OCSF), verify it (online or from an
+    /// export) — docs/EVIDENCE.md.
+    Ledger {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
     },
     /// The audit stream, newest first.
     Audit {
@@ -622,6 +638,10 @@ pub fn run(command: AdminCommand) -> ExitCode {
                     table::clean(error),
                     table::clean(message)
                 ),
+                CliError::Findings(report) => {
+                    emit(report);
+                    eprintln!("error: {error}");
+                }
                 other => eprintln!("error: {other}"),
             }
             ExitCode::from(error.exit_code())
@@ -726,6 +746,10 @@ async fn execute(command: AdminCommand) -> Result<String, CliError> {
             let client = connect(&connection)?;
             apply::apply(&client, &args, connection.json).await
         }
+        AdminCommand::Ledger {
+            connection,
+            command,
+        } => ledger::ledger(&connection, command).await,
         AdminCommand::Audit {
             connection,
             limit,

@@ -12,6 +12,7 @@ pub mod chain_id;
 pub mod consents;
 pub mod grants;
 pub mod ids;
+pub mod journal;
 pub mod keys;
 mod live;
 pub mod participation;
@@ -26,6 +27,7 @@ pub use chain_id::{new_hop_id, ChainIdKey};
 pub use consents::{content_id, ConsentError, ConsentService, NewConsent};
 pub use grants::{GrantError, GrantPorts, GrantService, GrantSettings, HopRecordedHook};
 pub use ids::{IdGenerator, RandomIds};
+pub use journal::{Cursor, EntryPage, ExportFormat, JournalService, JournalSummary, OnlineReport};
 pub use keys::KeyRing;
 pub use participation::{
     GateDecision, NewGate, NoGates, ParticipationError, ParticipationPorts, ParticipationService,

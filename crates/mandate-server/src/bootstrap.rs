@@ -450,6 +450,12 @@ impl AppState {
             },
             lifetimes.live_window_secs(),
         );
+        let evidence = mandate_core::JournalService::new(
+            backends.journal.clone(),
+            keys.clone(),
+            settings.issuer.clone(),
+            clock.clone(),
+        );
         let state = Self {
             settings: Arc::new(settings),
             tls,
@@ -461,6 +467,7 @@ impl AppState {
             admin_credentials: Arc::new(admin_credentials),
             trusted_issuers,
             ledger: backends.ledger,
+            evidence,
             journal: backends.journal,
             consents,
             policies,

@@ -149,6 +149,8 @@ pub struct AppState {
     pub ledger: Arc<dyn Ledger>,
     /// The tamper-evident journal of the ledger and the audit stream (docs/EVIDENCE.md).
     pub journal: Arc<dyn mandate_store::Journal>,
+    /// Reading, exporting and verifying the journal (mandate-core).
+    pub evidence: mandate_core::JournalService,
     /// Stored consent grants.
     pub consents: Arc<dyn ConsentStore>,
     /// The policy rows, read from the store on each use (admins change them at run time).

@@ -16,6 +16,7 @@ mod audit;
 mod chains;
 mod consents;
 mod errors;
+mod ledger;
 mod participation;
 mod policies;
 mod ssf;
@@ -234,6 +235,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(chains::routes)
             .configure(policies::routes)
             .configure(audit::routes)
+            .configure(ledger::routes)
             .configure(ssf::routes)
             .configure(participation::routes)
             .route("/openapi.json", web::get().to(openapi)),
