@@ -349,6 +349,7 @@ fn chain_case(bytes: &mut Bytes<'_>) -> Option<bool> {
         let parent_audience = audience(bytes)?;
         let parent = HopRecord {
             jkt: None,
+            request: None,
             id: HopId("hop_parent".into()),
             parent: None,
             chain_id: ChainId("chn_root".into()),

@@ -99,6 +99,46 @@ pub struct HopRecord {
     /// RFC 9449: the thumbprint of the key the token is bound to (`cnf.jkt`), if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jkt: Option<String>,
+    /// The token request that made it: its request id (in the access log too) and the caller's
+    /// W3C `traceparent`, so that the hop joins the logs and traces of its request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestTrace>,
+}
+
+/// Where a hop came from, for correlation (docs/EVIDENCE.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestTrace {
+    /// The request id of the token request.
+    pub id: String,
+    /// The caller's W3C `traceparent`, when it sent a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+impl RequestTrace {
+    /// `value` if it is a valid W3C `traceparent` (version 00: `00-<32 hex>-<16 hex>-<2 hex>`,
+    /// lowercase, ids not all zero; a later version may append fields after a `-`).
+    pub fn valid_traceparent(value: &str) -> Option<&str> {
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let mut parts = value.splitn(5, '-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let rest = parts.next();
+        let well_formed = value.len() <= 256
+            && hex(version, 2)
+            && version != "ff"
+            && hex(trace, 32)
+            && trace.bytes().any(|b| b != b'0')
+            && hex(parent, 16)
+            && parent.bytes().any(|b| b != b'0')
+            && hex(flags, 2)
+            && (rest.is_none() || version != "00");
+        well_formed.then_some(value)
+    }
 }
 
 impl HopRecord {
@@ -115,5 +155,31 @@ impl HopRecord {
             .reference
             .split(' ')
             .filter(move |id| is_rooted && !id.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod trace_tests {
+    use super::RequestTrace;
+
+    #[test]
+    fn only_a_well_formed_traceparent_is_kept() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(RequestTrace::valid_traceparent(good), Some(good));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+        ] {
+            assert_eq!(RequestTrace::valid_traceparent(bad), None, "{bad:?}");
+        }
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more";
+        assert_eq!(RequestTrace::valid_traceparent(later), Some(later));
     }
 }

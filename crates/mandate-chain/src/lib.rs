@@ -22,7 +22,7 @@ pub use explain::{
     error_code, explain, hand_off_cap, id_jag_error_code, Allowed, ExplainInput, ExplainSubject,
     Explanation, HandOffCap,
 };
-pub use hop::{ChainId, Evidence, EvidenceKind, HopId, HopRecord, UpstreamGrant};
+pub use hop::{ChainId, Evidence, EvidenceKind, HopId, HopRecord, RequestTrace, UpstreamGrant};
 pub use policy::{Policy, PolicyRow, PolicyRowError};
 pub use store::{ChainPage, ChainStart, Ledger, PolicyStore, StoreFailure};
 pub use validator::{

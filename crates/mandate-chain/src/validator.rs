@@ -368,6 +368,7 @@ fn decide_root(
     let actors = vec![actor.clone()];
     let hop = HopRecord {
         jkt: None,
+        request: None,
         id: context.new_hop_id.clone(),
         parent: None,
         chain_id: context.root_chain_id.clone(),
@@ -459,6 +460,7 @@ fn decide_child(
     ancestors.push(parent.id.clone());
     let hop = HopRecord {
         jkt: None,
+        request: None,
         id: context.new_hop_id.clone(),
         parent: Some(parent.id.clone()),
         chain_id: parent.chain_id.clone(),
@@ -526,6 +528,7 @@ pub fn decide_id_jag(
     }
     let hop = HopRecord {
         jkt: None,
+        request: None,
         id: context.new_hop_id.clone(),
         parent: None,
         chain_id: context.root_chain_id.clone(),
@@ -594,6 +597,7 @@ pub fn decide_id_jag_issuance(
     authority.insert(uri, grant.scopes.clone());
     Ok(HopRecord {
         jkt: None,
+        request: None,
         id: context.new_hop_id.clone(),
         parent: None,
         chain_id: context.root_chain_id.clone(),

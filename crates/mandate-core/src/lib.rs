@@ -25,7 +25,9 @@ pub use agents::{generate_secret, AgentError, AgentPatch, AgentService, NewAgent
 pub use authority::{AuthorityError, AuthorityPorts, AuthorityService, StandingAuthority};
 pub use chain_id::{new_hop_id, ChainIdKey};
 pub use consents::{content_id, ConsentError, ConsentService, NewConsent};
-pub use grants::{GrantError, GrantPorts, GrantService, GrantSettings, HopRecordedHook};
+pub use grants::{
+    within_request, GrantError, GrantPorts, GrantService, GrantSettings, HopRecordedHook,
+};
 pub use ids::{IdGenerator, RandomIds};
 pub use journal::{Cursor, EntryPage, ExportFormat, JournalService, JournalSummary, OnlineReport};
 pub use keys::KeyRing;

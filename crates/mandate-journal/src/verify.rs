@@ -220,6 +220,15 @@ impl Verifier {
             self.process(entry);
             self.drain();
         } else {
+            // Held ahead of a missing entry, it may still come after a later one.
+            if let Some((&later, _)) = self.ahead.last_key_value() {
+                if later > entry.seq {
+                    self.found(Finding::Reordered {
+                        seq: entry.seq,
+                        after: later,
+                    });
+                }
+            }
             self.ahead.insert(entry.seq, entry);
             if self.ahead.len() > REORDER_WINDOW {
                 self.skip_gap();

@@ -1,7 +1,7 @@
 //! The public listener's routes. Handlers parse, call one domain function and map its error.
 
 use actix_web::http::{header, Method, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse, ResponseError as _};
 use mandate_store::Client;
 use serde_json::json;
 use tracing::Instrument as _;
@@ -137,14 +137,58 @@ async fn token(
         error = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
-    let answer = grant_response(&state, &client, grant, &form, dpop)
-        .instrument(span.clone())
-        .await;
+    let (trace, traceparent) = request_trace(&request);
+    let answer = mandate_core::within_request(
+        trace,
+        grant_response(&state, &client, grant, &form, dpop).instrument(span.clone()),
+    )
+    .await;
     if let Err(error) = &answer {
         span.record("error", error.code().as_str());
         span.record("otel.status_code", "error");
     }
-    answer
+    // The caller's traceparent comes back with the answer, refusal or token, so that it can
+    // join its trace with the hop recorded (docs/EVIDENCE.md "Correlation").
+    let mut response = answer.unwrap_or_else(|error| error.error_response());
+    if let Some(value) = traceparent {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("traceparent"),
+            value,
+        );
+    }
+    Ok(response)
+}
+
+/// The request's id and its W3C `traceparent` (only a valid one, which is also handed back).
+fn request_trace(
+    request: &HttpRequest,
+) -> (
+    mandate_chain::RequestTrace,
+    Option<actix_web::http::header::HeaderValue>,
+) {
+    let id = request
+        .extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    let mut values = request.headers().get_all("traceparent");
+    // W3C Trace Context: more than one traceparent is as good as none.
+    let valid = match (values.next(), values.next()) {
+        (Some(value), None) => value
+            .to_str()
+            .ok()
+            .and_then(mandate_chain::RequestTrace::valid_traceparent)
+            .map(|_| value.clone()),
+        _ => None,
+    };
+    let trace = mandate_chain::RequestTrace {
+        id,
+        traceparent: valid
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    (trace, valid)
 }
 
 /// The grant's answer: the grant run, the agent's use noted.

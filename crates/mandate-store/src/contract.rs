@@ -44,6 +44,7 @@ fn hop(id: &str, chain: &str, parent: Option<&str>, evidence: (EvidenceKind, &st
     );
     HopRecord {
         jkt: None,
+        request: None,
         id: HopId(id.into()),
         parent: parent.map(|p| HopId(p.into())),
         chain_id: ChainId(chain.into()),

@@ -267,6 +267,7 @@ mod tests {
     fn hop(id: &str, chain: &str) -> HopRecord {
         HopRecord {
             jkt: None,
+            request: None,
             id: HopId(id.into()),
             parent: None,
             chain_id: ChainId(chain.into()),

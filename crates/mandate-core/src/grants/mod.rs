@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use tracing::Instrument as _;
 
 use mandate_chain::{
-    ConsentStore, GrantKind, HopRecord, Ledger, PolicyStore, Refusal, RefusalCode,
+    ConsentStore, GrantKind, HopRecord, Ledger, PolicyStore, Refusal, RefusalCode, RequestTrace,
 };
 use mandate_model::{log_safe, Clock};
 use mandate_revocation::{RevocationKind, RevocationStore, Verdict};
@@ -178,6 +178,17 @@ pub trait HopRecordedHook: Send + Sync + std::fmt::Debug {
     async fn after_hop_recorded(&self, hop: &HopRecord);
 }
 
+tokio::task_local! {
+    /// The token request being served, set by the transport around a grant (see
+    /// [`within_request`]), so that the hop it records names its request.
+    static REQUEST: RequestTrace;
+}
+
+/// Runs `grant` as the token request `trace`: the hop it records carries `trace`.
+pub async fn within_request<F: std::future::Future>(trace: RequestTrace, grant: F) -> F::Output {
+    REQUEST.scope(trace, grant).await
+}
+
 /// The token endpoint's grants.
 #[derive(Debug, Clone)]
 pub struct GrantService {
@@ -279,6 +290,17 @@ impl GrantService {
         hop: &HopRecord,
         revoked_midway: impl FnOnce(RevocationKind) -> GrantError,
     ) -> Result<String, GrantError> {
+        let traced;
+        let hop = match REQUEST.try_with(Clone::clone) {
+            Ok(trace) => {
+                traced = HopRecord {
+                    request: Some(trace),
+                    ..hop.clone()
+                };
+                &traced
+            }
+            Err(_) => hop,
+        };
         // The signature is made while the hop's write is in flight (on Redis the write goes out
         // on the connection's own task when first polled, so the round trip and the signature
         // overlap); the token is handed out only once both are done and the second check passes.

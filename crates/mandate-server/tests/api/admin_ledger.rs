@@ -286,3 +286,96 @@ async fn bad_ledger_queries_are_refused_precisely() {
     assert_eq!(public.status(), StatusCode::NOT_FOUND);
     server.stop().await;
 }
+
+/// Exchanges alice's sign-in for CAL with `traceparent` headers; the response.
+async fn traced_exchange(
+    server: &TestServer,
+    corp: &TestKey,
+    traceparents: &[&str],
+) -> reqwest::Response {
+    let alice = corp
+        .sign(None, &id_token_claims(CORP, "alice", "assistant"))
+        .unwrap();
+    let form = mandate_testkit::exchange_form(&alice, "id_token", CAL, &[]);
+    let mut request = server.http.post(server.url("/token")).form(&form);
+    if let mandate_testkit::ClientAuth::Basic(id, secret) =
+        mandate_testkit::delegation_auth("assistant")
+    {
+        request = request.basic_auth(id, Some(secret));
+    }
+    for value in traceparents {
+        request = request.header("traceparent", *value);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_traceparent_comes_back_and_is_recorded_with_the_hop_and_its_request_id() {
+    let (server, corp, _) = busy_server(|_| {}).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = traced_exchange(&server, &corp, &[traceparent]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["traceparent"], traceparent);
+    let jti = claims_of(body_json(response).await["access_token"].as_str().unwrap())["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let entries = all_entries(&server, "", 100).await;
+    let hop = entries
+        .iter()
+        .find(|e| e.record["id"] == jti.as_str())
+        .unwrap();
+    assert_eq!(hop.record["request"]["traceparent"], traceparent);
+    let request_id = hop.record["request"]["id"].as_str().unwrap();
+    assert!(request_id.len() >= 16, "a request id: {request_id:?}");
+    // OCSF carries the trace id as the correlation id.
+    let (_, _, ocsf) = text(&server, "/admin/ledger/export?format=ocsf").await;
+    assert!(ocsf.lines().any(|l| {
+        let event: Value = serde_json::from_str(l).unwrap();
+        event["metadata"]["correlation_uid"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    }));
+
+    // A malformed one, or two, is neither echoed nor recorded; the request id still is.
+    for sent in [
+        &["00-zz-00f067aa0ba902b7-01"][..],
+        &[traceparent, traceparent][..],
+    ] {
+        let response = traced_exchange(&server, &corp, sent).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("traceparent").is_none(), "{sent:?}");
+        let jti = claims_of(body_json(response).await["access_token"].as_str().unwrap())["jti"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let entries = all_entries(&server, "", 100).await;
+        let hop = entries
+            .iter()
+            .find(|e| e.record["id"] == jti.as_str())
+            .unwrap();
+        assert!(hop.record["request"].get("traceparent").is_none());
+        assert!(!hop.record["request"]["id"].as_str().unwrap().is_empty());
+    }
+    // A refusal hands it back too.
+    let alice = corp
+        .sign(None, &id_token_claims(CORP, "alice", "assistant"))
+        .unwrap();
+    let form = mandate_testkit::exchange_form(&alice, "id_token", "https://nowhere.example", &[]);
+    let refused = server
+        .http
+        .post(server.url("/token"))
+        .form(&form)
+        .basic_auth(
+            "assistant",
+            Some(match mandate_testkit::delegation_auth("assistant") {
+                mandate_testkit::ClientAuth::Basic(_, secret) => secret,
+                _ => unreachable!(),
+            }),
+        )
+        .header("traceparent", traceparent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(refused.headers()["traceparent"], traceparent);
+    server.stop().await;
+}

@@ -65,6 +65,7 @@ async fn meets_every_contract<C: RedisConnection>(connection: C) {
 fn root_hop(id: &str, chain: &str) -> HopRecord {
     HopRecord {
         jkt: None,
+        request: None,
         id: HopId(id.into()),
         parent: None,
         chain_id: ChainId(chain.into()),
