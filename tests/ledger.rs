@@ -278,6 +278,28 @@ async fn two_nodes_journal_one_order_and_verify_names_each_tampering() {
         .count();
     assert_eq!(hops, 10, "every exchange of both nodes");
 
+    // The OCSF export of the same journal validates against the OCSF 1.8.0 schema (PyPI
+    // ocsf-json-schema + jsonschema, as tests/ocsf/validate.py runs them).
+    let (code, ocsf) = cli(&admin_one, &["ledger", "export", "--format", "ocsf"]);
+    assert_eq!(code, 0, "{ocsf}");
+    let mut validator = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ocsf/validate.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with ocsf-json-schema and jsonschema (pip install ocsf-json-schema==1.2.0 jsonschema)");
+    std::io::Write::write_all(&mut validator.stdin.take().unwrap(), ocsf.as_bytes()).unwrap();
+    let validated = validator.wait_with_output().unwrap();
+    assert!(
+        validated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validated.stdout)
+    );
+    assert_eq!(
+        ocsf.lines().filter(|l| l.starts_with('{')).count() as u64,
+        head
+    );
+
     // Tamper: entry 3's record changed, entry 5 deleted, entries 7 and 8 swapped.
     let mut third: Value = serde_json::from_str(&stored(&redis, 3)).unwrap();
     third["record"]["tampered"] = Value::Bool(true);
