@@ -26,7 +26,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::revocation::{RevocationOutcome, RevocationService, RevokeError};
+use crate::revocation::{
+    RevocationOutcome, RevocationPreview, RevocationService, RevokeError, Target,
+};
 
 /// `created_by` of clients seeded from the configuration file.
 pub const CREATED_BY_CONFIG: &str = "config";
@@ -522,6 +524,21 @@ pub fn changed_fields(before: &StoredClient, after: &StoredClient) -> Vec<&'stat
     .collect()
 }
 
+/// Whether a transition revokes the agent's live tokens: suspension and retirement do
+/// (DESIGN.md section 6), activation does not.
+fn revokes(transition: Transition) -> bool {
+    matches!(transition, Transition::Suspend | Transition::Retire)
+}
+
+/// What a lifecycle transition would do, answered by its dry run.
+#[derive(Debug, Clone)]
+pub struct TransitionPreview {
+    /// The client as the transition would leave it.
+    pub client: Arc<Client>,
+    /// For suspension and retirement, what their revocation would write and kill.
+    pub revocation: Option<RevocationPreview>,
+}
+
 /// Who suspends unused agents, in the audit stream and the revocation entries.
 pub const LIFECYCLE: &str = "system:lifecycle";
 
@@ -738,13 +755,14 @@ impl AgentService {
         let current = self.show(id).await?;
         current.state.transition(transition)?;
         let action = format!("agent.{transition}");
-        let revocation = match transition {
-            Transition::Suspend | Transition::Retire => Some(
+        let revocation = if revokes(transition) {
+            Some(
                 self.revocation
                     .revoke_agent(id.as_str(), reason, by)
                     .await?,
-            ),
-            Transition::Activate => None,
+            )
+        } else {
+            None
         };
         let changed = self
             .change(id, by, |current, _| {
@@ -789,6 +807,32 @@ impl AgentService {
                 Err(error)
             }
         }
+    }
+
+    /// What [`AgentService::transition`] would do, with nothing written and nothing audited: the
+    /// client as it would then be, and for a transition that revokes, what its revocation would
+    /// write and kill ([`RevocationService::preview`]). A transition the state machine refuses
+    /// is refused here as there.
+    pub async fn preview_transition(
+        &self,
+        id: &ClientId,
+        transition: Transition,
+        reason: &str,
+        by: &str,
+    ) -> Result<TransitionPreview, AgentError> {
+        let current = self.show(id).await?;
+        let mut next = current.to_stored();
+        next.state = current.state.transition(transition)?;
+        let revocation = if revokes(transition) {
+            let target = Target::Agent(id.to_string());
+            Some(self.revocation.preview(&target, reason, by).await?)
+        } else {
+            None
+        };
+        Ok(TransitionPreview {
+            client: Arc::new(Client::from_stored(next)?),
+            revocation,
+        })
     }
 
     /// Suspends every active agent unused for `after` or longer (the lifecycle policy, docs/

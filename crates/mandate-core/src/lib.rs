@@ -21,7 +21,9 @@ pub mod revocation;
 pub mod ssf;
 pub mod usage;
 
-pub use agents::{generate_secret, AgentError, AgentPatch, AgentService, NewAgent, Updated};
+pub use agents::{
+    generate_secret, AgentError, AgentPatch, AgentService, NewAgent, TransitionPreview, Updated,
+};
 pub use authority::{AuthorityError, AuthorityPorts, AuthorityService, StandingAuthority};
 pub use chain_id::{new_hop_id, ChainIdKey};
 pub use consents::{content_id, ConsentError, ConsentService, NewConsent};
@@ -40,7 +42,8 @@ pub use policies::{
     ExplainedToken, PolicyError, PolicyPorts, PolicyService, TargetFacts,
 };
 pub use revocation::{
-    facts_of_hop, EntryLifetimes, RevocationOutcome, RevocationService, RevokeError,
+    facts_of_hop, EntryLifetimes, HopStatus, PreviewCounts, PreviewedHop, RevocationOutcome,
+    RevocationPreview, RevocationService, RevokeError, RevokedBy, Target,
 };
 pub use ssf::{
     CredentialChange, KeyChange, SsfError, SsfTransmitter, StreamRequest, TransmitterSettings,

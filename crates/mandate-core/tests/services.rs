@@ -626,3 +626,220 @@ async fn a_users_standing_authority_is_what_is_live_granted_and_allowed() {
         ]
     );
 }
+
+/// Alice's chain `chn_1`: the assistant's hand-off to the booking tool (`hop_r`) and the booking
+/// tool's mail token below it (`hop_c`); bob's chain `chn_2` (`hop_b`, the assistant's calendar
+/// token).
+async fn two_chains(w: &World) -> [HopRecord; 3] {
+    let mut root = hop(
+        "hop_r",
+        "chn_1",
+        None,
+        (EvidenceKind::UpstreamAudience, "assistant"),
+    );
+    root.audience = Audience::parse("agent:booking-tool").unwrap();
+    let mut child = hop(
+        "hop_c",
+        "chn_1",
+        Some("hop_r"),
+        (EvidenceKind::HandOff, "hop_r"),
+    );
+    child.client_id = ClientId::parse("booking-tool").unwrap();
+    child
+        .actors
+        .insert(0, ClientId::parse("booking-tool").unwrap());
+    child.audience = Audience::parse("https://mail.example.com").unwrap();
+    let mut bobs = hop(
+        "hop_b",
+        "chn_2",
+        None,
+        (EvidenceKind::UpstreamAudience, "assistant"),
+    );
+    bobs.subject = Subject::parse("corp|bob").unwrap();
+    for h in [&root, &child, &bobs] {
+        w.ledger.record(h).await.unwrap();
+    }
+    [root, child, bobs]
+}
+
+#[tokio::test]
+async fn a_preview_names_what_the_revocation_then_kills_and_writes_nothing() {
+    use mandate_core::Target;
+    let cases = [
+        (Target::Hop("hop_c".into()), vec!["hop_c"]),
+        (Target::Hop("hop_r".into()), vec!["hop_r", "hop_c"]),
+        (Target::Chain("chn_1".into()), vec!["hop_r", "hop_c"]),
+        (Target::Subject("corp|alice".into()), vec!["hop_r", "hop_c"]),
+        (Target::Subject("corp|bob".into()), vec!["hop_b"]),
+        (Target::Agent("booking-tool".into()), vec!["hop_r", "hop_c"]),
+        (
+            Target::Agent("assistant".into()),
+            vec!["hop_b", "hop_r", "hop_c"],
+        ),
+        (Target::Agent("helper".into()), vec![]),
+    ];
+    for (target, expected) in cases {
+        let w = world();
+        two_chains(&w).await;
+        let preview = w.revocation.preview(&target, "why", "ops").await.unwrap();
+        assert!(preview.dry_run);
+        assert_eq!(preview.outcome.hops_revoked, expected, "{target}");
+        assert!(
+            w.list.entries().await.unwrap().is_empty(),
+            "{target}: a dry run writes no entry"
+        );
+        assert!(events(&w.audit).await.is_empty(), "{target}: nor audits");
+        assert_eq!(preview.counts.live, expected.len(), "{target}");
+        assert!(preview
+            .hops
+            .iter()
+            .all(|h| h.status == mandate_core::HopStatus::Live));
+
+        let outcome = match &target {
+            Target::Hop(id) => w.revocation.revoke_hop(id, "why", "ops").await,
+            Target::Chain(id) => w.revocation.revoke_chain(id, "why", "ops").await,
+            Target::Subject(id) => w.revocation.revoke_subject(id, "why", "ops").await,
+            Target::Agent(id) => w.revocation.revoke_agent(id, "why", "ops").await,
+        }
+        .unwrap();
+        assert_eq!(
+            outcome.hops_revoked, preview.outcome.hops_revoked,
+            "{target}"
+        );
+        assert_eq!(
+            outcome.chains_revoked, preview.outcome.chains_revoked,
+            "{target}"
+        );
+        // The same entry: on a fixed clock even its T is the one the preview announced.
+        assert_eq!(outcome.entries, preview.outcome.entries, "{target}");
+    }
+}
+
+#[tokio::test]
+async fn a_preview_tells_hops_already_dead_from_the_ones_it_would_kill() {
+    let w = world();
+    let [_, child, _] = two_chains(&w).await;
+    w.revocation.revoke_hop("hop_c", "x", "ops").await.unwrap();
+    let preview = w
+        .revocation
+        .preview(&mandate_core::Target::Chain("chn_1".into()), "y", "ops")
+        .await
+        .unwrap();
+    assert_eq!(preview.outcome.hops_revoked, ["hop_r", "hop_c"]);
+    assert_eq!(preview.hops[0].status, mandate_core::HopStatus::Live);
+    assert_eq!(
+        preview.hops[1].status,
+        mandate_core::HopStatus::Revoked {
+            revoked_by: mandate_core::RevokedBy {
+                kind: RevocationKind::Hop,
+                id: child.id.0.clone(),
+            }
+        }
+    );
+    assert_eq!(
+        (
+            preview.counts.live,
+            preview.counts.already_revoked,
+            preview.counts.expired
+        ),
+        (1, 1, 0)
+    );
+    // A chain's revocation reaches its expired hops too; a user's only the unexpired ones.
+    w.clock.advance(301);
+    let chain = w
+        .revocation
+        .preview(&mandate_core::Target::Chain("chn_1".into()), "y", "ops")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            chain.counts.hops,
+            chain.counts.expired,
+            chain.counts.already_revoked
+        ),
+        (2, 1, 1)
+    );
+    let user = w
+        .revocation
+        .preview(
+            &mandate_core::Target::Subject("corp|alice".into()),
+            "y",
+            "ops",
+        )
+        .await
+        .unwrap();
+    assert!(user.outcome.hops_revoked.is_empty());
+    // Refusals are the revocation's own.
+    assert!(matches!(
+        w.revocation
+            .preview(&mandate_core::Target::Hop("hop_unknown".into()), "y", "ops")
+            .await,
+        Err(RevokeError::NotFound(_))
+    ));
+    assert!(matches!(
+        w.revocation
+            .preview(
+                &mandate_core::Target::Subject("not a subject|".into()),
+                "y",
+                "ops"
+            )
+            .await,
+        Err(RevokeError::Invalid(_))
+    ));
+    assert_eq!(
+        w.list.entries().await.unwrap().len(),
+        1,
+        "only hop_c's entry"
+    );
+}
+
+#[tokio::test]
+async fn a_transitions_preview_changes_no_state_and_is_refused_as_the_transition_is() {
+    let w = world();
+    let agents = agent_service(&w);
+    let request: mandate_core::NewAgent = serde_json::from_value(serde_json::json!({
+        "client_id": "booking-tool", "kind": "agent", "owners": ["team@example.com"],
+        "auth_method": "client_secret_basic", "state": "active"
+    }))
+    .unwrap();
+    agents.create(request, "ops").await.unwrap();
+    two_chains(&w).await;
+    let id = ClientId::parse("booking-tool").unwrap();
+    for transition in [
+        mandate_model::Transition::Suspend,
+        mandate_model::Transition::Retire,
+    ] {
+        let preview = agents
+            .preview_transition(&id, transition, "lost laptop", "ops")
+            .await
+            .unwrap();
+        assert_ne!(preview.client.state, ClientState::Active);
+        let revocation = preview.revocation.unwrap();
+        assert_eq!(revocation.outcome.hops_revoked, ["hop_r", "hop_c"]);
+        assert_eq!(revocation.outcome.entries[0].kind, RevocationKind::Agent);
+    }
+    let activation = agents
+        .preview_transition(&id, mandate_model::Transition::Activate, "x", "ops")
+        .await;
+    assert!(matches!(
+        activation,
+        Err(mandate_core::AgentError::InvalidTransition(_))
+    ));
+    assert_eq!(agents.show(&id).await.unwrap().state, ClientState::Active);
+    assert!(w.list.entries().await.unwrap().is_empty());
+    let audited: Vec<String> = events(&w.audit).await.into_iter().map(|e| e.1).collect();
+    assert_eq!(audited, ["agent.create"]);
+    // The real suspension kills what its preview named.
+    let preview = agents
+        .preview_transition(&id, mandate_model::Transition::Suspend, "x", "ops")
+        .await
+        .unwrap();
+    let (_, outcome) = agents
+        .transition(&id, mandate_model::Transition::Suspend, "x", "ops")
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.unwrap().hops_revoked,
+        preview.revocation.unwrap().outcome.hops_revoked
+    );
+}
