@@ -295,19 +295,38 @@ async fn rotate_secret(
     ))
 }
 
+/// A lifecycle transition, or with `?dry_run=true` what it would do: the agent as it would be
+/// and, for suspension and retirement, their revocation's preview; nothing written, audited or
+/// signalled.
 async fn move_agent(
     caller: &AdminCaller,
     state: &AppState,
     id: &str,
+    request: &HttpRequest,
     body: &[u8],
     transition: Transition,
 ) -> Result<HttpResponse, AdminError> {
     let id = client_id(id)?;
+    let dry_run = super::dry_run(request.query_string())?;
     let reason = match transition {
         Transition::Suspend => reason(body, "agent suspended by an administrator")?,
         Transition::Retire => reason(body, "agent retired by an administrator")?,
         Transition::Activate => reason(body, "agent activated by an administrator")?,
     };
+    if dry_run {
+        let preview = state
+            .agents
+            .preview_transition(&id, transition, &reason, &caller.name)
+            .await?;
+        let mut body = json!({
+            "dry_run": true,
+            "agent": AgentView::from(preview.client.as_ref()),
+        });
+        if let Some(revocation) = preview.revocation {
+            body["revocation"] = json!(revocation);
+        }
+        return Ok(answer(StatusCode::OK, body));
+    }
     let (client, revocation) = state
         .agents
         .transition(&id, transition, &reason, &caller.name)
@@ -327,28 +346,31 @@ async fn suspend_agent(
     caller: AdminCaller,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Revoke)?;
-    move_agent(&caller, &state, &id, &body, Transition::Suspend).await
+    move_agent(&caller, &state, &id, &request, &body, Transition::Suspend).await
 }
 
 async fn retire_agent(
     caller: AdminCaller,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Manage)?;
-    move_agent(&caller, &state, &id, &body, Transition::Retire).await
+    move_agent(&caller, &state, &id, &request, &body, Transition::Retire).await
 }
 
 async fn activate_agent(
     caller: AdminCaller,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Manage)?;
-    move_agent(&caller, &state, &id, &body, Transition::Activate).await
+    move_agent(&caller, &state, &id, &request, &body, Transition::Activate).await
 }

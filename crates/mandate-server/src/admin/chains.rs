@@ -8,8 +8,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use mandate_core::ssf::Grain;
+use mandate_core::Target;
 
-use super::{reason, AdminCaller, AdminError};
+use super::agents::answer;
+use super::{dry_run, reason, AdminCaller, AdminError};
 use crate::config::AdminRole;
 use crate::state::AppState;
 
@@ -46,10 +48,15 @@ async fn revoke_chain(
     caller: AdminCaller,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Revoke)?;
+    let dry_run = dry_run(request.query_string())?;
     let reason = reason(&body, "revoked by an administrator")?;
+    if dry_run {
+        return preview(&state, &caller, Target::Chain(id.to_string()), &reason).await;
+    }
     let outcome = state
         .revocation
         .revoke_chain(&id, &reason, &caller.name)
@@ -62,16 +69,36 @@ async fn revoke_hop(
     caller: AdminCaller,
     state: web::Data<AppState>,
     jti: web::Path<String>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Revoke)?;
+    let dry_run = dry_run(request.query_string())?;
     let reason = reason(&body, "revoked by an administrator")?;
+    if dry_run {
+        return preview(&state, &caller, Target::Hop(jti.to_string()), &reason).await;
+    }
     let outcome = state
         .revocation
         .revoke_hop(&jti, &reason, &caller.name)
         .await?;
     signal(&state, &outcome, Grain::Hop, &reason).await?;
     Ok(HttpResponse::Ok().json(outcome))
+}
+
+/// The dry run of a revocation at `target`: what it would write and kill; no entry, no audit
+/// event, no Shared Signal.
+async fn preview(
+    state: &AppState,
+    caller: &AdminCaller,
+    target: Target,
+    reason: &str,
+) -> Result<HttpResponse, AdminError> {
+    let preview = state
+        .revocation
+        .preview(&target, reason, &caller.name)
+        .await?;
+    Ok(answer(actix_web::http::StatusCode::OK, preview))
 }
 
 /// Queues the Shared Signals a revocation raises before it is answered, so that a crash after
@@ -91,10 +118,21 @@ async fn revoke_subject(
     caller: AdminCaller,
     state: web::Data<AppState>,
     subject: web::Path<String>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Revoke)?;
+    let dry_run = dry_run(request.query_string())?;
     let reason = reason(&body, "revoked by an administrator")?;
+    if dry_run {
+        return preview(
+            &state,
+            &caller,
+            Target::Subject(subject.to_string()),
+            &reason,
+        )
+        .await;
+    }
     let outcome = state
         .revocation
         .revoke_subject(&subject, &reason, &caller.name)

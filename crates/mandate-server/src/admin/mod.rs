@@ -219,6 +219,22 @@ pub(crate) fn reason(body: &[u8], default: &str) -> Result<String, AdminError> {
     Ok(reason)
 }
 
+/// The query of an action that revokes: only `dry_run`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DryRunQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Whether the query asks for a dry run (docs/ADMIN-API.md, "Dry runs"): `dry_run=true` answers
+/// what the action would do and changes nothing, `false` or no query does it. Any other value,
+/// and any other parameter, is 400: a misspelt `dry_run` must not fall through to the real
+/// revocation.
+pub(crate) fn dry_run(query_string: &str) -> Result<bool, AdminError> {
+    Ok(query::<DryRunQuery>(query_string)?.dry_run)
+}
+
 /// A query string into `T`, with a precise error when it does not parse.
 pub(crate) fn query<T: DeserializeOwned>(query_string: &str) -> Result<T, AdminError> {
     web::Query::<T>::from_query(query_string)
