@@ -11,6 +11,7 @@ mod admin_agents;
 mod admin_audit;
 mod admin_chains;
 mod admin_consents;
+mod admin_dry_run;
 mod admin_ledger;
 mod admin_openapi;
 mod admin_policies;
