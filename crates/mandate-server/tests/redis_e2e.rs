@@ -13,7 +13,7 @@ use mandate_server::config::{StoreKind, StoreUrl};
 use mandate_testkit::redis::RedisServer;
 use mandate_testkit::{
     body_json, claims_of, delegation_settings, exchange_form, id_token_claims, ClientAuth, KeyKind,
-    TestKey, TestServer, ADMIN_OPS, CAL, CORP, MAIL,
+    TestKey, TestServer, ADMIN_OPS, ADMIN_READER, CAL, CORP, MAIL,
 };
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -509,4 +509,138 @@ async fn two_nodes_push_each_set_once() {
     jtis.dedup();
     assert_eq!((total, jtis.len()), (expected, expected), "each SET once");
     handle.stop(true).await;
+}
+
+/// An admin POST; the status and body.
+async fn admin_post(server: &TestServer, path: &str, secret: &str) -> (StatusCode, Value) {
+    let response = server
+        .http
+        .post(server.admin_url(path))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, body_json(response).await)
+}
+
+fn ids(list: &Value) -> std::collections::BTreeSet<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Dry runs on Redis: each names the hops its revocation then kills, writes no entry (the
+/// revocation keys and stream are untouched, tokens still exchange), and is refused to a reader
+/// and for a bad value.
+#[tokio::test]
+async fn dry_runs_on_redis_name_what_the_revocation_kills_and_write_nothing() {
+    let redis = RedisServer::start().await.unwrap();
+    let corp = TestKey::generate(KeyKind::Es256, Some("corp-1")).unwrap();
+    let server = node(&redis, &corp, 100).await;
+    let grant = id_token(&corp);
+    let root = issue(
+        &server,
+        &grant,
+        "id_token",
+        "agent:booking-tool",
+        "assistant",
+    )
+    .await;
+    let middle = issue(
+        &server,
+        &root,
+        "access_token",
+        "agent:helper",
+        "booking-tool",
+    )
+    .await;
+    let leaf = issue(&server, &middle, "access_token", CAL, "helper").await;
+    let sibling = issue(&server, &root, "access_token", MAIL, "booking-tool").await;
+    let jti = |token: &str| claims_of(token)["jti"].as_str().unwrap().to_owned();
+    // Every revocation key (the stream's length moves with the heartbeats, its key does not).
+    let entries = || {
+        let mut keys: Vec<String> = redis
+            .cli(&["KEYS", "{mandate:rev}:*"])
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys
+    };
+    let entries_before = entries();
+
+    let hop_path = format!("/admin/hops/{}/revoke", jti(&middle));
+    let (status, preview) =
+        admin_post(&server, &format!("{hop_path}?dry_run=true"), ADMIN_OPS).await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    let expected: std::collections::BTreeSet<String> = [jti(&middle), jti(&leaf)].into();
+    assert_eq!(ids(&preview["hops_revoked"]), expected, "{preview}");
+    assert_eq!(preview["counts"]["live"], 2);
+    for path in [
+        format!(
+            "/admin/chains/{}/revoke",
+            claims_of(&root)["chain_id"].as_str().unwrap()
+        ),
+        "/admin/subjects/corp%7Calice/revoke".to_owned(),
+        "/admin/agents/helper/suspend".to_owned(),
+    ] {
+        let (status, body) = admin_post(&server, &format!("{path}?dry_run=true"), ADMIN_OPS).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let (status, body) =
+            admin_post(&server, &format!("{path}?dry_run=true"), ADMIN_READER).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        let (status, body) = admin_post(&server, &format!("{path}?dry_run=maybe"), ADMIN_OPS).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_input")),
+            "{path}"
+        );
+    }
+    // Nothing was written: no entry; the middle hop still exchanges and the helper, still
+    // active, is its actor.
+    assert_eq!(entries(), entries_before);
+    issue(&server, &middle, "access_token", CAL, "helper").await;
+
+    // The revocation kills what the preview named, plus the leaf exchanged since (a preview is
+    // a snapshot), which a second look names too.
+    let (_, again) = admin_post(&server, &format!("{hop_path}?dry_run=true"), ADMIN_OPS).await;
+    assert_eq!(again["counts"]["live"], 3);
+    let (status, outcome) = admin_post(&server, &hop_path, ADMIN_OPS).await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    assert_eq!(ids(&outcome["hops_revoked"]), ids(&again["hops_revoked"]));
+    assert_eq!(
+        exchange(&server, &middle, "access_token", CAL, "helper")
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    // The hop above the revoked one lives on.
+    issue(&server, &root, "access_token", CAL, "booking-tool").await;
+    // Now the chain's preview tells the dead hops from the live ones.
+    let chain = claims_of(&root)["chain_id"].as_str().unwrap().to_owned();
+    let (_, preview) = admin_post(
+        &server,
+        &format!("/admin/chains/{chain}/revoke?dry_run=true"),
+        ADMIN_OPS,
+    )
+    .await;
+    assert_eq!(preview["counts"]["already_revoked"], 3, "{preview}");
+    let status_of = |token: &str| {
+        preview["hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["hop"] == jti(token).as_str())
+            .map(|h| h["status"].clone())
+    };
+    assert_eq!(status_of(&sibling), Some("live".into()));
+    assert_eq!(status_of(&leaf), Some("revoked".into()));
+    let (_, outcome) =
+        admin_post(&server, &format!("/admin/chains/{chain}/revoke"), ADMIN_OPS).await;
+    assert_eq!(ids(&outcome["hops_revoked"]), ids(&preview["hops_revoked"]));
+    server.stop().await;
 }
