@@ -12,6 +12,7 @@ pub use mandate_core::agents;
 pub use mandate_core::chain_id;
 pub mod client_auth;
 pub mod config;
+pub mod console;
 pub mod demo_idp;
 pub mod dev;
 pub mod discovery;

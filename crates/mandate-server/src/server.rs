@@ -551,6 +551,8 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
     )?;
 
     let admin_data = data;
+    // Console sessions live in this node's memory (docs/CONSOLE.md).
+    let console_sessions = web::Data::new(crate::console::Sessions::default());
     let admin_limits = RequestLimits::new(&state.settings.limits, Listener::Admin);
     let admin = serve(
         "admin",
@@ -562,6 +564,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
         move || {
             App::new()
                 .app_data(admin_data.clone())
+                .app_data(console_sessions.clone())
                 // The admin handlers read their JSON bodies as `web::Bytes`: this bounds them,
                 // chunked or not (the middleware refuses an announced oversize body first, in
                 // JSON).
@@ -573,6 +576,7 @@ pub fn start(state: AppState, listeners: Listeners, signals: Signals) -> io::Res
                 .wrap(from_fn(|request, next| {
                     crate::metrics::observe("admin", request, next)
                 }))
+                .configure(crate::console::configure)
                 .configure(admin::configure)
         },
     )?;

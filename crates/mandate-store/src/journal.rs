@@ -102,8 +102,40 @@ pub struct MemoryJournal {
 struct MemoryJournalState {
     base: Head,
     head: Head,
-    entries: VecDeque<StoredEntry>,
+    entries: VecDeque<Compact>,
     checkpoints: VecDeque<Checkpoint>,
+}
+
+/// An entry kept as its JSON text: a third of the memory of the parsed record, and entries are
+/// written at every exchange but read only by exports and verification.
+#[derive(Debug)]
+struct Compact {
+    place: u64,
+    time: i64,
+    seq: u64,
+    hash: String,
+    json: Box<str>,
+}
+
+impl Compact {
+    fn of(place: u64, entry: &Entry) -> Self {
+        Self {
+            place,
+            time: entry.time,
+            seq: entry.seq,
+            hash: entry.hash.clone(),
+            json: serde_json::to_string(entry).unwrap_or_default().into(),
+        }
+    }
+
+    fn stored(&self) -> Result<StoredEntry, StoreFailure> {
+        let entry = serde_json::from_str(&self.json)
+            .map_err(|e| StoreFailure(format!("unreadable journal entry: {e}")))?;
+        Ok(StoredEntry {
+            place: self.place,
+            entry,
+        })
+    }
 }
 
 impl MemoryJournalState {
@@ -111,7 +143,10 @@ impl MemoryJournalState {
         let Some(first) = self.entries.pop_front() else {
             return false;
         };
-        self.base = first.entry.head();
+        self.base = Head {
+            seq: first.seq,
+            hash: first.hash,
+        };
         while self
             .checkpoints
             .front()
@@ -142,7 +177,16 @@ impl MemoryJournal {
     /// access to the store could (mandate never calls it).
     pub fn tamper(&self, change: impl FnOnce(&mut VecDeque<StoredEntry>)) {
         if let Ok(mut state) = self.inner.lock() {
-            change(&mut state.entries);
+            let mut entries: VecDeque<StoredEntry> = state
+                .entries
+                .iter()
+                .filter_map(|c| c.stored().ok())
+                .collect();
+            change(&mut entries);
+            state.entries = entries
+                .iter()
+                .map(|e| Compact::of(e.place, &e.entry))
+                .collect();
         }
     }
 }
@@ -158,8 +202,7 @@ impl Journal for MemoryJournal {
         let mut state = self.state()?;
         let entry = Entry::seal(&state.head, at_ms, kind.as_str(), record.clone());
         state.head = entry.head();
-        let place = entry.seq;
-        state.entries.push_back(StoredEntry { place, entry });
+        state.entries.push_back(Compact::of(entry.seq, &entry));
         while state.entries.len() > self.max_entries {
             state.forget_front();
         }
@@ -182,13 +225,13 @@ impl Journal for MemoryJournal {
     async fn entries(&self, after: u64, limit: usize) -> Result<Vec<StoredEntry>, StoreFailure> {
         let state = self.state()?;
         let start = state.entries.partition_point(|e| e.place <= after);
-        Ok(state
+        state
             .entries
             .iter()
             .skip(start)
             .take(limit)
-            .cloned()
-            .collect())
+            .map(Compact::stored)
+            .collect()
     }
 
     async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<bool, StoreFailure> {
@@ -223,10 +266,7 @@ impl Journal for MemoryJournal {
         let mut state = self.state()?;
         let mut forgotten = 0;
         while forgotten < max
-            && state
-                .entries
-                .front()
-                .is_some_and(|e| e.entry.time < before_ms)
+            && state.entries.front().is_some_and(|e| e.time < before_ms)
             && state.forget_front()
         {
             forgotten += 1;

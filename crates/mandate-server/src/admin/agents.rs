@@ -187,10 +187,34 @@ async fn show_agent(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Read)?;
-    let client = state.agents.show(&client_id(&id)?).await?;
-    let uses = last_uses(&state).await?;
+    Ok(answer(StatusCode::OK, agent_document(&state, &id).await?))
+}
+
+/// The agent `id` as `GET /admin/agents/{id}` answers it.
+pub(crate) async fn agent_document(state: &AppState, id: &str) -> Result<Value, AdminError> {
+    let client = state.agents.show(&client_id(id)?).await?;
+    let uses = last_uses(state).await?;
     let view = AgentView::from(client.as_ref()).with_use(uses.get(client.id.as_str()));
-    Ok(answer(StatusCode::OK, view))
+    Ok(json!(view))
+}
+
+/// Every agent and resource server as `GET /admin/agents` answers them.
+pub(crate) async fn agents_document(state: &AppState) -> Result<Value, AdminError> {
+    let clients = state.agents.list(None, None).await?;
+    let uses = last_uses(state).await?;
+    let views: Vec<AgentView<'_>> = clients
+        .iter()
+        .map(|c| AgentView::from(c.as_ref()).with_use(uses.get(c.id.as_str())))
+        .collect();
+    Ok(json!({ "agents": views }))
+}
+
+/// The role each lifecycle transition needs, as the admin API enforces it.
+pub(crate) fn role_for(transition: Transition) -> AdminRole {
+    match transition {
+        Transition::Suspend => AdminRole::Revoke,
+        Transition::Retire | Transition::Activate => AdminRole::Manage,
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -306,13 +330,31 @@ async fn move_agent(
     body: &[u8],
     transition: Transition,
 ) -> Result<HttpResponse, AdminError> {
-    let id = client_id(id)?;
     let dry_run = super::dry_run(request.query_string())?;
     let reason = match transition {
         Transition::Suspend => reason(body, "agent suspended by an administrator")?,
         Transition::Retire => reason(body, "agent retired by an administrator")?,
         Transition::Activate => reason(body, "agent activated by an administrator")?,
     };
+    Ok(answer(
+        StatusCode::OK,
+        transition_as(caller, state, id, transition, &reason, dry_run).await?,
+    ))
+}
+
+/// A lifecycle transition by `caller`, as the admin API makes it (its role is checked by the
+/// caller): with `dry_run`, the agent as it would be and the revocation preview; otherwise the
+/// transition, its revocation signalled, and the agent.
+pub(crate) async fn transition_as(
+    caller: &AdminCaller,
+    state: &AppState,
+    id: &str,
+    transition: Transition,
+    reason: &str,
+    dry_run: bool,
+) -> Result<Value, AdminError> {
+    let id = client_id(id)?;
+    let reason = reason.to_owned();
     if dry_run {
         let preview = state
             .agents
@@ -325,7 +367,7 @@ async fn move_agent(
         if let Some(revocation) = preview.revocation {
             body["revocation"] = json!(revocation);
         }
-        return Ok(answer(StatusCode::OK, body));
+        return Ok(body);
     }
     let (client, revocation) = state
         .agents
@@ -339,7 +381,7 @@ async fn move_agent(
     if let Some(revocation) = revocation {
         body["revocation"] = json!(revocation);
     }
-    Ok(answer(StatusCode::OK, body))
+    Ok(body)
 }
 
 async fn suspend_agent(

@@ -148,6 +148,14 @@ async fn show_chain(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Read)?;
+    Ok(HttpResponse::Ok().json(chain_tree(&state, &id).await?))
+}
+
+/// The chain `id` as `GET /admin/chains/{id}` answers it (the console draws the same document).
+pub(crate) async fn chain_tree(
+    state: &AppState,
+    id: &str,
+) -> Result<serde_json::Value, AdminError> {
     let hops = state
         .ledger
         .chain(&mandate_chain::ChainId(id.to_string()))
@@ -158,7 +166,7 @@ async fn show_chain(
     }
     let mut views = Vec::with_capacity(hops.len());
     for hop in &hops {
-        let (status, revoked_by) = hop_status(&state, hop).await?;
+        let (status, revoked_by) = hop_status(state, hop).await?;
         views.push((hop, status.as_str(), revoked_by));
     }
     fn node(
@@ -199,8 +207,7 @@ async fn show_chain(
         .filter(|(h, _, _)| h.parent.is_none())
         .map(|(h, s, r)| node(h, s, r, &views))
         .collect();
-    Ok(HttpResponse::Ok()
-        .json(json!({ "chain_id": id.as_str(), "hops": hops.len(), "roots": roots })))
+    Ok(json!({ "chain_id": id, "hops": hops.len(), "roots": roots }))
 }
 
 /// A hop's status: `revoked` when the revocation list covers it (with the entry that does),
@@ -539,13 +546,78 @@ async fn answer_listing(
     state: &AppState,
     listing: &ChainListing,
 ) -> Result<HttpResponse, AdminError> {
-    let (chains, next) = list(state, listing).await?;
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
-        .json(json!({
-            "chains": chains,
-            "next_cursor": next.as_ref().map(encode_cursor),
-        })))
+        .json(listing_document(state, listing).await?))
+}
+
+async fn listing_document(
+    state: &AppState,
+    listing: &ChainListing,
+) -> Result<serde_json::Value, AdminError> {
+    let (chains, next) = list(state, listing).await?;
+    Ok(json!({
+        "chains": chains,
+        "next_cursor": next.as_ref().map(encode_cursor),
+    }))
+}
+
+/// The chains `GET /admin/chains?<query>` answers (the console lists the same).
+pub(crate) async fn chain_listing(
+    state: &AppState,
+    query: &str,
+) -> Result<serde_json::Value, AdminError> {
+    listing_document(state, &ChainListing::from_query(query)?).await
+}
+
+/// A revocation at `target` by `caller`, as the admin API makes it: with `dry_run`, the preview
+/// (nothing written); otherwise the revocation, its Shared Signals queued, and its outcome.
+pub(crate) async fn revoke_as(
+    state: &AppState,
+    caller: &AdminCaller,
+    target: Target,
+    reason: &str,
+    dry_run: bool,
+) -> Result<serde_json::Value, AdminError> {
+    if dry_run {
+        let preview = state
+            .revocation
+            .preview(&target, reason, &caller.name)
+            .await?;
+        return Ok(json!(preview));
+    }
+    let outcome = match &target {
+        Target::Hop(jti) => {
+            let outcome = state
+                .revocation
+                .revoke_hop(jti, reason, &caller.name)
+                .await?;
+            signal(state, &outcome, Grain::Hop, reason).await?;
+            outcome
+        }
+        Target::Chain(id) => {
+            let outcome = state
+                .revocation
+                .revoke_chain(id, reason, &caller.name)
+                .await?;
+            signal(state, &outcome, Grain::Chain(id), reason).await?;
+            outcome
+        }
+        Target::Subject(subject) => {
+            let outcome = state
+                .revocation
+                .revoke_subject(subject, reason, &caller.name)
+                .await?;
+            signal(state, &outcome, Grain::Subject(subject), reason).await?;
+            outcome
+        }
+        Target::Agent(_) => {
+            return Err(AdminError::bad_request(
+                "an agent is revoked by suspending or retiring it",
+            ))
+        }
+    };
+    Ok(json!(outcome))
 }
 
 /// `GET /admin/chains`: chains, newest first, filtered and paged.

@@ -11,14 +11,14 @@ use serde_json::json;
 use crate::config::AdminRole;
 use crate::state::AppState;
 
-mod agents;
+pub(crate) mod agents;
 mod audit;
-mod chains;
+pub(crate) mod chains;
 mod consents;
 mod errors;
 mod ledger;
-mod participation;
-mod policies;
+pub(crate) mod participation;
+pub(crate) mod policies;
 mod ssf;
 
 /// An admin API error: `{"error": code, "message": text}`.
@@ -31,6 +31,16 @@ pub struct AdminError {
 }
 
 impl AdminError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message, as the API answers it.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,

@@ -53,6 +53,23 @@ fn policy_answer(status: StatusCode, policy: &Policy, version: u64) -> HttpRespo
         .json(json!({ "version": version, "rows": rows }))
 }
 
+/// The rows and version as `GET /admin/policies` answers them.
+pub(crate) async fn policy_document(state: &AppState) -> Result<serde_json::Value, AdminError> {
+    let (policy, version) = state.policy_rows.current().await?;
+    let rows: Vec<RowView> = policy.rows().iter().map(RowView::from).collect();
+    Ok(json!({ "version": version, "rows": rows }))
+}
+
+/// The answer of `POST /admin/policies/explain` to the JSON `body`.
+pub(crate) async fn explain_document(
+    state: &AppState,
+    body: &[u8],
+) -> Result<serde_json::Value, AdminError> {
+    let body: ExplainBody = serde_json::from_slice(body)
+        .map_err(|e| AdminError::bad_request(format!("invalid body: {e}")))?;
+    explain_request(state, body.try_into()?).await
+}
+
 /// `GET /admin/policies`: the rows (rows of one actor and audience merged, as they are
 /// enforced) and the version, also as the `ETag`.
 async fn show(caller: AdminCaller, state: web::Data<AppState>) -> Result<HttpResponse, AdminError> {
