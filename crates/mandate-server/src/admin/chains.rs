@@ -62,7 +62,7 @@ async fn revoke_chain(
         .revoke_chain(&id, &reason, &caller.name)
         .await?;
     signal(&state, &outcome, Grain::Chain(&id), &reason).await?;
-    Ok(HttpResponse::Ok().json(outcome))
+    Ok(answer(actix_web::http::StatusCode::OK, outcome))
 }
 
 async fn revoke_hop(
@@ -83,7 +83,7 @@ async fn revoke_hop(
         .revoke_hop(&jti, &reason, &caller.name)
         .await?;
     signal(&state, &outcome, Grain::Hop, &reason).await?;
-    Ok(HttpResponse::Ok().json(outcome))
+    Ok(answer(actix_web::http::StatusCode::OK, outcome))
 }
 
 /// The dry run of a revocation at `target`: what it would write and kill; no entry, no audit
@@ -138,7 +138,7 @@ async fn revoke_subject(
         .revoke_subject(&subject, &reason, &caller.name)
         .await?;
     signal(&state, &outcome, Grain::Subject(&subject), &reason).await?;
-    Ok(HttpResponse::Ok().json(outcome))
+    Ok(answer(actix_web::http::StatusCode::OK, outcome))
 }
 
 /// `GET /admin/chains/{id}`: the chain as a tree of hops, each with its status and evidence.
@@ -148,7 +148,10 @@ async fn show_chain(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     caller.require(AdminRole::Read)?;
-    Ok(HttpResponse::Ok().json(chain_tree(&state, &id).await?))
+    Ok(answer(
+        actix_web::http::StatusCode::OK,
+        chain_tree(&state, &id).await?,
+    ))
 }
 
 /// The chain `id` as `GET /admin/chains/{id}` answers it (the console draws the same document).

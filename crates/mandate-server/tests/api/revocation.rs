@@ -637,3 +637,32 @@ pub async fn issue(
         .await
         .unwrap()
 }
+
+/// Admin answers are never cached: the revocations' and the chain tree's too.
+#[tokio::test]
+async fn revocation_answers_and_the_chain_tree_are_not_cached() {
+    let w = world().await;
+    let t = tree(&w).await;
+    let jti = claims_of(&t.leaf)["jti"].as_str().unwrap().to_owned();
+    let revoked = w
+        .server
+        .http
+        .post(w.server.admin_url(&format!("/admin/hops/{jti}/revoke")))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert_eq!(revoked.headers()["cache-control"], "no-store");
+    let chain = body_json(revoked).await["chains_revoked"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tree = w
+        .server
+        .admin_get(&format!("/admin/chains/{chain}"), Some(OPS))
+        .await
+        .unwrap();
+    assert_eq!(tree.status(), StatusCode::OK);
+    assert_eq!(tree.headers()["cache-control"], "no-store");
+}
