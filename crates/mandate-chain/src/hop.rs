@@ -181,5 +181,9 @@ mod trace_tests {
         }
         let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more";
         assert_eq!(RequestTrace::valid_traceparent(later), Some(later));
+        // A later version may append fields, but not without bound: nothing over 256 bytes is
+        // recorded with the hop.
+        let oversized = format!("{later}{}", "-x".repeat(120));
+        assert_eq!(RequestTrace::valid_traceparent(&oversized), None);
     }
 }

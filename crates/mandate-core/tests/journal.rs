@@ -36,7 +36,7 @@ async fn journal_of(n: i64) -> Arc<MemoryJournal> {
     let journal = Arc::new(MemoryJournal::new(100_000));
     for i in 1..=n {
         let record = json!({ "id": format!("hop_{i}"), "chain_id": format!("chn_{}", i % 3), "subject": "corp|alice" });
-        journal.append(i, RecordKind::Hop, &record).await.unwrap();
+        journal.append(i, RecordKind::Hop, record).await.unwrap();
     }
     journal
 }

@@ -531,6 +531,22 @@ async fn the_console_is_not_on_the_public_listener_and_its_pages_are_locked_down
         .await
         .unwrap();
     assert_eq!(swapped.status(), 401);
+    // Login CSRF: a sign-in posted from another site's page is refused, right secret or not.
+    for (header, value) in [
+        ("origin", "http://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let foreign = http
+            .post(server.admin_url("/console/signin"))
+            .header(header, value)
+            .form(&[("name", "ops-oncall"), ("secret", ADMIN_OPS)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(foreign.status(), 403, "{header}: {value}");
+        assert!(foreign.headers().get("set-cookie").is_none());
+    }
     let right = http
         .post(server.admin_url("/console/signin"))
         .form(&[("name", "ops-oncall"), ("secret", ADMIN_OPS)])
@@ -559,5 +575,15 @@ async fn the_console_is_not_on_the_public_listener_and_its_pages_are_locked_down
         .await
         .unwrap();
     assert!(!page.contains("<script>alert(1)"), "markup is escaped");
+    // A change sent cross-site with this session is refused before the CSRF token is looked at.
+    let cross_site = http
+        .post(server.admin_url("/console/signout"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("csrf", "whatever")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403);
     server.stop().await;
 }

@@ -1289,7 +1289,7 @@ pub async fn journal(journal: &dyn crate::Journal) {
             .append(
                 1_000 + n,
                 kind,
-                &serde_json::json!({ "n": n, "text": "é\n\"" }),
+                serde_json::json!({ "n": n, "text": "é\n\"" }),
             )
             .await
             .expect("append");
@@ -1396,7 +1396,7 @@ pub async fn journal(journal: &dyn crate::Journal) {
 
     // Sealing goes on from the head.
     journal
-        .append(2_000, RecordKind::Audit, &serde_json::json!({ "n": 5 }))
+        .append(2_000, RecordKind::Audit, serde_json::json!({ "n": 5 }))
         .await
         .expect("append");
     seal_all(journal).await;

@@ -63,12 +63,13 @@ pub struct StoredEntry {
 /// The journal's storage. Several nodes may append and seal at once: the order is the store's.
 #[async_trait]
 pub trait Journal: Send + Sync + std::fmt::Debug {
-    /// Appends a record written at `at_ms`. `Ok` once the store holds it.
+    /// Appends a record written at `at_ms`. `Ok` once the store holds it. The record is taken
+    /// by value: every exchange appends one, and it is serialized once, without a copy.
     async fn append(
         &self,
         at_ms: i64,
         kind: RecordKind,
-        record: &Value,
+        record: Value,
     ) -> Result<(), StoreFailure>;
     /// Seals up to `max` appended records into entries, in append order; returns how many.
     /// Safe to run from several nodes at once: one seals each batch, the others find nothing
@@ -197,10 +198,10 @@ impl Journal for MemoryJournal {
         &self,
         at_ms: i64,
         kind: RecordKind,
-        record: &Value,
+        record: Value,
     ) -> Result<(), StoreFailure> {
         let mut state = self.state()?;
-        let entry = Entry::seal(&state.head, at_ms, kind.as_str(), record.clone());
+        let entry = Entry::seal(&state.head, at_ms, kind.as_str(), record);
         state.head = entry.head();
         state.entries.push_back(Compact::of(entry.seq, &entry));
         while state.entries.len() > self.max_entries {
@@ -305,11 +306,7 @@ impl Ledger for JournaledLedger {
         let record = serde_json::to_value(hop)
             .map_err(|e| StoreFailure(format!("hop record not serializable: {e}")))?;
         self.journal
-            .append(
-                self.clock.now().timestamp_millis(),
-                RecordKind::Hop,
-                &record,
-            )
+            .append(self.clock.now().timestamp_millis(), RecordKind::Hop, record)
             .await
     }
 
@@ -352,12 +349,11 @@ impl JournaledAudit {
 #[async_trait]
 impl AuditLog for JournaledAudit {
     async fn record(&self, event: AuditEvent) {
-        let at = event.at;
+        let (at, action) = (event.at, event.action.clone());
         let record = serde_json::to_value(&event).unwrap_or(Value::Null);
         self.audit.record(event).await;
-        if let Err(error) = self.journal.append(at, RecordKind::Audit, &record).await {
+        if let Err(error) = self.journal.append(at, RecordKind::Audit, record).await {
             metrics::counter!("mandate_journal_append_failures_total").increment(1);
-            let action = record.get("action").and_then(Value::as_str).unwrap_or("");
             tracing::error!(%error, action, "audit event not journaled");
         }
     }
@@ -386,7 +382,7 @@ mod tests {
         let journal = MemoryJournal::new(3);
         for n in 0..5 {
             journal
-                .append(n, RecordKind::Audit, &serde_json::json!({ "n": n }))
+                .append(n, RecordKind::Audit, serde_json::json!({ "n": n }))
                 .await
                 .unwrap();
         }

@@ -218,10 +218,7 @@ pub(crate) fn changing(
                 .into(),
         ));
     }
-    let caller = AdminCaller {
-        name: session.name.clone(),
-        role: session.role,
-    };
+    let caller = session.caller();
     caller.require(needed)?;
     Ok((session, caller))
 }

@@ -523,10 +523,7 @@ pub(crate) async fn revoke_preview(
     let session = session(&request)?;
     let (grain, value) = path.into_inner();
     let target = target(&grain, &value)?;
-    let caller = crate::admin::AdminCaller {
-        name: session.name.clone(),
-        role: session.role,
-    };
+    let caller = session.caller();
     // The dry run is the API's: the same plan the revocation then carries out.
     let preview =
         admin_chains::revoke_as(&state, &caller, target, "previewed in the console", true).await?;
@@ -624,10 +621,7 @@ pub(crate) async fn transition_preview(
     let session = session(&request)?;
     let (id, action) = path.into_inner();
     let transition = transition_of(&action)?;
-    let caller = crate::admin::AdminCaller {
-        name: session.name.clone(),
-        role: session.role,
-    };
+    let caller = session.caller();
     let preview = admin_agents::transition_as(
         &caller,
         &state,

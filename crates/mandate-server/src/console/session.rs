@@ -35,6 +35,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// The admin caller this session acts as: its credential's name and role.
+    pub fn caller(&self) -> crate::admin::AdminCaller {
+        crate::admin::AdminCaller {
+            name: self.name.clone(),
+            role: self.role,
+        }
+    }
+
     /// Whether `presented` is this session's CSRF token (compared in constant time).
     pub fn csrf_matches(&self, presented: &str) -> bool {
         !presented.is_empty() && bool::from(self.csrf.as_bytes().ct_eq(presented.as_bytes()))

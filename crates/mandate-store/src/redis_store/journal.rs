@@ -147,12 +147,12 @@ impl<C: RedisConnection> Journal for RedisJournal<C> {
         &self,
         at_ms: i64,
         kind: RecordKind,
-        record: &Value,
+        record: Value,
     ) -> Result<(), StoreFailure> {
         let pending = serde_json::to_string(&Pending {
             at: at_ms,
             kind: kind.as_str().to_owned(),
-            record: record.clone(),
+            record,
         })
         .map_err(|e| StoreFailure(format!("journal record not serializable: {e}")))?;
         let mut connection = self.connection.clone();

@@ -19,7 +19,7 @@ async fn nodes_appending_and_sealing_at_once_make_one_order() {
                 .append(
                     n,
                     RecordKind::Audit,
-                    &serde_json::json!({ "node": node, "n": n }),
+                    serde_json::json!({ "node": node, "n": n }),
                 )
                 .await
                 .unwrap();
