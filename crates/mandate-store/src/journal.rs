@@ -65,12 +65,8 @@ pub struct StoredEntry {
 pub trait Journal: Send + Sync + std::fmt::Debug {
     /// Appends a record written at `at_ms`. `Ok` once the store holds it. The record is taken
     /// by value: every exchange appends one, and it is serialized once, without a copy.
-    async fn append(
-        &self,
-        at_ms: i64,
-        kind: RecordKind,
-        record: Value,
-    ) -> Result<(), StoreFailure>;
+    async fn append(&self, at_ms: i64, kind: RecordKind, record: Value)
+        -> Result<(), StoreFailure>;
     /// Seals up to `max` appended records into entries, in append order; returns how many.
     /// Safe to run from several nodes at once: one seals each batch, the others find nothing
     /// or retry.
