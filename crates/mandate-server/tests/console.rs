@@ -124,6 +124,13 @@ async fn sign_in(browser: &Client, server: &TestServer, name: &str, secret: &str
         .click()
         .await
         .unwrap();
+    // The click returns before the browser has followed the redirect: wait for the next page.
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("form.signout"))
+        .await
+        .unwrap();
     let url = browser.current_url().await.unwrap();
     assert!(
         url.path().ends_with("/console/agents"),
@@ -452,6 +459,12 @@ async fn an_administrator_revokes_a_hop_from_its_graph_and_a_reader_cannot() {
         .await
         .unwrap()
         .click()
+        .await
+        .unwrap();
+    // The click returns before the browser has followed the redirect: wait for the sign-in form.
+    ops.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("secret"))
         .await
         .unwrap();
     assert!(ops
