@@ -139,6 +139,16 @@ async fn sign_in(browser: &Client, server: &TestServer, name: &str, secret: &str
     );
 }
 
+/// Waits (a redirect or a form submission lands after the click returns) for `css`.
+async fn arrived(browser: &Client, css: &str) {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+}
+
 async fn text_of(browser: &Client, css: &str) -> String {
     browser
         .find(Locator::Css(css))
@@ -247,6 +257,7 @@ async fn an_administrator_revokes_a_hop_from_its_graph_and_a_reader_cannot() {
         .await
         .unwrap();
 
+    arrived(&ops, "#chain-graph").await;
     // The graph: one node per hop, the leaf drawn under the root, both live.
     let nodes = ops
         .find_all(Locator::Css("#chain-graph g.hop"))
@@ -280,6 +291,7 @@ async fn an_administrator_revokes_a_hop_from_its_graph_and_a_reader_cannot() {
         .click()
         .await
         .unwrap();
+    arrived(&ops, "#doomed-count").await;
     let doomed: Vec<String> = {
         let mut ids = Vec::new();
         for row in ops
@@ -313,6 +325,7 @@ async fn an_administrator_revokes_a_hop_from_its_graph_and_a_reader_cannot() {
         .click()
         .await
         .unwrap();
+    arrived(&ops, "#chain-graph").await;
     // Back on the chain: the whole subtree is drawn dead.
     assert!(ops
         .current_url()
